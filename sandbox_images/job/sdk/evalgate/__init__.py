@@ -1,0 +1,89 @@
+"""The evalgate SDK for evaluation code running inside the job sandbox.
+
+    import evalgate
+    x, y = evalgate.load_dataset()
+    probs = evalgate.predict(x[:256])
+    evalgate.report({"accuracy": 0.93})
+
+The model is reachable only through predict(); it never appears as a file. Only the numbers given
+to report() can leave, and only after the release gate has checked them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .client import BudgetExceeded, Client, ModelError
+
+__all__ = ["load_dataset", "model_info", "predict", "predict_all", "report", "seed", "requested_metrics",
+           "BudgetExceeded", "ModelError"]
+
+_client: Client | None = None
+
+
+def _conn() -> Client:
+    global _client
+    if _client is None:
+        _client = Client(os.environ.get("EVALGATE_SOCKET", "/run/evalgate/model.sock"))
+    return _client
+
+
+def load_dataset() -> tuple[np.ndarray, np.ndarray]:
+    """Features x (n, d) and integer labels y (n,)."""
+    with np.load(os.environ.get("EVALGATE_DATASET", "/data/dataset.npz"), allow_pickle=False) as npz:
+        return npz["x"], npz["y"]
+
+
+def seed() -> int:
+    return int(os.environ.get("EVALGATE_SEED", "0"))
+
+
+def requested_metrics() -> list[str]:
+    return [m for m in os.environ.get("EVALGATE_METRICS", "").split(",") if m]
+
+
+def model_info() -> dict:
+    """Input and output names, dtypes and shapes."""
+    return _conn().metadata()
+
+
+def predict_all(inputs) -> dict[str, np.ndarray]:
+    """Run the model. `inputs` is an array (for a one-input model) or a dict of arrays by input name.
+    Arrays are cast to the dtypes the model declares."""
+    info = model_info_cached()
+    if not isinstance(inputs, dict):
+        if len(info["inputs"]) != 1:
+            raise ValueError("this model has several inputs: pass a dict of arrays by input name")
+        inputs = {info["inputs"][0]["name"]: inputs}
+    dtypes = {i["name"]: i["dtype"] for i in info["inputs"]}
+    cast = {k: np.asarray(v, dtype=dtypes.get(k)) for k, v in inputs.items()}
+    return _conn().predict(cast)
+
+
+def predict(inputs) -> np.ndarray:
+    """The model's first output for the given inputs."""
+    info = model_info_cached()
+    return predict_all(inputs)[info["outputs"][0]["name"]]
+
+
+_info: dict | None = None
+
+
+def model_info_cached() -> dict:
+    global _info
+    if _info is None:
+        _info = model_info()
+    return _info
+
+
+def report(metrics: dict[str, float]) -> None:
+    """Write the job's result: the requested metrics only (others given here are dropped)."""
+    wanted = requested_metrics()
+    chosen = {k: float(v) for k, v in metrics.items() if not wanted or k in wanted}
+    path = os.environ.get("EVALGATE_OUTPUT", "/output/result.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(chosen, f, sort_keys=True)

@@ -1,0 +1,30 @@
+"""Entry point of the job container: runs the suite's entrypoint as __main__.
+
+Exit codes the worker reads: 0 done, 3 the model query budget ran out, anything else a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+
+from .client import BudgetExceeded
+
+EXIT_BUDGET = 3
+
+
+def main() -> int:
+    suite = os.environ.get("EVALGATE_SUITE_DIR", "/suite")
+    entry = os.path.join(suite, os.environ["EVALGATE_ENTRYPOINT"])
+    sys.path.insert(0, os.path.dirname(entry))
+    sys.argv = [entry]
+    try:
+        runpy.run_path(entry, run_name="__main__")
+    except BudgetExceeded:
+        return EXIT_BUDGET
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""API keys: creation (shown once), authentication, revocation."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.auth.models import ROLES, ApiKey, Principal
+from service.db import utcnow
+from service.errors import InvalidInput, NotFound, Unauthorized
+from service.ledger import service as ledger
+
+_KEY_RE = re.compile(r"^eg_([A-Za-z0-9]{16})_([A-Za-z0-9_-]{43})$")
+_DURATION_RE = re.compile(r"^(\d{1,5})([hdw])$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as endpoints and services see it."""
+
+    principal_id: int
+    name: str
+    role: str
+    key_id: str
+
+    @property
+    def actor(self) -> str:
+        return f"{self.role}:{self.name}"
+
+
+def parse_duration(text: str) -> timedelta:
+    m = _DURATION_RE.match(text.strip())
+    if not m:
+        raise InvalidInput(f"expiry {text!r} is not a duration like 12h, 30d or 2w", code="invalid_duration")
+    n, unit = int(m.group(1)), m.group(2)
+    if n <= 0:
+        raise InvalidInput("expiry must be positive", code="invalid_duration")
+    return timedelta(hours=n) if unit == "h" else timedelta(days=n * (7 if unit == "w" else 1))
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(session: Session, *, name: str, role: str, expires_in: timedelta, actor: str = "cli") -> tuple[ApiKey, str]:
+    """Create the principal if new and a key for it. Returns the plaintext key, which is never stored."""
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}", code="invalid_role", alternatives=list(ROLES))
+    if not _NAME_RE.match(name):
+        raise InvalidInput("name must be 1-64 of a-z 0-9 _ . -", code="invalid_name")
+    principal = session.execute(select(Principal).where(Principal.name == name)).scalar_one_or_none()
+    if principal is None:
+        principal = Principal(name=name, role=role)
+        session.add(principal)
+        session.flush()
+    elif principal.role != role:
+        raise InvalidInput(
+            f"principal {name!r} already exists with role {principal.role}", code="role_mismatch",
+            alternatives=[f"create the key with --role {principal.role}", "choose another name"],
+        )
+    key_id = "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") for _ in range(16))
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey(key_id=key_id, secret_sha256=_hash_secret(secret), principal=principal, expires_at=utcnow() + expires_in)
+    session.add(key)
+    session.flush()
+    ledger.append(session, actor=actor, action="key.created", subject=f"principal:{name}",
+                  data={"key_id": key_id, "role": role, "expires_at": key.expires_at.isoformat()})
+    return key, f"eg_{key_id}_{secret}"
+
+
+def revoke_key(session: Session, key_id: str, actor: str = "cli") -> ApiKey:
+    key = session.execute(select(ApiKey).where(ApiKey.key_id == key_id)).scalar_one_or_none()
+    if key is None:
+        raise NotFound(f"no key {key_id}", code="key_not_found")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        ledger.append(session, actor=actor, action="key.revoked", subject=f"principal:{key.principal.name}",
+                      data={"key_id": key_id})
+    return key
+
+
+def authenticate(session: Session, token: str | None, now: datetime | None = None) -> Caller:
+    """Check a bearer token. Every failure raises Unauthorized with a reason that reveals no secret."""
+    if not token:
+        raise Unauthorized("missing bearer key", code="missing_key")
+    m = _KEY_RE.match(token)
+    if not m:
+        raise Unauthorized("malformed key", code="invalid_key")
+    key_id, secret = m.groups()
+    key = session.execute(select(ApiKey).where(ApiKey.key_id == key_id)).scalar_one_or_none()
+    # Compare against a dummy hash when the key is unknown so timing does not reveal which ids exist.
+    stored = key.secret_sha256 if key else "0" * 64
+    if not hmac.compare_digest(stored, _hash_secret(secret)) or key is None:
+        raise Unauthorized("unknown key", code="invalid_key")
+    if key.revoked_at is not None:
+        raise Unauthorized("key revoked", code="key_revoked", alternatives=["ask an operator for a new key"])
+    if key.expires_at <= (now or utcnow()):
+        raise Unauthorized("key expired", code="key_expired", alternatives=["ask an operator for a new key"])
+    return Caller(principal_id=key.principal_id, name=key.principal.name, role=key.principal.role, key_id=key_id)

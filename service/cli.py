@@ -1,0 +1,242 @@
+"""The `evalgate` command. Secrets (API keys) are read from the environment, never from argv."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import yaml
+
+from service.config import get_settings
+
+
+def _fail(message: str, code: int = 1):
+    click.secho(message, fg="red", err=True)
+    sys.exit(code)
+
+
+def _docker_or_exit():
+    from service.sandbox.client import docker_client
+    from service.sandbox.errors import DockerUnavailable
+
+    try:
+        return docker_client(timeout=900)
+    except DockerUnavailable as e:
+        _fail(str(e), 2)
+
+
+@click.group()
+def main() -> None:
+    """evalgate: sandboxed remote evaluation of private ONNX models."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Run the API (and, without EVALGATE_BROKER_URL, one embedded worker)."""
+    import uvicorn
+
+    from service.main import create_app
+
+    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="info")
+
+
+@main.command()
+@click.option("--concurrency", default=1, show_default=True, type=int, help="jobs at once on this worker")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(concurrency: int, loglevel: str) -> None:
+    """Run a Celery worker that consumes jobs from EVALGATE_BROKER_URL."""
+    settings = get_settings()
+    if settings.embedded:
+        _fail("EVALGATE_BROKER_URL is not set: without a broker the API runs jobs itself (evalgate serve).", 2)
+    from service.worker import celery_app
+
+    celery_app.worker_main(["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--without-gossip",
+                            "--without-mingle", "-n", f"evalgate-{os.getpid()}@%h"])
+
+
+@main.group()
+def images() -> None:
+    """Sandbox images."""
+
+
+@images.command("build")
+@click.option("--force", is_flag=True, help="rebuild even if up to date")
+def images_build(force: bool) -> None:
+    """Build the job and sidecar images if missing or stale (air-gap friendly)."""
+    from service.sandbox import images as img
+    from service.sandbox.errors import SandboxError
+
+    settings = get_settings()
+    client = _docker_or_exit()
+    specs = [img.ImageSpec("job", settings.job_image), img.ImageSpec("sidecar", settings.sidecar_image)]
+    try:
+        ids = img.build_all(client, specs, settings.data_dir / "wheelhouse", lambda m: click.echo(f"  {m}"), force=force)
+    except SandboxError as e:
+        _fail(str(e))
+    for kind, image_id in ids.items():
+        click.echo(f"{kind:8s} {image_id}")
+
+
+@images.command("lock")
+def images_lock() -> None:
+    """Regenerate the hash-locked requirement files from the *.in pins (needs PyPI)."""
+    from service.sandbox import images as img
+
+    img.lock(img.IMAGES_DIR / "pip.in", img.IMAGES_DIR / "pip.lock", click.echo)
+    for kind in ("job", "sidecar"):
+        img.lock(img.IMAGES_DIR / kind / "requirements.in", img.IMAGES_DIR / kind / "requirements.lock", click.echo)
+
+
+def _sessions():
+    from service.db import make_engine, make_sessionmaker, migrate
+
+    settings = get_settings()
+    migrate(settings.database_url)
+    return make_sessionmaker(make_engine(settings.database_url))
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--role", required=True, type=click.Choice(["partner", "researcher", "operator"]))
+@click.option("--name", required=True)
+@click.option("--expires", default="30d", show_default=True, help="e.g. 12h, 30d, 2w")
+def keys_create(role: str, name: str, expires: str) -> None:
+    """Create a key. It is printed once, on stdout, and never stored."""
+    from service.auth import service as auth
+    from service.db import session_scope
+    from service.errors import EvalgateError
+
+    try:
+        with session_scope(_sessions()) as s:
+            key, plaintext = auth.create_key(s, name=name, role=role, expires_in=auth.parse_duration(expires))
+            expires_at = key.expires_at
+    except EvalgateError as e:
+        _fail(f"{e.code}: {e.detail}")
+    click.echo(f"created {role} key for {name}, expires {expires_at.isoformat()} (shown once):", err=True)
+    click.echo(plaintext)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by its id (the part after eg_)."""
+    from service.auth import service as auth
+    from service.db import session_scope
+    from service.errors import EvalgateError
+
+    try:
+        with session_scope(_sessions()) as s:
+            auth.revoke_key(s, key_id)
+    except EvalgateError as e:
+        _fail(f"{e.code}: {e.detail}")
+    click.echo(f"revoked {key_id}")
+
+
+def _api():
+    from service.client import Api
+
+    key = os.environ.get("EVALGATE_API_KEY")
+    if not key:
+        _fail("set EVALGATE_API_KEY to your key (keys are never taken as arguments)", 2)
+    return Api(os.environ.get("EVALGATE_URL", "http://127.0.0.1:8000"), key)
+
+
+def _print_job(job: dict) -> None:
+    if job["state"] == "released":
+        click.secho("released metrics:", fg="green")
+        for k, v in job["result"]["metrics"].items():
+            click.echo(f"  {k:24s} {v}")
+    else:
+        click.secho(f"{job['state']}: {job.get('error_class') or ''}", fg="yellow")
+
+
+@main.command()
+@click.argument("spec_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--no-wait", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the final job as JSON")
+def submit(spec_file: Path, no_wait: bool, as_json: bool) -> None:
+    """Submit a job spec (YAML) and wait for its released metrics."""
+    from service.client import ApiError
+
+    api = _api()
+    try:
+        spec = yaml.safe_load(spec_file.read_text())
+        job = api.submit(spec)
+        click.echo(f"job {job['id']} {job['state']}")
+        if no_wait:
+            return
+        t0 = time.monotonic()
+        job = api.wait(job["id"], on_change=lambda j: click.echo(f"  [{time.monotonic() - t0:6.1f}s] {j['state']}"))
+    except ApiError as e:
+        _fail(str(e))
+    except yaml.YAMLError as e:
+        _fail(f"{spec_file} is not valid YAML: {e}")
+    click.echo(json.dumps(job, indent=2)) if as_json else _print_job(job)
+    sys.exit(0 if job["state"] == "released" else 1)
+
+
+@main.command()
+@click.argument("job_id")
+def status(job_id: str) -> None:
+    """Show one job."""
+    from service.client import ApiError
+
+    try:
+        job = _api().job(job_id)
+    except ApiError as e:
+        _fail(str(e))
+    click.echo(json.dumps(job, indent=2))
+
+
+@main.group()
+def audit() -> None:
+    """The audit log."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain; exit 1 if any event was edited, inserted or deleted."""
+    from service.db import session_scope
+    from service.ledger import service as ledger
+
+    with session_scope(_sessions()) as s:
+        v = ledger.verify(s)
+    if v.ok:
+        click.secho(f"audit log intact: {v.size} events, head {v.head_hash}", fg="green")
+    else:
+        _fail(f"audit log BROKEN at event {v.first_bad_seq}: {v.problem}")
+
+
+@main.group()
+def db() -> None:
+    """Database."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply migrations."""
+    _sessions()
+    click.echo("schema at head")
+
+
+@main.command()
+def demo() -> None:
+    """Run a whole evaluation on this machine: demo model + data, a partner job, released metrics."""
+    from service.demo import run_demo
+
+    _docker_or_exit()
+    sys.exit(run_demo(get_settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""A small HTTP client for the evalgate API, used by the CLI (`submit`, `status`, `demo`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+TERMINAL = {"released", "rejected", "failed", "cancelled"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict):
+        self.status, self.body = status, body
+        detail = body.get("detail") if isinstance(body, dict) else body
+        super().__init__(f"{status} {body.get('error', '') if isinstance(body, dict) else ''}: {detail}")
+
+
+class Api:
+    def __init__(self, base_url: str, key: str, timeout: float = 60.0):
+        # The key travels only in a header; it never appears in a URL, argv or a log line.
+        self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+
+    def _json(self, resp: httpx.Response):
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"error": "http_error", "detail": resp.text[:200]}
+        if resp.status_code >= 400:
+            raise ApiError(resp.status_code, body)
+        return body
+
+    def register_model(self, name: str, version: str, path: Path) -> dict:
+        with path.open("rb") as f:
+            return self._json(self.http.post("/v1/models", data={"name": name, "version": version}, files={"file": f}))
+
+    def register_dataset(self, name: str, version: str, path: Path, visibility: str = "private") -> dict:
+        with path.open("rb") as f:
+            return self._json(self.http.post("/v1/datasets", data={"name": name, "version": version,
+                                                                   "visibility": visibility}, files={"file": f}))
+
+    def upload_suite(self, path: Path) -> dict:
+        with path.open("rb") as f:
+            return self._json(self.http.post("/v1/suites", files={"file": (path.name, f)}))
+
+    def submit(self, spec: dict) -> dict:
+        return self._json(self.http.post("/v1/jobs", json=spec))
+
+    def job(self, job_id: str) -> dict:
+        return self._json(self.http.get(f"/v1/jobs/{job_id}"))
+
+    def wait(self, job_id: str, timeout_s: float = 3600, on_change: Callable[[dict], None] | None = None,
+             poll_s: float = 0.25) -> dict:
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while True:
+            job = self.job(job_id)
+            if job["state"] != last and on_change:
+                on_change(job)
+            last = job["state"]
+            if job["state"] in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s:.0f}s")
+            time.sleep(poll_s)

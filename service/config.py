@@ -1,0 +1,80 @@
+"""One Settings object, read at the entry points (API app, worker, CLI)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVALGATE_", extra="ignore")
+
+    data_dir: Path = Path(".evalgate")
+    # Default: a SQLite file inside data_dir. Production: postgresql+psycopg://...
+    database_url: str | None = None
+    # None means embedded mode: the API process runs one worker thread itself.
+    broker_url: str | None = None
+    # Redis for the result backend is not used: job state lives in the DB.
+
+    docker_runtime: str = "runc"
+    job_image: str = "evalgate-job:latest"
+    sidecar_image: str = "evalgate-sidecar:latest"
+    signing_key_path: Path | None = None
+
+    # Resource defaults and the ceiling a partner may ask for.
+    default_memory_mb: int = 512
+    max_memory_mb: int = 2048
+    default_cpus: float = 1.0
+    max_cpus: float = 2.0
+    default_timeout_s: int = 300
+    max_timeout_s: int = 1800
+    default_query_budget: int = 100_000
+    max_query_budget: int = 1_000_000
+    pids_limit: int = 128
+    tmp_size_mb: int = 64
+    output_dir_bytes: int = 1 << 20
+    output_dir_inodes: int = 64
+    sidecar_memory_mb: int = 1024
+    log_cap_bytes: int = 64 << 10
+
+    # Release gate.
+    result_max_bytes: int = 64 << 10
+    max_metrics: int = 32
+    significant_digits: int = Field(default=4, ge=1, le=15)
+    min_dataset_rows: int = 100
+
+    # Uploads.
+    bundle_max_bytes: int = 5 << 20
+    bundle_max_files: int = 200
+    bundle_max_unpacked_bytes: int = 20 << 20
+    model_max_bytes: int = 512 << 20
+    dataset_max_bytes: int = 512 << 20
+
+    custom_suites_require_approval: bool = True
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> "Settings":
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'evalgate.db'}"
+        if self.signing_key_path is None:
+            self.signing_key_path = self.data_dir / "keys" / "attestation.ed25519"
+        if self.docker_runtime not in {"runc", "runsc", "auto"}:
+            raise ValueError("docker_runtime must be runc, runsc or auto")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def longest_job_s(self) -> int:
+        return self.max_timeout_s + 120  # plus container start, gate and cleanup
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,52 @@
+"""Domain errors. Each carries its HTTP status and a stable machine-readable code.
+
+Services raise these; one exception handler in main.py renders them as
+{"error": code, "detail": ..., "alternatives": [...]}.
+"""
+
+from __future__ import annotations
+
+
+class EvalgateError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, *, code: str | None = None, alternatives: list[str] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+        self.alternatives = alternatives or []
+
+    def to_dict(self) -> dict:
+        return {"error": self.code, "detail": self.detail, "alternatives": self.alternatives}
+
+
+class InvalidInput(EvalgateError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class Unauthorized(EvalgateError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(EvalgateError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(EvalgateError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(EvalgateError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(EvalgateError):
+    status_code = 413
+    code = "payload_too_large"

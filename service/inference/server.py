@@ -1,0 +1,177 @@
+"""The inference sidecar: serves one ONNX model on a unix socket to one job, within a row budget.
+
+Runs inside the sidecar container (no network, model mounted read-only). Its stdout is read only by
+the worker: a READY line once listening, a USAGE line when it stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+
+import numpy as np
+import onnxruntime as ort
+
+from .protocol import (BAD_FRAME, BUDGET_EXCEEDED, DTYPE_MISMATCH, INFERENCE_FAILED, MAX_BODY, ORT_TO_NUMPY,
+                       SHAPE_MISMATCH, TOO_LARGE, UNKNOWN_INPUT, UNKNOWN_OP, ProtocolError, decode_tensors,
+                       describe, read_frame, write_frame)
+
+READY = "EVALGATE_READY"
+USAGE = "EVALGATE_USAGE"
+
+
+class Budget:
+    """Rows and requests a job may spend. Thread-safe: connections are served concurrently."""
+
+    def __init__(self, max_rows: int, max_requests: int):
+        self.max_rows, self.max_requests = max_rows, max_requests
+        self.rows = self.requests = self.refused = 0
+        self.exceeded = False
+        self._lock = threading.Lock()
+
+    def spend(self, rows: int) -> bool:
+        with self._lock:
+            if self.rows + rows > self.max_rows or self.requests + 1 > self.max_requests:
+                self.exceeded = True
+                self.refused += 1
+                return False
+            self.rows += rows
+            self.requests += 1
+            return True
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"rows": self.rows, "requests": self.requests, "refused": self.refused,
+                    "budget_exceeded": self.exceeded, "max_rows": self.max_rows}
+
+
+class Model:
+    def __init__(self, path: str, threads: int):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def metadata(self) -> dict:
+        def io(args):
+            return [{"name": a.name, "dtype": ORT_TO_NUMPY.get(a.type, a.type),
+                     "shape": [d if isinstance(d, int) else None for d in a.shape]} for a in args]
+
+        return {"inputs": io(self.session.get_inputs()), "outputs": io(self.session.get_outputs())}
+
+    def check(self, feeds: dict[str, np.ndarray]) -> int:
+        """Validate feeds against the signature; return the batch (row) count."""
+        if set(feeds) != set(self.inputs):
+            unknown = sorted(set(feeds) - set(self.inputs))
+            raise ProtocolError(UNKNOWN_INPUT, f"inputs must be exactly {sorted(self.inputs)}; unknown {unknown}")
+        rows = None
+        for name, arr in feeds.items():
+            spec = self.inputs[name]
+            want = ORT_TO_NUMPY.get(spec.type)
+            if arr.dtype.name != want:
+                raise ProtocolError(DTYPE_MISMATCH, f"{name} wants {want}, got {arr.dtype.name}")
+            if len(arr.shape) != len(spec.shape) or any(
+                    isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape)):
+                raise ProtocolError(SHAPE_MISMATCH, f"{name} wants shape {spec.shape}, got {list(arr.shape)}")
+            n = arr.shape[0] if arr.shape else 1
+            if rows is not None and n != rows:
+                raise ProtocolError(SHAPE_MISMATCH, "inputs disagree on the batch size")
+            rows = n
+        return rows or 0
+
+
+def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int):
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            sock: socket.socket = self.request
+            while True:
+                try:
+                    frame = read_frame(sock, max_body)
+                except ProtocolError as e:
+                    # A bad or oversized frame leaves the stream out of step: answer, then close
+                    # this connection only.
+                    self._error(sock, e)
+                    return
+                except OSError:
+                    return
+                if frame is None:
+                    return
+                header, body = frame
+                try:
+                    self._serve(sock, header, body)
+                except ProtocolError as e:
+                    if not self._error(sock, e):
+                        return
+                except OSError:
+                    return
+
+        def _error(self, sock, e: ProtocolError) -> bool:
+            try:
+                write_frame(sock, {"ok": False, "error": e.code, "detail": e.detail[:200]})
+                return True
+            except OSError:
+                return False
+
+        def _serve(self, sock, header: dict, body: memoryview):
+            op = header.get("op")
+            if op == "metadata":
+                write_frame(sock, {"ok": True, "metadata": model.metadata()})
+            elif op == "predict":
+                feeds = decode_tensors(header.get("inputs"), body)
+                rows = model.check(feeds)
+                if rows > max_batch:
+                    raise ProtocolError(TOO_LARGE, f"batch of {rows} rows; at most {max_batch}")
+                if not budget.spend(rows):
+                    raise ProtocolError(BUDGET_EXCEEDED, "the job's model query budget is spent")
+                try:
+                    outputs = model.session.run(model.output_names, feeds)
+                except Exception:  # onnxruntime's own error types; the text may describe the graph
+                    raise ProtocolError(INFERENCE_FAILED, "the model could not run on this input") from None
+                arrays = [np.asarray(o) for o in outputs]
+                write_frame(sock, {"ok": True, "outputs": [describe(n, a) for n, a in zip(model.output_names, arrays)]},
+                            arrays)
+            else:
+                raise ProtocolError(UNKNOWN_OP, "operations: metadata, predict")
+
+    return Handler
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def main() -> int:
+    socket_path = os.environ["EVALGATE_SOCKET"]
+    budget = Budget(int(os.environ["EVALGATE_QUERY_BUDGET_ROWS"]), int(os.environ.get("EVALGATE_MAX_REQUESTS", "1000000")))
+    threads = max(1, int(float(os.environ.get("EVALGATE_THREADS", "1"))))
+    model = Model(os.environ.get("EVALGATE_MODEL", "/model/model.onnx"), threads)
+    handler = make_handler(model, budget, int(os.environ.get("EVALGATE_MAX_BATCH", "65536")),
+                           int(os.environ.get("EVALGATE_MAX_BODY", str(MAX_BODY))))
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    server = Server(socket_path, handler)
+    os.chmod(socket_path, 0o666)  # the job runs as another uid; it only gets the directory read-only
+
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    print(READY, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        print(USAGE + " " + json.dumps(budget.snapshot()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.db import Base, UTCDateTime, utcnow
+from service.registry.models import DatasetVersion, ModelVersion, SuiteVersion
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), index=True)
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    error_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    spec: Mapped[dict] = mapped_column(JSON)
+    spec_sha256: Mapped[str] = mapped_column(String(64))
+    suite_version_id: Mapped[int] = mapped_column(ForeignKey("suite_versions.id"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # For operators only: capped container output and internal error text. Never shown to partners.
+    operator_log: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    suite: Mapped[SuiteVersion] = relationship(lazy="joined")
+    model: Mapped[ModelVersion] = relationship(lazy="joined")
+    dataset: Mapped[DatasetVersion] = relationship(lazy="joined")

@@ -1,0 +1,193 @@
+"""Running a job on a worker: queued → running → gating → released | rejected | failed | cancelled.
+
+Safe to call again for the same job at any point (Celery redelivery, worker restart): it re-reads
+the job, returns if it has ended, and the sandbox resumes the containers an earlier attempt left.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import __version__
+from service.config import Settings
+from service.db import session_scope
+from service.jobs.models import Job
+from service.jobs.states import TERMINAL, transition
+from service.registry import storage
+from service.release import gate
+from service.release import service as release_service
+from service.release.signing import Signer
+from service.sandbox.errors import SandboxError
+from service.sandbox.images import resolve_image_id
+from service.sandbox.runner import EXIT_BUDGET, JobSandbox, Limits, Outcome, Sandbox
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3
+ACTOR = "worker"
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    sandbox: Sandbox
+    signer: Signer
+    runtime: str
+
+
+def _sandbox_spec(ctx: WorkerContext, job: Job) -> JobSandbox:
+    s = ctx.settings
+    res = job.spec["resources"]
+    client = ctx.sandbox.client
+    return JobSandbox(
+        job_id=job.id,
+        job_image=resolve_image_id(client, s.job_image),
+        sidecar_image=resolve_image_id(client, s.sidecar_image),
+        model_path=storage.blob_path(s.data_dir, job.model.sha256),
+        dataset_path=storage.blob_path(s.data_dir, job.dataset.sha256),
+        suite_path=storage.suite_dir(s.data_dir, job.suite.sha256),
+        entrypoint=job.suite.entrypoint,
+        env={"EVALGATE_SEED": str(job.spec["seed"]), "EVALGATE_METRICS": ",".join(job.spec["metrics"])},
+        query_budget_rows=int(res["query_budget"]),
+        limits=Limits(memory_mb=res["memory_mb"], cpus=res["cpus"], timeout_s=res["timeout_s"], pids=s.pids_limit,
+                      tmp_mb=s.tmp_size_mb, output_bytes=s.output_dir_bytes, output_inodes=s.output_dir_inodes,
+                      log_cap_bytes=s.log_cap_bytes, sidecar_memory_mb=s.sidecar_memory_mb,
+                      result_max_bytes=s.result_max_bytes),
+        runtime=ctx.runtime,
+    )
+
+
+def _start(ctx: WorkerContext, job_id: str) -> JobSandbox | str | None:
+    """Claim the job for running. Returns the sandbox spec, or the state to report if there is nothing to run."""
+    with session_scope(ctx.sessions) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            log.warning("job %s does not exist", job_id)
+            return None
+        if job.state in TERMINAL or job.state in ("submitted", "awaiting_approval"):
+            return job.state
+        if job.state == "gating":  # a crash inside the release transaction; its outcome is gone
+            transition(s, job, "failed", actor=ACTOR, error_class="internal_error")
+            return job.state
+        if job.cancel_requested:
+            transition(s, job, "cancelled", actor=ACTOR, error_class="cancelled")
+            return job.state
+        job.attempts += 1
+        if job.attempts > MAX_ATTEMPTS:
+            transition(s, job, "failed", actor=ACTOR, error_class="internal_error")
+            job.operator_log = f"gave up after {MAX_ATTEMPTS} attempts"
+            return job.state
+        transition(s, job, "running", actor=ACTOR, data={"attempt": job.attempts})
+        try:
+            return _sandbox_spec(ctx, job)
+        except SandboxError as e:
+            job.operator_log = str(e)
+            transition(s, job, "failed", actor=ACTOR, error_class="internal_error")
+            return job.state
+
+
+def _cancel_requested(ctx: WorkerContext, job_id: str) -> bool:
+    with session_scope(ctx.sessions) as s:
+        job = s.get(Job, job_id)
+        return job is None or job.cancel_requested
+
+
+def classify(outcome: Outcome) -> tuple[str, str | None]:
+    """(state, error class) from what the sandbox saw, before the gate. 'gating' means: go on to the gate."""
+    if outcome.cancelled:
+        return "cancelled", "cancelled"
+    if outcome.timed_out:
+        return "failed", "timeout"
+    if outcome.oom:
+        return "failed", "oom"
+    if outcome.exit_code != 0:
+        if outcome.exit_code == EXIT_BUDGET or outcome.usage.get("budget_exceeded"):
+            return "failed", "query_budget_exceeded"
+        return "failed", "crashed"
+    if outcome.result is None:
+        return "rejected", "missing_output"
+    return "gating", None
+
+
+def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
+    settings = ctx.settings
+    with session_scope(ctx.sessions) as s:
+        job = s.get(Job, job_id)
+        if job.state in TERMINAL:
+            return job.state
+        job.operator_log = _operator_log(outcome)
+        usage = {"rows": int(outcome.usage.get("rows", 0)), "requests": int(outcome.usage.get("requests", 0))}
+        state, error_class = classify(outcome)
+        if state != "gating":
+            transition(s, job, state, actor=ACTOR, error_class=error_class, data={"queries": usage})
+            return state
+        transition(s, job, "gating", actor=ACTOR, data={"queries": usage})
+        try:
+            values = gate.parse_result(outcome.result, job.spec["metrics"], max_bytes=settings.result_max_bytes,
+                                       max_metrics=settings.max_metrics)
+        except (gate.OutputRejected, OverflowError) as e:
+            job.operator_log += f"\n[gate] {getattr(e, 'reason', 'number out of range')}"
+            transition(s, job, "rejected", actor=ACTOR, error_class="output_rejected")
+            return "rejected"
+        metrics = gate.release_values(values, settings.significant_digits)
+        provenance = {
+            "spec_sha256": job.spec_sha256,
+            "suite": job.spec["suite"],
+            "model": job.spec["model"],
+            "dataset": job.spec["dataset"],
+            "images": outcome.images,
+            "runtime": ctx.runtime,
+            "service_version": __version__,
+            "seed": job.spec["seed"],
+            "queries": usage,
+            "submitted_at": job.created_at.isoformat(),
+            "started_at": job.started_at.isoformat() if job.started_at else None,
+            "finished_at": _now_iso(),
+        }
+        release_service.release(s, ctx.signer, job_id=job.id, metrics=metrics, provenance=provenance, actor=ACTOR)
+        transition(s, job, "released", actor=ACTOR)
+        return "released"
+
+
+def _now_iso() -> str:
+    from service.db import utcnow
+
+    return utcnow().isoformat()
+
+
+def _operator_log(outcome: Outcome) -> str:
+    facts = (f"exit={outcome.exit_code} oom={outcome.oom} timed_out={outcome.timed_out} "
+             f"cancelled={outcome.cancelled} result_problem={outcome.result_problem} usage={outcome.usage}")
+    return f"{facts}\n--- job output (capped) ---\n{outcome.job_log}"
+
+
+def _fail(ctx: WorkerContext, job_id: str, error: Exception) -> str:
+    with session_scope(ctx.sessions) as s:
+        job = s.get(Job, job_id)
+        if job.state in TERMINAL:
+            return job.state
+        job.operator_log = f"sandbox error: {error}"[:ctx.settings.log_cap_bytes]
+        transition(s, job, "failed", actor=ACTOR, error_class="internal_error")
+        return "failed"
+
+
+def run_job(ctx: WorkerContext, job_id: str) -> str | None:
+    started = _start(ctx, job_id)
+    if not isinstance(started, JobSandbox):
+        if started in TERMINAL:
+            ctx.sandbox.remove(job_id)
+        return started
+    try:
+        outcome = ctx.sandbox.run(started, should_cancel=lambda: _cancel_requested(ctx, job_id))
+        return _finish(ctx, job_id, outcome)
+    except SandboxError as e:
+        log.exception("job %s: sandbox error", job_id)
+        return _fail(ctx, job_id, e)
+    finally:
+        try:
+            ctx.sandbox.remove(job_id)
+        except Exception:  # cleanup must not hide the outcome; the start-up sweep retries
+            log.exception("job %s: cleanup failed", job_id)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    memory_mb: int | None = Field(default=None, ge=64)
+    cpus: float | None = Field(default=None, gt=0)
+    timeout_s: int | None = Field(default=None, ge=1)
+    query_budget: int | None = Field(default=None, ge=1, description="model rows the job may predict")
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    suite: str = Field(examples=["classification@1.0.0"])
+    model: str = Field(examples=["demo-classifier@1"])
+    dataset: str = Field(examples=["demo-blobs@1"])
+    metrics: list[str] = Field(min_length=1, max_length=64)
+    resources: Resources = Field(default_factory=Resources)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class ResultRead(BaseModel):
+    metrics: dict[str, float]
+    provenance: dict
+    attestation: dict
+    released_at: datetime
+
+
+class JobRead(BaseModel):
+    id: str
+    state: str
+    error_class: str | None
+    spec: dict
+    spec_sha256: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: ResultRead | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobRead]

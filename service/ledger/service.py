@@ -1,0 +1,91 @@
+"""Append-only audit log with a hash chain."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.canonical import canonical_json
+from service.db import utcnow
+from service.ledger.models import AuditEvent, AuditHead
+
+GENESIS = "0" * 64
+
+
+def leaf_hash(record: str) -> str:
+    return hashlib.sha256(b"\x00" + record.encode()).hexdigest()
+
+
+def chain_hash(prev: str, leaf: str) -> str:
+    return hashlib.sha256(bytes.fromhex(prev) + bytes.fromhex(leaf)).hexdigest()
+
+
+def append(session: Session, *, actor: str, action: str, subject: str, data: dict[str, Any] | None = None) -> AuditEvent:
+    """Append one event in the caller's transaction, so it lands exactly when the change it records."""
+    bumped = session.execute(update(AuditHead).where(AuditHead.id == 1).values(size=AuditHead.size + 1))
+    if bumped.rowcount == 0:
+        session.add(AuditHead(id=1, size=1, head_hash=GENESIS))
+        session.flush()
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+    session.refresh(head)
+    seq = head.size
+    record = canonical_json(
+        {"seq": seq, "ts": utcnow().isoformat(), "actor": actor, "action": action, "subject": subject, "data": data or {}}
+    )
+    leaf = leaf_hash(record)
+    chained = chain_hash(head.head_hash, leaf)
+    event = AuditEvent(seq=seq, action=action, subject=subject, record=record, leaf_hash=leaf, chain_hash=chained)
+    session.add(event)
+    head.head_hash = chained
+    session.flush()
+    return event
+
+
+@dataclass
+class Verification:
+    ok: bool
+    size: int
+    head_hash: str
+    problem: str | None = None
+    first_bad_seq: int | None = None
+
+
+def verify(session: Session) -> Verification:
+    """Recompute every hash from the records: detects an edited, inserted, deleted or reordered event."""
+    head = session.get(AuditHead, 1)
+    prev = GENESIS
+    expected_seq = 1
+    for event in session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars():
+        def bad(problem: str) -> Verification:
+            return Verification(False, expected_seq - 1, prev, problem, event.seq)
+
+        if event.seq != expected_seq:
+            return bad(f"sequence gap: expected {expected_seq}, found {event.seq}")
+        try:
+            record = json.loads(event.record)
+        except ValueError:
+            return bad("record is not JSON")
+        if record.get("seq") != event.seq or record.get("action") != event.action or record.get("subject") != event.subject:
+            return bad("indexed columns disagree with the record")
+        if leaf_hash(event.record) != event.leaf_hash:
+            return bad("record does not match its leaf hash")
+        if chain_hash(prev, event.leaf_hash) != event.chain_hash:
+            return bad("chain hash broken")
+        prev = event.chain_hash
+        expected_seq += 1
+    size = expected_seq - 1
+    if head is None:
+        return Verification(size == 0, size, prev, None if size == 0 else "head missing")
+    if head.size != size or head.head_hash != prev:
+        return Verification(False, size, prev, f"head says {head.size} events, log has {size}", size + 1)
+    return Verification(True, size, prev)
+
+
+def events_for(session: Session, subject: str) -> list[dict]:
+    rows = session.execute(select(AuditEvent).where(AuditEvent.subject == subject).order_by(AuditEvent.seq)).scalars()
+    return [json.loads(r.record) for r in rows]

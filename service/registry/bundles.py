@@ -1,0 +1,233 @@
+"""Suite bundles: safe extraction of partner-supplied tar.gz or zip archives.
+
+Everything is checked from the archive's own metadata before a byte is written, and checked again
+while writing: a bundle may contain only regular files and directories with relative, clean names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from service.errors import InvalidInput, PayloadTooLarge
+
+MANIFEST = "suite.yaml"
+NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+SEMVER_RE = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]{1,32})?$"
+METRIC_RE = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class BundleLimits(BaseModel):
+    max_files: int
+    max_unpacked_bytes: int
+    max_metrics: int
+
+
+class SuiteManifest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(pattern=NAME_RE)
+    version: str = Field(pattern=SEMVER_RE)
+    entrypoint: str
+    metrics: list[str] = Field(min_length=1)
+    description: str = Field(default="", max_length=2000)
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint(cls, v: str) -> str:
+        _clean_name(v)
+        if not v.endswith(".py"):
+            raise ValueError("entrypoint must be a .py file")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if not re.match(METRIC_RE, m):
+                raise ValueError(f"metric name {m!r} must match {METRIC_RE}")
+        if len(set(v)) != len(v):
+            raise ValueError("metric names repeat")
+        return v
+
+
+@dataclass
+class Bundle:
+    manifest: SuiteManifest
+    sha256: str  # tree digest
+    path: Path
+
+
+def _reject(detail: str, code: str = "invalid_bundle") -> InvalidInput:
+    return InvalidInput(detail, code=code)
+
+
+def _clean_name(name: str) -> str:
+    """Return the normalized relative name or raise: no absolute paths, no '..', no odd characters."""
+    if not name or "\x00" in name or "\\" in name:
+        raise _reject(f"bad member name {name!r}", "bundle_bad_path")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise _reject(f"absolute path {name!r} in bundle", "bundle_absolute_path")
+    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise _reject(f"path {name!r} leaves the bundle", "bundle_path_traversal")
+    if not parts:
+        raise _reject(f"bad member name {name!r}", "bundle_bad_path")
+    return "/".join(parts)
+
+
+def tree_digest(root: Path) -> str:
+    """SHA-256 over (path, content digest) of every regular file, sorted: the same code gives the
+    same digest whether it came as zip or tar.gz."""
+    lines = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = path.relative_to(root).as_posix()
+        lines.append(f"{rel}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _members_tar(data: bytes):
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise _reject(f"not a readable tar archive: {type(e).__name__}") from None
+    with tar:
+        try:
+            for m in tar:
+                if m.issym() or m.islnk():
+                    raise _reject(f"link {m.name!r} in bundle", "bundle_link")
+                if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
+                    raise _reject(f"device or fifo {m.name!r} in bundle", "bundle_special_file")
+                if not (m.isreg() or m.isdir()):
+                    raise _reject(f"unsupported member type for {m.name!r}", "bundle_special_file")
+                yield m.name, m.isdir(), m.size, (lambda m=m: tar.extractfile(m))
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise _reject(f"corrupt tar archive: {type(e).__name__}") from None
+
+
+def _members_zip(data: bytes):
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError) as e:
+        raise _reject(f"not a readable zip archive: {type(e).__name__}") from None
+    with zf:
+        for info in zf.infolist():
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise _reject(f"link {info.filename!r} in bundle", "bundle_link")
+            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise _reject(f"device or fifo {info.filename!r} in bundle", "bundle_special_file")
+            if info.flag_bits & 0x1:
+                raise _reject("encrypted zip members are not accepted", "bundle_encrypted")
+            yield info.filename, info.is_dir(), info.file_size, (lambda info=info: zf.open(info))
+
+
+def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bundle:
+    if data[:4] == b"PK\x03\x04":
+        members = _members_zip(data)
+    elif data[:2] == b"\x1f\x8b":
+        members = _members_tar(data)
+    else:
+        raise _reject("bundle must be a .tar.gz or a .zip archive", "bundle_unknown_format")
+
+    suites_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=suites_root, prefix=".extract-"))
+    try:
+        files = 0
+        total = 0
+        seen: set[str] = set()
+        for raw_name, is_dir, declared_size, opener in members:
+            name = _clean_name(raw_name)
+            if name in seen:
+                raise _reject(f"member {name!r} appears twice", "bundle_duplicate_member")
+            seen.add(name)
+            target = tmp / name
+            if is_dir:
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            files += 1
+            if files > limits.max_files:
+                raise _reject(f"bundle has more than {limits.max_files} files", "bundle_too_many_files")
+            if total + declared_size > limits.max_unpacked_bytes:
+                raise PayloadTooLarge(f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes",
+                                      code="bundle_too_large_unpacked")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # O_EXCL|O_NOFOLLOW: never write through something already there.
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as out, opener() as src:
+                while chunk := src.read(1 << 16):
+                    total += len(chunk)  # count real bytes too: declared sizes can lie
+                    if total > limits.max_unpacked_bytes:
+                        raise PayloadTooLarge(f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes",
+                                              code="bundle_too_large_unpacked")
+                    out.write(chunk)
+        manifest = load_manifest(tmp, limits)
+        digest = tree_digest(tmp)
+        final = suites_root / digest
+        if final.exists():
+            shutil.rmtree(tmp)
+        else:
+            _make_read_only(tmp)
+            os.replace(tmp, final)
+        return Bundle(manifest=manifest, sha256=digest, path=final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_manifest(root: Path, limits: BundleLimits) -> SuiteManifest:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise _reject(f"bundle has no {MANIFEST} at its top level", "bundle_no_manifest")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        manifest = SuiteManifest.model_validate(raw)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise _reject(f"{MANIFEST} is not valid YAML: {type(e).__name__}", "bundle_bad_manifest") from None
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise _reject(f"{MANIFEST}: {problems}", "bundle_bad_manifest") from None
+    if len(manifest.metrics) > limits.max_metrics:
+        raise _reject(f"a suite may declare at most {limits.max_metrics} metrics", "bundle_bad_manifest")
+    if not (root / manifest.entrypoint).is_file():
+        raise _reject(f"entrypoint {manifest.entrypoint!r} is not in the bundle", "bundle_bad_manifest")
+    return manifest
+
+
+def _make_read_only(root: Path) -> None:
+    for p in root.rglob("*"):
+        os.chmod(p, 0o555 if p.is_dir() else 0o444)
+    os.chmod(root, 0o555)
+
+
+def install_directory(src: Path, suites_root: Path, limits: BundleLimits) -> Bundle:
+    """Install a trusted suite shipped as a directory (the built-in suites)."""
+    suites_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=suites_root, prefix=".install-"))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        manifest = load_manifest(tmp, limits)
+        digest = tree_digest(tmp)
+        final = suites_root / digest
+        if final.exists():
+            shutil.rmtree(tmp)
+        else:
+            _make_read_only(tmp)
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Bundle(manifest=manifest, sha256=digest, path=final)

@@ -1,0 +1,1 @@
+"""Docker orchestration for job sandboxes. Knows nothing of FastAPI or the DB: it takes plain values."""

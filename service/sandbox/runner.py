@@ -1,0 +1,372 @@
+"""Run one job: an inference sidecar and a job container, both without network.
+
+Idempotent by job id: container and volume names derive from it, so a redelivered task finds what
+an earlier attempt left (a running or exited container) and goes on from there instead of starting
+a second one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import requests
+from docker.errors import APIError, NotFound
+from docker.types import Mount, Ulimit
+
+from service.sandbox.errors import SandboxError
+
+LABEL_JOB = "org.evalgate.job-id"
+LABEL_ROLE = "org.evalgate.role"
+JOB_UID = "10002:10002"
+SIDECAR_UID = "10001:10001"
+SOCKET_DIR = "/run/evalgate"
+SOCKET_PATH = f"{SOCKET_DIR}/model.sock"
+OUTPUT_DIR = "/output"
+RESULT_NAME = "result.json"
+COLLECT_DIR = "/collect"  # where the sidecar holds the job's output volume, read-only
+EXIT_BUDGET = 3  # set by the SDK's runner when the job did not handle BudgetExceeded
+READY = "EVALGATE_READY"
+USAGE = "EVALGATE_USAGE"
+
+# Go's os.FileMode type bits, as the Docker API reports them in the path stat header.
+_GO_TYPE_BITS = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int
+    cpus: float
+    timeout_s: int
+    pids: int = 128
+    tmp_mb: int = 64
+    shm_mb: int = 16
+    output_bytes: int = 1 << 20
+    output_inodes: int = 64
+    nofile: int = 256
+    log_cap_bytes: int = 64 << 10
+    sidecar_memory_mb: int = 1024
+    result_max_bytes: int = 64 << 10
+
+
+@dataclass(frozen=True)
+class JobSandbox:
+    job_id: str
+    job_image: str  # image ids, not tags
+    sidecar_image: str
+    model_path: Path
+    dataset_path: Path
+    suite_path: Path
+    entrypoint: str
+    env: dict[str, str]
+    query_budget_rows: int
+    limits: Limits
+    runtime: str = "runc"
+
+
+@dataclass
+class Outcome:
+    exit_code: int | None = None
+    oom: bool = False
+    timed_out: bool = False
+    cancelled: bool = False
+    result: bytes | None = None
+    result_problem: str | None = None
+    usage: dict = field(default_factory=dict)
+    job_log: str = ""
+    images: dict = field(default_factory=dict)  # the image ids the containers really ran
+
+
+def names(job_id: str) -> dict[str, str]:
+    base = f"evalgate-{job_id}"
+    return {"sidecar": f"{base}-sidecar", "job": f"{base}-job", "sock": f"{base}-sock", "out": f"{base}-out"}
+
+
+def _labels(job_id: str, role: str) -> dict[str, str]:
+    return {LABEL_JOB: job_id, LABEL_ROLE: role}
+
+
+class Sandbox:
+    def __init__(self, client: docker.DockerClient):
+        self.client = client
+
+    # -- volumes ---------------------------------------------------------------------------------
+
+    def _volume(self, name: str, job_id: str, role: str, opts: str):
+        try:
+            return self.client.volumes.get(name)
+        except NotFound:
+            # tmpfs-backed: sized and inode-capped, never on the host's disk, gone when removed.
+            return self.client.volumes.create(name=name, driver="local", labels=_labels(job_id, role),
+                                              driver_opts={"type": "tmpfs", "device": "tmpfs", "o": opts})
+
+    # -- containers ------------------------------------------------------------------------------
+
+    def _get(self, name: str):
+        try:
+            return self.client.containers.get(name)
+        except NotFound:
+            return None
+
+    def _common(self, spec: JobSandbox, role: str) -> dict:
+        return dict(
+            labels=_labels(spec.job_id, role),
+            network_mode="none",  # no interface but loopback: no egress, no metadata service, no DNS
+            read_only=True,  # the image cannot be altered; writable places are listed explicitly
+            cap_drop=["ALL"],  # no capability at all, even inside the container's user namespace
+            security_opt=["no-new-privileges:true"],  # setuid binaries cannot raise privileges
+            init=True,  # a real PID 1 reaps zombies and forwards signals
+            ipc_mode="private",
+            runtime=spec.runtime,
+            # json-file with one capped file: a stdout flood cannot fill the host's disk.
+            log_config={"type": "json-file", "config": {"max-size": str(max(spec.limits.log_cap_bytes, 16 << 10)), "max-file": "1"}},
+            detach=True,
+        )
+
+    def _start_sidecar(self, spec: JobSandbox, n: dict[str, str]):
+        lim = spec.limits
+        container = self.client.containers.create(
+            spec.sidecar_image,
+            name=n["sidecar"],
+            user=SIDECAR_UID,
+            environment={
+                "EVALGATE_SOCKET": SOCKET_PATH,
+                "EVALGATE_MODEL": "/model/model.onnx",
+                "EVALGATE_QUERY_BUDGET_ROWS": str(spec.query_budget_rows),
+                "EVALGATE_THREADS": str(max(1, int(lim.cpus))),
+            },
+            mounts=[
+                Mount("/model/model.onnx", str(spec.model_path), type="bind", read_only=True),
+                Mount(SOCKET_DIR, n["sock"], type="volume"),
+                # Holds the job's output volume so it outlives the job container until collected.
+                Mount(COLLECT_DIR, n["out"], type="volume", read_only=True),
+            ],
+            tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"},
+            mem_limit=f"{lim.sidecar_memory_mb}m",
+            memswap_limit=f"{lim.sidecar_memory_mb}m",
+            nano_cpus=int(lim.cpus * 1e9),
+            pids_limit=64,
+            **self._common(spec, "sidecar"),
+        )
+        container.start()
+        return container
+
+    def _wait_ready(self, container, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.status not in ("created", "running"):
+                raise SandboxError(f"sidecar exited before it was ready: {self._tail(container, 2000)}")
+            if READY in container.logs(stdout=True, stderr=False, tail=50).decode(errors="replace"):
+                return
+            time.sleep(0.05)
+        raise SandboxError("sidecar did not become ready in time")
+
+    def _start_job(self, spec: JobSandbox, n: dict[str, str]):
+        lim = spec.limits
+        container = self.client.containers.create(
+            spec.job_image,
+            name=n["job"],
+            user=JOB_UID,  # not root; the uid owns nothing in the image
+            environment={
+                **spec.env,
+                "EVALGATE_ENTRYPOINT": spec.entrypoint,
+                "EVALGATE_SOCKET": SOCKET_PATH,
+                "EVALGATE_DATASET": "/data/dataset.npz",
+                "EVALGATE_OUTPUT": f"{OUTPUT_DIR}/{RESULT_NAME}",
+                "HOME": "/tmp",
+            },
+            mounts=[
+                Mount("/suite", str(spec.suite_path), type="bind", read_only=True),
+                Mount("/data/dataset.npz", str(spec.dataset_path), type="bind", read_only=True),
+                # Read-only: the job can connect to the socket but cannot replace it or store files there.
+                Mount(SOCKET_DIR, n["sock"], type="volume", read_only=True),
+                Mount(OUTPUT_DIR, n["out"], type="volume"),
+            ],
+            tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={lim.tmp_mb}m"},
+            shm_size=f"{lim.shm_mb}m",
+            mem_limit=f"{lim.memory_mb}m",
+            memswap_limit=f"{lim.memory_mb}m",  # equal to mem_limit: no swap, so OOM is prompt and visible
+            nano_cpus=int(lim.cpus * 1e9),
+            pids_limit=lim.pids,  # fork and thread bombs stop here
+            ulimits=[
+                Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile),
+                Ulimit(name="core", soft=0, hard=0),  # a crash cannot dump memory to disk
+                Ulimit(name="fsize", soft=max(lim.tmp_mb << 20, lim.output_bytes), hard=max(lim.tmp_mb << 20, lim.output_bytes)),
+            ],
+            **self._common(spec, "job"),
+        )
+        container.start()
+        return container
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self, spec: JobSandbox, should_cancel: Callable[[], bool] = lambda: False) -> Outcome:
+        """Run (or resume) the job and collect its outcome. Does not remove anything: call remove()."""
+        n = names(spec.job_id)
+        try:
+            self._volume(n["sock"], spec.job_id, "socket", "size=64k,nr_inodes=16,uid=10001,gid=10001,mode=0755")
+            lim = spec.limits
+            self._volume(n["out"], spec.job_id, "output",
+                         f"size={lim.output_bytes},nr_inodes={lim.output_inodes},uid=10002,gid=10002,mode=0700")
+            sidecar = self._get(n["sidecar"]) or self._start_sidecar(spec, n)
+            job = self._get(n["job"])
+            if job is None:
+                self._wait_ready(sidecar)
+                job = self._start_job(spec, n)
+            elif job.status == "created":
+                job.start()
+            outcome = self._wait(job, spec.limits.timeout_s, should_cancel)
+            outcome.images = {"job": job.attrs["Image"], "sidecar": sidecar.attrs["Image"]}
+            job.reload()
+            state = job.attrs["State"]
+            outcome.exit_code = state.get("ExitCode")
+            outcome.oom = bool(state.get("OOMKilled"))
+            outcome.job_log = self._tail(job, spec.limits.log_cap_bytes)
+            sidecar.reload()
+            if sidecar.status == "running":
+                outcome.result, outcome.result_problem = self._collect(sidecar, spec.limits.result_max_bytes)
+            else:
+                outcome.result_problem = "sidecar stopped before the result was collected"
+            outcome.usage = self._stop_sidecar(sidecar)
+            return outcome
+        except (APIError, requests.exceptions.RequestException) as e:
+            raise SandboxError(f"docker: {e}") from e
+
+    def _wait(self, job, timeout_s: int, should_cancel: Callable[[], bool]) -> Outcome:
+        outcome = Outcome()
+        job.reload()
+        started = job.attrs["State"].get("StartedAt") or ""
+        deadline = time.monotonic() + timeout_s - _elapsed_since(started)
+        while True:
+            try:
+                job.wait(timeout=1)
+                return outcome
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                pass
+            if should_cancel():
+                outcome.cancelled = True
+            elif time.monotonic() >= deadline:
+                outcome.timed_out = True
+            else:
+                continue
+            try:
+                job.kill()
+            except APIError:
+                pass  # it ended on its own meanwhile
+            job.wait(timeout=30)
+            return outcome
+
+    def _collect(self, sidecar, max_bytes: int) -> tuple[bytes | None, str | None]:
+        """Read the result file through the Docker API, after the job container has stopped.
+
+        The stat header is checked before any content is read; the tar member type is checked again,
+        so a symlink, FIFO, device or directory never gets read, and size is capped before reading."""
+        try:
+            stream, stat = sidecar.get_archive(f"{COLLECT_DIR}/{RESULT_NAME}")
+        except NotFound:
+            return None, "no result file"
+        mode = int(stat.get("mode", 0))
+        if mode & _GO_TYPE_BITS or stat.get("linkTarget"):
+            _drain_close(stream)
+            return None, "result is not a regular file"
+        if int(stat.get("size", 0)) > max_bytes:
+            _drain_close(stream)
+            return None, "result larger than the cap"
+        buf = io.BytesIO()
+        for chunk in stream:
+            buf.write(chunk)
+            if buf.tell() > max_bytes + 64 * 1024:
+                return None, "result larger than the cap"
+        buf.seek(0)
+        with tarfile.open(fileobj=buf) as tar:
+            members = tar.getmembers()
+            if len(members) != 1 or not members[0].isreg():
+                return None, "result is not a single regular file"
+            if members[0].size > max_bytes:
+                return None, "result larger than the cap"
+            return tar.extractfile(members[0]).read(max_bytes + 1), None
+
+    def _stop_sidecar(self, sidecar) -> dict:
+        """Stop the sidecar; it prints its query usage when it gets SIGTERM."""
+        try:
+            sidecar.stop(timeout=5)
+        except APIError:
+            pass
+        text = sidecar.logs(stdout=True, stderr=False, tail=20).decode(errors="replace")
+        for line in reversed(text.splitlines()):
+            if line.startswith(USAGE + " "):
+                try:
+                    return json.loads(line[len(USAGE) + 1:])
+                except ValueError:
+                    break
+        return {}
+
+    @staticmethod
+    def _tail(container, cap: int) -> str:
+        """At most `cap` bytes of the container's output, for operators only."""
+        out = bytearray()
+        try:
+            for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=False):
+                out += chunk
+                if len(out) >= cap:
+                    out = out[:cap] + b"\n[truncated]"
+                    break
+        except (APIError, requests.exceptions.RequestException):
+            pass
+        return out.decode(errors="replace")
+
+    # -- cleanup ---------------------------------------------------------------------------------
+
+    def remove(self, job_id: str) -> None:
+        """Remove the job's containers and volumes. Safe to call any number of times."""
+        n = names(job_id)
+        for key in ("job", "sidecar"):
+            c = self._get(n[key])
+            if c is not None:
+                try:
+                    c.remove(force=True)
+                except NotFound:
+                    pass
+        for key in ("sock", "out"):
+            try:
+                self.client.volumes.get(n[key]).remove(force=True)
+            except NotFound:
+                pass
+
+    def sweep(self, keep: Callable[[str], bool]) -> list[str]:
+        """Remove every evalgate container and volume whose job `keep` does not claim."""
+        removed = set()
+        found = {c.labels.get(LABEL_JOB) for c in self.client.containers.list(all=True, filters={"label": LABEL_JOB})}
+        found |= {v.attrs.get("Labels", {}).get(LABEL_JOB) for v in self.client.volumes.list(filters={"label": LABEL_JOB})}
+        for job_id in found - {None}:
+            if not keep(job_id):
+                self.remove(job_id)
+                removed.add(job_id)
+        return sorted(removed)
+
+
+def _drain_close(stream) -> None:
+    close = getattr(stream, "close", None)
+    if close:
+        close()
+
+
+def _elapsed_since(started_at: str) -> float:
+    """Seconds since Docker's StartedAt (RFC 3339 with nanoseconds), 0 if unknown."""
+    from datetime import datetime, timezone
+
+    if not started_at or started_at.startswith("0001"):
+        return 0.0
+    try:
+        trimmed = started_at.rstrip("Z").split(".")[0]
+        t = datetime.fromisoformat(trimmed).replace(tzinfo=timezone.utc)
+        return max(0.0, (datetime.now(timezone.utc) - t).total_seconds())
+    except ValueError:
+        return 0.0
