@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # None means embedded mode: the API process runs one worker thread itself.
     broker_url: str | None = None
-    # Redis for the result backend is not used: job state lives in the DB.
+    queue: str = "evalgate-jobs"  # the Celery queue API and workers share
 
     docker_runtime: str = "runc"
     job_image: str = "evalgate-job:latest"

@@ -63,6 +63,8 @@ def make_engine(url: str) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    import service.models_registry  # noqa: F401  (every mapper must be known before the first query)
+
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 

@@ -24,7 +24,7 @@ def _start_dispatcher(app: FastAPI, settings: Settings):
     from service.jobs.dispatch import CeleryDispatcher, EmbeddedDispatcher
 
     if not settings.embedded:
-        return CeleryDispatcher(settings.broker_url)
+        return CeleryDispatcher(settings)
     from service.jobs.runner import run_job
     from service.worker import build_context, sweep_orphans
 
@@ -44,7 +44,8 @@ def _start_dispatcher(app: FastAPI, settings: Settings):
     return dispatcher
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
+    """`dispatcher` replaces the one chosen from settings (tests record what is enqueued and when)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from service.release.signing import Signer
 
         app.state.signer = Signer.load_or_create(settings.signing_key_path)
-        app.state.dispatcher = _start_dispatcher(app, settings)
+        app.state.dispatcher = dispatcher or _start_dispatcher(app, settings)
         yield
         app.state.dispatcher.close()
         engine.dispose()

@@ -25,6 +25,7 @@ def make_celery(broker_url: str | None, settings: Settings | None = None) -> Cel
         # Longer than the longest job, or Redis would hand a running job to a second worker.
         broker_transport_options={"visibility_timeout": settings.longest_job_s + 600},
         task_ignore_result=True,  # job state lives in the DB
+        task_default_queue=settings.queue,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
     )

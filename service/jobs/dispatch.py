@@ -10,10 +10,10 @@ log = logging.getLogger(__name__)
 
 
 class CeleryDispatcher:
-    def __init__(self, broker_url: str):
+    def __init__(self, settings):
         from service.worker import make_celery
 
-        self.app = make_celery(broker_url)
+        self.app = make_celery(settings.broker_url, settings)
 
     def enqueue(self, job_id: str) -> None:
         self.app.send_task("jobs.run", args=[job_id])

@@ -107,8 +107,6 @@ def classify(outcome: Outcome) -> tuple[str, str | None]:
         if outcome.exit_code == EXIT_BUDGET or outcome.usage.get("budget_exceeded"):
             return "failed", "query_budget_exceeded"
         return "failed", "crashed"
-    if outcome.result is None:
-        return "rejected", "missing_output"
     return "gating", None
 
 
@@ -125,6 +123,9 @@ def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
             transition(s, job, state, actor=ACTOR, error_class=error_class, data={"queries": usage})
             return state
         transition(s, job, "gating", actor=ACTOR, data={"queries": usage})
+        if outcome.result is None:
+            transition(s, job, "rejected", actor=ACTOR, error_class="missing_output")
+            return "rejected"
         try:
             values = gate.parse_result(outcome.result, job.spec["metrics"], max_bytes=settings.result_max_bytes,
                                        max_metrics=settings.max_metrics)
@@ -169,7 +170,7 @@ def _fail(ctx: WorkerContext, job_id: str, error: Exception) -> str:
         job = s.get(Job, job_id)
         if job.state in TERMINAL:
             return job.state
-        job.operator_log = f"sandbox error: {error}"[:ctx.settings.log_cap_bytes]
+        job.operator_log = f"{type(error).__name__}: {error}"[:ctx.settings.log_cap_bytes]
         transition(s, job, "failed", actor=ACTOR, error_class="internal_error")
         return "failed"
 
@@ -185,6 +186,9 @@ def run_job(ctx: WorkerContext, job_id: str) -> str | None:
         return _finish(ctx, job_id, outcome)
     except SandboxError as e:
         log.exception("job %s: sandbox error", job_id)
+        return _fail(ctx, job_id, e)
+    except Exception as e:  # a bug must not leave the job 'running' forever
+        log.exception("job %s: unexpected error", job_id)
         return _fail(ctx, job_id, e)
     finally:
         try:

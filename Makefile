@@ -1,0 +1,40 @@
+# Two commands set everything up: `make demo` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install images demo test test-fast serve lock clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# Builds the sandbox images only when missing or stale; says clearly when no Docker engine runs.
+images: install
+	$(BIN)/evalgate images build
+
+demo: images
+	$(BIN)/evalgate demo
+
+test: images
+	$(BIN)/pytest
+
+# Without Docker, Redis or Postgres: the unit tests only.
+test-fast: install
+	$(BIN)/pytest -m "not docker and not redis and not postgres"
+
+serve: images
+	$(BIN)/evalgate serve
+
+lock: install
+	$(BIN)/evalgate images lock
+
+clean:
+	rm -rf $(VENV) .evalgate .pytest_cache
