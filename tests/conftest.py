@@ -198,3 +198,56 @@ def stack(tmp_path_factory, demo_files, docker_client):
     tmp = tmp_path_factory.mktemp("stack")
     settings = make_settings(tmp / "data", broker_url=REDIS_URL)
     yield from build_stack(settings, demo_files, tmp / "worker.log")
+
+
+# -- the API alone (no worker): records what is enqueued, and whether it was committed by then ----
+
+class RecordingDispatcher:
+    """Stands where the broker would be. On enqueue it reads the job through a separate connection,
+    which proves the row was committed before the id was handed over."""
+
+    def __init__(self, settings: Settings):
+        self.sessions = make_sessionmaker(make_engine(settings.database_url))
+        self.enqueued: list[tuple[str, str | None]] = []
+
+    def enqueue(self, job_id: str) -> None:
+        from service.jobs.models import Job
+
+        with self.sessions() as s:
+            job = s.get(Job, job_id)
+            self.enqueued.append((job_id, job.state if job else None))
+
+    def close(self) -> None:
+        pass
+
+
+class Api:
+    def __init__(self, client: TestClient, settings: Settings, dispatcher: RecordingDispatcher):
+        self.client, self.settings, self.dispatcher = client, settings, dispatcher
+        self.sessions = make_sessionmaker(make_engine(settings.database_url))
+
+    def key(self, name: str, role: str, expires: str = "1d") -> dict[str, str]:
+        from service.auth import service as auth
+        from service.db import session_scope
+
+        with session_scope(self.sessions) as s:
+            return bearer(auth.create_key(s, name=name, role=role, expires_in=auth.parse_duration(expires))[1])
+
+
+@pytest.fixture
+def api(db_settings, demo_files):
+    """The HTTP API on SQLite and Postgres, with the demo model and dataset registered."""
+    from service.main import create_app
+
+    migrate(db_settings.database_url)
+    dispatcher = RecordingDispatcher(db_settings)
+    with TestClient(create_app(db_settings, dispatcher=dispatcher)) as client:
+        a = Api(client, db_settings, dispatcher)
+        a.operator, a.partner, a.other = a.key("ops", "operator"), a.key("acme", "partner"), a.key("globex", "partner")
+        a.researcher = a.key("curie", "researcher")
+        for kind, name, path in (("models", "demo-classifier", demo_files["model"]),
+                                 ("datasets", "demo-blobs", demo_files["data"])):
+            with open(path, "rb") as f:
+                r = client.post(f"/v1/{kind}", headers=a.operator, data={"name": name, "version": "1"}, files={"file": f})
+            assert r.status_code == 201, r.text
+        yield a

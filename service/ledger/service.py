@@ -28,9 +28,8 @@ def chain_hash(prev: str, leaf: str) -> str:
 def append(session: Session, *, actor: str, action: str, subject: str, data: dict[str, Any] | None = None) -> AuditEvent:
     """Append one event in the caller's transaction, so it lands exactly when the change it records."""
     bumped = session.execute(update(AuditHead).where(AuditHead.id == 1).values(size=AuditHead.size + 1))
-    if bumped.rowcount == 0:
-        session.add(AuditHead(id=1, size=1, head_hash=GENESIS))
-        session.flush()
+    if bumped.rowcount != 1:
+        raise RuntimeError("audit_head row missing: run the migrations")
     head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
     session.refresh(head)
     seq = head.size

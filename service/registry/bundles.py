@@ -48,7 +48,10 @@ class SuiteManifest(BaseModel):
     @field_validator("entrypoint")
     @classmethod
     def _entrypoint(cls, v: str) -> str:
-        _clean_name(v)
+        try:
+            _clean_name(v)
+        except InvalidInput as e:
+            raise ValueError(e.detail) from None
         if not v.endswith(".py"):
             raise ValueError("entrypoint must be a .py file")
         return v
@@ -125,10 +128,10 @@ def _members_zip(data: bytes):
         raise _reject(f"not a readable zip archive: {type(e).__name__}") from None
     with zf:
         for info in zf.infolist():
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
+            kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver recorded no Unix type
+            if kind == stat.S_IFLNK:
                 raise _reject(f"link {info.filename!r} in bundle", "bundle_link")
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise _reject(f"device or fifo {info.filename!r} in bundle", "bundle_special_file")
             if info.flag_bits & 0x1:
                 raise _reject("encrypted zip members are not accepted", "bundle_encrypted")
@@ -167,13 +170,16 @@ def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bund
             target.parent.mkdir(parents=True, exist_ok=True)
             # O_EXCL|O_NOFOLLOW: never write through something already there.
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "wb") as out, opener() as src:
-                while chunk := src.read(1 << 16):
-                    total += len(chunk)  # count real bytes too: declared sizes can lie
-                    if total > limits.max_unpacked_bytes:
-                        raise PayloadTooLarge(f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes",
-                                              code="bundle_too_large_unpacked")
-                    out.write(chunk)
+            try:
+                with os.fdopen(fd, "wb") as out, opener() as src:
+                    while chunk := src.read(1 << 16):
+                        total += len(chunk)  # count real bytes too: declared sizes can lie
+                        if total > limits.max_unpacked_bytes:
+                            raise PayloadTooLarge(f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes",
+                                                  code="bundle_too_large_unpacked")
+                        out.write(chunk)
+            except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as e:
+                raise _reject(f"corrupt archive member {name!r}: {type(e).__name__}") from None
         manifest = load_manifest(tmp, limits)
         digest = tree_digest(tmp)
         final = suites_root / digest

@@ -30,12 +30,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_audit_events_action'), ['action'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_subject'), ['subject'], unique=False)
 
-    op.create_table('audit_head',
+    head = op.create_table('audit_head',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('size', sa.Integer(), nullable=False),
     sa.Column('head_hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
+    # The one head row exists from the start, so concurrent first appends only ever UPDATE it.
+    op.bulk_insert(head, [{'id': 1, 'size': 0, 'head_hash': '0' * 64}])
     op.create_table('dataset_versions',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),

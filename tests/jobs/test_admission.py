@@ -1,0 +1,97 @@
+"""POST /v1/jobs: validation against the registry and limits, canonical spec, enqueue after commit."""
+
+import pytest
+
+from service.canonical import digest
+from tests.helpers import suite_bundle, unique
+
+SPEC = {"suite": "classification@1.0.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
+        "metrics": ["accuracy", "log_loss"], "seed": 5}
+
+
+def submit(api, headers=None, **changes):
+    return api.client.post("/v1/jobs", headers=headers or api.partner, json={**SPEC, **changes})
+
+
+def test_valid_job_is_committed_then_enqueued_with_a_canonical_spec(api):
+    r = submit(api)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "queued"
+    assert api.dispatcher.enqueued == [(job["id"], "queued")]  # visible from another connection at enqueue time
+    assert job["spec_sha256"] == digest(job["spec"])
+    assert job["spec"]["metrics"] == ["accuracy", "log_loss"] and job["spec"]["seed"] == 5
+    assert len(job["spec"]["model"]["sha256"]) == 64
+    assert job["spec"]["resources"]["timeout_s"] == api.settings.default_timeout_s
+
+
+@pytest.mark.parametrize("changes, status, code, alternative", [
+    ({"model": "demo-classifier@9"}, 404, "unknown_model_version", "demo-classifier@1"),
+    ({"dataset": "demo-blobs@2"}, 404, "unknown_dataset_version", "demo-blobs@1"),
+    ({"suite": "classification@2.0.0"}, 404, "unknown_suite_version", "classification@1.0.0"),
+    ({"model": "no-version"}, 422, "invalid_reference", None),
+    ({"metrics": ["accuracy", "weights"]}, 422, "undeclared_metric", "accuracy"),
+    ({"metrics": ["accuracy", "accuracy"]}, 422, "undeclared_metric", None),
+    ({"resources": {"memory_mb": 999999}}, 422, "resources_exceed_limit", None),
+    ({"resources": {"timeout_s": 99999}}, 422, "resources_exceed_limit", None),
+    ({"resources": {"gpus": 1}}, 422, "invalid_request", None),
+    ({"unexpected": 1}, 422, "invalid_request", None),
+    ({"metrics": []}, 422, "invalid_request", None),
+    ({"seed": -1}, 422, "invalid_request", None),
+])
+def test_bad_jobs_get_a_clear_error_and_nothing_is_written(api, changes, status, code, alternative):
+    r = submit(api, **changes)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == code
+    if alternative:
+        assert alternative in body["alternatives"]
+    assert api.client.get("/v1/jobs", headers=api.partner).json()["jobs"] == []
+    assert api.dispatcher.enqueued == []
+
+
+def test_dataset_below_the_minimum_rows_is_refused(api, tmp_path):
+    import numpy as np
+
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=np.zeros((10, 16), np.float32), y=np.zeros(10, np.int64))
+    with path.open("rb") as f:
+        assert api.client.post("/v1/datasets", headers=api.operator, data={"name": "tiny", "version": "1"},
+                               files={"file": f}).status_code == 201
+    r = submit(api, dataset="tiny@1")
+    assert r.status_code == 422 and r.json()["error"] == "dataset_too_small"
+
+
+def test_retired_model_is_refused_with_the_active_alternative(api, demo_files):
+    with open(demo_files["model"], "rb") as f:
+        api.client.post("/v1/models", headers=api.operator, data={"name": "demo-classifier", "version": "2"},
+                        files={"file": f})
+    for status in ("deprecated", "retired"):
+        assert api.client.post("/v1/models/demo-classifier/1/status", headers=api.operator,
+                               json={"status": status}).status_code == 200
+    r = submit(api)
+    assert r.status_code == 403 and r.json()["error"] == "model_retired"
+    assert r.json()["alternatives"] == ["demo-classifier@2"]
+    back = api.client.post("/v1/models/demo-classifier/1/status", headers=api.operator, json={"status": "active"})
+    assert back.status_code == 409 and back.json()["error"] == "invalid_transition"
+
+
+def test_custom_suite_waits_for_approval_then_is_enqueued(api):
+    name = unique("custom")
+    r = api.client.post("/v1/suites", headers=api.partner,
+                        files={"file": ("s.tar.gz", suite_bundle(name, "print(1)", ["score"]))})
+    assert r.status_code == 201 and r.json()["approved"] is False
+    job = submit(api, suite=f"{name}@1.0.0", metrics=["score"]).json()
+    assert job["state"] == "awaiting_approval" and api.dispatcher.enqueued == []
+    # another partner cannot even see (or use) it
+    assert submit(api, headers=api.other, suite=f"{name}@1.0.0", metrics=["score"]).status_code == 404
+    assert api.client.post(f"/v1/suites/{name}/1.0.0/approve", headers=api.partner).status_code == 403
+    assert api.client.post(f"/v1/suites/{name}/1.0.0/approve", headers=api.operator).status_code == 200
+    assert api.dispatcher.enqueued == [(job["id"], "queued")]
+
+
+def test_cancel_before_running_is_immediate(api):
+    job = submit(api).json()
+    r = api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.partner)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled" and r.json()["error_class"] == "cancelled"
+    assert api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.partner).json()["state"] == "cancelled"
