@@ -149,17 +149,24 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     allow_reuse_address = True
 
 
-def main() -> int:
-    socket_path = os.environ["EVALGATE_SOCKET"]
-    budget = Budget(int(os.environ["EVALGATE_QUERY_BUDGET_ROWS"]), int(os.environ.get("EVALGATE_MAX_REQUESTS", "1000000")))
-    threads = max(1, int(float(os.environ.get("EVALGATE_THREADS", "1"))))
-    model = Model(os.environ.get("EVALGATE_MODEL", "/model/model.onnx"), threads)
-    handler = make_handler(model, budget, int(os.environ.get("EVALGATE_MAX_BATCH", "65536")),
-                           int(os.environ.get("EVALGATE_MAX_BODY", str(MAX_BODY))))
+def make_server(socket_path: str, model_path: str, *, max_rows: int, max_requests: int = 1_000_000, threads: int = 1,
+                max_batch: int = 65536, max_body: int = MAX_BODY) -> tuple[Server, Budget]:
+    budget = Budget(max_rows, max_requests)
+    model = Model(model_path, threads)
     if os.path.exists(socket_path):
         os.unlink(socket_path)
-    server = Server(socket_path, handler)
+    server = Server(socket_path, make_handler(model, budget, max_batch, max_body))
     os.chmod(socket_path, 0o666)  # the job runs as another uid; it only gets the directory read-only
+    return server, budget
+
+
+def main() -> int:
+    env = os.environ
+    server, budget = make_server(
+        env["EVALGATE_SOCKET"], env.get("EVALGATE_MODEL", "/model/model.onnx"),
+        max_rows=int(env["EVALGATE_QUERY_BUDGET_ROWS"]), max_requests=int(env.get("EVALGATE_MAX_REQUESTS", "1000000")),
+        threads=max(1, int(float(env.get("EVALGATE_THREADS", "1")))),
+        max_batch=int(env.get("EVALGATE_MAX_BATCH", "65536")), max_body=int(env.get("EVALGATE_MAX_BODY", str(MAX_BODY))))
 
     def stop(signum, frame):
         raise SystemExit(0)

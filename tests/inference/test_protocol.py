@@ -1,0 +1,124 @@
+"""The sidecar protocol against a real onnxruntime server on a real unix socket."""
+
+import socket
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+from service.inference.client import BudgetExceeded, Client, ModelError
+from service.inference.protocol import PREFIX, ProtocolError, decode_tensors
+from service.inference.server import make_server
+
+
+@pytest.fixture
+def sidecar(tmp_path, demo_files):
+    path = str(tmp_path / "model.sock")
+    server, budget = make_server(path, str(demo_files["model"]), max_rows=1000, max_batch=512, max_body=1 << 20)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield path, budget
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def data(demo_files):
+    with np.load(demo_files["data"]) as npz:
+        return npz["x"], npz["y"]
+
+
+def test_metadata_has_signature_and_no_weights(sidecar):
+    with Client(sidecar[0]) as c:
+        meta = c.metadata()
+    assert meta["inputs"] == [{"name": "features", "dtype": "float32", "shape": [None, 16]}]
+    assert meta["outputs"][0]["name"] == "probabilities"
+    assert "W" not in str(meta)
+
+
+def test_predict_matches_in_process_onnxruntime(sidecar, data, demo_files):
+    import onnxruntime as ort
+
+    x, _ = data
+    with Client(sidecar[0]) as c:
+        out = c.predict({"features": x[:100]})["probabilities"]
+    ref = ort.InferenceSession(str(demo_files["model"]), providers=["CPUExecutionProvider"]).run(None, {"features": x[:100]})[0]
+    np.testing.assert_array_equal(out, ref)
+    assert sidecar[1].snapshot()["rows"] == 100
+
+
+@pytest.mark.parametrize("inputs, code", [
+    ({"nope": np.zeros((2, 16), np.float32)}, "unknown_input"),
+    ({"features": np.zeros((2, 16), np.float64)}, "dtype_mismatch"),
+    ({"features": np.zeros((2, 15), np.float32)}, "shape_mismatch"),
+    ({"features": np.zeros((600, 16), np.float32)}, "too_large"),
+])
+def test_bad_requests_get_a_code_and_the_connection_goes_on(sidecar, inputs, code, data):
+    with Client(sidecar[0]) as c:
+        with pytest.raises(ModelError) as e:
+            c.predict(inputs)
+        assert e.value.code == code
+        assert c.predict({"features": data[0][:2]})["probabilities"].shape == (2, 3)
+
+
+def test_budget_is_counted_in_rows_and_refused_past_it(sidecar, data):
+    x, _ = data
+    with Client(sidecar[0]) as c:
+        for i in range(0, 500, 250):
+            c.predict({"features": x[i % len(x):i % len(x) + 250]})
+        # 500 rows spent of 1000; a 512-row batch no longer fits
+        c.predict({"features": np.resize(x, (450, 16)).astype(np.float32)})
+        with pytest.raises(BudgetExceeded):
+            c.predict({"features": x[:100]})
+    snap = sidecar[1].snapshot()
+    assert snap["rows"] == 950 and snap["budget_exceeded"] and snap["refused"] == 1
+
+
+def raw(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+    return s
+
+
+def read_reply(s):
+    header_len, body_len = struct.unpack(">II", s.recv(8, socket.MSG_WAITALL))
+    return s.recv(header_len, socket.MSG_WAITALL)
+
+
+@pytest.mark.parametrize("frame, code", [
+    (PREFIX.pack(10 << 20, 0), b"too_large"),
+    (PREFIX.pack(0, 64 << 20), b"too_large"),
+    (PREFIX.pack(4, 0) + b"\xff\xfe\xfd\xfc", b"bad_frame"),
+    (PREFIX.pack(2, 0) + b"[]", b"bad_frame"),
+    (PREFIX.pack(16, 0) + b'{"op":"weights"}', b"unknown_op"),
+    (PREFIX.pack(47, 0) + b'{"op":"predict","inputs":[{"name":"features"}]}', b"bad_frame"),
+])
+def test_malformed_frames_never_crash_the_sidecar(sidecar, frame, code, data):
+    s = raw(sidecar[0])
+    s.sendall(frame)
+    assert code in read_reply(s)
+    s.close()
+    with Client(sidecar[0]) as c:  # the sidecar still serves
+        assert c.predict({"features": data[0][:1]})["probabilities"].shape == (1, 3)
+
+
+def test_half_a_frame_then_hangup_leaves_the_sidecar_up(sidecar, data):
+    s = raw(sidecar[0])
+    s.sendall(PREFIX.pack(100, 0) + b'{"op":')
+    s.close()
+    with Client(sidecar[0]) as c:
+        assert c.metadata()["inputs"][0]["name"] == "features"
+
+
+def test_decode_is_zero_copy_and_checks_lengths():
+    body = memoryview(np.arange(6, dtype=np.float32).tobytes())
+    out = decode_tensors([{"name": "a", "dtype": "float32", "shape": [2, 3]}], body)
+    assert out["a"].base is not None and out["a"][1, 2] == 5
+    with pytest.raises(ProtocolError):
+        decode_tensors([{"name": "a", "dtype": "float32", "shape": [2, 4]}], body)
+    with pytest.raises(ProtocolError):
+        decode_tensors([{"name": "a", "dtype": "float32", "shape": [1, 3]}], body)
+    with pytest.raises(ProtocolError):
+        decode_tensors([{"name": "a", "dtype": "object", "shape": [1]}], body)

@@ -1,0 +1,86 @@
+"""The `evalgate` command as a user runs it: real processes, real HTTP, real containers."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+pytestmark = pytest.mark.docker
+
+
+def evalgate(*args, env, timeout=300, **kw):
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+@pytest.fixture
+def env(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EVALGATE_")}
+    return {**clean, "EVALGATE_DATA_DIR": str(tmp_path / "data")}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_demo_prints_released_metrics_provenance_and_audit(env, docker_client):
+    r = evalgate("demo", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "released metrics" in r.stdout and "accuracy" in r.stdout
+    assert re.search(r"model\s+demo-classifier@1 sha256:[0-9a-f]{64}", r.stdout)
+    assert "audit log: intact" in r.stdout
+
+
+def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        keys = {}
+        for role, name in (("operator", "ops"), ("partner", "acme")):
+            r = evalgate("keys", "create", "--role", role, "--name", name, "--expires", "1h", env=env)
+            assert r.returncode == 0, r.stderr
+            keys[role] = r.stdout.strip()
+            assert keys[role].startswith("eg_") and keys[role] not in r.stderr
+        op = {"Authorization": f"Bearer {keys['operator']}"}
+        for kind, name, path in (("models", "demo-classifier", demo_files["model"]),
+                                 ("datasets", "demo-blobs", demo_files["data"])):
+            with open(path, "rb") as f:
+                assert httpx.post(f"{url}/v1/{kind}", headers=op, data={"name": name, "version": "1"},
+                                  files={"file": f}).status_code == 201
+        spec = tmp_path / "job.yaml"
+        spec.write_text(yaml.safe_dump({"suite": "classification@1.0.0", "model": "demo-classifier@1",
+                                        "dataset": "demo-blobs@1", "metrics": ["accuracy", "ece"]}))
+        client_env = {**env, "EVALGATE_URL": url, "EVALGATE_API_KEY": keys["partner"]}
+        r = evalgate("submit", str(spec), env=client_env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "released metrics" in r.stdout and "running" in r.stdout
+        job_id = re.search(r"job ([0-9a-f-]{36})", r.stdout).group(1)
+        status = evalgate("status", job_id, env=client_env)
+        assert '"state": "released"' in status.stdout
+        no_key = evalgate("submit", str(spec), env={**env, "EVALGATE_URL": url})
+        assert no_key.returncode == 2 and "EVALGATE_API_KEY" in no_key.stderr
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_missing_docker_engine_gives_one_clear_message(env):
+    r = evalgate("images", "build", env={**env, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}, timeout=60)
+    assert r.returncode == 2
+    assert "No Docker engine answers" in r.stderr and "Traceback" not in r.stderr
