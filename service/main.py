@@ -25,14 +25,19 @@ def _start_dispatcher(app: FastAPI, settings: Settings):
 
     if not settings.embedded:
         return CeleryDispatcher(settings)
-    from service.jobs.runner import run_job
+    from service.jobs.runner import fail_job, run_job
+    from service.sandbox.errors import SandboxError
     from service.worker import build_context, sweep_orphans
 
     state = {"ctx": None}
 
     def run(job_id: str):
         if state["ctx"] is None:
-            state["ctx"] = build_context(settings)
+            try:
+                state["ctx"] = build_context(settings)
+            except SandboxError as e:  # no Docker engine: the job cannot run, and must not wait forever
+                log.error("cannot run job %s: %s", job_id, e)
+                return fail_job(app.state.sessionmaker, job_id, e)
             sweep_orphans(state["ctx"])
         return run_job(state["ctx"], job_id)
 

@@ -165,14 +165,21 @@ def _operator_log(outcome: Outcome) -> str:
     return f"{facts}\n--- job output (capped) ---\n{outcome.job_log}"
 
 
-def _fail(ctx: WorkerContext, job_id: str, error: Exception) -> str:
-    with session_scope(ctx.sessions) as s:
+def fail_job(sessions: sessionmaker[Session], job_id: str, error: Exception, log_cap: int = 64 << 10) -> str | None:
+    """End a job as internal_error (operators see why; partners see only the class)."""
+    with session_scope(sessions) as s:
         job = s.get(Job, job_id)
-        if job.state in TERMINAL:
-            return job.state
-        job.operator_log = f"{type(error).__name__}: {error}"[:ctx.settings.log_cap_bytes]
+        if job is None or job.state in TERMINAL:
+            return job.state if job else None
+        job.operator_log = f"{type(error).__name__}: {error}"[:log_cap]
+        if job.state in ("submitted", "awaiting_approval"):
+            return job.state  # not ours to run yet
         transition(s, job, "failed", actor=ACTOR, error_class="internal_error")
         return "failed"
+
+
+def _fail(ctx: WorkerContext, job_id: str, error: Exception) -> str | None:
+    return fail_job(ctx.sessions, job_id, error, ctx.settings.log_cap_bytes)
 
 
 def run_job(ctx: WorkerContext, job_id: str) -> str | None:

@@ -62,6 +62,14 @@ def _existing(session: Session, model, name: str, version: str):
     return session.execute(select(model).where(model.name == name, model.version == version)).scalar_one_or_none()
 
 
+def _discard_unreferenced(session: Session, path: Path, sha: str) -> None:
+    """A refused upload leaves nothing behind, unless a registered version has the same bytes."""
+    for model in (ModelVersion, DatasetVersion):
+        if session.execute(select(model.id).where(model.sha256 == sha)).first():
+            return
+    path.unlink(missing_ok=True)
+
+
 def _taken(kind: str, ref: str) -> Conflict:
     return Conflict(f"{kind} {ref} is already registered with different content", code="version_taken",
                     alternatives=["register the new content under a new version"])
@@ -79,6 +87,7 @@ def register_model(session: Session, settings: Settings, *, name: str, version: 
     try:
         signature = describe_model(path)
     except InvalidModel as e:
+        _discard_unreferenced(session, path, sha)
         raise InvalidInput(str(e), code="invalid_model") from None
     row = ModelVersion(name=name, version=version, sha256=sha, size_bytes=size, status="active", signature=signature)
     session.add(row)
@@ -131,7 +140,11 @@ def register_dataset(session: Session, settings: Settings, *, name: str, version
         if existing.sha256 != sha:
             raise _taken("dataset", f"{name}@{version}")
         return existing, False
-    rows, features, classes = inspect_dataset(path)
+    try:
+        rows, features, classes = inspect_dataset(path)
+    except InvalidInput:
+        _discard_unreferenced(session, path, sha)
+        raise
     row = DatasetVersion(name=name, version=version, sha256=sha, size_bytes=size, rows=rows, features=features,
                          classes=classes, visibility=visibility)
     session.add(row)

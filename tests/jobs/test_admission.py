@@ -95,3 +95,33 @@ def test_cancel_before_running_is_immediate(api):
     r = api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.partner)
     assert r.status_code == 200 and r.json()["state"] == "cancelled" and r.json()["error_class"] == "cancelled"
     assert api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.partner).json()["state"] == "cancelled"
+
+
+def test_embedded_worker_without_docker_fails_the_job_instead_of_hanging(db_settings, demo_files, monkeypatch):
+    """One machine, no Docker engine: the job ends as internal_error, with the reason for operators only."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from service.db import session_scope
+    from service.jobs.models import Job
+    from service.main import create_app
+    from tests.conftest import Api
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with TestClient(create_app(db_settings)) as client:
+        a = Api(client, db_settings, None)
+        op, partner = a.key("ops", "operator"), a.key("acme", "partner")
+        for kind, name, path in (("models", "demo-classifier", demo_files["model"]),
+                                 ("datasets", "demo-blobs", demo_files["data"])):
+            with open(path, "rb") as f:
+                client.post(f"/v1/{kind}", headers=op, data={"name": name, "version": "1"}, files={"file": f})
+        job = client.post("/v1/jobs", headers=partner, json=SPEC).json()
+        deadline = time.monotonic() + 30
+        while (j := client.get(f"/v1/jobs/{job['id']}", headers=partner).json())["state"] == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert (j["state"], j["error_class"]) == ("failed", "internal_error")
+    assert "Docker" not in str(j)
+    with session_scope(a.sessions) as s:
+        assert "No Docker engine" in s.get(Job, job["id"]).operator_log

@@ -87,3 +87,15 @@ def test_hostile_bundle_through_http(api):
     api.settings.bundle_max_bytes = 100
     r = api.client.post("/v1/suites", headers=api.partner, files={"file": ("s.tar.gz", tar_gz({"a": "b" * 5000}) * 3)})
     assert r.status_code == 413 and r.json()["error"] == "bundle_too_large"
+
+
+def test_refused_upload_leaves_no_blob(api):
+    import hashlib
+
+    junk = b"not a model at all, and not stored either"
+    post_model(api, "junk", "1", junk)
+    assert not storage.blob_path(api.settings.data_dir, hashlib.sha256(junk).hexdigest()).exists()
+    r = api.client.post("/v1/datasets", headers=api.operator, data={"name": "junk", "version": "1"},
+                        files={"file": ("d.npz", junk)})
+    assert r.status_code == 422
+    assert not storage.blob_path(api.settings.data_dir, hashlib.sha256(junk).hexdigest()).exists()
