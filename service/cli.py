@@ -93,6 +93,24 @@ def images_lock() -> None:
         img.lock(img.IMAGES_DIR / kind / "requirements.in", img.IMAGES_DIR / kind / "requirements.lock", click.echo)
 
 
+@main.group()
+def sandbox() -> None:
+    """Sandbox runtime set-up."""
+
+
+@sandbox.command("setup")
+def sandbox_setup() -> None:
+    """Register gVisor (runsc) with the Docker engine: two runtimes, job and sidecar (needs root)."""
+    from service.sandbox.errors import SandboxError
+    from service.sandbox.runtimes import setup_runsc
+
+    client = _docker_or_exit()
+    try:
+        setup_runsc(client, log=click.echo)
+    except (SandboxError, PermissionError) as e:
+        _fail(str(e))
+
+
 def _sessions():
     from service.db import make_engine, make_sessionmaker, migrate
 

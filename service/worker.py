@@ -44,11 +44,11 @@ def build_context(settings: Settings):
     from service.sandbox.client import docker_client
     from service.sandbox.runner import Sandbox
 
+    from service.sandbox.runtimes import resolve
+
     engine = make_engine(settings.database_url)
     client = docker_client()
-    runtime = settings.docker_runtime
-    if runtime == "auto":
-        runtime = "runsc" if "runsc" in (client.info().get("Runtimes") or {}) else "runc"
+    runtime = resolve(client, settings.docker_runtime)
     return WorkerContext(settings=settings, sessions=make_sessionmaker(engine), sandbox=Sandbox(client),
                          signer=Signer.load_or_create(settings.signing_key_path), runtime=runtime)
 

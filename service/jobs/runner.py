@@ -22,7 +22,8 @@ from service.release import service as release_service
 from service.release.signing import Signer
 from service.sandbox.errors import SandboxError
 from service.sandbox.images import resolve_image_id
-from service.sandbox.runner import EXIT_BUDGET, JobSandbox, Limits, Outcome, Sandbox
+from service.sandbox.runner import EXIT_BUDGET, NO_RESULT, JobSandbox, Limits, Outcome, Sandbox
+from service.sandbox.runtimes import Runtime
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -35,7 +36,7 @@ class WorkerContext:
     sessions: sessionmaker[Session]
     sandbox: Sandbox
     signer: Signer
-    runtime: str
+    runtime: Runtime
 
 
 def _sandbox_spec(ctx: WorkerContext, job: Job) -> JobSandbox:
@@ -124,7 +125,9 @@ def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
             return state
         transition(s, job, "gating", actor=ACTOR, data={"queries": usage})
         if outcome.result is None:
-            transition(s, job, "rejected", actor=ACTOR, error_class="missing_output")
+            # No file at all, or one the sandbox refused to read (link, FIFO, directory, over the cap).
+            missing = outcome.result_problem == NO_RESULT
+            transition(s, job, "rejected", actor=ACTOR, error_class="missing_output" if missing else "output_rejected")
             return "rejected"
         try:
             values = gate.parse_result(outcome.result, job.spec["metrics"], max_bytes=settings.result_max_bytes,
@@ -140,7 +143,7 @@ def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
             "model": job.spec["model"],
             "dataset": job.spec["dataset"],
             "images": outcome.images,
-            "runtime": ctx.runtime,
+            "runtime": ctx.runtime.family,
             "service_version": __version__,
             "seed": job.spec["seed"],
             "queries": usage,

@@ -21,6 +21,7 @@ from docker.errors import APIError, NotFound
 from docker.types import Mount, Ulimit
 
 from service.sandbox.errors import SandboxError
+from service.sandbox.runtimes import Runtime
 
 LABEL_JOB = "org.evalgate.job-id"
 LABEL_ROLE = "org.evalgate.role"
@@ -32,6 +33,7 @@ OUTPUT_DIR = "/output"
 RESULT_NAME = "result.json"
 COLLECT_DIR = "/collect"  # where the sidecar holds the job's output volume, read-only
 EXIT_BUDGET = 3  # set by the SDK's runner when the job did not handle BudgetExceeded
+NO_RESULT = "no result file"
 READY = "EVALGATE_READY"
 USAGE = "EVALGATE_USAGE"
 
@@ -67,7 +69,7 @@ class JobSandbox:
     env: dict[str, str]
     query_budget_rows: int
     limits: Limits
-    runtime: str = "runc"
+    runtime: Runtime
 
 
 @dataclass
@@ -120,10 +122,17 @@ class Sandbox:
             network_mode="none",  # no interface but loopback: no egress, no metadata service, no DNS
             read_only=True,  # the image cannot be altered; writable places are listed explicitly
             cap_drop=["ALL"],  # no capability at all, even inside the container's user namespace
-            security_opt=["no-new-privileges:true"],  # setuid binaries cannot raise privileges
+            security_opt=[
+                "no-new-privileges:true",  # setuid binaries cannot raise privileges
+                # An allowlist tighter than Docker's default (sandbox_images/seccomp/build_profile.py
+                # says what is left out and why), sent as JSON text so no host path is involved.
+                f"seccomp={spec.runtime.seccomp}",
+            ],
             init=True,  # a real PID 1 reaps zombies and forwards signals
             ipc_mode="private",
-            runtime=spec.runtime,
+            # runc, or gVisor with a per-role runtime entry: the job may only connect to host unix
+            # sockets, the sidecar may create its own.
+            runtime=spec.runtime.job if role == "job" else spec.runtime.sidecar,
             # json-file with one capped file: a stdout flood cannot fill the host's disk.
             log_config={"type": "json-file", "config": {"max-size": str(max(spec.limits.log_cap_bytes, 16 << 10)), "max-file": "1"}},
             detach=True,
@@ -271,7 +280,7 @@ class Sandbox:
         try:
             stream, stat = sidecar.get_archive(f"{COLLECT_DIR}/{RESULT_NAME}")
         except NotFound:
-            return None, "no result file"
+            return None, NO_RESULT
         mode = int(stat.get("mode", 0))
         if mode & _GO_TYPE_BITS or stat.get("linkTarget"):
             _drain_close(stream)

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from service.sandbox.runner import LABEL_JOB, JobSandbox, Limits, Sandbox, names
+from service.sandbox.runtimes import resolve
 
 pytestmark = pytest.mark.docker
 
@@ -23,6 +24,7 @@ def make_spec(tmp_path, demo_files, docker_client, code: str, **limits) -> JobSa
         model_path=demo_files["model"], dataset_path=demo_files["data"], suite_path=suite, entrypoint="main.py",
         env={"EVALGATE_METRICS": "starts,rows"}, query_budget_rows=10_000,
         limits=Limits(memory_mb=256, cpus=1.0, timeout_s=limits.pop("timeout_s", 60), **limits),
+        runtime=resolve(docker_client, "runc"),
     )
 
 
@@ -116,6 +118,8 @@ def test_container_hardening_flags(tmp_path, demo_files, docker_client):
         cfg = found[0].attrs["Config"]
         assert hc["NetworkMode"] == "none" and hc["ReadonlyRootfs"] is True
         assert hc["CapDrop"] == ["ALL"] and "no-new-privileges:true" in hc["SecurityOpt"]
+        seccomp = next(o for o in hc["SecurityOpt"] if o.startswith("seccomp="))
+        assert '"defaultAction":"SCMP_ACT_ERRNO"' in seccomp and '"ptrace"' not in seccomp
         assert hc["Memory"] == hc["MemorySwap"] == 256 << 20 and hc["PidsLimit"] == 128 and hc["Init"] is True
         assert {u["Name"] for u in hc["Ulimits"]} == {"nofile", "core", "fsize"}
         assert cfg["User"] == "10002:10002" and hc["LogConfig"]["Config"]["max-file"] == "1"

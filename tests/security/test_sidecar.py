@@ -1,0 +1,98 @@
+"""The model socket is the job's one channel: garbage does not crash it, it leaks no weights, and it
+stops answering at the budget."""
+
+from tests.security.conftest import MARKER, attack, failed_as, released
+
+RAW = """
+    import json, socket, struct, evalgate
+    print("{marker}")
+    def frame(header, body=b""):
+        raw = json.dumps(header).encode() if isinstance(header, dict) else header
+        return struct.pack(">II", len(raw), len(body)) + raw + body
+    def call(data):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect("/run/evalgate/model.sock")
+        s.sendall(data)
+        try:
+            head = s.recv(8, socket.MSG_WAITALL)
+            hl, bl = struct.unpack(">II", head)
+            return json.loads(s.recv(hl, socket.MSG_WAITALL))
+        except (OSError, struct.error, ValueError):
+            return {{"error": "closed"}}
+        finally:
+            s.close()
+"""
+
+
+def sidecar_attack(stack, body: str, metrics: list[str], **extra) -> dict:
+    return attack(stack, RAW.format(marker=MARKER) + body, metrics, **extra)
+
+
+def test_malformed_frames_get_errors_and_the_sidecar_keeps_serving(stack):
+    m = released(sidecar_attack(stack, """
+    codes = [call(frame(b"\\xff\\xfe{")).get("error"), call(frame(b"[1, 2]")).get("error"),
+             call(frame({"op": "predict", "inputs": [{"name": "features", "dtype": "object", "shape": [1]}]})).get("error"),
+             call(frame({"op": "predict", "inputs": [{"name": "features", "dtype": "float32", "shape": [10, 16]}]}, b"short")).get("error")]
+    x, _ = evalgate.load_dataset()
+    still = evalgate.predict(x[:4]).shape[0]
+    evalgate.report({"bad_frame": codes.count("bad_frame"), "served_after": still})
+    """, ["bad_frame", "served_after"]))
+    assert m["bad_frame"] == 4 and m["served_after"] == 4
+
+
+def test_oversized_frame_closes_only_that_connection(stack):
+    m = released(sidecar_attack(stack, """
+    big = call(struct.pack(">II", 16, 512 << 20) + b'{"op":"predict"}')
+    x, _ = evalgate.load_dataset()
+    evalgate.report({"too_large": big.get("error") == "too_large", "served_after": evalgate.predict(x[:2]).shape[0]})
+    """, ["too_large", "served_after"]))
+    assert m == {"served_after": 2.0, "too_large": 1.0}
+
+
+def test_unknown_operations_reveal_no_weights(stack):
+    m = released(sidecar_attack(stack, """
+    answers = [call(frame({"op": op})) for op in ("weights", "initializers", "export", "dump", "../model.onnx")]
+    meta = call(frame({"op": "metadata"}))
+    evalgate.report({"unknown_op": sum(a.get("error") == "unknown_op" for a in answers),
+                     "meta_bytes": len(json.dumps(meta))})
+    """, ["unknown_op", "meta_bytes"]))
+    assert m["unknown_op"] == 5 and m["meta_bytes"] < 400  # names, dtypes and shapes only
+
+
+def test_wrong_inputs_are_refused_by_code(stack):
+    m = released(sidecar_attack(stack, """
+    x, _ = evalgate.load_dataset()
+    codes = []
+    for inputs in ({"nope": x[:2]}, {"features": x[:2].astype("float64")}, {"features": x[:2, :5]}):
+        try:
+            evalgate._conn().predict(inputs)
+        except evalgate.ModelError as e:
+            codes.append(e.code)
+    evalgate.report({"refused": len(set(codes))})
+    """, ["refused"]))
+    assert m["refused"] == 3  # unknown_input, dtype_mismatch, shape_mismatch
+
+
+def test_exhausting_the_query_budget_ends_the_job(stack):
+    failed_as(attack(stack, """
+        import evalgate
+        x, _ = evalgate.load_dataset()
+        while True:
+            evalgate.predict(x[:25])
+    """, ["never"], resources={"query_budget": 100}), "query_budget_exceeded")
+
+
+def test_budget_refusal_is_final_even_if_the_job_catches_it(stack):
+    m = released(attack(stack, """
+        import evalgate
+        x, _ = evalgate.load_dataset()
+        answered = refused = 0
+        for _ in range(20):
+            try:
+                evalgate.predict(x[:10]); answered += 1
+            except evalgate.BudgetExceeded:
+                refused += 1
+        evalgate.report({"answered": answered, "refused": refused})
+    """, ["answered", "refused"], resources={"query_budget": 50}))
+    assert m == {"answered": 5.0, "refused": 15.0}
