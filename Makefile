@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install images demo test test-fast serve lock clean
+.PHONY: install images sandbox-setup demo test test-fast serve lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 # Builds the sandbox images only when missing or stale; says clearly when no Docker engine runs.
 images: install
 	$(BIN)/evalgate images build
+
+# Registers gVisor (runsc) with the local Docker engine; needs root and the runsc package.
+sandbox-setup: install
+	$(BIN)/evalgate sandbox setup
 
 demo: images
 	$(BIN)/evalgate demo

@@ -174,7 +174,8 @@ def build_stack(settings: Settings, demo_files, log_path: Path):
                 for n, r in (("ops", "operator"), ("acme", "partner"), ("globex", "partner"))]
     env = {"EVALGATE_DATA_DIR": str(settings.data_dir), "EVALGATE_DATABASE_URL": settings.database_url,
            "EVALGATE_BROKER_URL": settings.broker_url, "EVALGATE_QUEUE": settings.queue,
-           "EVALGATE_DEFAULT_TIMEOUT_S": str(settings.default_timeout_s)}
+           "EVALGATE_DEFAULT_TIMEOUT_S": str(settings.default_timeout_s),
+           "EVALGATE_DOCKER_RUNTIME": settings.docker_runtime}
     worker = WorkerProcess(env, log_path)
     try:
         worker.wait_ready()

@@ -155,8 +155,13 @@ def make_server(socket_path: str, model_path: str, *, max_rows: int, max_request
     model = Model(model_path, threads)
     if os.path.exists(socket_path):
         os.unlink(socket_path)
-    server = Server(socket_path, make_handler(model, budget, max_batch, max_body))
-    os.chmod(socket_path, 0o666)  # the job runs as another uid; it only gets the directory read-only
+    # The job runs as another uid and gets the directory read-only, so the socket must be 0666.
+    # Set through the umask at bind time: gVisor does not allow chmod on a host socket afterwards.
+    old_umask = os.umask(0o111)
+    try:
+        server = Server(socket_path, make_handler(model, budget, max_batch, max_body))
+    finally:
+        os.umask(old_umask)
     return server, budget
 
 

@@ -160,7 +160,7 @@ class Sandbox:
             mem_limit=f"{lim.sidecar_memory_mb}m",
             memswap_limit=f"{lim.sidecar_memory_mb}m",
             nano_cpus=int(lim.cpus * 1e9),
-            pids_limit=64,
+            pids_limit=64 + spec.runtime.extra_pids,
             **self._common(spec, "sidecar"),
         )
         container.start()
@@ -203,7 +203,7 @@ class Sandbox:
             mem_limit=f"{lim.memory_mb}m",
             memswap_limit=f"{lim.memory_mb}m",  # equal to mem_limit: no swap, so OOM is prompt and visible
             nano_cpus=int(lim.cpus * 1e9),
-            pids_limit=lim.pids,  # fork and thread bombs stop here
+            pids_limit=lim.pids + spec.runtime.extra_pids,  # fork and thread bombs stop here
             ulimits=[
                 Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile),
                 Ulimit(name="core", soft=0, hard=0),  # a crash cannot dump memory to disk

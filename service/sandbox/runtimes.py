@@ -36,6 +36,10 @@ class Runtime:
     job: str  # the engine's runtime name for the job container
     sidecar: str
     seccomp: str  # profile JSON text, passed to Docker inline
+    # Under gVisor the container's pids cgroup also holds gVisor's own kernel (the Sentry) and its
+    # threads; guest processes are Sentry tasks. The limit needs headroom for them, or the sandbox
+    # cannot start. A fork bomb then kills the whole sandbox at the cgroup limit: the host is safe.
+    extra_pids: int = 0
 
     @property
     def name(self) -> str:
@@ -60,10 +64,18 @@ def resolve(client: docker.DockerClient, wanted: str) -> Runtime:
         if not runsc_available(client):
             raise SandboxError("EVALGATE_DOCKER_RUNTIME=runsc but the engine lacks the evalgate runsc runtimes: "
                                "run `evalgate sandbox setup` as root")
-        return Runtime("runsc", RUNSC_JOB, RUNSC_SIDECAR, seccomp_profile("runsc"))
+        return Runtime("runsc", RUNSC_JOB, RUNSC_SIDECAR, seccomp_profile("runsc"), extra_pids=128)
     if wanted != "runc":
         raise SandboxError(f"unknown runtime {wanted!r}: runc, runsc or auto")
     return Runtime("runc", "runc", "runc", seccomp_profile("runc"))
+
+
+def with_runsc(config: dict, runsc_path: str) -> dict:
+    """daemon.json with evalgate's two runsc runtimes added; every other setting kept as it was."""
+    merged = json.loads(json.dumps(config))
+    merged.setdefault("runtimes", {}).update(
+        {name: {"path": runsc_path, "runtimeArgs": args} for name, args in RUNSC_ARGS.items()})
+    return merged
 
 
 def setup_runsc(client: docker.DockerClient, daemon_json: Path = DAEMON_JSON, log=print) -> None:
@@ -72,13 +84,11 @@ def setup_runsc(client: docker.DockerClient, daemon_json: Path = DAEMON_JSON, lo
     runsc = shutil.which("runsc")
     if runsc is None:
         raise SandboxError("runsc is not installed: apt-get install runsc (Debian) or see gvisor.dev")
-    config = json.loads(daemon_json.read_text()) if daemon_json.exists() else {}
-    runtimes = config.setdefault("runtimes", {})
-    wanted = {name: {"path": runsc, "runtimeArgs": args} for name, args in RUNSC_ARGS.items()}
-    if all(runtimes.get(k) == v for k, v in wanted.items()) and runsc_available(client):
+    current = json.loads(daemon_json.read_text()) if daemon_json.exists() else {}
+    config = with_runsc(current, runsc)
+    if config == current and runsc_available(client):
         log("runsc runtimes already configured")
         return
-    runtimes.update(wanted)
     daemon_json.parent.mkdir(parents=True, exist_ok=True)
     tmp = daemon_json.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(config, indent=2) + "\n")

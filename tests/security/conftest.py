@@ -35,6 +35,8 @@ def attack(stack, code: str, metrics: list[str], **extra) -> dict:
     job = stack.run(f"{suite['name']}@{suite['version']}", metrics, **extra)
     seen = json.dumps(job) + stack.client.get("/v1/jobs", headers=stack.partner).text
     assert MARKER not in seen, "job output reached the partner"
+    if job["result"]:  # it really ran under the runtime this module is about
+        assert job["result"]["provenance"]["runtime"] == stack.settings.docker_runtime
     assert set(job) == {"id", "state", "error_class", "spec", "spec_sha256", "created_at", "started_at",
                         "finished_at", "result"}
     return job

@@ -23,7 +23,10 @@ def test_hardlink_out_of_the_output_dir_fails(stack):
 
 
 def test_fifo(stack):
-    failed_as(writes(stack, 'import os; os.mkfifo("/output/result.json")'), "output_rejected")
+    job = writes(stack, 'import os; os.mkfifo("/output/result.json")')
+    # runc: the FIFO is on the output volume and refused by type. gVisor keeps FIFOs inside its own
+    # kernel, so none ever appears on the host: missing. Either way nothing is read from it.
+    failed_as(job, "output_rejected" if stack.settings.docker_runtime == "runc" else "missing_output")
 
 
 def test_directory_named_like_the_result(stack):

@@ -5,8 +5,18 @@ import time
 from tests.security.conftest import MARKER, attack, failed_as, released
 
 
+def contained(stack, job: dict, metric: str) -> None:
+    """Under runc the bomb hits EAGAIN at the pids limit and the job goes on; under gVisor the whole
+    sandbox is killed at its cgroup limit. Either way the bomb stayed inside its limit."""
+    if job["state"] == "released":
+        assert job["result"]["metrics"][metric] < stack.settings.pids_limit
+    else:
+        assert stack.settings.docker_runtime == "runsc"
+        failed_as(job, "crashed") if job["error_class"] == "crashed" else failed_as(job, "oom")
+
+
 def test_fork_bomb_stops_at_the_pids_limit(stack):
-    m = released(attack(stack, f"""
+    job = attack(stack, f"""
         import os, time, evalgate
         print("{MARKER}")
         children = 0
@@ -20,13 +30,12 @@ def test_fork_bomb_stops_at_the_pids_limit(stack):
                 os._exit(0)
             children += 1
         evalgate.report({{"children": children}})
-        os.killpg(0, 9) if False else None
-    """, ["children"]))
-    assert m["children"] < stack.settings.pids_limit
+    """, ["children"])
+    contained(stack, job, "children")
 
 
 def test_thread_bomb_stops_at_the_pids_limit(stack):
-    m = released(attack(stack, f"""
+    job = attack(stack, f"""
         import threading, time, evalgate
         print("{MARKER}")
         threads = 0
@@ -40,8 +49,8 @@ def test_thread_bomb_stops_at_the_pids_limit(stack):
             pass
         stop.set()
         evalgate.report({{"threads": threads}})
-    """, ["threads"]))
-    assert m["threads"] < stack.settings.pids_limit
+    """, ["threads"])
+    contained(stack, job, "threads")
 
 
 def test_memory_bomb_is_oom(stack):
@@ -93,7 +102,7 @@ def test_inode_exhaustion_stays_in_the_job(stack):
         for d in ("/output", "/tmp", "/dev/shm"):
             n = 0
             try:
-                for i in range(200_000):
+                for i in range(20_000):
                     open(f"{{d}}/f{{i}}", "w").close(); n += 1
             except OSError:
                 pass
