@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     # None means embedded mode: the API process runs one worker thread itself.
     broker_url: str | None = None
     queue: str = "evalgate-jobs"  # the Celery queue API and workers share
+    # Where per-partner counters live; defaults to the broker when that is Redis. Unset: the database.
+    redis_url: str | None = None
 
     docker_runtime: str = "runc"
     job_image: str = "evalgate-job:latest"
@@ -33,6 +35,14 @@ class Settings(BaseSettings):
     max_timeout_s: int = 1800
     default_query_budget: int = 100_000
     max_query_budget: int = 1_000_000
+    # The model channel, against extraction: rows a partner may have predicted per UTC day across all
+    # its jobs, requests per job, rows per request and requests per second at the sidecar.
+    partner_rows_per_day: int = 2_000_000
+    max_requests_per_job: int = 100_000
+    max_batch_rows: int = 4096
+    max_requests_per_s: float = 2000.0
+    # Per-partner overrides, by principal name: {"acme": {"rows_per_day": 50000, "max_query_budget": 10000}}
+    partner_quotas: dict[str, dict[str, int]] = Field(default_factory=dict)
     pids_limit: int = 128
     tmp_size_mb: int = 64
     output_dir_bytes: int = 1 << 20
@@ -60,11 +70,18 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser().resolve()
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.data_dir / 'evalgate.db'}"
+        if self.redis_url is None and self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            self.redis_url = self.broker_url
         if self.signing_key_path is None:
             self.signing_key_path = self.data_dir / "keys" / "attestation.ed25519"
         if self.docker_runtime not in {"runc", "runsc", "auto"}:
             raise ValueError("docker_runtime must be runc, runsc or auto")
         return self
+
+    def partner_limit(self, name: str, key: str) -> int:
+        """A partner's own limit if the operator set one, else the default."""
+        defaults = {"rows_per_day": self.partner_rows_per_day, "max_query_budget": self.max_query_budget}
+        return int(self.partner_quotas.get(name, {}).get(key, defaults[key]))
 
     @property
     def embedded(self) -> bool:

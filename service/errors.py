@@ -50,3 +50,8 @@ class Conflict(EvalgateError):
 class PayloadTooLarge(EvalgateError):
     status_code = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(EvalgateError):
+    status_code = 429
+    code = "too_many_requests"

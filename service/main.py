@@ -63,7 +63,10 @@ def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
             registry.ensure_builtin_suites(s, settings)
         from service.release.signing import Signer
 
+        from service.quotas.store import make_quota
+
         app.state.signer = Signer.load_or_create(settings.signing_key_path)
+        app.state.quota = make_quota(settings, app.state.sessionmaker)
         app.state.dispatcher = dispatcher or _start_dispatcher(app, settings)
         yield
         app.state.dispatcher.close()

@@ -44,13 +44,16 @@ def build_context(settings: Settings):
     from service.sandbox.client import docker_client
     from service.sandbox.runner import Sandbox
 
+    from service.quotas.store import make_quota
     from service.sandbox.runtimes import resolve
 
     engine = make_engine(settings.database_url)
     client = docker_client()
     runtime = resolve(client, settings.docker_runtime)
-    return WorkerContext(settings=settings, sessions=make_sessionmaker(engine), sandbox=Sandbox(client),
-                         signer=Signer.load_or_create(settings.signing_key_path), runtime=runtime)
+    sessions = make_sessionmaker(engine)
+    return WorkerContext(settings=settings, sessions=sessions, sandbox=Sandbox(client),
+                         signer=Signer.load_or_create(settings.signing_key_path), runtime=runtime,
+                         quota=make_quota(settings, sessions))
 
 
 def worker_context():

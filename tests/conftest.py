@@ -6,6 +6,7 @@ fails them instead, so CI can never pass by skipping.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -150,8 +151,8 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"job {job_id} did not finish in {timeout_s}s: {job}")
 
-    def run(self, suite: str, metrics: list[str], **extra) -> dict:
-        return self.wait(self.submit(suite, metrics, **extra)["id"])
+    def run(self, suite: str, metrics: list[str], headers=None, **extra) -> dict:
+        return self.wait(self.submit(suite, metrics, headers=headers, **extra)["id"], headers=headers)
 
 
 def _redis_or_skip():
@@ -175,7 +176,8 @@ def build_stack(settings: Settings, demo_files, log_path: Path):
     env = {"EVALGATE_DATA_DIR": str(settings.data_dir), "EVALGATE_DATABASE_URL": settings.database_url,
            "EVALGATE_BROKER_URL": settings.broker_url, "EVALGATE_QUEUE": settings.queue,
            "EVALGATE_DEFAULT_TIMEOUT_S": str(settings.default_timeout_s),
-           "EVALGATE_DOCKER_RUNTIME": settings.docker_runtime}
+           "EVALGATE_DOCKER_RUNTIME": settings.docker_runtime,
+           "EVALGATE_PARTNER_QUOTAS": json.dumps(settings.partner_quotas)}
     worker = WorkerProcess(env, log_path)
     try:
         worker.wait_ready()

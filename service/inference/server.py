@@ -13,6 +13,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -48,6 +49,26 @@ class Budget:
         with self._lock:
             return {"rows": self.rows, "requests": self.requests, "refused": self.refused,
                     "budget_exceeded": self.exceeded, "max_rows": self.max_rows}
+
+
+class RateLimit:
+    """At most `per_s` requests a second across all connections. Excess requests wait (the job is
+    slowed, not failed), so hammering the sidecar buys nothing."""
+
+    def __init__(self, per_s: float):
+        self.interval = 1.0 / per_s if per_s > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
 
 
 class Model:
@@ -88,7 +109,7 @@ class Model:
         return rows or 0
 
 
-def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int):
+def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, rate: RateLimit):
     class Handler(socketserver.BaseRequestHandler):
         def handle(self):
             sock: socket.socket = self.request
@@ -125,6 +146,7 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int):
             if op == "metadata":
                 write_frame(sock, {"ok": True, "metadata": model.metadata()})
             elif op == "predict":
+                rate.wait()
                 feeds = decode_tensors(header.get("inputs"), body)
                 rows = model.check(feeds)
                 if rows > max_batch:
@@ -150,16 +172,17 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 def make_server(socket_path: str, model_path: str, *, max_rows: int, max_requests: int = 1_000_000, threads: int = 1,
-                max_batch: int = 65536, max_body: int = MAX_BODY) -> tuple[Server, Budget]:
+                max_batch: int = 65536, max_body: int = MAX_BODY, max_rate: float = 0.0) -> tuple[Server, Budget]:
     budget = Budget(max_rows, max_requests)
     model = Model(model_path, threads)
+    rate = RateLimit(max_rate)
     if os.path.exists(socket_path):
         os.unlink(socket_path)
     # The job runs as another uid and gets the directory read-only, so the socket must be 0666.
     # Set through the umask at bind time: gVisor does not allow chmod on a host socket afterwards.
     old_umask = os.umask(0o111)
     try:
-        server = Server(socket_path, make_handler(model, budget, max_batch, max_body))
+        server = Server(socket_path, make_handler(model, budget, max_batch, max_body, rate))
     finally:
         os.umask(old_umask)
     return server, budget
@@ -171,7 +194,8 @@ def main() -> int:
         env["EVALGATE_SOCKET"], env.get("EVALGATE_MODEL", "/model/model.onnx"),
         max_rows=int(env["EVALGATE_QUERY_BUDGET_ROWS"]), max_requests=int(env.get("EVALGATE_MAX_REQUESTS", "1000000")),
         threads=max(1, int(float(env.get("EVALGATE_THREADS", "1")))),
-        max_batch=int(env.get("EVALGATE_MAX_BATCH", "65536")), max_body=int(env.get("EVALGATE_MAX_BODY", str(MAX_BODY))))
+        max_batch=int(env.get("EVALGATE_MAX_BATCH", "65536")), max_body=int(env.get("EVALGATE_MAX_BODY", str(MAX_BODY))),
+        max_rate=float(env.get("EVALGATE_MAX_REQUESTS_PER_S", "0")))
 
     def stop(signum, frame):
         raise SystemExit(0)

@@ -27,7 +27,8 @@ def to_read(session, job: Job) -> JobRead:
 @router.post("", response_model=JobRead, status_code=202)
 def submit_job(body: JobCreate, request: Request, caller: Partner, session: SessionDep, settings: SettingsDep) -> JobRead:
     """Submit an evaluation job."""
-    job = jobs_service.submit(session, settings, caller, body)
+    used = request.app.state.quota.used(caller.principal_id)
+    job = jobs_service.submit(session, settings, caller, body, rows_used_today=used)
     session.commit()  # the worker must find the row: enqueue only after it is committed
     if job.state == "queued":
         request.app.state.dispatcher.enqueue(job.id)

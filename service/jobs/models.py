@@ -6,6 +6,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base, UTCDateTime, utcnow
+from service.auth.models import Principal
 from service.registry.models import DatasetVersion, ModelVersion, SuiteVersion
 
 
@@ -30,6 +31,7 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
+    principal: Mapped[Principal] = relationship(lazy="joined")
     suite: Mapped[SuiteVersion] = relationship(lazy="joined")
     model: Mapped[ModelVersion] = relationship(lazy="joined")
     dataset: Mapped[DatasetVersion] = relationship(lazy="joined")

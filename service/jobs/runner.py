@@ -16,6 +16,8 @@ from service.config import Settings
 from service.db import session_scope
 from service.jobs.models import Job
 from service.jobs.states import TERMINAL, transition
+from service.ledger import service as ledger
+from service.quotas.store import RowQuota, today
 from service.registry import storage
 from service.release import gate
 from service.release import service as release_service
@@ -37,9 +39,10 @@ class WorkerContext:
     sandbox: Sandbox
     signer: Signer
     runtime: Runtime
+    quota: RowQuota
 
 
-def _sandbox_spec(ctx: WorkerContext, job: Job) -> JobSandbox:
+def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int) -> JobSandbox:
     s = ctx.settings
     res = job.spec["resources"]
     client = ctx.sandbox.client
@@ -52,17 +55,19 @@ def _sandbox_spec(ctx: WorkerContext, job: Job) -> JobSandbox:
         suite_path=storage.suite_dir(s.data_dir, job.suite.sha256),
         entrypoint=job.suite.entrypoint,
         env={"EVALGATE_SEED": str(job.spec["seed"]), "EVALGATE_METRICS": ",".join(job.spec["metrics"])},
-        query_budget_rows=int(res["query_budget"]),
+        query_budget_rows=rows,
         limits=Limits(memory_mb=res["memory_mb"], cpus=res["cpus"], timeout_s=res["timeout_s"], pids=s.pids_limit,
                       tmp_mb=s.tmp_size_mb, output_bytes=s.output_dir_bytes, output_inodes=s.output_dir_inodes,
                       log_cap_bytes=s.log_cap_bytes, sidecar_memory_mb=s.sidecar_memory_mb,
-                      result_max_bytes=s.result_max_bytes),
+                      result_max_bytes=s.result_max_bytes, max_requests=s.max_requests_per_job,
+                      max_batch_rows=s.max_batch_rows, max_requests_per_s=s.max_requests_per_s),
         runtime=ctx.runtime,
     )
 
 
-def _start(ctx: WorkerContext, job_id: str) -> JobSandbox | str | None:
-    """Claim the job for running. Returns the sandbox spec, or the state to report if there is nothing to run."""
+def _claim(ctx: WorkerContext, job_id: str) -> tuple[int, int, int] | str | None:
+    """Move the job to running. Returns (principal id, rows wanted, daily cap), or the state to report
+    when there is nothing to run."""
     with session_scope(ctx.sessions) as s:
         job = s.get(Job, job_id)
         if job is None:
@@ -82,8 +87,28 @@ def _start(ctx: WorkerContext, job_id: str) -> JobSandbox | str | None:
             job.operator_log = f"gave up after {MAX_ATTEMPTS} attempts"
             return job.state
         transition(s, job, "running", actor=ACTOR, data={"attempt": job.attempts})
+        cap = ctx.settings.partner_limit(job.principal.name, "rows_per_day")
+        return job.principal_id, int(job.spec["resources"]["query_budget"]), cap
+
+
+def _start(ctx: WorkerContext, job_id: str) -> JobSandbox | str | None:
+    """Claim the job, reserve its model rows for today, and describe its sandbox."""
+    claimed = _claim(ctx, job_id)
+    if not isinstance(claimed, tuple):
+        return claimed
+    principal_id, want, cap = claimed
+    # Outside any open transaction: the SQL quota store writes in its own.
+    granted = ctx.quota.reserve(principal_id, job_id, want, cap)
+    with session_scope(ctx.sessions) as s:
+        job = s.get(Job, job_id)
+        ledger.append(s, actor=ACTOR, action="quota.rows_reserved", subject=f"job:{job_id}",
+                      data={"wanted": want, "granted": granted, "day": today(), "rows_per_day": cap})
+        if granted <= 0:
+            job.operator_log = "the partner's model rows for today were spent before the job started"
+            transition(s, job, "failed", actor=ACTOR, error_class="query_budget_exceeded")
+            return job.state
         try:
-            return _sandbox_spec(ctx, job)
+            return _sandbox_spec(ctx, job, granted)
         except SandboxError as e:
             job.operator_log = str(e)
             transition(s, job, "failed", actor=ACTOR, error_class="internal_error")
@@ -111,14 +136,27 @@ def classify(outcome: Outcome) -> tuple[str, str | None]:
     return "gating", None
 
 
+def _settle(ctx: WorkerContext, job_id: str, rows_used: int | None) -> None:
+    """Give back the reserved rows the job did not use (none when its use is unknown)."""
+    if rows_used is None:
+        return  # sandbox failure: usage unknown, so the whole reservation stays spent
+    refund = ctx.quota.settle(job_id, rows_used)
+    if refund is not None:
+        with session_scope(ctx.sessions) as s:
+            ledger.append(s, actor=ACTOR, action="quota.rows_settled", subject=f"job:{job_id}",
+                          data={"used": rows_used, "refunded": refund})
+
+
 def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
     settings = ctx.settings
+    usage = {"rows": int(outcome.usage.get("rows", 0)), "requests": int(outcome.usage.get("requests", 0))}
+    # A sidecar that printed no usage is counted as having spent its whole reservation.
+    _settle(ctx, job_id, usage["rows"] if outcome.usage else None)
     with session_scope(ctx.sessions) as s:
         job = s.get(Job, job_id)
         if job.state in TERMINAL:
             return job.state
         job.operator_log = _operator_log(outcome)
-        usage = {"rows": int(outcome.usage.get("rows", 0)), "requests": int(outcome.usage.get("requests", 0))}
         state, error_class = classify(outcome)
         if state != "gating":
             transition(s, job, state, actor=ACTOR, error_class=error_class, data={"queries": usage})

@@ -11,7 +11,7 @@ from service import __version__
 from service.auth.service import Caller
 from service.canonical import digest
 from service.config import Settings
-from service.errors import Conflict, InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from service.jobs.models import Job
 from service.jobs.schemas import JobCreate
 from service.jobs.states import TERMINAL, transition
@@ -19,7 +19,7 @@ from service.ledger import service as ledger
 from service.registry import service as registry
 
 
-def _resources(req: JobCreate, settings: Settings) -> dict:
+def _resources(req: JobCreate, settings: Settings, caller: Caller) -> dict:
     r = req.resources
     chosen = {
         "memory_mb": r.memory_mb or settings.default_memory_mb,
@@ -27,17 +27,22 @@ def _resources(req: JobCreate, settings: Settings) -> dict:
         "timeout_s": r.timeout_s or settings.default_timeout_s,
         "query_budget": r.query_budget or settings.default_query_budget,
     }
-    ceilings = {"memory_mb": settings.max_memory_mb, "cpus": settings.max_cpus,
-                "timeout_s": settings.max_timeout_s, "query_budget": settings.max_query_budget}
+    ceilings = {"memory_mb": settings.max_memory_mb, "cpus": settings.max_cpus, "timeout_s": settings.max_timeout_s,
+                "query_budget": settings.partner_limit(caller.name, "max_query_budget")}
     over = [f"{k} <= {ceilings[k]}" for k, v in chosen.items() if v > ceilings[k]]
     if over:
         raise InvalidInput("requested resources exceed your limits", code="resources_exceed_limit", alternatives=over)
     return chosen
 
 
-def submit(session: Session, settings: Settings, caller: Caller, req: JobCreate) -> Job:
+def submit(session: Session, settings: Settings, caller: Caller, req: JobCreate, rows_used_today: int = 0) -> Job:
     """Validate a job against the registry and the caller's limits and record it. The caller commits
     and only then enqueues the id."""
+    from service.quotas.store import seconds_to_reset
+
+    if rows_used_today >= settings.partner_limit(caller.name, "rows_per_day"):
+        raise TooManyRequests("today's model query budget is spent", code="daily_query_budget_exhausted",
+                              alternatives=[f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"])
     suite = registry.visible_suite(session, req.suite, caller.principal_id, caller.role)
     model = registry.usable_model(session, req.model)
     dataset = registry.resolve_dataset(session, req.dataset)
@@ -53,7 +58,7 @@ def submit(session: Session, settings: Settings, caller: Caller, req: JobCreate)
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
         "dataset": {"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256},
         "metrics": sorted(req.metrics),
-        "resources": _resources(req, settings),
+        "resources": _resources(req, settings, caller),
         "seed": req.seed,
         "service_version": __version__,
     }

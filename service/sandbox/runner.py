@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 import time
 from collections.abc import Callable
@@ -55,6 +56,9 @@ class Limits:
     log_cap_bytes: int = 64 << 10
     sidecar_memory_mb: int = 1024
     result_max_bytes: int = 64 << 10
+    max_requests: int = 1_000_000
+    max_batch_rows: int = 65536
+    max_requests_per_s: float = 2000.0
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,11 @@ class Sandbox:
                 "EVALGATE_SOCKET": SOCKET_PATH,
                 "EVALGATE_MODEL": "/model/model.onnx",
                 "EVALGATE_QUERY_BUDGET_ROWS": str(spec.query_budget_rows),
-                "EVALGATE_THREADS": str(max(1, int(lim.cpus))),
+                "EVALGATE_MAX_REQUESTS": str(lim.max_requests),
+                "EVALGATE_MAX_BATCH": str(lim.max_batch_rows),
+                "EVALGATE_MAX_REQUESTS_PER_S": str(lim.max_requests_per_s),
+                # onnxruntime's threads sized to the CPUs this container is given, not the host's.
+                "EVALGATE_THREADS": str(max(1, math.ceil(lim.cpus))),
             },
             mounts=[
                 Mount("/model/model.onnx", str(spec.model_path), type="bind", read_only=True),
@@ -167,15 +175,16 @@ class Sandbox:
         return container
 
     def _wait_ready(self, container, timeout_s: float = 60) -> None:
+        """The sidecar must have served the model (it may still be loading if the job never asked)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if READY in container.logs(stdout=True, stderr=False, tail=200).decode(errors="replace"):
+                return
             container.reload()
             if container.status not in ("created", "running"):
-                raise SandboxError(f"sidecar exited before it was ready: {self._tail(container, 2000)}")
-            if READY in container.logs(stdout=True, stderr=False, tail=50).decode(errors="replace"):
-                return
+                break
             time.sleep(0.05)
-        raise SandboxError("sidecar did not become ready in time")
+        raise SandboxError(f"the sidecar never served the model: {self._tail(container, 2000)}")
 
     def _start_job(self, spec: JobSandbox, n: dict[str, str]):
         lim = spec.limits
@@ -227,7 +236,8 @@ class Sandbox:
             sidecar = self._get(n["sidecar"]) or self._start_sidecar(spec, n)
             job = self._get(n["job"])
             if job is None:
-                self._wait_ready(sidecar)
+                # Started at once, beside the sidecar: the SDK waits for the socket, so the model
+                # loading and the job's own start-up overlap.
                 job = self._start_job(spec, n)
             elif job.status == "created":
                 job.start()
@@ -238,6 +248,8 @@ class Sandbox:
             outcome.exit_code = state.get("ExitCode")
             outcome.oom = bool(state.get("OOMKilled"))
             outcome.job_log = self._tail(job, spec.limits.log_cap_bytes)
+            sidecar.reload()
+            self._wait_ready(sidecar)
             sidecar.reload()
             if sidecar.status == "running":
                 outcome.result, outcome.result_problem = self._collect(sidecar, spec.limits.result_max_bytes)

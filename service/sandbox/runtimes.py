@@ -24,6 +24,7 @@ SECCOMP_DIR = Path(__file__).resolve().parents[2] / "sandbox_images" / "seccomp"
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 RUNSC_JOB = "evalgate-runsc-job"
 RUNSC_SIDECAR = "evalgate-runsc-sidecar"
+RUNSC_EXTRA_PIDS = 128
 RUNSC_ARGS = {
     RUNSC_JOB: ["--network=none", "--host-uds=open", "--oci-seccomp"],
     RUNSC_SIDECAR: ["--network=none", "--host-uds=create", "--oci-seccomp"],
@@ -64,7 +65,7 @@ def resolve(client: docker.DockerClient, wanted: str) -> Runtime:
         if not runsc_available(client):
             raise SandboxError("EVALGATE_DOCKER_RUNTIME=runsc but the engine lacks the evalgate runsc runtimes: "
                                "run `evalgate sandbox setup` as root")
-        return Runtime("runsc", RUNSC_JOB, RUNSC_SIDECAR, seccomp_profile("runsc"), extra_pids=128)
+        return Runtime("runsc", RUNSC_JOB, RUNSC_SIDECAR, seccomp_profile("runsc"), extra_pids=RUNSC_EXTRA_PIDS)
     if wanted != "runc":
         raise SandboxError(f"unknown runtime {wanted!r}: runc, runsc or auto")
     return Runtime("runc", "runc", "runc", seccomp_profile("runc"))

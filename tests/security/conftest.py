@@ -59,3 +59,10 @@ def operator_log(stack, job_id: str) -> str:
 
     with session_scope(make_sessionmaker(make_engine(stack.settings.database_url))) as s:
         return s.get(Job, job_id).operator_log or ""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/security/" in str(item.fspath):
+            item.add_marker(pytest.mark.docker)
+            item.add_marker(pytest.mark.redis)

@@ -16,9 +16,9 @@ import os
 
 import numpy as np
 
-from .client import BudgetExceeded, Client, ModelError
+from .client import BudgetExceeded, Client, ModelError, Pipeline
 
-__all__ = ["load_dataset", "model_info", "predict", "predict_all", "report", "seed", "requested_metrics",
+__all__ = ["load_dataset", "model_info", "predict", "predict_all", "Pipeline", "report", "seed", "requested_metrics",
            "BudgetExceeded", "ModelError"]
 
 _client: Client | None = None
@@ -53,20 +53,32 @@ def model_info() -> dict:
 def predict_all(inputs) -> dict[str, np.ndarray]:
     """Run the model. `inputs` is an array (for a one-input model) or a dict of arrays by input name.
     Arrays are cast to the dtypes the model declares."""
+    return _conn().predict(_feeds(inputs, model_info_cached()))
+
+
+def predict(inputs, batch_size: int | None = None, inflight: int = 2) -> np.ndarray:
+    """The model's first output for the given inputs.
+
+    With batch_size, the rows are sent in batches with `inflight` requests on the wire at once, so
+    transfer overlaps with inference; the outputs are concatenated in order."""
     info = model_info_cached()
+    first = info["outputs"][0]["name"]
+    if batch_size is None:
+        return predict_all(inputs)[first]
+    feeds = _feeds(inputs, info)
+    n = len(next(iter(feeds.values())))
+    batches = ({k: v[i:i + batch_size] for k, v in feeds.items()} for i in range(0, n, batch_size))
+    with Pipeline(os.environ.get("EVALGATE_SOCKET", "/run/evalgate/model.sock"), inflight) as pipe:
+        return np.concatenate([out[first] for out in pipe.map(batches)])
+
+
+def _feeds(inputs, info: dict) -> dict[str, np.ndarray]:
     if not isinstance(inputs, dict):
         if len(info["inputs"]) != 1:
             raise ValueError("this model has several inputs: pass a dict of arrays by input name")
         inputs = {info["inputs"][0]["name"]: inputs}
     dtypes = {i["name"]: i["dtype"] for i in info["inputs"]}
-    cast = {k: np.asarray(v, dtype=dtypes.get(k)) for k, v in inputs.items()}
-    return _conn().predict(cast)
-
-
-def predict(inputs) -> np.ndarray:
-    """The model's first output for the given inputs."""
-    info = model_info_cached()
-    return predict_all(inputs)[info["outputs"][0]["name"]]
+    return {k: np.ascontiguousarray(v, dtype=dtypes.get(k)) for k, v in inputs.items()}
 
 
 _info: dict | None = None
