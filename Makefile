@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install images sandbox-setup demo test test-fast serve lock clean
+.PHONY: install images sandbox-setup demo test test-fast serve lock clean bench-channel bench-overhead
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: images
 # Without Docker, Redis or Postgres: the unit tests only.
 test-fast: install
 	$(BIN)/pytest -m "not docker and not redis and not postgres"
+
+# Benchmarks print ratios against a baseline measured in the same run (see README, Performance).
+bench-channel: images
+	$(BIN)/python -m bench.inference_channel
+
+bench-overhead: images
+	$(BIN)/python -m bench.job_overhead --jobs 20
 
 serve: images
 	$(BIN)/evalgate serve

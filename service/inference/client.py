@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .protocol import BUDGET_EXCEEDED, ProtocolError, decode_tensors, describe, read_frame, write_frame
+from .protocol import (BUDGET_EXCEEDED, ProtocolError, SharedBuffer, decode_tensors, describe, read_frame,
+                       send_frame_with_fd, tune, write_frame)
+
+SHARED_MIN_BYTES = 64 << 10  # below this a copy through the socket is cheaper than the bookkeeping
+MAX_SLOTS = 4
 
 
 class ModelError(Exception):
@@ -30,7 +33,7 @@ def connect(path: str, timeout: float | None, wait_s: float) -> socket.socket:
     deadline = time.monotonic() + wait_s
     delay = 0.005
     while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = tune(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
         sock.settimeout(timeout)
         try:
             sock.connect(path)
@@ -44,11 +47,16 @@ def connect(path: str, timeout: float | None, wait_s: float) -> socket.socket:
 
 
 class Client:
-    def __init__(self, path: str, timeout: float | None = 300.0, wait_s: float = 60.0):
+    def __init__(self, path: str, timeout: float | None = 300.0, wait_s: float = 60.0, shared_memory: bool = True):
         self.path, self.timeout = path, timeout
         self.sock = connect(path, timeout, wait_s)
+        self._want_shared = shared_memory
+        self._shared_ok: bool | None = None
+        self._shared: dict[int, SharedBuffer] = {}
 
     def close(self) -> None:
+        for buf in self._shared.values():
+            buf.close()
         self.sock.close()
 
     def __enter__(self):
@@ -59,6 +67,9 @@ class Client:
 
     def _call(self, header: dict, tensors=()) -> tuple[dict, memoryview]:
         write_frame(self.sock, header, tensors)
+        return self._reply()
+
+    def _reply(self) -> tuple[dict, memoryview]:
         try:
             frame = read_frame(self.sock)
         except ProtocolError as e:
@@ -72,50 +83,59 @@ class Client:
         return reply, body
 
     def metadata(self) -> dict:
-        return self._call({"op": "metadata"})[0]["metadata"]
+        reply = self._call({"op": "metadata"})[0]
+        self._shared_ok = bool(reply.get("shared_memory")) and self._want_shared
+        return reply["metadata"]
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return next(self.predict_stream([inputs], depth=1))
+
+    def predict_stream(self, batches: Iterable[dict[str, np.ndarray]], depth: int = 2) -> Iterator[dict[str, np.ndarray]]:
+        """Predict batch after batch with up to `depth` requests queued on this connection: while
+        the sidecar runs the model on one, the next is already waiting for it. Answers come in order.
+        Each queued request has its own shared-memory slot, reused only after its answer arrived."""
+        depth = max(1, min(depth, MAX_SLOTS))
+        pending: deque[str] = deque()  # "attach" or "predict", in the order their replies will come
+        outstanding = 0
+        slot = 0
+        for feeds in batches:
+            while outstanding >= depth:
+                out = self._drain(pending)
+                if out is not None:
+                    outstanding -= 1
+                    yield out
+            self._send(feeds, slot, pending)
+            outstanding += 1
+            slot = (slot + 1) % depth
+        while pending:
+            out = self._drain(pending)
+            if out is not None:
+                yield out
+
+    def _send(self, inputs: dict[str, np.ndarray], slot: int, pending: deque) -> None:
         names = list(inputs)
         arrays = [np.ascontiguousarray(inputs[n]) for n in names]
-        reply, body = self._call({"op": "predict", "inputs": [describe(n, a) for n, a in zip(names, arrays)]}, arrays)
-        return decode_tensors(reply["outputs"], body)
+        header = {"op": "predict", "inputs": [describe(n, a) for n, a in zip(names, arrays)]}
+        total = sum(a.nbytes for a in arrays)
+        if total >= SHARED_MIN_BYTES and self._use_shared():
+            buf = self._shared.setdefault(slot, SharedBuffer())
+            if buf.ensure(total):  # a new memfd for this slot: hand it over once
+                send_frame_with_fd(self.sock, {"op": "attach", "slot": slot}, buf.fd)
+                pending.append("attach")
+            buf.write(arrays)
+            write_frame(self.sock, {**header, "shm": True, "slot": slot})
+        else:
+            write_frame(self.sock, header, arrays)
+        pending.append("predict")
+
+    def _drain(self, pending: deque) -> dict[str, np.ndarray] | None:
+        kind = pending.popleft()
+        reply, body = self._reply()
+        return None if kind == "attach" else decode_tensors(reply["outputs"], body)
+
+    def _use_shared(self) -> bool:
+        if self._shared_ok is None:
+            self.metadata()
+        return bool(self._shared_ok)
 
 
-class Pipeline:
-    """Several requests in flight, one per connection: while the sidecar runs the model on one
-    batch, the next batch is already crossing the socket. Results come back in order."""
-
-    def __init__(self, path: str, inflight: int = 2, timeout: float | None = 300.0):
-        self.clients = [Client(path, timeout) for _ in range(max(1, inflight))]
-        self._free = list(self.clients)
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=len(self.clients), thread_name_prefix="evalgate-predict")
-
-    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with self._lock:
-            client = self._free.pop()
-        try:
-            return client.predict(feeds)
-        finally:
-            with self._lock:
-                self._free.append(client)
-
-    def map(self, batches: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
-        pending = []
-        for feeds in batches:
-            pending.append(self._pool.submit(self._run, feeds))
-            if len(pending) >= len(self.clients):
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        for c in self.clients:
-            c.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

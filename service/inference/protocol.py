@@ -8,7 +8,10 @@ with np.frombuffer, i.e. without copying.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import mmap
+import os
 import socket
 import struct
 
@@ -42,41 +45,145 @@ class ProtocolError(Exception):
         self.detail = detail
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytearray | None:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
+SOCKET_BUFFER = 8 << 20  # large kernel buffers: a batch crosses in few context switches
+
+
+def tune(sock: socket.socket) -> socket.socket:
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError:
+            pass  # capped by the kernel (net.core.*mem_max): still correct, just slower
+    return sock
+
+
+def _recv_into(sock: socket.socket, view: memoryview) -> bool:
+    """Fill view from the socket. False on a clean end of stream before the first byte."""
+    n, got = len(view), 0
     while got < n:
         k = sock.recv_into(view[got:], n - got)
         if k == 0:
-            return None if got == 0 else _short()
+            if got == 0:
+                return False
+            raise ProtocolError(BAD_FRAME, "connection closed inside a frame")
         got += k
-    return buf
+    return True
+
+
+class FrameReader:
+    """Reads frames from one connection into one reused buffer: no page faults or zero-fill per
+    request, and the model reads warm memory. A frame's tensors are views into that buffer, valid
+    until the next read on this connection (the server answers a connection's requests in order)."""
+
+    def __init__(self, sock: socket.socket, max_body: int = MAX_BODY):
+        self.sock, self.max_body = sock, max_body
+        self._prefix = memoryview(bytearray(PREFIX.size))
+        self._buf = np.empty(0, dtype=np.uint8)
+
+    fds: list[int] = []  # file descriptors that came with the last frame (the caller owns them)
+
+    def _recv_prefix(self) -> bool:
+        """The prefix is read with recvmsg: a frame may carry one file descriptor (SCM_RIGHTS), and
+        a plain read would make the kernel drop it."""
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, PREFIX.size, 1)
+        self.fds = list(fds)
+        if not data:
+            return False
+        self._prefix[:len(data)] = data
+        return len(data) == PREFIX.size or _recv_into(self.sock, self._prefix[len(data):]) or _short()
+
+    def _buffer(self, n: int) -> memoryview:
+        if n > len(self._buf):
+            self._buf = np.empty(max(n, 2 * len(self._buf)), dtype=np.uint8)
+        return memoryview(self._buf)[:n]
+
+    def read(self) -> tuple[dict, memoryview] | None:
+        """One frame, or None on a clean end of stream. Raises ProtocolError for a bad or oversized frame."""
+        if not self._recv_prefix():
+            return None
+        header_len, body_len = PREFIX.unpack(self._prefix)
+        if header_len > MAX_HEADER or body_len > self.max_body:
+            raise ProtocolError(TOO_LARGE, f"frame of {header_len}+{body_len} bytes")
+        raw = bytearray(header_len)
+        if header_len and not _recv_into(self.sock, memoryview(raw)):
+            raise ProtocolError(BAD_FRAME, "connection closed inside a frame")
+        body = self._buffer(body_len)
+        if body_len and not _recv_into(self.sock, body):
+            raise ProtocolError(BAD_FRAME, "connection closed inside a frame")
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ProtocolError(BAD_FRAME, "header is not UTF-8 JSON") from None
+        if not isinstance(header, dict):
+            raise ProtocolError(BAD_FRAME, "header is not a JSON object")
+        return header, body
+
+
+def read_frame(sock: socket.socket, max_body: int = MAX_BODY) -> tuple[dict, memoryview] | None:
+    """One frame in a buffer of its own (safe to keep): for replies, which are small."""
+    return FrameReader(sock, max_body).read()
 
 
 def _short():
     raise ProtocolError(BAD_FRAME, "connection closed inside a frame")
 
 
-def read_frame(sock: socket.socket, max_body: int = MAX_BODY) -> tuple[dict, memoryview] | None:
-    """Read one frame; None on a clean end of stream. Raises ProtocolError for a bad or oversized frame."""
-    prefix = _recv_exact(sock, PREFIX.size)
-    if prefix is None:
-        return None
-    header_len, body_len = PREFIX.unpack(prefix)
-    if header_len > MAX_HEADER or body_len > max_body:
-        raise ProtocolError(TOO_LARGE, f"frame of {header_len}+{body_len} bytes")
-    raw_header = _recv_exact(sock, header_len) if header_len else bytearray()
-    body = _recv_exact(sock, body_len) if body_len else bytearray()
-    if raw_header is None or body is None:
-        _short()
+# Shared memory: the client writes a batch into a memfd it shares once per connection, and sends only
+# the header. The sidecar maps it read-only, and only if it is a memfd sealed against shrinking: a
+# mapping whose file can shrink would let the client crash the sidecar with SIGBUS.
+def map_shared(fd: int) -> mmap.mmap:
     try:
-        header = json.loads(bytes(raw_header).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ProtocolError(BAD_FRAME, "header is not UTF-8 JSON") from None
-    if not isinstance(header, dict):
-        raise ProtocolError(BAD_FRAME, "header is not a JSON object")
-    return header, memoryview(body)
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)  # EINVAL for anything but a memfd
+        size = os.fstat(fd).st_size
+    except OSError:
+        raise ProtocolError(BAD_FRAME, "shared memory must be a memfd") from None
+    if not seals & fcntl.F_SEAL_SHRINK:
+        raise ProtocolError(BAD_FRAME, "shared memory must be sealed against shrinking")
+    if size <= 0 or size > MAX_BODY * 2:
+        raise ProtocolError(TOO_LARGE, "shared memory size out of bounds")
+    return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+
+
+class SharedBuffer:
+    """Client side: a growable memfd sealed against shrinking, mapped read-write."""
+
+    def __init__(self):
+        self.fd = -1
+        self.map: mmap.mmap | None = None
+
+    def ensure(self, n: int) -> bool:
+        """Make room for n bytes. True when a new memfd was made (it must be sent to the server)."""
+        if self.map is not None and len(self.map) >= n:
+            return False
+        self.close()
+        size = max(1 << 20, 1 << (n - 1).bit_length())
+        self.fd = os.memfd_create("evalgate-batch", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        os.ftruncate(self.fd, size)
+        fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+        self.map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        return True
+
+    def write(self, arrays: list[np.ndarray]) -> None:
+        view = np.frombuffer(self.map, dtype=np.uint8)
+        offset = 0
+        for a in arrays:
+            raw = a.reshape(-1).view(np.uint8)
+            view[offset:offset + raw.size] = raw
+            offset += raw.size
+        del view
+
+    def close(self) -> None:
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def send_frame_with_fd(sock: socket.socket, header: dict, fd: int) -> None:
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    socket.send_fds(sock, [PREFIX.pack(len(raw), 0) + raw], [fd])
 
 
 def write_frame(sock: socket.socket, header: dict, tensors: list[np.ndarray] = ()) -> None:
@@ -92,8 +199,9 @@ def describe(name: str, array: np.ndarray) -> dict:
     return {"name": name, "dtype": array.dtype.name, "shape": list(array.shape)}
 
 
-def decode_tensors(specs: object, body: memoryview) -> dict[str, np.ndarray]:
-    """Zero-copy views into body for each {name, dtype, shape} in specs."""
+def decode_tensors(specs: object, body: memoryview, exact: bool = True) -> dict[str, np.ndarray]:
+    """Zero-copy views into body for each {name, dtype, shape} in specs. With exact=False (shared
+    memory) the body may be longer than the tensors."""
     if not isinstance(specs, list) or not specs:
         raise ProtocolError(BAD_FRAME, "tensors must be a non-empty list")
     out: dict[str, np.ndarray] = {}
@@ -114,6 +222,6 @@ def decode_tensors(specs: object, body: memoryview) -> dict[str, np.ndarray]:
             raise ProtocolError(BAD_FRAME, "body shorter than the tensors it declares")
         out[name] = np.frombuffer(body, dtype=dt, count=count, offset=offset).reshape(shape)
         offset += nbytes
-    if offset != len(body):
+    if exact and offset != len(body):
         raise ProtocolError(BAD_FRAME, "body longer than the tensors it declares")
     return out

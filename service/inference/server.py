@@ -20,9 +20,10 @@ import onnxruntime as ort
 
 from .protocol import (BAD_FRAME, BUDGET_EXCEEDED, DTYPE_MISMATCH, INFERENCE_FAILED, MAX_BODY, ORT_TO_NUMPY,
                        SHAPE_MISMATCH, TOO_LARGE, UNKNOWN_INPUT, UNKNOWN_OP, ProtocolError, decode_tensors,
-                       describe, read_frame, write_frame)
+                       describe, FrameReader, map_shared, tune, write_frame)
 
 READY = "EVALGATE_READY"
+SLOTS = (0, 1, 2, 3)
 USAGE = "EVALGATE_USAGE"
 
 
@@ -77,6 +78,8 @@ class Model:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # onnxruntime's threads keep their default spin-waiting: measured in containers (bench/
+        # inference_channel.py), turning it off cost more in futex wake-ups than it saved in CPU.
         self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -109,13 +112,34 @@ class Model:
         return rows or 0
 
 
-def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, rate: RateLimit):
+def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, rate: RateLimit, shared_memory: bool):
     class Handler(socketserver.BaseRequestHandler):
+        shared: dict  # this connection's shared-memory mappings by slot
+
         def handle(self):
-            sock: socket.socket = self.request
+            sock: socket.socket = tune(self.request)
+            reader = FrameReader(sock, max_body)
+            self.shared = {}
+            try:
+                self._loop(sock, reader)
+            finally:
+                for slot in list(self.shared):
+                    self._attach(slot, None)
+
+        def _attach(self, slot: int, new) -> None:
+            old = self.shared.pop(slot, None)
+            if new is not None:
+                self.shared[slot] = new
+            if old is not None:
+                try:
+                    old.close()
+                except BufferError:
+                    pass  # a view is still alive; the mapping goes with it
+
+        def _loop(self, sock, reader):
             while True:
                 try:
-                    frame = read_frame(sock, max_body)
+                    frame = reader.read()
                 except ProtocolError as e:
                     # A bad or oversized frame leaves the stream out of step: answer, then close
                     # this connection only.
@@ -126,8 +150,14 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                 if frame is None:
                     return
                 header, body = frame
+                fds, reader.fds = reader.fds, []
                 try:
-                    self._serve(sock, header, body)
+                    if header.get("op") == "attach":
+                        self._serve_attach(sock, header, fds)
+                    else:
+                        for fd in fds:  # descriptors are only accepted with an attach
+                            os.close(fd)
+                        self._serve(sock, header, body)
                 except ProtocolError as e:
                     if not self._error(sock, e):
                         return
@@ -141,13 +171,32 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
             except OSError:
                 return False
 
+        def _serve_attach(self, sock, header: dict, fds: list[int]):
+            try:
+                if not shared_memory:
+                    raise ProtocolError(UNKNOWN_OP, "shared memory is not available here")
+                slot = header.get("slot", 0)
+                if len(fds) != 1 or slot not in SLOTS:
+                    raise ProtocolError(BAD_FRAME, "attach carries exactly one memfd and a slot 0-3")
+                self._attach(slot, map_shared(fds[0]))
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            write_frame(sock, {"ok": True})
+
         def _serve(self, sock, header: dict, body: memoryview):
             op = header.get("op")
             if op == "metadata":
-                write_frame(sock, {"ok": True, "metadata": model.metadata()})
+                write_frame(sock, {"ok": True, "metadata": model.metadata(), "shared_memory": shared_memory})
             elif op == "predict":
                 rate.wait()
-                feeds = decode_tensors(header.get("inputs"), body)
+                if header.get("shm"):
+                    mapping = self.shared.get(header.get("slot", 0))
+                    if mapping is None:
+                        raise ProtocolError(BAD_FRAME, "no shared memory attached at that slot")
+                    feeds = decode_tensors(header.get("inputs"), memoryview(mapping), exact=False)
+                else:
+                    feeds = decode_tensors(header.get("inputs"), body)
                 rows = model.check(feeds)
                 if rows > max_batch:
                     raise ProtocolError(TOO_LARGE, f"batch of {rows} rows; at most {max_batch}")
@@ -172,7 +221,8 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 def make_server(socket_path: str, model_path: str, *, max_rows: int, max_requests: int = 1_000_000, threads: int = 1,
-                max_batch: int = 65536, max_body: int = MAX_BODY, max_rate: float = 0.0) -> tuple[Server, Budget]:
+                max_batch: int = 65536, max_body: int = MAX_BODY, max_rate: float = 0.0,
+                shared_memory: bool = False) -> tuple[Server, Budget]:
     budget = Budget(max_rows, max_requests)
     model = Model(model_path, threads)
     rate = RateLimit(max_rate)
@@ -182,7 +232,7 @@ def make_server(socket_path: str, model_path: str, *, max_rows: int, max_request
     # Set through the umask at bind time: gVisor does not allow chmod on a host socket afterwards.
     old_umask = os.umask(0o111)
     try:
-        server = Server(socket_path, make_handler(model, budget, max_batch, max_body, rate))
+        server = Server(socket_path, make_handler(model, budget, max_batch, max_body, rate, shared_memory))
     finally:
         os.umask(old_umask)
     return server, budget
@@ -195,7 +245,8 @@ def main() -> int:
         max_rows=int(env["EVALGATE_QUERY_BUDGET_ROWS"]), max_requests=int(env.get("EVALGATE_MAX_REQUESTS", "1000000")),
         threads=max(1, int(float(env.get("EVALGATE_THREADS", "1")))),
         max_batch=int(env.get("EVALGATE_MAX_BATCH", "65536")), max_body=int(env.get("EVALGATE_MAX_BODY", str(MAX_BODY))),
-        max_rate=float(env.get("EVALGATE_MAX_REQUESTS_PER_S", "0")))
+        max_rate=float(env.get("EVALGATE_MAX_REQUESTS_PER_S", "0")),
+        shared_memory=env.get("EVALGATE_SHARED_MEMORY") == "1")
 
     def stop(signum, frame):
         raise SystemExit(0)

@@ -155,6 +155,9 @@ class Sandbox:
                 "EVALGATE_MAX_REQUESTS": str(lim.max_requests),
                 "EVALGATE_MAX_BATCH": str(lim.max_batch_rows),
                 "EVALGATE_MAX_REQUESTS_PER_S": str(lim.max_requests_per_s),
+                # Batches through a sealed memfd the job hands over (runc); gVisor cannot pass
+                # descriptors between two sandboxes, so there batches travel in the socket.
+                "EVALGATE_SHARED_MEMORY": "1" if spec.runtime.family == "runc" else "0",
                 # onnxruntime's threads sized to the CPUs this container is given, not the host's.
                 "EVALGATE_THREADS": str(max(1, math.ceil(lim.cpus))),
             },

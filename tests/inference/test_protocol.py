@@ -12,10 +12,11 @@ from service.inference.protocol import PREFIX, ProtocolError, decode_tensors
 from service.inference.server import make_server
 
 
-@pytest.fixture
-def sidecar(tmp_path, demo_files):
+@pytest.fixture(params=[True, False], ids=["shared-memory", "in-band"])
+def sidecar(request, tmp_path, demo_files):
     path = str(tmp_path / "model.sock")
-    server, budget = make_server(path, str(demo_files["model"]), max_rows=1000, max_batch=512, max_body=1 << 20)
+    server, budget = make_server(path, str(demo_files["model"]), max_rows=1000, max_batch=512, max_body=1 << 20,
+                                 shared_memory=request.param)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield path, budget
@@ -122,3 +123,62 @@ def test_decode_is_zero_copy_and_checks_lengths():
         decode_tensors([{"name": "a", "dtype": "float32", "shape": [1, 3]}], body)
     with pytest.raises(ProtocolError):
         decode_tensors([{"name": "a", "dtype": "object", "shape": [1]}], body)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-memory", "in-band"])
+def test_stream_answers_in_order_and_matches_single_requests(tmp_path, demo_files, data, shared):
+    path = str(tmp_path / "big.sock")
+    server, budget = make_server(path, str(demo_files["model"]), max_rows=100_000, max_batch=4096, shared_memory=shared)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        x = np.resize(data[0], (6000, 16)).astype(np.float32)  # 2000-row batches: 128 KB, over the shared-memory floor
+        with Client(path) as c:
+            streamed = [o["probabilities"] for o in
+                        c.predict_stream(({"features": x[i:i + 2000]} for i in range(0, 6000, 2000)), depth=2)]
+            assert bool(c._shared) == shared  # the big batches really went through shared memory
+        with Client(path, shared_memory=False) as c:
+            single = [c.predict({"features": x[i:i + 2000]})["probabilities"] for i in range(0, 6000, 2000)]
+        for a, b in zip(streamed, single):
+            np.testing.assert_array_equal(a, b)
+        assert budget.snapshot()["rows"] == 12_000
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _attach(path, fd, slot=0):
+    from service.inference.protocol import read_frame, send_frame_with_fd
+
+    s = raw(path)
+    send_frame_with_fd(s, {"op": "attach", "slot": slot}, fd)
+    reply = read_frame(s)[0]
+    s.close()
+    return reply
+
+
+def test_shared_memory_must_be_a_sealed_memfd(sidecar, tmp_path, demo_files):
+    import fcntl
+    import os
+
+    unsealed = os.memfd_create("x", os.MFD_ALLOW_SEALING)
+    os.ftruncate(unsealed, 1 << 20)
+    plain_file = os.open(demo_files["data"], os.O_RDONLY)
+    sealed = os.memfd_create("y", os.MFD_ALLOW_SEALING)
+    os.ftruncate(sealed, 1 << 20)
+    fcntl.fcntl(sealed, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+    try:
+        assert _attach(sidecar[0], plain_file)["error"] in ("bad_frame", "unknown_op")
+        assert _attach(sidecar[0], unsealed)["error"] in ("bad_frame", "unknown_op")
+        assert _attach(sidecar[0], sealed, slot=9)["error"] in ("bad_frame", "unknown_op")
+        good = _attach(sidecar[0], sealed)
+        assert good.get("ok") is True or good["error"] == "unknown_op"  # unknown_op: shared memory is off
+    finally:
+        for fd in (unsealed, plain_file, sealed):
+            os.close(fd)
+
+
+def test_predict_from_an_unattached_slot_is_refused(sidecar):
+    s = raw(sidecar[0])
+    header = b'{"op":"predict","shm":true,"slot":1,"inputs":[{"name":"features","dtype":"float32","shape":[1,16]}]}'
+    s.sendall(PREFIX.pack(len(header), 0) + header)
+    assert b"bad_frame" in read_reply(s)

@@ -16,9 +16,9 @@ import os
 
 import numpy as np
 
-from .client import BudgetExceeded, Client, ModelError, Pipeline
+from .client import BudgetExceeded, Client, ModelError
 
-__all__ = ["load_dataset", "model_info", "predict", "predict_all", "Pipeline", "report", "seed", "requested_metrics",
+__all__ = ["load_dataset", "model_info", "predict", "predict_all", "report", "seed", "requested_metrics",
            "BudgetExceeded", "ModelError"]
 
 _client: Client | None = None
@@ -59,8 +59,8 @@ def predict_all(inputs) -> dict[str, np.ndarray]:
 def predict(inputs, batch_size: int | None = None, inflight: int = 2) -> np.ndarray:
     """The model's first output for the given inputs.
 
-    With batch_size, the rows are sent in batches with `inflight` requests on the wire at once, so
-    transfer overlaps with inference; the outputs are concatenated in order."""
+    With batch_size, the rows are sent in batches with `inflight` requests queued at the sidecar, so
+    it never waits for the next batch; the outputs are concatenated in order."""
     info = model_info_cached()
     first = info["outputs"][0]["name"]
     if batch_size is None:
@@ -68,8 +68,7 @@ def predict(inputs, batch_size: int | None = None, inflight: int = 2) -> np.ndar
     feeds = _feeds(inputs, info)
     n = len(next(iter(feeds.values())))
     batches = ({k: v[i:i + batch_size] for k, v in feeds.items()} for i in range(0, n, batch_size))
-    with Pipeline(os.environ.get("EVALGATE_SOCKET", "/run/evalgate/model.sock"), inflight) as pipe:
-        return np.concatenate([out[first] for out in pipe.map(batches)])
+    return np.concatenate([out[first] for out in _conn().predict_stream(batches, depth=inflight)])
 
 
 def _feeds(inputs, info: dict) -> dict[str, np.ndarray]:
