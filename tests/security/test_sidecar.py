@@ -96,3 +96,31 @@ def test_budget_refusal_is_final_even_if_the_job_catches_it(stack):
         evalgate.report({"answered": answered, "refused": refused})
     """, ["answered", "refused"], resources={"query_budget": 50}))
     assert m == {"answered": 5.0, "refused": 15.0}
+
+
+def test_handing_the_sidecar_hostile_descriptors(stack):
+    """Only a memfd sealed against shrinking is mapped (a shrinkable one could SIGBUS the sidecar);
+    a file, a pipe or an unsealed memfd is refused, and the sidecar keeps serving."""
+    m = released(sidecar_attack(stack, """
+    import fcntl, os
+    def attach(fd):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect("/run/evalgate/model.sock")
+        raw = json.dumps({"op": "attach", "slot": 0}).encode()
+        try:
+            socket.send_fds(s, [struct.pack(">II", len(raw), 0) + raw], [fd])
+        except OSError:  # gVisor passes no descriptors between sandboxes at all
+            return {"ok": False}
+        hl, bl = struct.unpack(">II", s.recv(8, socket.MSG_WAITALL))
+        reply = json.loads(s.recv(hl, socket.MSG_WAITALL))
+        s.close()
+        return reply
+    unsealed = os.memfd_create("x", os.MFD_ALLOW_SEALING); os.ftruncate(unsealed, 1 << 20)
+    r, w = os.pipe()
+    hostile = [os.open("/data/dataset.npz", os.O_RDONLY), r, unsealed]
+    refused = sum(not attach(fd).get("ok") for fd in hostile)
+    x, _ = evalgate.load_dataset()
+    evalgate.report({"refused": refused, "served_after": evalgate.predict(x[:3]).shape[0]})
+    """, ["refused", "served_after"]))
+    assert m == {"refused": 3.0, "served_after": 3.0}
