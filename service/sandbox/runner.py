@@ -220,6 +220,10 @@ class Sandbox:
                 Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile),
                 Ulimit(name="core", soft=0, hard=0),  # a crash cannot dump memory to disk
                 Ulimit(name="fsize", soft=max(lim.tmp_mb << 20, lim.output_bytes), hard=max(lim.tmp_mb << 20, lim.output_bytes)),
+                # gVisor's guest tasks are not host threads, so the pids cgroup does not see a thread
+                # bomb; its own kernel enforces RLIMIT_NPROC per sandbox. (Under runc nproc would
+                # count every process of the uid on the host, across jobs: there the cgroup does it.)
+                *([Ulimit(name="nproc", soft=lim.pids, hard=lim.pids)] if spec.runtime.family == "runsc" else []),
             ],
             **self._common(spec, "job"),
         )
