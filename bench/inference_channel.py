@@ -6,6 +6,9 @@ called from a real job container over the per-job unix socket. Prints rows/s and
 Both sides use the same thread count for onnxruntime. The sidecar side is timed inside the job
 container, so container start-up is not in it; the per-second request cap is switched off here
 (it is a policy, not a cost of the channel), and the bench says so.
+
+This machine is noisy (other tenants): the two sides are measured in alternating rounds and the best
+of each is compared, since noise only ever slows a run down. Every round's ratio is printed too.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ def main() -> int:
     ap.add_argument("--cpus", type=float, default=float(os.cpu_count() or 1), help="CPUs for onnxruntime on both sides")
     ap.add_argument("--repeats", type=int, default=3, help="best of N passes over the rows")
     ap.add_argument("--runtime", default="runc", choices=["runc", "runsc"])
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of both sides")
     args = ap.parse_args()
     threads = max(1, math.ceil(args.cpus))
     rng = np.random.default_rng(1)
@@ -135,10 +139,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = make_mlp(Path(tmp) / "mlp.onnx")
         os.chmod(tmp, 0o755)
-        base = in_process(model, x, threads, args.repeats)
-        side = through_sidecar(model, x, args.cpus, args.repeats, args.runtime)
+        rounds = []
+        for _ in range(args.rounds):
+            rounds.append((in_process(model, x, threads, args.repeats),
+                           through_sidecar(model, x, args.cpus, args.repeats, args.runtime)))
+    base = {b: max(r[0][b] for r in rounds) for b in BATCHES}
+    side = {b: max(r[1][b] for r in rounds) for b in BATCHES}
     print(f"inference channel: MLP 784-512-10 float32, {ROWS} rows, onnxruntime threads={threads}, "
-          f"runtime={args.runtime}, best of {args.repeats}, sidecar request-rate cap off")
+          f"runtime={args.runtime}, best of {args.repeats} passes x {args.rounds} alternating rounds, "
+          f"sidecar request-rate cap off")
+    print("per-round ratio at batch " + str(GOAL_BATCH) + ": "
+          + ", ".join(f"{r[1][GOAL_BATCH] / r[0][GOAL_BATCH]:.2f}" for r in rounds))
     print(f"{'batch':>6} {'in-process rows/s':>18} {'sidecar rows/s':>15} {'ratio':>6}")
     for b in BATCHES:
         print(f"{b:>6} {base[b]:>18,.0f} {side[b]:>15,.0f} {side[b] / base[b]:>6.2f}")

@@ -141,7 +141,8 @@ def map_shared(fd: int) -> mmap.mmap:
         raise ProtocolError(BAD_FRAME, "shared memory must be sealed against shrinking")
     if size <= 0 or size > MAX_BODY * 2:
         raise ProtocolError(TOO_LARGE, "shared memory size out of bounds")
-    return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+    # MAP_POPULATE: fault every page in now, once, rather than on first touch during a run.
+    return mmap.mmap(fd, size, mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), mmap.PROT_READ)
 
 
 class SharedBuffer:

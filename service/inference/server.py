@@ -78,8 +78,10 @@ class Model:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        # onnxruntime's threads keep their default spin-waiting: measured in containers (bench/
-        # inference_channel.py), turning it off cost more in futex wake-ups than it saved in CPU.
+        # Spin inside a run (fast hand-offs between its parallel sections), but stop when the run
+        # ends, so the socket I/O between runs gets the CPU. Measured in bench/inference_channel.py:
+        # better than spinning always (which starves the I/O) or never (futex wake-ups in each run).
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
