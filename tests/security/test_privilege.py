@@ -1,6 +1,6 @@
 """No way up: setuid, su, namespaces, mounts, tracing, kernel keyrings, eBPF, device nodes."""
 
-from tests.security.conftest import MARKER, attack, released
+from tests.security.conftest import MARKER, WALK, attack, released
 
 LIBC = """
     import ctypes, os, evalgate
@@ -16,30 +16,19 @@ def syscall_attack(stack, body: str, metric: str) -> float:
 
 
 def test_setuid_binaries_give_nothing(stack):
-    m = released(attack(stack, f"""
-        import os, stat, subprocess, evalgate
-        print("{MARKER}")
-        setuid = []
-        for root, dirs, files in os.walk("/", onerror=lambda e: None):
-            if root.startswith(("/proc", "/sys")):
-                dirs[:] = []
-                continue
-            for f in files:
-                p = os.path.join(root, f)
-                try:
-                    if os.lstat(p).st_mode & (stat.S_ISUID | stat.S_ISGID):
-                        setuid.append(p)
-                except OSError:
-                    pass
-        became_root = 0
-        for p in setuid:
-            try:
-                out = subprocess.run([p, "-c", "id -u"], capture_output=True, text=True, timeout=5).stdout
-                became_root += out.strip() == "0"
-            except (OSError, subprocess.SubprocessError):
-                pass
-        evalgate.report({{"became_root": became_root, "still_10002": os.getuid() == 10002 and os.geteuid() == 10002}})
-    """, ["became_root", "still_10002"]))
+    m = released(attack(stack, WALK + f"""
+import os, stat, subprocess, evalgate
+print("{MARKER}")
+setuid = [p for p, st in every_file(("/proc", "/sys")) if st.st_mode & (stat.S_ISUID | stat.S_ISGID)]
+became_root = 0
+for p in setuid:
+    try:
+        out = subprocess.run([p, "-c", "id -u"], capture_output=True, text=True, timeout=5).stdout
+        became_root += out.strip() == "0"
+    except (OSError, subprocess.SubprocessError):
+        pass
+evalgate.report({{"became_root": became_root, "still_10002": os.getuid() == 10002 and os.geteuid() == 10002}})
+""", ["became_root", "still_10002"]))
     assert m == {"became_root": 0.0, "still_10002": 1.0}
 
 
