@@ -31,7 +31,7 @@ def service_latencies(n: int, data_dir: Path) -> list[float]:
     from service.db import make_engine, make_sessionmaker, migrate, session_scope
     from service.demo import LocalServer
     from service.demo_assets import write_demo
-    from tests.helpers import suite_bundle
+    from service.registry.bundles import pack_directory
 
     settings = Settings(data_dir=data_dir, broker_url=None, database_url=None)
     migrate(settings.database_url)
@@ -45,7 +45,11 @@ def service_latencies(n: int, data_dir: Path) -> list[float]:
         for kind, name, path in (("models", "m", model), ("datasets", "d", data)):
             with open(path, "rb") as f:
                 http.post(f"/v1/{kind}", headers=ops, data={"name": name, "version": "1"}, files={"file": f}).raise_for_status()
-        http.post("/v1/suites", headers=part, files={"file": ("s.tar.gz", suite_bundle("trivial", CODE, ["one"]))}).raise_for_status()
+        suite = data_dir / "trivial-suite"
+        suite.mkdir()
+        (suite / "suite.yaml").write_text("name: trivial\nversion: 1.0.0\nentrypoint: main.py\nmetrics: [one]\n")
+        (suite / "main.py").write_text(CODE + "\n")
+        http.post("/v1/suites", headers=part, files={"file": ("s.tar.gz", pack_directory(suite))}).raise_for_status()
         http.post("/v1/suites/trivial/1.0.0/approve", headers=ops).raise_for_status()
         spec = {"suite": "trivial@1.0.0", "model": "m@1", "dataset": "d@1", "metrics": ["one"]}
         for i in range(n + 1):  # the first job warms caches and is not counted

@@ -178,6 +178,30 @@ def _print_job(job: dict) -> None:
         click.secho(f"{job['state']}: {job.get('error_class') or ''}", fg="yellow")
 
 
+@main.group()
+def suites() -> None:
+    """Evaluation suites."""
+
+
+@suites.command("upload")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+def suites_upload(path: Path) -> None:
+    """Upload a suite: a directory with suite.yaml at its top (packed for you), or a .tar.gz/.zip."""
+    from service.client import ApiError
+    from service.errors import EvalgateError
+    from service.registry.bundles import pack_directory
+
+    api = _api()
+    try:
+        suite = api.upload_suite_bytes(pack_directory(path)) if path.is_dir() else api.upload_suite(path)
+    except ApiError as e:
+        _fail(str(e))
+    except EvalgateError as e:
+        _fail(f"{e.code}: {e.detail}")
+    state = "approved" if suite["approved"] else "waiting for operator approval"
+    click.echo(f"suite {suite['name']}@{suite['version']} sha256:{suite['sha256']} ({state})")
+
+
 @main.command()
 @click.argument("spec_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--no-wait", is_flag=True)

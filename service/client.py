@@ -45,6 +45,9 @@ class Api:
         with path.open("rb") as f:
             return self._json(self.http.post("/v1/suites", files={"file": (path.name, f)}))
 
+    def upload_suite_bytes(self, bundle: bytes) -> dict:
+        return self._json(self.http.post("/v1/suites", files={"file": ("suite.tar.gz", bundle)}))
+
     def submit(self, spec: dict) -> dict:
         return self._json(self.http.post("/v1/jobs", json=spec))
 

@@ -73,6 +73,16 @@ def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):
         job_id = re.search(r"job ([0-9a-f-]{36})", r.stdout).group(1)
         status = evalgate("status", job_id, env=client_env)
         assert '"state": "released"' in status.stdout
+        suite_dir = tmp_path / "my-suite"
+        suite_dir.mkdir()
+        (suite_dir / "suite.yaml").write_text("name: mine\nversion: 0.1.0\nentrypoint: main.py\nmetrics: [score]\n")
+        (suite_dir / "main.py").write_text("import evalgate\nevalgate.report({'score': 1})\n")
+        up = evalgate("suites", "upload", str(suite_dir), env=client_env)
+        assert up.returncode == 0, up.stderr
+        assert re.search(r"suite mine@0.1.0 sha256:[0-9a-f]{64} \(waiting for operator approval\)", up.stdout)
+        (suite_dir / "evil").symlink_to("/etc/passwd")
+        refused = evalgate("suites", "upload", str(suite_dir), env=client_env)
+        assert refused.returncode == 1 and "bundle_link" in refused.stderr and "Traceback" not in refused.stderr
         no_key = evalgate("submit", str(spec), env={**env, "EVALGATE_URL": url})
         assert no_key.returncode == 2 and "EVALGATE_API_KEY" in no_key.stderr
     finally:

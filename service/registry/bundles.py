@@ -237,3 +237,25 @@ def install_directory(src: Path, suites_root: Path, limits: BundleLimits) -> Bun
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Bundle(manifest=manifest, sha256=digest, path=final)
+
+
+def pack_directory(src: Path) -> bytes:
+    """A suite directory as a reproducible .tar.gz: regular files only, sorted, no owners or times.
+    Links and special files are refused here, as the server would refuse them."""
+    import gzip
+
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for path in sorted(src.rglob("*")):
+            rel = path.relative_to(src).as_posix()
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            if path.is_symlink() or not (path.is_file() or path.is_dir()):
+                raise _reject(f"{rel} is a link or special file; bundles hold regular files only", "bundle_link")
+            if path.is_dir():
+                continue
+            data = path.read_bytes()
+            info = tarfile.TarInfo(rel)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

@@ -162,3 +162,32 @@ def test_duplicate_member_is_refused(tmp_path):
     with pytest.raises(InvalidInput) as e:
         extract(buf.getvalue(), tmp_path)
     assert e.value.code == "bundle_duplicate_member"
+
+
+def test_packed_directory_is_reproducible_and_extracts_to_the_same_digest(tmp_path):
+    import os
+
+    from service.registry.bundles import pack_directory
+
+    src = tmp_path / "suite"
+    (src / "lib").mkdir(parents=True)
+    for name, content in GOOD.items():
+        (src / name).write_text(content)
+    (src / "lib" / "__pycache__").mkdir()
+    (src / "lib" / "__pycache__" / "util.cpython-311.pyc").write_bytes(b"junk")
+    first = pack_directory(src)
+    os.utime(src / "main.py", (1, 1))
+    assert pack_directory(src) == first  # times and owners do not enter the bundle
+    assert extract(first, tmp_path / "out").sha256 == extract(tar_gz(GOOD), tmp_path / "ref").sha256
+
+
+def test_packing_refuses_links(tmp_path):
+    from service.registry.bundles import pack_directory
+
+    src = tmp_path / "suite"
+    src.mkdir()
+    (src / "suite.yaml").write_text(GOOD["suite.yaml"])
+    (src / "evil").symlink_to("/etc/passwd")
+    with pytest.raises(InvalidInput) as e:
+        pack_directory(src)
+    assert e.value.code == "bundle_link"
