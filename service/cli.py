@@ -193,7 +193,7 @@ def suites_upload(path: Path) -> None:
 
     api = _api()
     try:
-        suite = api.upload_suite_bytes(pack_directory(path)) if path.is_dir() else api.upload_suite(path)
+        suite = api.upload_suite(pack_directory(path) if path.is_dir() else path.read_bytes())
     except ApiError as e:
         _fail(str(e))
     except EvalgateError as e:

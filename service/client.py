@@ -41,12 +41,9 @@ class Api:
             return self._json(self.http.post("/v1/datasets", data={"name": name, "version": version,
                                                                    "visibility": visibility}, files={"file": f}))
 
-    def upload_suite(self, path: Path) -> dict:
-        with path.open("rb") as f:
-            return self._json(self.http.post("/v1/suites", files={"file": (path.name, f)}))
-
-    def upload_suite_bytes(self, bundle: bytes) -> dict:
-        return self._json(self.http.post("/v1/suites", files={"file": ("suite.tar.gz", bundle)}))
+    def upload_suite(self, bundle: bytes) -> dict:
+        """A .tar.gz or .zip bundle; the server tells the format from its content."""
+        return self._json(self.http.post("/v1/suites", files={"file": ("suite-bundle", bundle)}))
 
     def submit(self, spec: dict) -> dict:
         return self._json(self.http.post("/v1/jobs", json=spec))

@@ -12,11 +12,12 @@ from service.release import service as release_service
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def to_read(session, job: Job) -> JobRead:
-    """The partner-facing view: state and error class only. Container output never appears here."""
+def to_read(session, job: Job, released: dict | None = None) -> JobRead:
+    """The partner-facing view: state and error class only. Container output never appears here.
+    `released` holds results already loaded for a page of jobs."""
     result = None
     if job.state == "released":
-        r = release_service.existing(session, job.id)
+        r = released.get(job.id) if released is not None else release_service.existing(session, job.id)
         if r is not None:
             result = ResultRead(metrics=r.metrics, provenance=r.provenance, released_at=r.created_at,
                                 attestation={"signature": r.signature, "key_id": r.key_id, "ledger_seq": r.ledger_seq})
@@ -39,7 +40,8 @@ def submit_job(body: JobCreate, request: Request, caller: Partner, session: Sess
 def list_jobs(caller: AnyCaller, session: SessionDep, state: str | None = None, limit: int = 100) -> JobList:
     """Jobs the caller may see, newest first."""
     jobs = jobs_service.list_visible(session, caller, state=state, limit=max(1, min(limit, 500)))
-    return JobList(jobs=[to_read(session, j) for j in jobs])
+    released = release_service.for_jobs(session, [j.id for j in jobs if j.state == "released"])
+    return JobList(jobs=[to_read(session, j, released) for j in jobs])
 
 
 @router.get("/{job_id}", response_model=JobRead)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import __version__
 from service.config import Settings
-from service.db import session_scope
+from service.db import session_scope, utcnow
 from service.jobs.models import Job
 from service.jobs.states import TERMINAL, transition
 from service.ledger import service as ledger
@@ -187,17 +187,11 @@ def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
             "queries": usage,
             "submitted_at": job.created_at.isoformat(),
             "started_at": job.started_at.isoformat() if job.started_at else None,
-            "finished_at": _now_iso(),
+            "finished_at": utcnow().isoformat(),
         }
         release_service.release(s, ctx.signer, job_id=job.id, metrics=metrics, provenance=provenance, actor=ACTOR)
         transition(s, job, "released", actor=ACTOR)
         return "released"
-
-
-def _now_iso() -> str:
-    from service.db import utcnow
-
-    return utcnow().isoformat()
 
 
 def _operator_log(outcome: Outcome) -> str:

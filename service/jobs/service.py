@@ -16,6 +16,7 @@ from service.jobs.models import Job
 from service.jobs.schemas import JobCreate
 from service.jobs.states import TERMINAL, transition
 from service.ledger import service as ledger
+from service.quotas.store import seconds_to_reset
 from service.registry import service as registry
 
 
@@ -38,8 +39,6 @@ def _resources(req: JobCreate, settings: Settings, caller: Caller) -> dict:
 def submit(session: Session, settings: Settings, caller: Caller, req: JobCreate, rows_used_today: int = 0) -> Job:
     """Validate a job against the registry and the caller's limits and record it. The caller commits
     and only then enqueues the id."""
-    from service.quotas.store import seconds_to_reset
-
     if rows_used_today >= settings.partner_limit(caller.name, "rows_per_day"):
         raise TooManyRequests("today's model query budget is spent", code="daily_query_budget_exhausted",
                               alternatives=[f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"])

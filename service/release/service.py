@@ -19,6 +19,13 @@ def existing(session: Session, job_id: str) -> Result | None:
     return session.execute(select(Result).where(Result.job_id == job_id)).scalar_one_or_none()
 
 
+def for_jobs(session: Session, job_ids: list[str]) -> dict[str, Result]:
+    """The results of many jobs in one query, by job id."""
+    if not job_ids:
+        return {}
+    return {r.job_id: r for r in session.execute(select(Result).where(Result.job_id.in_(job_ids))).scalars()}
+
+
 def release(session: Session, signer: Signer, *, job_id: str, metrics: dict, provenance: dict, actor: str) -> Result:
     found = existing(session, job_id)
     if found is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound
 
-from service.sandbox.errors import SandboxError
+from service.sandbox.errors import ImageMissing, SandboxError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGES_DIR = REPO_ROOT / "sandbox_images"
@@ -192,8 +192,6 @@ def resolve_image_id(client: docker.DockerClient, tag: str) -> str:
     try:
         return client.images.get(tag).id
     except ImageNotFound:
-        from service.sandbox.errors import ImageMissing
-
         raise ImageMissing(f"image {tag} is missing: run `evalgate images build`") from None
 
 

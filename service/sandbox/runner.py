@@ -14,6 +14,7 @@ import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import docker
@@ -388,8 +389,6 @@ def _drain_close(stream) -> None:
 
 def _elapsed_since(started_at: str) -> float:
     """Seconds since Docker's StartedAt (RFC 3339 with nanoseconds), 0 if unknown."""
-    from datetime import datetime, timezone
-
     if not started_at or started_at.startswith("0001"):
         return 0.0
     try:
