@@ -9,6 +9,19 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+# Limits an operator can set per partner, and the setting that holds each one's default.
+PARTNER_LIMITS = {
+    "rows_per_day": "partner_rows_per_day",
+    "max_query_budget": "max_query_budget",
+    "epsilon_budget": "dp_epsilon_budget",
+    "max_epsilon_per_metric": "dp_max_epsilon_per_metric",
+    "bits_per_day": "leakage_bits_per_day",
+    "releases_per_window": "releases_per_window",
+    "max_concurrent_jobs": "max_concurrent_jobs",
+}
+FRACTIONAL_LIMITS = frozenset({"epsilon_budget", "max_epsilon_per_metric", "bits_per_day"})
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVALGATE_", extra="ignore")
 
@@ -41,8 +54,9 @@ class Settings(BaseSettings):
     max_requests_per_job: int = 100_000
     max_batch_rows: int = 4096
     max_requests_per_s: float = 2000.0
-    # Per-partner overrides, by principal name: {"acme": {"rows_per_day": 50000, "max_query_budget": 10000}}
-    partner_quotas: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # Per-partner overrides of any PARTNER_LIMITS key, by principal name:
+    # {"acme": {"rows_per_day": 50000, "epsilon_budget": 2.0, "bits_per_day": 1024}}
+    partner_quotas: dict[str, dict[str, float]] = Field(default_factory=dict)
     pids_limit: int = 128
     tmp_size_mb: int = 64
     output_dir_bytes: int = 1 << 20
@@ -53,8 +67,27 @@ class Settings(BaseSettings):
     # Release gate.
     result_max_bytes: int = 64 << 10
     max_metrics: int = 32
-    significant_digits: int = Field(default=4, ge=1, le=15)
+    release_decimals: int = Field(default=4, ge=0, le=8)  # proportions and reals go out on a 10^-d grid
     min_dataset_rows: int = 100
+    suppress_below_rows: int = Field(default=50, ge=1)  # a metric on fewer rows is withheld
+    suppress_below_class_rows: int = Field(default=20, ge=1)  # ... or, per class, with a smaller class
+    # Differential privacy (OpenDP). The privacy unit is one dataset row; ε is spent per partner and
+    # dataset version. "none" turns noise off (every release is then exact, and costs no ε).
+    dp_mechanism: str = "laplace"
+    dp_noised_kinds: list[str] = Field(default_factory=lambda: ["proportion", "count"])
+    dp_delta: float = Field(default=1e-7, ge=0, lt=1e-3)  # gaussian only
+    dp_epsilon_per_metric: float = Field(default=0.1, gt=0)  # when the job asks for none
+    dp_max_epsilon_per_metric: float = Field(default=0.5, gt=0)
+    dp_epsilon_budget: float = Field(default=10.0, ge=0)  # per partner and dataset version, for ever
+    # Leakage in bits per partner per UTC day: what released values, outcomes and times can carry.
+    leakage_bits_per_day: float = Field(default=4096, ge=0)
+    # Releases per partner per window (moving window, in Redis), and jobs in progress per partner.
+    releases_per_window: int = Field(default=30, ge=0)
+    release_window_s: int = Field(default=3600, ge=1)
+    max_concurrent_jobs: int = Field(default=4, ge=0)
+    # Completion times shown to partners are padded up to the next of these (seconds after submission;
+    # past the last, to a multiple of it), so how long a job ran is not a side channel.
+    timing_buckets_s: list[float] = Field(default_factory=lambda: [30, 60, 120, 300, 600, 1200, 1800, 3600])
 
     # Uploads.
     bundle_max_bytes: int = 5 << 20
@@ -76,12 +109,29 @@ class Settings(BaseSettings):
             self.signing_key_path = self.data_dir / "keys" / "attestation.ed25519"
         if self.docker_runtime not in {"runc", "runsc", "auto"}:
             raise ValueError("docker_runtime must be runc, runsc or auto")
+        if self.dp_mechanism not in {"laplace", "gaussian", "none"}:
+            raise ValueError("dp_mechanism must be laplace, gaussian or none")
+        if not self.timing_buckets_s or any(b <= 0 for b in self.timing_buckets_s):
+            raise ValueError("timing_buckets_s needs at least one positive bucket")
+        self.timing_buckets_s = sorted(self.timing_buckets_s)
+        for name, limits in self.partner_quotas.items():
+            unknown = set(limits) - set(PARTNER_LIMITS)
+            if unknown:
+                raise ValueError(f"partner_quotas[{name!r}]: unknown limits {sorted(unknown)}; known: {sorted(PARTNER_LIMITS)}")
         return self
 
-    def partner_limit(self, name: str, key: str) -> int:
+    def partner_limit(self, name: str, key: str) -> float:
         """A partner's own limit if the operator set one, else the default."""
-        defaults = {"rows_per_day": self.partner_rows_per_day, "max_query_budget": self.max_query_budget}
-        return int(self.partner_quotas.get(name, {}).get(key, defaults[key]))
+        value = self.partner_quotas.get(name, {}).get(key, getattr(self, PARTNER_LIMITS[key]))
+        return int(value) if key not in FRACTIONAL_LIMITS else float(value)
+
+    def gate_policy(self):
+        from service.release.gate import Policy
+
+        return Policy(decimals=self.release_decimals, min_rows=self.suppress_below_rows,
+                      min_class_rows=self.suppress_below_class_rows,
+                      mechanism=None if self.dp_mechanism == "none" else self.dp_mechanism,
+                      noised_kinds=frozenset(self.dp_noised_kinds), delta=self.dp_delta)
 
     @property
     def embedded(self) -> bool:

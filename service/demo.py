@@ -78,7 +78,7 @@ def run_demo(settings: Settings) -> int:
         say(f"3. operator registered model demo-classifier@1 sha256:{model['sha256'][:16]}…, "
             f"dataset demo-blobs@1 ({data['rows']} rows) sha256:{data['sha256'][:16]}…")
         partner = Api(server.url, partner_key)
-        spec = {"suite": "classification@1.0.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
+        spec = {"suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
                 "metrics": ["accuracy", "macro_f1", "log_loss", "ece"], "resources": {"timeout_s": 120}, "seed": 42}
         job = partner.submit(spec)
         say(f"4. partner submitted job {job['id']}")

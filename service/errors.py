@@ -11,12 +11,17 @@ class EvalgateError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, detail: str, *, code: str | None = None, alternatives: list[str] | None = None):
+    def __init__(self, detail: str, *, code: str | None = None, alternatives: list[str] | None = None,
+                 retry_after_s: int | None = None):
         super().__init__(detail)
         self.detail = detail
         if code:
             self.code = code
         self.alternatives = alternatives or []
+        self.retry_after_s = retry_after_s  # sent as Retry-After when set
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(max(1, int(self.retry_after_s)))} if self.retry_after_s is not None else None
 
     def to_dict(self) -> dict:
         return {"error": self.code, "detail": self.detail, "alternatives": self.alternatives}

@@ -63,10 +63,14 @@ def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
             registry.ensure_builtin_suites(s, settings)
         from service.release.signing import Signer
 
+        from service.quotas.guards import AdmissionGuards
         from service.quotas.store import make_quota
 
         app.state.signer = Signer.load_or_create(settings.signing_key_path)
         app.state.quota = make_quota(settings, app.state.sessionmaker)
+        app.state.bits = make_quota(settings, app.state.sessionmaker, "millibits")
+        app.state.guards = AdmissionGuards(redis_url=settings.redis_url, namespace=settings.queue,
+                                           window_s=settings.release_window_s)
         app.state.dispatcher = dispatcher or _start_dispatcher(app, settings)
         yield
         app.state.dispatcher.close()
@@ -77,7 +81,7 @@ def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
 
     @app.exception_handler(EvalgateError)
     async def _domain_error(request: Request, exc: EvalgateError):
-        return JSONResponse(status_code=exc.status_code, content=exc.to_dict())
+        return JSONResponse(status_code=exc.status_code, content=exc.to_dict(), headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -85,10 +89,12 @@ def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
         return JSONResponse(status_code=422, content={"error": "invalid_request", "detail": problems, "alternatives": []})
 
     from service.jobs.endpoints import router as jobs_router
+    from service.quotas.endpoints import router as budget_router
     from service.registry.endpoints import router as registry_router
 
     app.include_router(registry_router)
     app.include_router(jobs_router)
+    app.include_router(budget_router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict:

@@ -53,7 +53,7 @@ def build_context(settings: Settings):
     sessions = make_sessionmaker(engine)
     return WorkerContext(settings=settings, sessions=sessions, sandbox=Sandbox(client),
                          signer=Signer.load_or_create(settings.signing_key_path), runtime=runtime,
-                         quota=make_quota(settings, sessions))
+                         quota=make_quota(settings, sessions), bits=make_quota(settings, sessions, "millibits"))
 
 
 def worker_context():

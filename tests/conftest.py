@@ -34,8 +34,11 @@ def unavailable(what: str, why: object):
 
 def make_settings(data_dir: Path, **overrides) -> Settings:
     # Explicit values only: the developer's own EVALGATE_* environment must not leak into tests.
+    # Tests that are not about the release gate's budgets get exact values, small time buckets (so they
+    # need not wait) and budgets they cannot reach; the gate's own tests set these back.
     base = dict(data_dir=data_dir, database_url=None, broker_url=None, min_dataset_rows=100, default_timeout_s=60,
-                queue=f"evalgate-test-{uuid.uuid4().hex[:8]}")
+                queue=f"evalgate-test-{uuid.uuid4().hex[:8]}", dp_mechanism="none", timing_buckets_s=[0.25],
+                leakage_bits_per_day=1e9, dp_epsilon_budget=1e6, releases_per_window=100_000, max_concurrent_jobs=1000)
     base.update(overrides)
     return Settings(**base)
 
@@ -173,11 +176,9 @@ def build_stack(settings: Settings, demo_files, log_path: Path):
     with session_scope(make_sessionmaker(make_engine(settings.database_url))) as s:
         keys = [auth.create_key(s, name=n, role=r, expires_in=auth.parse_duration("1d"))[1]
                 for n, r in (("ops", "operator"), ("acme", "partner"), ("globex", "partner"))]
-    env = {"EVALGATE_DATA_DIR": str(settings.data_dir), "EVALGATE_DATABASE_URL": settings.database_url,
-           "EVALGATE_BROKER_URL": settings.broker_url, "EVALGATE_QUEUE": settings.queue,
-           "EVALGATE_DEFAULT_TIMEOUT_S": str(settings.default_timeout_s),
-           "EVALGATE_DOCKER_RUNTIME": settings.docker_runtime,
-           "EVALGATE_PARTNER_QUOTAS": json.dumps(settings.partner_quotas)}
+    # The worker gets exactly the test's settings.
+    env = {f"EVALGATE_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
+           for k, v in settings.model_dump(mode="json").items() if v is not None}
     worker = WorkerProcess(env, log_path)
     try:
         worker.wait_ready()

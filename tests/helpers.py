@@ -18,8 +18,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def manifest(name: str, metrics: list[str], version: str = "1.0.0", entrypoint: str = "main.py") -> str:
-    return yaml.safe_dump({"name": name, "version": version, "entrypoint": entrypoint, "metrics": metrics})
+# Test suites that do not care about kinds declare their metrics as wide bounded reals.
+WIDE = {"kind": "real", "min": -1e9, "max": 1e9}
+
+
+def manifest(name: str, metrics: list[str] | dict, version: str = "1.0.0", entrypoint: str = "main.py") -> str:
+    declared = metrics if isinstance(metrics, dict) else {m: dict(WIDE) for m in metrics}
+    return yaml.safe_dump({"name": name, "version": version, "entrypoint": entrypoint, "metrics": declared})
 
 
 def tar_gz(files: dict[str, bytes | str]) -> bytes:
@@ -41,7 +46,7 @@ def zip_bytes(files: dict[str, bytes | str]) -> bytes:
     return buf.getvalue()
 
 
-def suite_bundle(name: str, code: str, metrics: list[str], version: str = "1.0.0") -> bytes:
+def suite_bundle(name: str, code: str, metrics: list[str] | dict, version: str = "1.0.0") -> bytes:
     return tar_gz({"suite.yaml": manifest(name, metrics, version), "main.py": textwrap.dedent(code)})
 
 

@@ -64,7 +64,7 @@ def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):
                 assert httpx.post(f"{url}/v1/{kind}", headers=op, data={"name": name, "version": "1"},
                                   files={"file": f}).status_code == 201
         spec = tmp_path / "job.yaml"
-        spec.write_text(yaml.safe_dump({"suite": "classification@1.0.0", "model": "demo-classifier@1",
+        spec.write_text(yaml.safe_dump({"suite": "classification@1.1.0", "model": "demo-classifier@1",
                                         "dataset": "demo-blobs@1", "metrics": ["accuracy", "ece"]}))
         client_env = {**env, "EVALGATE_URL": url, "EVALGATE_API_KEY": keys["partner"]}
         r = evalgate("submit", str(spec), env=client_env)

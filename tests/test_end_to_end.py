@@ -22,7 +22,7 @@ def any_stack(request, tmp_path, demo_files, docker_client):
 
 def test_builtin_suite_releases_true_metrics_with_provenance(any_stack, expected_demo_accuracy):
     s = any_stack
-    job = s.run("classification@1.0.0", ["accuracy", "macro_f1", "log_loss", "ece"], seed=7)
+    job = s.run("classification@1.1.0", ["accuracy", "macro_f1", "log_loss", "ece"], seed=7)
 
     assert job["state"] == "released", job
     result = job["result"]
@@ -44,7 +44,7 @@ def test_builtin_suite_releases_true_metrics_with_provenance(any_stack, expected
 
 def test_other_partner_sees_404_and_job_list_is_private(any_stack):
     s = any_stack
-    job = s.submit("classification@1.0.0", ["accuracy"])
+    job = s.submit("classification@1.1.0", ["accuracy"])
     assert s.client.get(f"/v1/jobs/{job['id']}", headers=s.other).status_code == 404
     assert s.client.post(f"/v1/jobs/{job['id']}/cancel", headers=s.other).status_code == 404
     assert job["id"] not in [j["id"] for j in s.client.get("/v1/jobs", headers=s.other).json()["jobs"]]

@@ -19,6 +19,8 @@ class Job(Base):
     error_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
     spec: Mapped[dict] = mapped_column(JSON)
     spec_sha256: Mapped[str] = mapped_column(String(64))
+    # Same partner, suite digest, model, dataset and metrics: the same release, never fresh noise.
+    release_key: Mapped[str] = mapped_column(String(64), index=True)
     suite_version_id: Mapped[int] = mapped_column(ForeignKey("suite_versions.id"))
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))

@@ -7,7 +7,7 @@ the job, returns if it has ended, and the sandbox resumes the containers an earl
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,9 +17,11 @@ from service.db import session_scope, utcnow
 from service.jobs.models import Job
 from service.jobs.states import TERMINAL, transition
 from service.ledger import service as ledger
-from service.quotas.store import RowQuota, today
+from service.quotas.store import DailyQuota, today
 from service.registry import storage
-from service.release import gate
+from service.quotas import leakage
+from service.release import gate, timing
+from service.release.catalogue import MetricDecl
 from service.release import service as release_service
 from service.release.signing import Signer
 from service.sandbox.errors import SandboxError
@@ -39,7 +41,8 @@ class WorkerContext:
     sandbox: Sandbox
     signer: Signer
     runtime: Runtime
-    quota: RowQuota
+    quota: DailyQuota  # model rows per day
+    bits: DailyQuota  # leakage per day, in millibits
 
 
 def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int) -> JobSandbox:
@@ -167,14 +170,20 @@ def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
             missing = outcome.result_problem == NO_RESULT
             transition(s, job, "rejected", actor=ACTOR, error_class="missing_output" if missing else "output_rejected")
             return "rejected"
+        decls = {name: MetricDecl.model_validate(d) for name, d in job.spec["declared"].items()}
         try:
-            values = gate.parse_result(outcome.result, job.spec["metrics"], max_bytes=settings.result_max_bytes,
-                                       max_metrics=settings.max_metrics)
+            reported = gate.parse_result(outcome.result, decls, dataset_rows=job.dataset.rows,
+                                         max_bytes=settings.result_max_bytes, max_metrics=settings.max_metrics)
         except (gate.OutputRejected, OverflowError) as e:
             job.operator_log += f"\n[gate] {getattr(e, 'reason', 'number out of range')}"
             transition(s, job, "rejected", actor=ACTOR, error_class="output_rejected")
             return "rejected"
-        metrics = gate.release_values(values, settings.significant_digits)
+        privacy = job.spec["privacy"]
+        policy = settings.gate_policy()
+        if privacy["mechanism"] != policy.mechanism:  # the plan admitted is the plan applied
+            policy = replace(policy, mechanism=privacy["mechanism"], delta=privacy.get("delta", policy.delta))
+        gated = gate.release(reported, decls, epsilon=privacy["epsilon_per_metric"], policy=policy)
+        finished = utcnow()
         provenance = {
             "spec_sha256": job.spec_sha256,
             "suite": job.spec["suite"],
@@ -186,10 +195,12 @@ def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
             "seed": job.spec["seed"],
             "queries": usage,
             "submitted_at": job.created_at.isoformat(),
-            "started_at": job.started_at.isoformat() if job.started_at else None,
-            "finished_at": utcnow().isoformat(),
+            # Padded, as the partner sees it: the real run time would be a side channel.
+            "completed_within_s": timing.padded_duration((finished - job.created_at).total_seconds(),
+                                                         settings.timing_buckets_s),
         }
-        release_service.release(s, ctx.signer, job_id=job.id, metrics=metrics, provenance=provenance, actor=ACTOR)
+        release_service.release(s, ctx.signer, job_id=job.id, metrics=gated.metrics, disclosure=gated.disclosure(),
+                                provenance=provenance, actor=ACTOR)
         transition(s, job, "released", actor=ACTOR)
         return "released"
 
@@ -217,7 +228,22 @@ def _fail(ctx: WorkerContext, job_id: str, error: Exception) -> str | None:
     return fail_job(ctx.sessions, job_id, error, ctx.settings.log_cap_bytes)
 
 
+def _settle_leakage(ctx: WorkerContext, job_id: str) -> None:
+    """Charge an ended job the bits it carried (idempotent; a redelivery finds it settled)."""
+    with session_scope(ctx.sessions) as s:
+        job = s.get(Job, job_id)
+        if job is not None and job.state in TERMINAL:
+            leakage.settle(s, ctx.bits, ctx.settings, job, release_service.existing(s, job_id), actor=ACTOR)
+
+
 def run_job(ctx: WorkerContext, job_id: str) -> str | None:
+    state = _run(ctx, job_id)
+    if state in TERMINAL:
+        _settle_leakage(ctx, job_id)
+    return state
+
+
+def _run(ctx: WorkerContext, job_id: str) -> str | None:
     started = _start(ctx, job_id)
     if not isinstance(started, JobSandbox):
         if started in TERMINAL:

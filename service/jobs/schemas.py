@@ -17,16 +17,19 @@ class Resources(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    suite: str = Field(examples=["classification@1.0.0"])
+    suite: str = Field(examples=["classification@1.1.0"])
     model: str = Field(examples=["demo-classifier@1"])
     dataset: str = Field(examples=["demo-blobs@1"])
     metrics: list[str] = Field(min_length=1, max_length=64)
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    epsilon: float | None = Field(default=None, gt=0, le=100,
+                                  description="differential-privacy ε per noised metric; the policy default if unset")
 
 
 class ResultRead(BaseModel):
     metrics: dict[str, float]
+    disclosure: dict = Field(description="withheld metrics and why, noise parameters per metric, bits charged")
     provenance: dict
     attestation: dict
     released_at: datetime
@@ -42,6 +45,7 @@ class JobRead(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     result: ResultRead | None = None
+    reused: bool = Field(default=False, description="an earlier job for the same release, returned instead of fresh noise")
 
 
 class JobList(BaseModel):

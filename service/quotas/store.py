@@ -1,12 +1,14 @@
-"""Per-partner model rows per UTC day, counted across jobs.
+"""Per-partner daily resources, counted across jobs: model rows, and leakage in millibits.
 
-A job reserves its rows before it runs (at most what is left today) and settles after: the rows it
-did not use go back. Both steps are idempotent by job id. Redis holds the counters when the service
-has one (API and workers share it); embedded mode keeps them in the database.
+A job reserves before it runs and settles after: what it did not use goes back. Model rows are
+granted in part when less is left (the job then gets fewer rows); leakage is all or nothing (the job
+is refused at admission). Both steps are idempotent by job id. Redis holds the counters when the
+service has one (API and workers share it); embedded mode keeps them in the database.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
@@ -16,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope
-from service.quotas.models import RowGrant, RowUsage
+from service.quotas.models import DailyGrant, DailyUsage
 
 GRANT_TTL_S = 3 * 86400
 
@@ -31,19 +33,27 @@ def seconds_to_reset(now: datetime | None = None) -> int:
     return int((tomorrow - now).total_seconds()) + 1
 
 
-class RowQuota(Protocol):
+class DailyQuota(Protocol):
+    resource: str
+
+    # `session`: the caller's open transaction. The database store then writes in it (SQLite has one
+    # writer, so a second transaction would wait on the caller's), and a rollback undoes it too.
+    # Redis ignores it.
     def used(self, principal_id: int) -> int: ...
-    def reserve(self, principal_id: int, job_id: str, want: int, cap: int) -> int: ...
-    def settle(self, job_id: str, used: int) -> int | None: ...
+    def reserve(self, principal_id: int, job_id: str, want: int, cap: int, partial: bool = True,
+                session: Session | None = None) -> int: ...
+    def settle(self, job_id: str, used: int, session: Session | None = None) -> int | None: ...
 
 
-# KEYS[1] usage counter, KEYS[2] grants hash. ARGV: job id, want, cap, ttl, day.
+# KEYS[1] usage counter, KEYS[2] grants hash. ARGV: job id, want, cap, ttl, partial (1/0).
+# A refused all-or-nothing reservation leaves no record: the job it was for is never created.
 _RESERVE = """
 local prior = redis.call('HGET', KEYS[2], ARGV[1])
 if prior then return tonumber(cjson.decode(prior)['granted']) end
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local grant = math.min(tonumber(ARGV[2]), tonumber(ARGV[3]) - used)
 if grant < 0 then grant = 0 end
+if ARGV[5] == '0' and grant < tonumber(ARGV[2]) then return 0 end
 if grant > 0 then
   redis.call('INCRBY', KEYS[1], grant)
   redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -67,73 +77,90 @@ return refund
 """
 
 
-class RedisRowQuota:
-    def __init__(self, url: str, prefix: str = "evalgate"):
+class RedisDailyQuota:
+    def __init__(self, url: str, prefix: str = "evalgate", resource: str = "rows"):
         import redis
 
         self.r = redis.Redis.from_url(url, socket_timeout=10)
-        self.prefix = prefix
+        self.prefix, self.resource = prefix, resource
         self._reserve = self.r.register_script(_RESERVE)
         self._settle = self.r.register_script(_SETTLE)
 
     def _key(self, principal_id: int, day: str | None = None) -> str:
-        return f"{self.prefix}:rows:{principal_id}:{day or today()}"
+        return f"{self.prefix}:{self.resource}:{principal_id}:{day or today()}"
 
     @property
     def _grants(self) -> str:
-        return f"{self.prefix}:row-grants"
+        return f"{self.prefix}:{self.resource}-grants"
 
     def used(self, principal_id: int) -> int:
         return int(self.r.get(self._key(principal_id)) or 0)
 
-    def reserve(self, principal_id: int, job_id: str, want: int, cap: int) -> int:
-        return int(self._reserve(keys=[self._key(principal_id), self._grants], args=[job_id, want, cap, GRANT_TTL_S]))
+    def reserve(self, principal_id: int, job_id: str, want: int, cap: int, partial: bool = True,
+                session: Session | None = None) -> int:
+        return int(self._reserve(keys=[self._key(principal_id), self._grants],
+                                 args=[job_id, want, cap, GRANT_TTL_S, int(partial)]))
 
-    def settle(self, job_id: str, used: int) -> int | None:
+    def settle(self, job_id: str, used: int, session: Session | None = None) -> int | None:
         refund = int(self._settle(keys=[self._grants], args=[job_id, used]))
         return None if refund < 0 else refund
 
 
-class SqlRowQuota:
-    def __init__(self, sessions: sessionmaker[Session]):
-        self.sessions = sessions
+class SqlDailyQuota:
+    def __init__(self, sessions: sessionmaker[Session], resource: str = "rows"):
+        self.sessions, self.resource = sessions, resource
+
+    def _usage(self, principal_id: int, day: str):
+        return (DailyUsage.principal_id == principal_id, DailyUsage.resource == self.resource, DailyUsage.day == day)
 
     def used(self, principal_id: int) -> int:
         with session_scope(self.sessions) as s:
-            row = s.get(RowUsage, (principal_id, today()))
-            return row.rows if row else 0
+            row = s.get(DailyUsage, (principal_id, self.resource, today()))
+            return row.amount if row else 0
 
-    def reserve(self, principal_id: int, job_id: str, want: int, cap: int) -> int:
+    @contextmanager
+    def _scope(self, session: Session | None):
+        if session is not None:
+            yield session
+            session.flush()
+        else:
+            with session_scope(self.sessions) as s:
+                yield s
+
+    def reserve(self, principal_id: int, job_id: str, want: int, cap: int, partial: bool = True,
+                session: Session | None = None) -> int:
         day = today()
-        with session_scope(self.sessions) as s:
-            prior = s.get(RowGrant, job_id)
+        with self._scope(session) as s:
+            prior = s.get(DailyGrant, (job_id, self.resource))
             if prior is not None:
                 return prior.granted
             # Concurrent first reservations of the day must not collide on creating the row.
             insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}[s.get_bind().dialect.name]
-            s.execute(insert(RowUsage).values(principal_id=principal_id, day=day, rows=0).on_conflict_do_nothing())
+            s.execute(insert(DailyUsage).values(principal_id=principal_id, resource=self.resource, day=day, amount=0)
+                      .on_conflict_do_nothing())
             # The UPDATE takes the row lock (the write lock on SQLite) before the read below.
-            s.execute(update(RowUsage).where(RowUsage.principal_id == principal_id, RowUsage.day == day)
-                      .values(rows=RowUsage.rows))
-            usage = s.execute(select(RowUsage).where(RowUsage.principal_id == principal_id, RowUsage.day == day)
+            s.execute(update(DailyUsage).where(*self._usage(principal_id, day)).values(amount=DailyUsage.amount))
+            usage = s.execute(select(DailyUsage).where(*self._usage(principal_id, day))
                               .execution_options(populate_existing=True)).scalar_one()
-            grant = max(0, min(want, cap - usage.rows))
-            usage.rows += grant
-            s.add(RowGrant(job_id=job_id, principal_id=principal_id, day=day, granted=grant))
+            grant = max(0, min(want, cap - usage.amount))
+            if not partial and grant < want:
+                return 0
+            usage.amount += grant
+            s.add(DailyGrant(job_id=job_id, resource=self.resource, principal_id=principal_id, day=day, granted=grant))
             return grant
 
-    def settle(self, job_id: str, used: int) -> int | None:
-        with session_scope(self.sessions) as s:
-            grant = s.get(RowGrant, job_id)
+    def settle(self, job_id: str, used: int, session: Session | None = None) -> int | None:
+        with self._scope(session) as s:
+            grant = s.get(DailyGrant, (job_id, self.resource))
             if grant is None or grant.settled:
                 return None
             refund = max(0, grant.granted - used)
-            s.execute(update(RowUsage).where(RowUsage.principal_id == grant.principal_id, RowUsage.day == grant.day)
-                      .values(rows=RowUsage.rows - refund))
+            s.execute(update(DailyUsage).where(*self._usage(grant.principal_id, grant.day))
+                      .values(amount=DailyUsage.amount - refund))
             grant.settled = True
             return refund
 
 
-def make_quota(settings, sessions: sessionmaker[Session]) -> RowQuota:
+def make_quota(settings, sessions: sessionmaker[Session], resource: str = "rows") -> DailyQuota:
     url = settings.redis_url
-    return RedisRowQuota(url, prefix=settings.queue) if url else SqlRowQuota(sessions)
+    return RedisDailyQuota(url, prefix=settings.queue, resource=resource) if url else SqlDailyQuota(sessions, resource)

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from service.errors import InvalidInput, PayloadTooLarge
+from service.release.catalogue import MetricDecl, parse_declarations
 
 MANIFEST = "suite.yaml"
 NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -42,7 +43,7 @@ class SuiteManifest(BaseModel):
     name: str = Field(pattern=NAME_RE)
     version: str = Field(pattern=SEMVER_RE)
     entrypoint: str
-    metrics: list[str] = Field(min_length=1)
+    metrics: dict[str, MetricDecl] = Field(min_length=1, description="name -> kind, see service.release.catalogue")
     description: str = Field(default="", max_length=2000)
 
     @field_validator("entrypoint")
@@ -56,15 +57,18 @@ class SuiteManifest(BaseModel):
             raise ValueError("entrypoint must be a .py file")
         return v
 
-    @field_validator("metrics")
+    @field_validator("metrics", mode="before")
     @classmethod
-    def _metrics(cls, v: list[str]) -> list[str]:
-        for m in v:
+    def _metrics(cls, v: object) -> dict[str, MetricDecl]:
+        decls = parse_declarations(v)
+        for m in decls:
             if not re.match(METRIC_RE, m):
                 raise ValueError(f"metric name {m!r} must match {METRIC_RE}")
-        if len(set(v)) != len(v):
-            raise ValueError("metric names repeat")
-        return v
+        return decls
+
+    def metric_table(self) -> dict[str, dict]:
+        """The declarations as stored with the suite version (JSON)."""
+        return {name: d.model_dump(exclude_defaults=True) | {"kind": d.kind} for name, d in sorted(self.metrics.items())}
 
 
 @dataclass

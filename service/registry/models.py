@@ -6,6 +6,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstra
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, UTCDateTime, utcnow
+from service.release.catalogue import MetricDecl
 
 MODEL_STATUSES = ("active", "deprecated", "retired")
 
@@ -57,7 +58,7 @@ class SuiteVersion(Base):
     version: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64), index=True)  # tree digest of the extracted files
     entrypoint: Mapped[str] = mapped_column(String(255))
-    metrics: Mapped[list] = mapped_column(JSON)
+    metrics: Mapped[dict] = mapped_column(JSON)  # name -> declaration (kind, ...), see release.catalogue
     builtin: Mapped[bool] = mapped_column(Boolean, default=False)
     approved: Mapped[bool] = mapped_column(Boolean, default=False)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("principals.id"), nullable=True)
@@ -66,3 +67,7 @@ class SuiteVersion(Base):
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def metric_decls(self) -> dict[str, MetricDecl]:
+        return {name: MetricDecl.model_validate(d) for name, d in self.metrics.items()}

@@ -41,7 +41,7 @@ class SuiteRead(BaseModel):
     version: str
     sha256: str
     entrypoint: str
-    metrics: list[str]
+    metrics: dict[str, dict]
     builtin: bool
     approved: bool
     created_at: datetime

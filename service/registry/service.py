@@ -167,12 +167,12 @@ def _record_suite(session: Session, bundle: bundles.Bundle, *, builtin: bool, ap
         if existing.sha256 != bundle.sha256:
             raise _taken("suite", f"{m.name}@{m.version}")
         return existing, False
-    row = SuiteVersion(name=m.name, version=m.version, sha256=bundle.sha256, entrypoint=m.entrypoint, metrics=m.metrics,
+    row = SuiteVersion(name=m.name, version=m.version, sha256=bundle.sha256, entrypoint=m.entrypoint, metrics=m.metric_table(),
                        builtin=builtin, approved=approved, owner_id=owner_id)
     session.add(row)
     session.flush()
     ledger.append(session, actor=actor, action="suite.registered", subject=f"suite:{row.ref}",
-                  data={"sha256": bundle.sha256, "builtin": builtin, "approved": approved, "metrics": m.metrics})
+                  data={"sha256": bundle.sha256, "builtin": builtin, "approved": approved, "metrics": m.metric_table()})
     return row, True
 
 

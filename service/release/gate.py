@@ -1,13 +1,28 @@
-"""Release gate v1: what may leave the sandbox. Pure functions, no I/O.
+"""The release gate: what may leave the sandbox. Pure functions, no I/O.
 
-The job's one result file must be UTF-8 JSON: a flat object mapping exactly the requested metric
-names to finite numbers. Anything else is rejected whole; nothing of it reaches the partner.
+1. parse: the job's one result file must be UTF-8 JSON, a flat object with exactly the requested
+   metric names. Each value is a finite number, or {"value": v, "n": rows, "min_class_n": rows} when
+   the metric was computed on fewer rows than the dataset has, or per class.
+2. type: each value must lie in its declared kind's range (a count must be a whole number).
+   Anything wrong in 1 or 2 rejects the whole result; nothing of it reaches the partner.
+3. suppress: a metric computed on too few rows (or with too small a class) is withheld, and the
+   partner is told which and why.
+4. noise: metrics of the kinds policy names get OpenDP noise for the job's ε per metric (sequential
+   composition: the job spends ε times their number), and are clamped back into range
+   (post-processing, so no privacy cost).
+5. round: every value is put on its kind's grid; each release is charged the bits it can carry.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
+
+from service.release import privacy
+from service.release.catalogue import MetricDecl, bits, grid
+
+ENTRY_KEYS = frozenset({"value", "n", "min_class_n"})
 
 
 class OutputRejected(Exception):
@@ -16,6 +31,35 @@ class OutputRejected(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class Reported:
+    value: float
+    n: int
+    min_class_n: int | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    decimals: int = 4
+    min_rows: int = 50
+    min_class_rows: int = 20
+    mechanism: str | None = "laplace"  # None: no noise at all
+    noised_kinds: frozenset[str] = frozenset({"proportion", "count"})
+    delta: float = 1e-7
+
+
+@dataclass
+class Release:
+    metrics: dict[str, float] = field(default_factory=dict)
+    suppressed: list[dict] = field(default_factory=list)
+    noise: dict[str, dict] = field(default_factory=dict)
+    bits: float = 0.0
+
+    def disclosure(self) -> dict:
+        """What the partner is told about how the values were made."""
+        return {"suppressed": self.suppressed, "noise": self.noise, "bits": round(self.bits, 3)}
 
 
 def _no_duplicates(pairs):
@@ -31,7 +75,34 @@ def _no_constants(name):
     raise OutputRejected(f"non-finite constant {name}")
 
 
-def parse_result(raw: bytes, requested: list[str], *, max_bytes: int, max_metrics: int) -> dict[str, float]:
+def _number(name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise OutputRejected(f"metric {name!r} is not a number")
+    f = float(v)  # a huge int raises OverflowError here
+    if not math.isfinite(f):
+        raise OutputRejected(f"metric {name!r} is not finite")
+    return f
+
+
+def _rows(name: str, what: str, v, upper: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= upper:
+        raise OutputRejected(f"metric {name!r}: {what} must be a whole number in [0, {upper}]")
+    return v
+
+
+def _entry(name: str, v, dataset_rows: int) -> Reported:
+    if not isinstance(v, dict):
+        return Reported(_number(name, v), dataset_rows)
+    extra = set(v) - ENTRY_KEYS
+    if extra or "value" not in v:
+        raise OutputRejected(f"metric {name!r}: an entry has 'value' and optionally 'n' and 'min_class_n' only")
+    n = _rows(name, "n", v.get("n", dataset_rows), dataset_rows)
+    min_class = v.get("min_class_n")
+    return Reported(_number(name, v["value"]), n, None if min_class is None else _rows(name, "min_class_n", min_class, n))
+
+
+def parse_result(raw: bytes, decls: dict[str, MetricDecl], *, dataset_rows: int, max_bytes: int,
+                 max_metrics: int) -> dict[str, Reported]:
     if len(raw) > max_bytes:
         raise OutputRejected(f"result larger than {max_bytes} bytes")
     try:
@@ -48,28 +119,96 @@ def parse_result(raw: bytes, requested: list[str], *, max_bytes: int, max_metric
         raise OutputRejected("result is not a JSON object")
     if len(value) > max_metrics:
         raise OutputRejected(f"more than {max_metrics} metrics")
-    undeclared = set(value) - set(requested)
+    undeclared = set(value) - set(decls)
     if undeclared:
         raise OutputRejected(f"undeclared metrics {sorted(undeclared)}")
-    missing = set(requested) - set(value)
+    missing = set(decls) - set(value)
     if missing:
         raise OutputRejected(f"missing metrics {sorted(missing)}")
-    out: dict[str, float] = {}
-    for name, v in value.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise OutputRejected(f"metric {name!r} is not a number")
-        f = float(v)  # a huge int raises OverflowError here
-        if not math.isfinite(f):
-            raise OutputRejected(f"metric {name!r} is not finite")
-        out[name] = f
+    out = {name: _entry(name, v, dataset_rows) for name, v in value.items()}
+    for name, r in out.items():
+        check_kind(name, r, decls[name])
     return out
 
 
-def round_significant(value: float, digits: int) -> float:
-    if value == 0 or not math.isfinite(value):
-        return 0.0 if value == 0 else value
-    return float(f"{value:.{digits}g}")
+def check_kind(name: str, r: Reported, decl: MetricDecl) -> None:
+    lo, hi = decl.bounds(r.n)
+    if not lo <= r.value <= hi:
+        raise OutputRejected(f"metric {name!r} = {r.value!r} is outside its kind {decl.kind} [{lo}, {hi}]")
+    if decl.integer and r.value != math.floor(r.value):
+        raise OutputRejected(f"metric {name!r} is a count but {r.value!r} is not a whole number")
+    if decl.per_class and r.min_class_n is None:
+        raise OutputRejected(f"metric {name!r} is per class but its entry has no min_class_n")
 
 
-def release_values(metrics: dict[str, float], digits: int) -> dict[str, float]:
-    return {k: round_significant(v, digits) for k, v in sorted(metrics.items())}
+def noised(decls: dict[str, MetricDecl], policy: Policy) -> list[str]:
+    """The metrics policy puts noise on, in order."""
+    if policy.mechanism is None:
+        return []
+    return sorted(name for name, d in decls.items() if d.kind in policy.noised_kinds and d.row_sensitivity(1))
+
+
+def _noise_for(decl: MetricDecl, n_eff: int, eps: float, policy: Policy) -> privacy.Noise:
+    return privacy.calibrate(policy.mechanism, epsilon=eps, sensitivity=decl.row_sensitivity(n_eff),
+                             integer=decl.integer, delta=policy.delta)
+
+
+def max_bits(decls: dict[str, MetricDecl], dataset_rows: int, epsilon: float, policy: Policy) -> float:
+    """The most a release of these metrics can carry: every metric on all rows, with the least noise.
+    `epsilon` is per noised metric."""
+    eps = epsilon
+    chosen = set(noised(decls, policy))
+    total = 0.0
+    for name, d in decls.items():
+        scale = _noise_for(d, dataset_rows, eps, policy).scale if name in chosen else None
+        total += bits(d, dataset_rows, policy.decimals, scale)
+    return total
+
+
+def _on_grid(value: float, decl: MetricDecl, n: int, decimals: int) -> float:
+    lo, hi = decl.bounds(n)
+    step = grid(decl, decimals)
+    v = min(max(value, lo), hi)
+    v = float(round(v)) if decl.integer else round(v, decimals)
+    if v > hi:
+        v = math.floor(hi / step) * step
+    if v < lo:
+        v = math.ceil(lo / step) * step
+    v = round(v, decimals)
+    return v if lo <= v <= hi else min(max(v, lo), hi)
+
+
+def _suppression(r: Reported, decl: MetricDecl, policy: Policy) -> str | None:
+    if r.n < policy.min_rows:
+        return f"computed on fewer than {policy.min_rows} rows"
+    if decl.per_class and r.min_class_n < policy.min_class_rows:
+        return f"a class has fewer than {policy.min_class_rows} rows"
+    return None
+
+
+def release(reported: dict[str, Reported], decls: dict[str, MetricDecl], *, epsilon: float, policy: Policy,
+            add_noise=privacy.add_noise) -> Release:
+    """`epsilon` is per noised metric."""
+    out = Release()
+    eps = epsilon
+    chosen = set(noised(decls, policy))
+    for name in sorted(reported):
+        r, d = reported[name], decls[name]
+        why = _suppression(r, d, policy)
+        if why is not None:
+            out.suppressed.append({"metric": name, "reason": why})
+            out.bits += 1.0  # released or not: one bit
+            continue
+        value, scale = r.value, None
+        if name in chosen and eps > 0:
+            noise = _noise_for(d, r.min_class_n if d.per_class else r.n, eps, policy)
+            value, scale = add_noise(value, noise, integer=d.integer), noise.scale
+            out.noise[name] = noise.as_dict()
+        out.metrics[name] = _on_grid(value, d, r.n, policy.decimals)
+        out.bits += bits(d, r.n, policy.decimals, scale)
+    return out
+
+
+def outcome_bits(outcomes: int, time_buckets: int) -> float:
+    """What a job's ending carries besides its values: which of the outcomes, and which time bucket."""
+    return math.log2(outcomes) + math.log2(time_buckets)

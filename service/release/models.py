@@ -16,6 +16,8 @@ class Result(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
     metrics: Mapped[dict] = mapped_column(JSON)
+    # How the values were made: suppressed metrics and why, noise parameters, bits charged.
+    disclosure: Mapped[dict] = mapped_column(JSON, default=dict)
     provenance: Mapped[dict] = mapped_column(JSON)
     signature: Mapped[str] = mapped_column(String(128))
     key_id: Mapped[str] = mapped_column(String(64))

@@ -56,7 +56,7 @@ def test_unknown_key_denial_is_audited(api):
 
 def test_other_partners_job_is_404_not_403(api):
     job = api.client.post("/v1/jobs", headers=api.partner, json={
-        "suite": "classification@1.0.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
+        "suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
         "metrics": ["accuracy"]}).json()
     for method, path in (("get", f"/v1/jobs/{job['id']}"), ("post", f"/v1/jobs/{job['id']}/cancel")):
         r = getattr(api.client, method)(path, headers=api.other)

@@ -5,7 +5,7 @@ import pytest
 from service.canonical import digest
 from tests.helpers import suite_bundle, unique
 
-SPEC = {"suite": "classification@1.0.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
+SPEC = {"suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
         "metrics": ["accuracy", "log_loss"], "seed": 5}
 
 
@@ -28,7 +28,7 @@ def test_valid_job_is_committed_then_enqueued_with_a_canonical_spec(api):
 @pytest.mark.parametrize("changes, status, code, alternative", [
     ({"model": "demo-classifier@9"}, 404, "unknown_model_version", "demo-classifier@1"),
     ({"dataset": "demo-blobs@2"}, 404, "unknown_dataset_version", "demo-blobs@1"),
-    ({"suite": "classification@2.0.0"}, 404, "unknown_suite_version", "classification@1.0.0"),
+    ({"suite": "classification@2.0.0"}, 404, "unknown_suite_version", "classification@1.1.0"),
     ({"model": "no-version"}, 422, "invalid_reference", None),
     ({"metrics": ["accuracy", "weights"]}, 422, "undeclared_metric", "accuracy"),
     ({"metrics": ["accuracy", "accuracy"]}, 422, "undeclared_metric", None),

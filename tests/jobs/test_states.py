@@ -6,7 +6,7 @@ from service.jobs.models import Job
 from service.jobs.states import TERMINAL, TRANSITIONS, transition
 from service.ledger import service as ledger
 
-SPEC = {"suite": "classification@1.0.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1", "metrics": ["accuracy"]}
+SPEC = {"suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1", "metrics": ["accuracy"]}
 
 
 def new_job(api) -> str:

@@ -20,10 +20,10 @@ def small_budget(tmp_path_factory, demo_files, docker_client):
 
 def test_rows_are_counted_across_jobs_and_refused_when_spent(small_budget):
     s = small_budget
-    first = s.run("classification@1.0.0", ["accuracy"], resources={"query_budget": 600})
+    first = s.run("classification@1.1.0", ["accuracy"], resources={"query_budget": 600})
     assert first["state"] == "released" and first["result"]["provenance"]["queries"]["rows"] == 600
     # 100 rows are left today: the suite's first 256-row batch is refused, so it fails and uses none
-    second = s.run("classification@1.0.0", ["accuracy"], resources={"query_budget": 600})
+    second = s.run("classification@1.1.0", ["accuracy"], resources={"query_budget": 600})
     assert (second["state"], second["error_class"]) == ("failed", "query_budget_exceeded")
     # a job that asks for exactly what is left gets it
     small = s.upload_suite(suite_bundle("hundred-rows", """
@@ -36,11 +36,11 @@ def test_rows_are_counted_across_jobs_and_refused_when_spent(small_budget):
     assert third["state"] == "released" and third["result"]["provenance"]["queries"]["rows"] == 100
     # now none are left: refused at admission, with when it resets
     r = s.client.post("/v1/jobs", headers=s.partner, json={
-        "suite": "classification@1.0.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1", "metrics": ["accuracy"]})
+        "suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1", "metrics": ["accuracy"]})
     assert r.status_code == 429 and r.json()["error"] == "daily_query_budget_exhausted"
     assert "00:00 UTC" in r.json()["alternatives"][0]
     # another partner is not affected
-    assert s.run("classification@1.0.0", ["accuracy"], headers=s.other)["state"] == "released"
+    assert s.run("classification@1.1.0", ["accuracy"], headers=s.other)["state"] == "released"
 
     with session_scope(make_sessionmaker(make_engine(s.settings.database_url))) as db:
         events = ledger.events_for(db, f"job:{second['id']}")
@@ -53,6 +53,6 @@ def test_rows_are_counted_across_jobs_and_refused_when_spent(small_budget):
 def test_per_job_ceiling_is_the_partners_own(small_budget):
     s = small_budget
     r = s.client.post("/v1/jobs", headers=s.other, json={
-        "suite": "classification@1.0.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
+        "suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
         "metrics": ["accuracy"], "resources": {"query_budget": s.settings.max_query_budget + 1}})
     assert r.status_code == 422 and r.json()["error"] == "resources_exceed_limit"

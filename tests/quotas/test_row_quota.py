@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from service.quotas.store import RedisRowQuota, SqlRowQuota
+from service.quotas.store import RedisDailyQuota, SqlDailyQuota
 from tests.conftest import REDIS_URL, _redis_or_skip
 
 
@@ -14,12 +14,12 @@ from tests.conftest import REDIS_URL, _redis_or_skip
 def quota(request, sessions):
     if request.param == "redis":
         _redis_or_skip()
-        q = RedisRowQuota(REDIS_URL, prefix=f"evalgate-test-{uuid.uuid4().hex[:8]}")
+        q = RedisDailyQuota(REDIS_URL, prefix=f"evalgate-test-{uuid.uuid4().hex[:8]}")
         yield q
         for key in q.r.scan_iter(f"{q.prefix}:*"):
             q.r.delete(key)
     else:
-        yield SqlRowQuota(sessions)
+        yield SqlDailyQuota(sessions)
 
 
 def test_reserve_grants_at_most_what_is_left(quota):

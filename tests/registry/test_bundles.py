@@ -26,7 +26,7 @@ def leftovers(root):
 @pytest.mark.parametrize("pack", [tar_gz, zip_bytes])
 def test_valid_bundle_extracts_read_only_with_a_format_independent_digest(tmp_path, pack):
     b = extract(pack(GOOD), tmp_path)
-    assert b.manifest.name == "ok" and b.manifest.metrics == ["accuracy"]
+    assert b.manifest.name == "ok" and list(b.manifest.metrics) == ["accuracy"]
     assert (b.path / "lib" / "util.py").read_text() == "X = 1\n"
     assert b.path.name == b.sha256 == tree_digest(b.path)
     assert stat.S_IMODE((b.path / "main.py").stat().st_mode) == 0o444
@@ -138,6 +138,13 @@ def test_zip_that_lies_about_sizes_is_still_capped(tmp_path):
     ({"suite.yaml": manifest("Bad Name", ["accuracy"]), "main.py": ""}, "bundle_bad_manifest"),
     ({"suite.yaml": manifest("ok", ["Acc-uracy"]), "main.py": ""}, "bundle_bad_manifest"),
     ({"suite.yaml": manifest("ok", [f"m{i}" for i in range(9)]), "main.py": ""}, "bundle_bad_manifest"),
+    # Metrics are declared by kind: a bare list of names, an unknown kind or a real without bounds is refused.
+    ({"suite.yaml": "name: ok\nversion: 1.0.0\nentrypoint: main.py\nmetrics: [accuracy]\n", "main.py": ""},
+     "bundle_bad_manifest"),
+    ({"suite.yaml": manifest("ok", {"accuracy": "probability"}), "main.py": ""}, "bundle_bad_manifest"),
+    ({"suite.yaml": manifest("ok", {"score": {"kind": "real"}}), "main.py": ""}, "bundle_bad_manifest"),
+    ({"suite.yaml": manifest("ok", {"score": {"kind": "proportion", "sensitivity": 0.001}}), "main.py": ""},
+     "bundle_bad_manifest"),
 ])
 def test_bad_manifests(tmp_path, files, code):
     with pytest.raises(InvalidInput) as e:

@@ -1,17 +1,26 @@
 import pytest
 
-from service.release.gate import OutputRejected, parse_result, release_values, round_significant
+from service.release.catalogue import MetricDecl
+from service.release.gate import OutputRejected, Reported, parse_result
 
-REQ = ["accuracy", "log_loss"]
+WIDE = MetricDecl(kind="real", min=-1e9, max=1e9)
+REQ = {"accuracy": MetricDecl(kind="proportion"), "log_loss": MetricDecl(kind="nonnegative", max=30)}
 
 
-def parse(raw: bytes | str, requested=REQ, max_bytes=1024, max_metrics=8):
-    return parse_result(raw.encode() if isinstance(raw, str) else raw, requested, max_bytes=max_bytes,
-                        max_metrics=max_metrics)
+def parse(raw: bytes | str, requested=REQ, max_bytes=1024, max_metrics=8, rows=1000):
+    if isinstance(requested, list):
+        requested = {m: WIDE for m in requested}
+    return parse_result(raw.encode() if isinstance(raw, str) else raw, requested, dataset_rows=rows,
+                        max_bytes=max_bytes, max_metrics=max_metrics)
 
 
 def test_accepts_exactly_the_requested_finite_numbers():
-    assert parse('{"accuracy": 0.9, "log_loss": 3}') == {"accuracy": 0.9, "log_loss": 3.0}
+    assert parse('{"accuracy": 0.9, "log_loss": 3}') == {"accuracy": Reported(0.9, 1000), "log_loss": Reported(3.0, 1000)}
+
+
+def test_an_entry_carries_its_rows():
+    out = parse('{"accuracy": {"value": 0.5, "n": 60, "min_class_n": 25}, "log_loss": 1}')
+    assert out["accuracy"] == Reported(0.5, 60, 25)
 
 
 @pytest.mark.parametrize("raw, reason", [
@@ -26,7 +35,13 @@ def test_accepts_exactly_the_requested_finite_numbers():
     ('{"accuracy": true, "log_loss": 1}', "not a number"),
     ('{"accuracy": null, "log_loss": 1}', "not a number"),
     ('{"accuracy": [0.9], "log_loss": 1}', "not a number"),
-    ('{"accuracy": {"x": 1}, "log_loss": 1}', "not a number"),
+    ('{"accuracy": {"x": 1}, "log_loss": 1}', "'value' and optionally"),
+    ('{"accuracy": {"value": 0.5, "n": 2000}, "log_loss": 1}', "n must be a whole number in [0, 1000]"),
+    ('{"accuracy": {"value": 0.5, "n": 1.5}, "log_loss": 1}', "n must be a whole number"),
+    ('{"accuracy": {"value": 0.5, "n": 100, "min_class_n": 101}, "log_loss": 1}', "min_class_n must be"),
+    ('{"accuracy": 1.01, "log_loss": 1}', "outside its kind proportion"),
+    ('{"accuracy": -0.01, "log_loss": 1}', "outside its kind proportion"),
+    ('{"accuracy": 0.5, "log_loss": 31}', "outside its kind nonnegative"),
     ('[0.9, 1]', "not a JSON object"),
     ('0.9', "not a JSON object"),
     ('{"accuracy": 0.9, "log_loss": 1', "not valid JSON"),
@@ -59,15 +74,3 @@ def test_rejects_too_many_metrics():
 def test_huge_integer_is_refused_not_crashing():
     with pytest.raises((OutputRejected, OverflowError)):
         parse('{"accuracy": ' + "9" * 400 + ', "log_loss": 1}')
-
-
-@pytest.mark.parametrize("value, digits, expected", [
-    (0.123456789, 4, 0.1235), (123456.789, 3, 123000.0), (-0.000123456, 2, -0.00012), (0.0, 4, 0.0), (1.0, 1, 1.0),
-])
-def test_round_significant(value, digits, expected):
-    assert round_significant(value, digits) == expected
-
-
-def test_released_values_carry_no_more_digits_than_configured():
-    out = release_values({"b": 0.987654321, "a": 1 / 3}, 3)
-    assert out == {"a": 0.333, "b": 0.988} and list(out) == ["a", "b"]

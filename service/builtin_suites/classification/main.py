@@ -1,4 +1,4 @@
-"""Built-in suite classification@1.0.0. Runs inside the job sandbox; talks to the model via the SDK."""
+"""Built-in suite classification@1.1.0. Runs inside the job sandbox; talks to the model via the SDK."""
 
 import numpy as np
 
@@ -47,11 +47,13 @@ def main() -> None:
     k = max(p.shape[1], int(y.max()) + 1)
     pred = p.argmax(axis=1)
     picked = np.clip(p[np.arange(len(y)), np.minimum(y, p.shape[1] - 1)], 1e-12, 1.0)
+    smallest_class = int(np.bincount(y, minlength=k).min())
     evalgate.report({
         "accuracy": float(np.mean(pred == y)),
-        "macro_f1": macro_f1(y, pred, k),
+        "macro_f1": evalgate.metric(macro_f1(y, pred, k), n=len(y), min_class_n=smallest_class),
         "log_loss": float(-np.mean(np.log(picked))),
         "ece": expected_calibration_error(y, p),
+        "misclassified": int(np.sum(pred != y)),
     })
 
 

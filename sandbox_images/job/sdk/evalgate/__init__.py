@@ -18,7 +18,7 @@ import numpy as np
 
 from .client import BudgetExceeded, Client, ModelError
 
-__all__ = ["load_dataset", "model_info", "predict", "predict_all", "report", "seed", "requested_metrics",
+__all__ = ["load_dataset", "metric", "model_info", "predict", "predict_all", "report", "seed", "requested_metrics",
            "BudgetExceeded", "ModelError"]
 
 _client: Client | None = None
@@ -90,10 +90,30 @@ def model_info_cached() -> dict:
     return _info
 
 
-def report(metrics: dict[str, float]) -> None:
-    """Write the job's result: the requested metrics only (others given here are dropped)."""
+def metric(value: float, n: int | None = None, min_class_n: int | None = None) -> dict:
+    """A value with the rows it was computed on (when fewer than the dataset's) and the rows of the
+    smallest class (for per-class metrics). The gate withholds values computed on too few rows."""
+    entry: dict = {"value": float(value)}
+    if n is not None:
+        entry["n"] = int(n)
+    if min_class_n is not None:
+        entry["min_class_n"] = int(min_class_n)
+    return entry
+
+
+def _entry(v):
+    if isinstance(v, dict):
+        return v
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v)
+    return float(v)
+
+
+def report(metrics: dict) -> None:
+    """Write the job's result: the requested metrics only (others given here are dropped). A value
+    is a number, or metric(value, n=..., min_class_n=...)."""
     wanted = requested_metrics()
-    chosen = {k: float(v) for k, v in metrics.items() if not wanted or k in wanted}
+    chosen = {k: _entry(v) for k, v in metrics.items() if not wanted or k in wanted}
     path = os.environ.get("EVALGATE_OUTPUT", "/output/result.json")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -1,0 +1,66 @@
+"""Differential-privacy noise for released metrics, from OpenDP (never hand-rolled).
+
+The privacy unit is one dataset row. A job's ε is split evenly over its noised metrics (sequential
+composition), and each metric gets a Laplace (pure ε) or Gaussian ((ε, δ) through zCDP) measurement
+whose scale OpenDP finds for that metric's row sensitivity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+MECHANISMS = ("laplace", "gaussian")
+
+
+@dataclass(frozen=True)
+class Noise:
+    mechanism: str
+    epsilon: float
+    delta: float
+    sensitivity: float
+    scale: float
+
+    def as_dict(self) -> dict:
+        return {"mechanism": self.mechanism, "epsilon": self.epsilon, "delta": self.delta,
+                "sensitivity": self.sensitivity, "scale": self.scale}
+
+
+@lru_cache(maxsize=1)
+def _dp():
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    return dp
+
+
+def _measurement(mechanism: str, integer: bool, scale: float, delta: float):
+    dp = _dp()
+    if integer:
+        space = dp.atom_domain(T=int), dp.absolute_distance(T=int)
+    else:
+        space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
+    if mechanism == "laplace":
+        return dp.m.make_laplace(*space, scale=scale)
+    if mechanism == "gaussian":
+        zcdp = dp.m.make_gaussian(*space, scale=scale)
+        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(zcdp), delta=delta)
+    raise ValueError(f"unknown mechanism {mechanism}")
+
+
+def calibrate(mechanism: str, *, epsilon: float, sensitivity: float, integer: bool, delta: float = 0.0) -> Noise:
+    """The smallest scale whose privacy loss at this sensitivity is at most epsilon (and delta)."""
+    dp = _dp()
+    d_in = math.ceil(sensitivity) if integer else float(sensitivity)
+    d_out = epsilon if mechanism == "laplace" else (epsilon, delta)
+    scale = dp.binary_search_param(lambda s: _measurement(mechanism, integer, s, delta), d_in=d_in, d_out=d_out, T=float)
+    return Noise(mechanism=mechanism, epsilon=epsilon, delta=delta if mechanism == "gaussian" else 0.0,
+                 sensitivity=float(d_in), scale=float(scale))
+
+
+def add_noise(value: float, noise: Noise, *, integer: bool) -> float:
+    """One draw from OpenDP's sampler (a fresh measurement, so no state is shared between releases)."""
+    meas = _measurement(noise.mechanism, integer, noise.scale, noise.delta)
+    return float(meas(int(round(value)) if integer else float(value)))
+
