@@ -51,6 +51,10 @@ class Api:
     def job(self, job_id: str) -> dict:
         return self._json(self.http.get(f"/v1/jobs/{job_id}"))
 
+    def budget(self) -> dict:
+        """Bits, ε, model rows, releases and jobs in progress: used and left."""
+        return self._json(self.http.get("/v1/budget"))
+
     def wait(self, job_id: str, timeout_s: float = 3600, on_change: Callable[[dict], None] | None = None,
              poll_s: float = 0.25) -> dict:
         deadline = time.monotonic() + timeout_s

@@ -51,7 +51,7 @@ def build_context(settings: Settings):
     client = docker_client()
     runtime = resolve(client, settings.docker_runtime)
     sessions = make_sessionmaker(engine)
-    return WorkerContext(settings=settings, sessions=sessions, sandbox=Sandbox(client),
+    return WorkerContext(settings=settings, sessions=sessions, sandbox=Sandbox(client, deployment=settings.queue),
                          signer=Signer.load_or_create(settings.signing_key_path), runtime=runtime,
                          quota=make_quota(settings, sessions), bits=make_quota(settings, sessions, "millibits"))
 

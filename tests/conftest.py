@@ -238,15 +238,14 @@ class Api:
             return bearer(auth.create_key(s, name=name, role=role, expires_in=auth.parse_duration(expires))[1])
 
 
-@pytest.fixture
-def api(db_settings, demo_files):
-    """The HTTP API on SQLite and Postgres, with the demo model and dataset registered."""
+def make_api(settings: Settings, demo_files):
+    """The HTTP API with keys for each role and the demo model and dataset registered."""
     from service.main import create_app
 
-    migrate(db_settings.database_url)
-    dispatcher = RecordingDispatcher(db_settings)
-    with TestClient(create_app(db_settings, dispatcher=dispatcher)) as client:
-        a = Api(client, db_settings, dispatcher)
+    migrate(settings.database_url)
+    dispatcher = RecordingDispatcher(settings)
+    with TestClient(create_app(settings, dispatcher=dispatcher)) as client:
+        a = Api(client, settings, dispatcher)
         a.operator, a.partner, a.other = a.key("ops", "operator"), a.key("acme", "partner"), a.key("globex", "partner")
         a.researcher = a.key("curie", "researcher")
         for kind, name, path in (("models", "demo-classifier", demo_files["model"]),
@@ -255,3 +254,9 @@ def api(db_settings, demo_files):
                 r = client.post(f"/v1/{kind}", headers=a.operator, data={"name": name, "version": "1"}, files={"file": f})
             assert r.status_code == 201, r.text
         yield a
+
+
+@pytest.fixture
+def api(db_settings, demo_files):
+    """The HTTP API on SQLite and Postgres, with the demo model and dataset registered."""
+    yield from make_api(db_settings, demo_files)

@@ -75,7 +75,7 @@ def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):
         assert '"state": "released"' in status.stdout
         suite_dir = tmp_path / "my-suite"
         suite_dir.mkdir()
-        (suite_dir / "suite.yaml").write_text("name: mine\nversion: 0.1.0\nentrypoint: main.py\nmetrics: [score]\n")
+        (suite_dir / "suite.yaml").write_text("name: mine\nversion: 0.1.0\nentrypoint: main.py\nmetrics: {score: proportion}\n")
         (suite_dir / "main.py").write_text("import evalgate\nevalgate.report({'score': 1})\n")
         up = evalgate("suites", "upload", str(suite_dir), env=client_env)
         assert up.returncode == 0, up.stderr

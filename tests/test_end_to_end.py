@@ -27,8 +27,10 @@ def test_builtin_suite_releases_true_metrics_with_provenance(any_stack, expected
     assert job["state"] == "released", job
     result = job["result"]
     assert set(result["metrics"]) == {"accuracy", "macro_f1", "log_loss", "ece"}
-    # The released accuracy is the model's real accuracy on the data, rounded to 4 significant digits.
-    assert result["metrics"]["accuracy"] == float(f"{expected_demo_accuracy:.4g}")
+    # The released accuracy is the model's real accuracy on the data, rounded to 4 decimals (no noise
+    # in this stack's policy).
+    assert result["metrics"]["accuracy"] == round(expected_demo_accuracy, 4)
+    assert result["disclosure"] == {"suppressed": [], "noise": {}, "bits": result["disclosure"]["bits"]}
     assert 0 <= result["metrics"]["ece"] <= 1 and result["metrics"]["log_loss"] >= 0
     p = result["provenance"]
     assert p["spec_sha256"] == job["spec_sha256"]
@@ -36,7 +38,7 @@ def test_builtin_suite_releases_true_metrics_with_provenance(any_stack, expected
     assert p["images"]["job"].startswith("sha256:") and p["images"]["sidecar"].startswith("sha256:")
     assert p["seed"] == 7 and p["queries"]["rows"] == 600  # the suite predicts every row once
     key = s.client.get("/v1/attestation-key").json()
-    statement = release_service.statement(job["id"], result["metrics"], p)
+    statement = release_service.statement(job["id"], result["metrics"], result["disclosure"], p)
     assert verify(key["public_key"], statement, result["attestation"]["signature"])
     assert not verify(key["public_key"], {**statement, "metrics": {**result["metrics"], "accuracy": 1.0}},
                       result["attestation"]["signature"])

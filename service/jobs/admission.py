@@ -1,8 +1,8 @@
 """Admission: a job is recorded only if it fits every limit, and everything it may spend is reserved
 before it runs. Refusals say why and what the partner can do instead.
 
-Order: registry lookups → same release already made or in progress (returned, nothing spent) →
-resources → jobs in progress → model rows today → ε for the dataset → leakage bits today → releases
+Order: registry lookups, resources and ε policy (a bad request is refused even when it could be
+reused) → same release already made or in progress (returned, nothing spent) → jobs in progress → model rows today → ε for the dataset → leakage bits today → releases
 in the window. The caller holds the partner's admission lock and commits; a refusal raises, the
 transaction rolls back, and the one reservation made outside it (bits) is given back here.
 """
@@ -137,16 +137,15 @@ def submit(session: Session, settings: Settings, caller: Caller, req: JobCreate,
     refs = ({"name": suite.name, "version": suite.version, "sha256": suite.sha256},
             {"name": model.name, "version": model.version, "sha256": model.sha256},
             {"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256})
+    decls = {m: decls_all[m] for m in sorted(req.metrics)}
+    resources = _resources(req, settings, caller)
+    privacy = _privacy(req, settings, caller, decls)
     key = release_key(caller.principal_id, *refs, req.metrics)
     earlier = reusable(session, caller.principal_id, key)
     if earlier is not None:
         ledger.append(session, actor=caller.actor, action="job.reused", subject=f"job:{earlier.id}",
                       data={"release_key": key})
         return earlier, True
-
-    decls = {m: decls_all[m] for m in sorted(req.metrics)}
-    resources = _resources(req, settings, caller)
-    privacy = _privacy(req, settings, caller, decls)
     active = quotas_service.active_jobs(session, caller.principal_id)
     if active >= settings.partner_limit(caller.name, "max_concurrent_jobs"):
         raise TooManyRequests(f"you have {active} jobs in progress, the most allowed", code="too_many_concurrent_jobs",
@@ -155,11 +154,14 @@ def submit(session: Session, settings: Settings, caller: Caller, req: JobCreate,
         raise TooManyRequests("today's model query budget is spent", code="daily_query_budget_exhausted",
                               alternatives=[f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"],
                               retry_after_s=seconds_to_reset())
+    most = leakage.job_bits(settings, gate.max_bits(decls, dataset.rows, privacy["epsilon_per_metric"],
+                                                    settings.gate_policy()))
     spec = {
         "suite": refs[0], "model": refs[1], "dataset": refs[2],
         "metrics": sorted(req.metrics),
         "declared": {m: d.model_dump(exclude_defaults=True) | {"kind": d.kind} for m, d in decls.items()},
         "privacy": privacy,
+        "leakage_bits": round(most, 3),  # the most its ending can carry; charged if it runs
         "resources": resources,
         "seed": req.seed,
         "service_version": __version__,
@@ -175,15 +177,14 @@ def submit(session: Session, settings: Settings, caller: Caller, req: JobCreate,
             session, principal_id=caller.principal_id, dataset=dataset, epsilon=privacy["epsilon_total"],
             budget=settings.partner_limit(caller.name, "epsilon_budget"), job_id=job.id, actor=caller.actor):
         _refuse_epsilon(session, settings, caller, dataset, privacy)
-    _reserve_bits(session, settings, caller, job, decls, dataset.rows, privacy, stores)
+    _reserve_bits(session, settings, caller, job, stores)
     transition(session, job, "queued" if suite.approved else "awaiting_approval", actor="admission")
     return job, False
 
 
-def _reserve_bits(session: Session, settings: Settings, caller: Caller, job: Job, decls, rows: int, privacy: dict,
-                  stores: Stores) -> None:
+def _reserve_bits(session: Session, settings: Settings, caller: Caller, job: Job, stores: Stores) -> None:
     """Reserve the most this job can carry, then take a release slot; give the bits back if refused."""
-    most = gate.max_bits(decls, rows, privacy["epsilon_per_metric"], settings.gate_policy()) + leakage.outcome_bits(settings)
+    most = job.spec["leakage_bits"]
     cap = settings.partner_limit(caller.name, "bits_per_day")
     want = leakage.to_millibits(most)
     if stores.bits.reserve(caller.principal_id, job.id, want, leakage.to_millibits(cap), partial=False,

@@ -107,5 +107,5 @@ def cancel_job(job_id: str, request: Request, caller: PartnerOrOperator, session
         shown = to_read(session, job, caller, settings.timing_buckets_s)
         if shown.state == "running":  # ended, but not yet for the partner: the answer must not say so
             return shown
-    job = jobs_service.cancel(session, settings, request.app.state.bits, caller, job_id)
+    job = jobs_service.cancel(session, request.app.state.bits, caller, job_id)
     return to_read(session, job, caller, settings.timing_buckets_s)

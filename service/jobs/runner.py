@@ -199,7 +199,8 @@ def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
             "completed_within_s": timing.padded_duration((finished - job.created_at).total_seconds(),
                                                          settings.timing_buckets_s),
         }
-        release_service.release(s, ctx.signer, job_id=job.id, metrics=gated.metrics, disclosure=gated.disclosure(),
+        release_service.release(s, ctx.signer, job_id=job.id, metrics=gated.metrics,
+                                disclosure=gated.disclosure(job.spec["leakage_bits"]),
                                 provenance=provenance, actor=ACTOR)
         transition(s, job, "released", actor=ACTOR)
         return "released"
@@ -233,7 +234,7 @@ def _settle_leakage(ctx: WorkerContext, job_id: str) -> None:
     with session_scope(ctx.sessions) as s:
         job = s.get(Job, job_id)
         if job is not None and job.state in TERMINAL:
-            leakage.settle(s, ctx.bits, ctx.settings, job, release_service.existing(s, job_id), actor=ACTOR)
+            leakage.settle(s, ctx.bits, job, actor=ACTOR)
 
 
 def run_job(ctx: WorkerContext, job_id: str) -> str | None:

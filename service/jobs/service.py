@@ -6,7 +6,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.auth.service import Caller
-from service.config import Settings
 from service.errors import Conflict, NotFound
 from service.jobs.models import Job
 from service.jobs.states import TERMINAL, transition
@@ -32,7 +31,7 @@ def list_visible(session: Session, caller: Caller, *, state: str | None = None, 
     return list(session.execute(q).scalars())
 
 
-def cancel(session: Session, settings: Settings, bits: DailyQuota, caller: Caller, job_id: str) -> Job:
+def cancel(session: Session, bits: DailyQuota, caller: Caller, job_id: str) -> Job:
     """Before it runs a job is cancelled at once, and what it reserved goes back; a running job is
     stopped by its worker."""
     job = get_visible(session, caller, job_id)
@@ -42,7 +41,7 @@ def cancel(session: Session, settings: Settings, bits: DailyQuota, caller: Calle
         raise Conflict(f"job {job_id} already ended as {job.state}", code="job_finished")
     if job.state in ("submitted", "awaiting_approval", "queued"):
         transition(session, job, "cancelled", actor=caller.actor, error_class="cancelled")
-        leakage.settle(session, bits, settings, job, None, actor=caller.actor)
+        leakage.settle(session, bits, job, actor=caller.actor)
     elif not job.cancel_requested:
         job.cancel_requested = True
         ledger.append(session, actor=caller.actor, action="job.cancel_requested", subject=f"job:{job.id}")

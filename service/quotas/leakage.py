@@ -1,9 +1,9 @@
 """Leakage in bits, per partner per UTC day.
 
 A job reserves, at admission, the most its ending can carry: which outcome it had, which padded
-completion time, and the bits of each released value (see release.gate). When it ends it is charged
-what it did carry (a withheld metric carries one bit) and the rest goes back. A job that never ran
-carries nothing, and its ε goes back too.
+completion time, and each metric's value or reason for being withheld (see release.gate). A job
+that ran is charged all of it, whatever it reported: what it reports is its own choice, so the
+channel is as wide as the choices. A job that never ran carries nothing; its bits and ε go back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from service.ledger import service as ledger
 from service.quotas import epsilon
 from service.quotas.store import DailyQuota
 from service.release import gate, timing
-from service.release.models import Result
 
 
 def to_millibits(bits: float) -> int:
@@ -32,11 +31,14 @@ def outcome_bits(settings: Settings) -> float:
                              timing.distinct_durations(settings.timing_buckets_s, settings.longest_job_s))
 
 
-def settle(session: Session, bits: DailyQuota, settings: Settings, job: Job, result: Result | None,
-           actor: str) -> None:
-    """Charge an ended job what it carried. Idempotent: the second call finds the grant settled."""
+def job_bits(settings: Settings, metric_bits: float) -> float:
+    return metric_bits + outcome_bits(settings)
+
+
+def settle(session: Session, bits: DailyQuota, job: Job, actor: str) -> None:
+    """Charge an ended job. Idempotent: the second call finds the grant settled."""
     ran = job.started_at is not None
-    carried = (outcome_bits(settings) + (result.disclosure.get("bits", 0.0) if result else 0.0)) if ran else 0.0
+    carried = job.spec.get("leakage_bits", 0.0) if ran else 0.0
     refund = bits.settle(job.id, to_millibits(carried), session=session)
     if refund is None:
         return

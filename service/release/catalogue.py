@@ -96,9 +96,10 @@ def grid(decl: MetricDecl, decimals: int) -> float:
     return 1.0 if decl.integer else 10.0 ** -decimals
 
 
-def bits(decl: MetricDecl, n: int, decimals: int, noise_scale: float | None) -> float:
-    """log2 of how many values a release can be told apart as: the range over the grid, or over the
-    noise scale where that is coarser. An upper bound on what one value can carry."""
+def bits(decl: MetricDecl, n: int, decimals: int, noise_scale: float | None, extra_outcomes: int = 0) -> float:
+    """log2 of how many outcomes one metric can have: the values its range holds on the grid (or on
+    the noise scale, where that is coarser, as noisier values cannot be told apart as finely), plus
+    any other outcomes (such as being withheld)."""
     lo, hi = decl.bounds(n)
     step = max(grid(decl, decimals), noise_scale or 0.0)
-    return math.log2(math.floor((hi - lo) / step) + 1)
+    return math.log2(math.floor((hi - lo) / step) + 1 + extra_outcomes)

@@ -10,7 +10,11 @@
 4. noise: metrics of the kinds policy names get OpenDP noise for the job's ε per metric (sequential
    composition: the job spends ε times their number), and are clamped back into range
    (post-processing, so no privacy cost).
-5. round: every value is put on its kind's grid; each release is charged the bits it can carry.
+5. round: every value is put on its kind's grid.
+
+What a release can carry is fixed before the job runs (max_bits): each metric is one of the values
+its range holds on its grid (or that its noise lets be told apart), or withheld for one of two
+reasons. The job is charged that whatever it reports, since what it reports (even n) is its choice.
 """
 
 from __future__ import annotations
@@ -55,11 +59,10 @@ class Release:
     metrics: dict[str, float] = field(default_factory=dict)
     suppressed: list[dict] = field(default_factory=list)
     noise: dict[str, dict] = field(default_factory=dict)
-    bits: float = 0.0
 
-    def disclosure(self) -> dict:
-        """What the partner is told about how the values were made."""
-        return {"suppressed": self.suppressed, "noise": self.noise, "bits": round(self.bits, 3)}
+    def disclosure(self, bits: float) -> dict:
+        """What the partner is told about how the values were made, and the bits it was charged."""
+        return {"suppressed": self.suppressed, "noise": self.noise, "bits": round(bits, 3)}
 
 
 def _no_duplicates(pairs):
@@ -154,14 +157,14 @@ def _noise_for(decl: MetricDecl, n_eff: int, eps: float, policy: Policy) -> priv
 
 
 def max_bits(decls: dict[str, MetricDecl], dataset_rows: int, epsilon: float, policy: Policy) -> float:
-    """The most a release of these metrics can carry: every metric on all rows, with the least noise.
-    `epsilon` is per noised metric."""
+    """The most a release of these metrics can carry: each metric on all rows with the least noise, or
+    withheld for one of two reasons. `epsilon` is per noised metric."""
     eps = epsilon
     chosen = set(noised(decls, policy))
     total = 0.0
     for name, d in decls.items():
         scale = _noise_for(d, dataset_rows, eps, policy).scale if name in chosen else None
-        total += bits(d, dataset_rows, policy.decimals, scale)
+        total += bits(d, dataset_rows, policy.decimals, scale, extra_outcomes=len(SUPPRESSION_REASONS))
     return total
 
 
@@ -178,7 +181,11 @@ def _on_grid(value: float, decl: MetricDecl, n: int, decimals: int) -> float:
     return v if lo <= v <= hi else min(max(v, lo), hi)
 
 
+SUPPRESSION_REASONS = ("rows", "class_rows")
+
+
 def _suppression(r: Reported, decl: MetricDecl, policy: Policy) -> str | None:
+    """The partner is told which of SUPPRESSION_REASONS, never the counts."""
     if r.n < policy.min_rows:
         return f"computed on fewer than {policy.min_rows} rows"
     if decl.per_class and r.min_class_n < policy.min_class_rows:
@@ -197,15 +204,13 @@ def release(reported: dict[str, Reported], decls: dict[str, MetricDecl], *, epsi
         why = _suppression(r, d, policy)
         if why is not None:
             out.suppressed.append({"metric": name, "reason": why})
-            out.bits += 1.0  # released or not: one bit
             continue
-        value, scale = r.value, None
+        value = r.value
         if name in chosen and eps > 0:
             noise = _noise_for(d, r.min_class_n if d.per_class else r.n, eps, policy)
-            value, scale = add_noise(value, noise, integer=d.integer), noise.scale
+            value = add_noise(value, noise, integer=d.integer)
             out.noise[name] = noise.as_dict()
         out.metrics[name] = _on_grid(value, d, r.n, policy.decimals)
-        out.bits += bits(d, r.n, policy.decimals, scale)
     return out
 
 

@@ -27,6 +27,7 @@ from service.sandbox.runtimes import Runtime
 
 LABEL_JOB = "org.evalgate.job-id"
 LABEL_ROLE = "org.evalgate.role"
+LABEL_DEPLOYMENT = "org.evalgate.deployment"
 JOB_UID = "10002:10002"
 SIDECAR_UID = "10001:10001"
 SOCKET_DIR = "/run/evalgate"
@@ -95,13 +96,15 @@ def names(job_id: str) -> dict[str, str]:
     return {"sidecar": f"{base}-sidecar", "job": f"{base}-job", "sock": f"{base}-sock", "out": f"{base}-out"}
 
 
-def _labels(job_id: str, role: str) -> dict[str, str]:
-    return {LABEL_JOB: job_id, LABEL_ROLE: role}
-
-
 class Sandbox:
-    def __init__(self, client: docker.DockerClient):
-        self.client = client
+    """`deployment` names the service these sandboxes belong to (its queue): a sweep removes only its
+    own, so two deployments, or a demo beside a service, can share one Docker engine."""
+
+    def __init__(self, client: docker.DockerClient, deployment: str = "evalgate"):
+        self.client, self.deployment = client, deployment
+
+    def _labels(self, job_id: str, role: str) -> dict[str, str]:
+        return {LABEL_JOB: job_id, LABEL_ROLE: role, LABEL_DEPLOYMENT: self.deployment}
 
     # -- volumes ---------------------------------------------------------------------------------
 
@@ -110,7 +113,7 @@ class Sandbox:
             return self.client.volumes.get(name)
         except NotFound:
             # tmpfs-backed: sized and inode-capped, never on the host's disk, gone when removed.
-            return self.client.volumes.create(name=name, driver="local", labels=_labels(job_id, role),
+            return self.client.volumes.create(name=name, driver="local", labels=self._labels(job_id, role),
                                               driver_opts={"type": "tmpfs", "device": "tmpfs", "o": opts})
 
     # -- containers ------------------------------------------------------------------------------
@@ -123,7 +126,7 @@ class Sandbox:
 
     def _common(self, spec: JobSandbox, role: str) -> dict:
         return dict(
-            labels=_labels(spec.job_id, role),
+            labels=self._labels(spec.job_id, role),
             network_mode="none",  # no interface but loopback: no egress, no metadata service, no DNS
             read_only=True,  # the image cannot be altered; writable places are listed explicitly
             cap_drop=["ALL"],  # no capability at all, even inside the container's user namespace
@@ -370,10 +373,11 @@ class Sandbox:
                 pass
 
     def sweep(self, keep: Callable[[str], bool]) -> list[str]:
-        """Remove every evalgate container and volume whose job `keep` does not claim."""
+        """Remove every container and volume of this deployment whose job `keep` does not claim."""
         removed = set()
-        found = {c.labels.get(LABEL_JOB) for c in self.client.containers.list(all=True, filters={"label": LABEL_JOB})}
-        found |= {v.attrs.get("Labels", {}).get(LABEL_JOB) for v in self.client.volumes.list(filters={"label": LABEL_JOB})}
+        mine = {"label": [LABEL_JOB, f"{LABEL_DEPLOYMENT}={self.deployment}"]}
+        found = {c.labels.get(LABEL_JOB) for c in self.client.containers.list(all=True, filters=mine)}
+        found |= {v.attrs.get("Labels", {}).get(LABEL_JOB) for v in self.client.volumes.list(filters=mine)}
         for job_id in found - {None}:
             if not keep(job_id):
                 self.remove(job_id)

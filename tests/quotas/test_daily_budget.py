@@ -23,7 +23,7 @@ def test_rows_are_counted_across_jobs_and_refused_when_spent(small_budget):
     first = s.run("classification@1.1.0", ["accuracy"], resources={"query_budget": 600})
     assert first["state"] == "released" and first["result"]["provenance"]["queries"]["rows"] == 600
     # 100 rows are left today: the suite's first 256-row batch is refused, so it fails and uses none
-    second = s.run("classification@1.1.0", ["accuracy"], resources={"query_budget": 600})
+    second = s.run("classification@1.1.0", ["ece"], resources={"query_budget": 600})  # not the same release
     assert (second["state"], second["error_class"]) == ("failed", "query_budget_exceeded")
     # a job that asks for exactly what is left gets it
     small = s.upload_suite(suite_bundle("hundred-rows", """
@@ -36,7 +36,7 @@ def test_rows_are_counted_across_jobs_and_refused_when_spent(small_budget):
     assert third["state"] == "released" and third["result"]["provenance"]["queries"]["rows"] == 100
     # now none are left: refused at admission, with when it resets
     r = s.client.post("/v1/jobs", headers=s.partner, json={
-        "suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1", "metrics": ["accuracy"]})
+        "suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1", "metrics": ["macro_f1"]})
     assert r.status_code == 429 and r.json()["error"] == "daily_query_budget_exhausted"
     assert "00:00 UTC" in r.json()["alternatives"][0]
     # another partner is not affected

@@ -41,3 +41,4 @@ def test_bits_count_distinguishable_values():
     # Noise coarser than the grid: fewer values can be told apart.
     assert bits(MetricDecl(kind="proportion"), 1000, 4, 0.01) == pytest.approx(math.log2(101))
     assert bits(MetricDecl(kind="proportion"), 1000, 4, 0.01) < bits(MetricDecl(kind="proportion"), 1000, 4, None)
+    assert bits(MetricDecl(kind="count"), 10, 4, None, extra_outcomes=2) == pytest.approx(math.log2(13))

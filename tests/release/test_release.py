@@ -19,7 +19,8 @@ def test_exact_policy_rounds_to_the_grid_only():
     out = release({"a": Reported(0.123456, 1000), "loss": Reported(1.98766, 1000)}, {"a": PROP, "loss": LOSS},
                   epsilon=0.1, policy=EXACT)
     assert out.metrics == {"a": 0.1235, "loss": 1.9877} and out.noise == {} and out.suppressed == []
-    assert out.bits == pytest.approx(math.log2(10_001) + math.log2(280_001))
+    # What such a release can carry: each value on its grid, or withheld for one of two reasons.
+    assert max_bits({"a": PROP, "loss": LOSS}, 1000, 0.1, EXACT) == pytest.approx(math.log2(10_003) + math.log2(280_003))
 
 
 def test_small_cells_are_withheld_and_the_partner_is_told_why():
@@ -29,8 +30,7 @@ def test_small_cells_are_withheld_and_the_partner_is_told_why():
     assert out.metrics == {"loss": 0.3}
     assert out.suppressed == [{"metric": "a", "reason": "computed on fewer than 50 rows"},
                               {"metric": "f1", "reason": "a class has fewer than 20 rows"}]
-    assert "0.9" not in str(out.disclosure()) and "12" not in str(out.disclosure())
-    assert out.bits == pytest.approx(2 + math.log2(280_001))  # a withheld metric carries one bit
+    assert "0.9" not in str(out.disclosure(1.0)) and "12" not in str(out.disclosure(1.0))  # no counts told
 
 
 def test_noise_comes_from_opendp_with_its_parameters_attached():
@@ -83,13 +83,12 @@ def test_clamping_keeps_noisy_values_in_range():
     assert all(0.0 <= v <= 1.0 for v in out) and 1.0 in out and len(set(out)) > 10
 
 
-def test_admission_bound_covers_every_release():
+def test_noise_narrows_what_a_release_can_carry():
     decls = {"a": PROP, "n": COUNT, "loss": LOSS}
-    bound = max_bits(decls, 1000, 0.1, Policy())
-    for n in (50, 300, 1000):
-        out = release({"a": Reported(0.5, n), "n": Reported(n // 2, n), "loss": Reported(2.0, n)}, decls,
-                      epsilon=0.1, policy=Policy())
-        assert out.bits <= bound + 1e-9
+    exact, noisy = max_bits(decls, 1000, 0.1, EXACT), max_bits(decls, 1000, 0.1, Policy())
+    # Laplace scale 0.01 on the proportion (101 + 2 outcomes) and 10 on the count (101 + 2).
+    assert noisy == pytest.approx(2 * math.log2(103) + math.log2(280_003))
+    assert noisy < exact
     assert noised(decls, Policy()) == ["a", "n"] and noised(decls, EXACT) == []
 
 

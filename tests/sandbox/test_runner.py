@@ -9,6 +9,7 @@ import pytest
 
 from service.sandbox.runner import LABEL_JOB, JobSandbox, Limits, Sandbox, names
 from service.sandbox.runtimes import resolve
+from tests.helpers import unique
 
 pytestmark = pytest.mark.docker
 
@@ -52,7 +53,7 @@ def test_run_collects_result_usage_and_image_ids(tmp_path, demo_files, docker_cl
     finally:
         sandbox.remove(spec.job_id)
     assert out.exit_code == 0 and not out.oom and not out.timed_out
-    assert out.result == b'{"rows": 40.0, "starts": 1.0}'
+    assert out.result == b'{"rows": 40, "starts": 1}'  # whole numbers stay whole (counts)
     assert out.usage["rows"] == 40 and out.usage["requests"] == 1 and not out.usage["budget_exceeded"]
     assert out.images == {"job": spec.job_image, "sidecar": spec.sidecar_image}
     assert leftovers(docker_client, spec.job_id) == []
@@ -74,13 +75,16 @@ def test_redelivered_run_resumes_and_never_starts_a_second_container(tmp_path, d
     finally:
         first.remove(spec.job_id)
     assert outcomes["second"].result is not None
-    assert b'"starts": 1.0' in outcomes["second"].result
+    assert b'"starts": 1}' in outcomes["second"].result
 
 
 def test_sweep_removes_leftovers_of_jobs_not_kept(tmp_path, demo_files, docker_client):
-    sandbox = Sandbox(docker_client)
+    sandbox = Sandbox(docker_client, deployment=unique("deploy"))
     spec = make_spec(tmp_path, demo_files, docker_client, COUNTING_JOB.replace("time.sleep(3)", ""))
     sandbox.run(spec)  # no remove(): as if the worker died after the run
+    assert leftovers(docker_client, spec.job_id)
+    # Another deployment on the same engine does not know this job, and must leave it alone.
+    assert spec.job_id not in Sandbox(docker_client, deployment=unique("other")).sweep(keep=lambda job_id: False)
     assert leftovers(docker_client, spec.job_id)
     assert spec.job_id not in sandbox.sweep(keep=lambda job_id: job_id == spec.job_id)
     assert leftovers(docker_client, spec.job_id)
