@@ -178,11 +178,10 @@ def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
             job.operator_log += f"\n[gate] {getattr(e, 'reason', 'number out of range')}"
             transition(s, job, "rejected", actor=ACTOR, error_class="output_rejected")
             return "rejected"
-        privacy = job.spec["privacy"]
-        policy = settings.gate_policy()
-        if privacy["mechanism"] != policy.mechanism:  # the plan admitted is the plan applied
-            policy = replace(policy, mechanism=privacy["mechanism"], delta=privacy.get("delta", policy.delta))
-        gated = gate.release(reported, decls, epsilon=privacy["epsilon_per_metric"], policy=policy)
+        privacy = job.spec["privacy"]  # the plan admitted is the plan applied, whatever the settings now
+        policy = replace(settings.gate_policy(), mechanism=privacy["mechanism"], delta=privacy.get("delta") or 0.0)
+        gated = gate.release(reported, decls, epsilon=privacy["epsilon_per_metric"], policy=policy,
+                             noised_metrics=privacy["noised_metrics"])
         finished = utcnow()
         provenance = {
             "spec_sha256": job.spec_sha256,

@@ -194,11 +194,11 @@ def _suppression(r: Reported, decl: MetricDecl, policy: Policy) -> str | None:
 
 
 def release(reported: dict[str, Reported], decls: dict[str, MetricDecl], *, epsilon: float, policy: Policy,
-            add_noise=privacy.add_noise) -> Release:
-    """`epsilon` is per noised metric."""
+            noised_metrics: list[str] | None = None, add_noise=privacy.add_noise) -> Release:
+    """`epsilon` is per noised metric; `noised_metrics` is the plan admitted (policy decides if None)."""
     out = Release()
     eps = epsilon
-    chosen = set(noised(decls, policy))
+    chosen = set(noised(decls, policy) if noised_metrics is None else noised_metrics)
     for name in sorted(reported):
         r, d = reported[name], decls[name]
         why = _suppression(r, d, policy)
