@@ -171,9 +171,17 @@ def _api():
 
 def _print_job(job: dict) -> None:
     if job["state"] == "released":
-        click.secho("released metrics:", fg="green")
+        click.secho("released metrics" + (" (the same release as before)" if job.get("reused") else "") + ":",
+                    fg="green")
+        disclosure = job["result"].get("disclosure", {})
         for k, v in job["result"]["metrics"].items():
-            click.echo(f"  {k:24s} {v}")
+            noise = disclosure.get("noise", {}).get(k)
+            how = f"  ({noise['mechanism']}, scale {noise['scale']:.4g}, ε {noise['epsilon']})" if noise else ""
+            click.echo(f"  {k:24s} {v}{how}")
+        for withheld in disclosure.get("suppressed", []):
+            click.echo(f"  {withheld['metric']:24s} withheld: {withheld['reason']}")
+        if "bits" in disclosure:
+            click.echo(f"  ({disclosure['bits']} bits charged)")
     else:
         click.secho(f"{job['state']}: {job.get('error_class') or ''}", fg="yellow")
 
