@@ -164,6 +164,27 @@ class SharedBuffer:
         self.map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         return True
 
+    def array(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """An array living in this buffer (from its start): slices of it reach the sidecar by offset,
+        with no copy at all."""
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        self.ensure(max(1, count * dt.itemsize))
+        return np.frombuffer(self.map, dtype=dt, count=count).reshape(shape)
+
+    def offset_of(self, arrays: list[np.ndarray]) -> int | None:
+        """Where these arrays start in this buffer, if they lie in it back to back; None otherwise."""
+        if self.map is None or not arrays:
+            return None
+        base = np.frombuffer(self.map, dtype=np.uint8).ctypes.data
+        start = arrays[0].ctypes.data - base
+        at = start
+        for a in arrays:
+            if not a.flags.c_contiguous or a.ctypes.data - base != at:
+                return None
+            at += a.nbytes
+        return start if 0 <= start and at <= len(self.map) else None
+
     def write(self, arrays: list[np.ndarray]) -> None:
         view = np.frombuffer(self.map, dtype=np.uint8)
         offset = 0
@@ -175,7 +196,10 @@ class SharedBuffer:
 
     def close(self) -> None:
         if self.map is not None:
-            self.map.close()
+            try:
+                self.map.close()
+            except BufferError:
+                pass  # an array from array() still lives; the mapping goes with the last of them
             self.map = None
         if self.fd >= 0:
             os.close(self.fd)
@@ -200,13 +224,15 @@ def describe(name: str, array: np.ndarray) -> dict:
     return {"name": name, "dtype": array.dtype.name, "shape": list(array.shape)}
 
 
-def decode_tensors(specs: object, body: memoryview, exact: bool = True) -> dict[str, np.ndarray]:
-    """Zero-copy views into body for each {name, dtype, shape} in specs. With exact=False (shared
-    memory) the body may be longer than the tensors."""
+def decode_tensors(specs: object, body: memoryview, exact: bool = True, start: object = 0) -> dict[str, np.ndarray]:
+    """Zero-copy views into body for each {name, dtype, shape} in specs, from byte `start`. With
+    exact=False (shared memory) the body may be longer than the tensors."""
     if not isinstance(specs, list) or not specs:
         raise ProtocolError(BAD_FRAME, "tensors must be a non-empty list")
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(body):
+        raise ProtocolError(BAD_FRAME, "offset outside the shared memory")
     out: dict[str, np.ndarray] = {}
-    offset = 0
+    offset = start
     for spec in specs:
         if not isinstance(spec, dict):
             raise ProtocolError(BAD_FRAME, "tensor spec is not an object")

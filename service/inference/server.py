@@ -23,7 +23,7 @@ from .protocol import (BAD_FRAME, BUDGET_EXCEEDED, DTYPE_MISMATCH, INFERENCE_FAI
                        describe, FrameReader, map_shared, tune, write_frame)
 
 READY = "EVALGATE_READY"
-SLOTS = (0, 1, 2, 3)
+SLOTS = (0, 1, 2, 3, 4)  # 0-3: batches in flight; 4: the job's dataset, loaded into shared memory
 USAGE = "EVALGATE_USAGE"
 
 
@@ -179,7 +179,7 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                     raise ProtocolError(UNKNOWN_OP, "shared memory is not available here")
                 slot = header.get("slot", 0)
                 if len(fds) != 1 or slot not in SLOTS:
-                    raise ProtocolError(BAD_FRAME, "attach carries exactly one memfd and a slot 0-3")
+                    raise ProtocolError(BAD_FRAME, "attach carries exactly one memfd and a slot 0-4")
                 self._attach(slot, map_shared(fds[0]))
             finally:
                 for fd in fds:
@@ -196,7 +196,8 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                     mapping = self.shared.get(header.get("slot", 0))
                     if mapping is None:
                         raise ProtocolError(BAD_FRAME, "no shared memory attached at that slot")
-                    feeds = decode_tensors(header.get("inputs"), memoryview(mapping), exact=False)
+                    feeds = decode_tensors(header.get("inputs"), memoryview(mapping), exact=False,
+                                           start=header.get("at", 0))
                 else:
                     feeds = decode_tensors(header.get("inputs"), body)
                 rows = model.check(feeds)

@@ -76,6 +76,9 @@ class JobSandbox:
     query_budget_rows: int
     limits: Limits
     runtime: Runtime
+    # What the job container runs; None: the job image's own command (the SDK's runner). Set only by
+    # operators' tools (the channel benchmark runs its measuring script in the sidecar image).
+    command: list[str] | None = None
 
 
 @dataclass
@@ -197,6 +200,7 @@ class Sandbox:
         lim = spec.limits
         container = self.client.containers.create(
             spec.job_image,
+            command=spec.command,
             name=n["job"],
             user=JOB_UID,  # not root; the uid owns nothing in the image
             environment={

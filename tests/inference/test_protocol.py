@@ -182,3 +182,56 @@ def test_predict_from_an_unattached_slot_is_refused(sidecar):
     header = b'{"op":"predict","shm":true,"slot":1,"inputs":[{"name":"features","dtype":"float32","shape":[1,16]}]}'
     s.sendall(PREFIX.pack(len(header), 0) + header)
     assert b"bad_frame" in read_reply(s)
+
+
+def test_slices_of_a_shared_dataset_travel_by_offset(sidecar, data, demo_files):
+    """Where shared memory works, the dataset can live in it; a request then names an offset, and
+    the answers are exactly those of the same rows sent in the socket."""
+    import onnxruntime as ort
+    from unittest import mock
+
+    x, _ = data
+    with Client(sidecar[0]) as c:
+        shared = c.shared_array(x.shape, x.dtype)
+        if shared is None:  # in-band only: nothing to share
+            assert not c._use_shared()
+            return
+        shared[...] = x
+        with mock.patch("service.inference.protocol.SharedBuffer.write", side_effect=AssertionError("copied")):
+            batches = [out["probabilities"] for out in
+                       c.predict_stream(({"features": shared[i:i + 128]} for i in range(0, 512, 128)), depth=2)]
+        # A slice that is not contiguous in the buffer is copied as before, and still right.
+        strided = c.predict({"features": np.ascontiguousarray(shared[1:200:2])})["probabilities"]
+    ref = ort.InferenceSession(str(demo_files["model"]), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(np.concatenate(batches), ref.run(None, {"features": x[:512]})[0])
+    np.testing.assert_array_equal(strided, ref.run(None, {"features": x[1:200:2]})[0])
+
+
+@pytest.mark.parametrize("at", [-1, 1 << 40, "0", 1.5, True])
+def test_an_offset_outside_the_shared_memory_is_refused(sidecar, at):
+    import fcntl
+    import json
+    import os
+
+    from service.inference.protocol import read_frame, send_frame_with_fd
+
+    fd = os.memfd_create("d", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, 1 << 20)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+    s = raw(sidecar[0])
+    try:
+        send_frame_with_fd(s, {"op": "attach", "slot": 4}, fd)
+        if read_frame(s)[0].get("error") == "unknown_op":
+            return  # shared memory is off in this run
+        header = json.dumps({"op": "predict", "shm": True, "slot": 4, "at": at,
+                             "inputs": [{"name": "features", "dtype": "float32", "shape": [1, 16]}]}).encode()
+        s.sendall(PREFIX.pack(len(header), 0) + header)
+        assert b"bad_frame" in read_reply(s)
+        # And one that runs past the end by a single byte.
+        header = json.dumps({"op": "predict", "shm": True, "slot": 4, "at": (1 << 20) - 63,
+                             "inputs": [{"name": "features", "dtype": "float32", "shape": [1, 16]}]}).encode()
+        s.sendall(PREFIX.pack(len(header), 0) + header)
+        assert b"bad_frame" in read_reply(s)
+    finally:
+        s.close()
+        os.close(fd)
