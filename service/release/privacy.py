@@ -49,6 +49,7 @@ def _measurement(mechanism: str, integer: bool, scale: float, delta: float):
     raise ValueError(f"unknown mechanism {mechanism}")
 
 
+@lru_cache(maxsize=4096)  # a pure function of its arguments, and OpenDP's search takes ~20 ms
 def calibrate(mechanism: str, *, epsilon: float, sensitivity: float, integer: bool, delta: float = 0.0) -> Noise:
     """The smallest scale whose privacy loss at this sensitivity is at most epsilon (and delta)."""
     dp = _dp()
