@@ -213,15 +213,27 @@ def send_frame_with_fd(sock: socket.socket, header: dict, fd: int) -> None:
 
 def write_frame(sock: socket.socket, header: dict, tensors: list[np.ndarray] = ()) -> None:
     raw = json.dumps(header, separators=(",", ":")).encode()
-    chunks = [np.ascontiguousarray(t) for t in tensors]
-    body_len = sum(c.nbytes for c in chunks)
-    sock.sendall(PREFIX.pack(len(raw), body_len) + raw)
-    for c in chunks:
-        sock.sendall(memoryview(c).cast("B"))
+    parts = [memoryview(np.ascontiguousarray(t)).cast("B") for t in tensors]
+    head = PREFIX.pack(len(raw), sum(p.nbytes for p in parts)) + raw
+    # One system call for the usual frame; whatever the kernel did not take goes after it.
+    sent = sock.sendmsg([head, *parts])
+    for part in (memoryview(head), *parts):
+        if sent >= part.nbytes:
+            sent -= part.nbytes
+            continue
+        sock.sendall(part[sent:])
+        sent = 0
+
+
+_DTYPE_NAMES: dict[np.dtype, str] = {}
 
 
 def describe(name: str, array: np.ndarray) -> dict:
-    return {"name": name, "dtype": array.dtype.name, "shape": list(array.shape)}
+    dt = array.dtype
+    dtype = _DTYPE_NAMES.get(dt)
+    if dtype is None:  # numpy computes a dtype's name anew on every access, and it shows per request
+        dtype = _DTYPE_NAMES.setdefault(dt, dt.name)
+    return {"name": name, "dtype": dtype, "shape": list(array.shape)}
 
 
 def decode_tensors(specs: object, body: memoryview, exact: bool = True, start: object = 0) -> dict[str, np.ndarray]:

@@ -84,6 +84,8 @@ class Model:
         opts.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self._dtypes = {i.name: np.dtype(ORT_TO_NUMPY[i.type]) if i.type in ORT_TO_NUMPY else None
+                        for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def metadata(self) -> dict:
@@ -101,9 +103,9 @@ class Model:
         rows = None
         for name, arr in feeds.items():
             spec = self.inputs[name]
-            want = ORT_TO_NUMPY.get(spec.type)
-            if arr.dtype.name != want:
-                raise ProtocolError(DTYPE_MISMATCH, f"{name} wants {want}, got {arr.dtype.name}")
+            if arr.dtype != self._dtypes[name]:
+                raise ProtocolError(DTYPE_MISMATCH, f"{name} wants {ORT_TO_NUMPY.get(spec.type, spec.type)}, "
+                                                    f"got {arr.dtype.name}")
             if len(arr.shape) != len(spec.shape) or any(
                     isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape)):
                 raise ProtocolError(SHAPE_MISMATCH, f"{name} wants shape {spec.shape}, got {list(arr.shape)}")

@@ -235,3 +235,23 @@ def test_an_offset_outside_the_shared_memory_is_refused(sidecar, at):
     finally:
         s.close()
         os.close(fd)
+
+
+def test_a_frame_larger_than_the_socket_buffer_arrives_whole():
+    """write_frame sends with one sendmsg where it can; what the kernel does not take goes after."""
+    from service.inference.protocol import read_frame, write_frame
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    big = [np.arange(3 * 250_000, dtype=np.float32).reshape(3, -1), np.ones((7, 5), np.int64)]
+    sender = threading.Thread(target=write_frame, args=(a, {"op": "x"}, big))
+    sender.start()
+    header, body = read_frame(b, max_body=1 << 24)
+    sender.join()
+    assert header == {"op": "x"}
+    got = decode_tensors([{"name": "p", "dtype": "float32", "shape": [3, 250_000]},
+                          {"name": "q", "dtype": "int64", "shape": [7, 5]}], body)
+    np.testing.assert_array_equal(got["p"], big[0])
+    np.testing.assert_array_equal(got["q"], big[1])
+    a.close()
+    b.close()
