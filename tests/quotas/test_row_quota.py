@@ -56,3 +56,12 @@ def test_concurrent_reservations_never_overspend(quota):
         t.join()
     assert errors == []
     assert sum(grants) == 1000 and quota.used(7) == 1000
+
+
+def test_all_or_nothing_leaves_no_trace_when_refused(quota):
+    """Leakage bits: a job is admitted with all it may carry, or refused with nothing written."""
+    assert quota.reserve(3, "job-a", want=700, cap=1000, partial=False) == 700
+    assert quota.reserve(3, "job-b", want=400, cap=1000, partial=False) == 0
+    assert quota.used(3) == 700
+    assert quota.settle("job-b", used=0) is None  # the refused job holds no grant
+    assert quota.reserve(3, "job-b", want=300, cap=1000, partial=False) == 300  # and may come back smaller
