@@ -82,6 +82,16 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+def insert_if_missing(session: Session, model: type, **values) -> None:
+    """INSERT a row unless its key exists (ON CONFLICT DO NOTHING): concurrent first writers of a
+    counter row must not collide on creating it."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}[session.get_bind().dialect.name]
+    session.execute(insert(model).values(**values).on_conflict_do_nothing())
+
+
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the schema to the newest Alembic revision (or to `revision`)."""
     from alembic import command

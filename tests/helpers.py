@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 import time
 import uuid
 import zipfile
@@ -85,3 +86,24 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def concurrently(fn, n: int) -> list:
+    """fn(0) ... fn(n-1) in n threads at once; their results, in no particular order. An exception in
+    any thread is raised here, so a failure can never pass unseen."""
+    results, errors = [], []
+
+    def run(i):
+        try:
+            results.append(fn(i))
+        except Exception as e:  # noqa: BLE001 - any error in a thread must fail the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results

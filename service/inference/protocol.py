@@ -151,6 +151,7 @@ class SharedBuffer:
     def __init__(self):
         self.fd = -1
         self.map: mmap.mmap | None = None
+        self._base: int | None = None  # the mapping's address, for offset_of on every request
 
     def ensure(self, n: int) -> bool:
         """Make room for n bytes. True when a new memfd was made (it must be sent to the server)."""
@@ -176,7 +177,9 @@ class SharedBuffer:
         """Where these arrays start in this buffer, if they lie in it back to back; None otherwise."""
         if self.map is None or not arrays:
             return None
-        base = np.frombuffer(self.map, dtype=np.uint8).ctypes.data
+        if self._base is None:
+            self._base = np.frombuffer(self.map, dtype=np.uint8).ctypes.data
+        base = self._base
         start = arrays[0].ctypes.data - base
         at = start
         for a in arrays:
@@ -201,6 +204,7 @@ class SharedBuffer:
             except BufferError:
                 pass  # an array from array() still lives; the mapping goes with the last of them
             self.map = None
+            self._base = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -27,7 +27,6 @@ from service.ledger import service as ledger
 from service.quotas import epsilon, leakage
 from service.quotas import service as quotas_service
 from service.quotas.guards import AdmissionGuards
-from service.quotas.models import EpsilonSpend
 from service.quotas.store import DailyQuota, seconds_to_reset
 from service.registry import service as registry
 from service.registry.models import DatasetVersion
@@ -75,8 +74,7 @@ def reusable(session: Session, principal_id: int, key: str) -> Job | None:
                            .order_by(Job.created_at.desc()).limit(1)).scalar_one_or_none()
 
 
-def _privacy(req: JobCreate, settings: Settings, caller: Caller, decls) -> dict:
-    policy = settings.gate_policy()
+def _privacy(req: JobCreate, settings: Settings, caller: Caller, decls, policy: gate.Policy) -> dict:
     noised = gate.noised(decls, policy)
     if not noised:
         return {"mechanism": None, "epsilon_per_metric": 0.0, "epsilon_total": 0.0, "noised_metrics": []}
@@ -92,12 +90,11 @@ def _privacy(req: JobCreate, settings: Settings, caller: Caller, decls) -> dict:
 def _other_datasets(session: Session, caller: Caller, settings: Settings, dataset: DatasetVersion,
                     need: float) -> list[str]:
     budget = settings.partner_limit(caller.name, "epsilon_budget")
-    spent = dict(session.execute(select(EpsilonSpend.dataset_version_id, EpsilonSpend.spent_micro)
-                                 .where(EpsilonSpend.principal_id == caller.principal_id)).all())
+    spent = {d.id: used for d, used in epsilon.spent_by_dataset(session, caller.principal_id)}
     out = []
     for d in session.execute(select(DatasetVersion).where(DatasetVersion.id != dataset.id)
                              .order_by(DatasetVersion.name, DatasetVersion.version)).scalars():
-        if d.rows >= settings.min_dataset_rows and budget - spent.get(d.id, 0) / epsilon.MICRO >= need:
+        if d.rows >= settings.min_dataset_rows and budget - spent.get(d.id, 0.0) >= need:
             out.append(d.ref)
     return out[:10]
 
@@ -139,7 +136,8 @@ def submit(session: Session, settings: Settings, caller: Caller, req: JobCreate,
             {"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256})
     decls = {m: decls_all[m] for m in sorted(req.metrics)}
     resources = _resources(req, settings, caller)
-    privacy = _privacy(req, settings, caller, decls)
+    policy = settings.gate_policy()
+    privacy = _privacy(req, settings, caller, decls, policy)
     key = release_key(caller.principal_id, *refs, req.metrics)
     earlier = reusable(session, caller.principal_id, key)
     if earlier is not None:
@@ -154,8 +152,7 @@ def submit(session: Session, settings: Settings, caller: Caller, req: JobCreate,
         raise TooManyRequests("today's model query budget is spent", code="daily_query_budget_exhausted",
                               alternatives=[f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"],
                               retry_after_s=seconds_to_reset())
-    most = leakage.job_bits(settings, gate.max_bits(decls, dataset.rows, privacy["epsilon_per_metric"],
-                                                    settings.gate_policy()))
+    most = leakage.job_bits(settings, gate.max_bits(decls, dataset.rows, privacy["epsilon_per_metric"], policy))
     spec = {
         "suite": refs[0], "model": refs[1], "dataset": refs[2],
         "metrics": sorted(req.metrics),

@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from service.db import insert_if_missing
 from service.ledger import service as ledger
 from service.quotas.models import EpsilonSpend
 from service.registry.models import DatasetVersion
@@ -42,9 +41,7 @@ def try_spend(session: Session, *, principal_id: int, dataset: DatasetVersion, e
               job_id: str, actor: str) -> bool:
     """Spend epsilon if the budget allows; False (and nothing written) if it does not."""
     want, cap = to_micro(epsilon), to_micro(budget)
-    insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}[session.get_bind().dialect.name]
-    session.execute(insert(EpsilonSpend).values(principal_id=principal_id, dataset_version_id=dataset.id, spent_micro=0)
-                    .on_conflict_do_nothing())
+    insert_if_missing(session, EpsilonSpend, principal_id=principal_id, dataset_version_id=dataset.id, spent_micro=0)
     done = session.execute(update(EpsilonSpend)
                            .where(EpsilonSpend.principal_id == principal_id,
                                   EpsilonSpend.dataset_version_id == dataset.id,

@@ -13,11 +13,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import session_scope
+from service.db import insert_if_missing, session_scope
 from service.quotas.models import DailyGrant, DailyUsage
 
 GRANT_TTL_S = 3 * 86400
@@ -134,10 +132,7 @@ class SqlDailyQuota:
             prior = s.get(DailyGrant, (job_id, self.resource))
             if prior is not None:
                 return prior.granted
-            # Concurrent first reservations of the day must not collide on creating the row.
-            insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}[s.get_bind().dialect.name]
-            s.execute(insert(DailyUsage).values(principal_id=principal_id, resource=self.resource, day=day, amount=0)
-                      .on_conflict_do_nothing())
+            insert_if_missing(s, DailyUsage, principal_id=principal_id, resource=self.resource, day=day, amount=0)
             # The UPDATE takes the row lock (the write lock on SQLite) before the read below.
             s.execute(update(DailyUsage).where(*self._usage(principal_id, day)).values(amount=DailyUsage.amount))
             usage = s.execute(select(DailyUsage).where(*self._usage(principal_id, day))

@@ -151,19 +151,18 @@ def noised(decls: dict[str, MetricDecl], policy: Policy) -> list[str]:
     return sorted(name for name, d in decls.items() if d.kind in policy.noised_kinds and d.row_sensitivity(1))
 
 
-def _noise_for(decl: MetricDecl, n_eff: int, eps: float, policy: Policy) -> privacy.Noise:
-    return privacy.calibrate(policy.mechanism, epsilon=eps, sensitivity=decl.row_sensitivity(n_eff),
+def _noise_for(decl: MetricDecl, n_eff: int, epsilon: float, policy: Policy) -> privacy.Noise:
+    return privacy.calibrate(policy.mechanism, epsilon=epsilon, sensitivity=decl.row_sensitivity(n_eff),
                              integer=decl.integer, delta=policy.delta)
 
 
 def max_bits(decls: dict[str, MetricDecl], dataset_rows: int, epsilon: float, policy: Policy) -> float:
     """The most a release of these metrics can carry: each metric on all rows with the least noise, or
     withheld for one of two reasons. `epsilon` is per noised metric."""
-    eps = epsilon
     chosen = set(noised(decls, policy))
     total = 0.0
     for name, d in decls.items():
-        scale = _noise_for(d, dataset_rows, eps, policy).scale if name in chosen else None
+        scale = _noise_for(d, dataset_rows, epsilon, policy).scale if name in chosen else None
         total += bits(d, dataset_rows, policy.decimals, scale, extra_outcomes=len(SUPPRESSION_REASONS))
     return total
 
@@ -197,7 +196,6 @@ def release(reported: dict[str, Reported], decls: dict[str, MetricDecl], *, epsi
             noised_metrics: list[str] | None = None, add_noise=privacy.add_noise) -> Release:
     """`epsilon` is per noised metric; `noised_metrics` is the plan admitted (policy decides if None)."""
     out = Release()
-    eps = epsilon
     chosen = set(noised(decls, policy) if noised_metrics is None else noised_metrics)
     for name in sorted(reported):
         r, d = reported[name], decls[name]
@@ -206,8 +204,8 @@ def release(reported: dict[str, Reported], decls: dict[str, MetricDecl], *, epsi
             out.suppressed.append({"metric": name, "reason": why})
             continue
         value = r.value
-        if name in chosen and eps > 0:
-            noise = _noise_for(d, r.min_class_n if d.per_class else r.n, eps, policy)
+        if name in chosen and epsilon > 0:
+            noise = _noise_for(d, r.min_class_n if d.per_class else r.n, epsilon, policy)
             value = add_noise(value, noise, integer=d.integer)
             out.noise[name] = noise.as_dict()
         out.metrics[name] = _on_grid(value, d, r.n, policy.decimals)

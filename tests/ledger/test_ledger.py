@@ -11,6 +11,7 @@ from sqlalchemy import delete, select, update
 from service.db import session_scope
 from service.ledger import service as ledger
 from service.ledger.models import AuditEvent, AuditHead
+from tests.helpers import concurrently
 
 
 @pytest.fixture
@@ -81,18 +82,12 @@ def test_inserted_event_is_detected(filled):
 
 
 def test_concurrent_appends_keep_one_chain(sessions):
-    import threading
-
     def worker(n):
         for i in range(10):
             with session_scope(sessions) as s:
                 ledger.append(s, actor=f"t{n}", action="x", subject=f"s{n}", data={"i": i})
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    concurrently(worker, 4)
     v = verify(sessions)
     assert v.ok and v.size == 40
     with session_scope(sessions) as s:

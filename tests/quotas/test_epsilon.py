@@ -1,12 +1,11 @@
 """ε per partner and dataset version: spent atomically, never past the budget, on SQLite and Postgres."""
 
-import threading
-
 from service.auth import service as auth
 from service.db import session_scope
 from service.ledger.models import AuditEvent
 from service.quotas import epsilon
 from service.registry.models import DatasetVersion
+from tests.helpers import concurrently
 
 
 def _partner_and_dataset(sessions):
@@ -20,22 +19,14 @@ def _partner_and_dataset(sessions):
 
 def test_concurrent_spends_never_pass_the_budget(sessions):
     principal_id, dataset_id = _partner_and_dataset(sessions)
-    results, errors = [], []
 
     def spend(i):
-        try:
-            with session_scope(sessions) as s:
-                results.append(epsilon.try_spend(s, principal_id=principal_id, dataset=s.get(DatasetVersion, dataset_id),
-                                                 epsilon=0.3, budget=1.0, job_id=f"job-{i}", actor="test"))
-        except Exception as e:  # noqa: BLE001 - any error in a thread must fail the test
-            errors.append(e)
+        with session_scope(sessions) as s:
+            return epsilon.try_spend(s, principal_id=principal_id, dataset=s.get(DatasetVersion, dataset_id),
+                                     epsilon=0.3, budget=1.0, job_id=f"job-{i}", actor="test")
 
-    threads = [threading.Thread(target=spend, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == [] and results.count(True) == 3  # 0.9 of 1.0; a fourth would overspend
+    results = concurrently(spend, 12)
+    assert results.count(True) == 3  # 0.9 of 1.0; a fourth would overspend
     with session_scope(sessions) as s:
         assert epsilon.spent(s, principal_id, dataset_id) == 0.9
         assert s.query(AuditEvent).filter(AuditEvent.action == "privacy.epsilon_spent").count() == 3

@@ -1,13 +1,13 @@
 """Per-partner rows per day: reserve before a job, settle after; atomic and idempotent per job, on
 Redis and on the database."""
 
-import threading
 import uuid
 
 import pytest
 
 from service.quotas.store import RedisDailyQuota, SqlDailyQuota
 from tests.conftest import REDIS_URL, _redis_or_skip
+from tests.helpers import concurrently
 
 
 @pytest.fixture(params=["sql", pytest.param("redis", marks=pytest.mark.redis)])
@@ -41,20 +41,7 @@ def test_reserve_and_settle_are_idempotent_per_job(quota):
 
 
 def test_concurrent_reservations_never_overspend(quota):
-    grants, errors = [], []
-
-    def take(i):
-        try:
-            grants.append(quota.reserve(7, f"job-{i}", want=70, cap=1000))
-        except Exception as e:  # noqa: BLE001 - any error in a thread must fail the test
-            errors.append(e)
-
-    threads = [threading.Thread(target=take, args=(i,)) for i in range(30)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    grants = concurrently(lambda i: quota.reserve(7, f"job-{i}", want=70, cap=1000), 30)
     assert sum(grants) == 1000 and quota.used(7) == 1000
 
 

@@ -37,12 +37,8 @@ def load_dataset() -> tuple[np.ndarray, np.ndarray]:
     into memory the model sidecar shares, so predicting on slices of x copies nothing."""
     path = os.environ.get("EVALGATE_DATASET", "/data/dataset.npz")
     with np.load(path, allow_pickle=False) as npz:
-        y = npz["y"]
-    x = _load_shared(path, "x")
-    if x is None:
-        with np.load(path, allow_pickle=False) as npz:
-            x = npz["x"]
-    return x, y
+        x = _load_shared(path, "x")
+        return (npz["x"] if x is None else x), npz["y"]
 
 
 def _load_shared(path: str, name: str) -> np.ndarray | None:
