@@ -5,12 +5,14 @@ over the per-job unix socket. Prints rows/s and their ratio.
 
 Both sides are measured by one process inside a real job container (the real sandbox: same cgroup,
 CPUs, seccomp and socket as a job), pass after pass in alternation: a pass of in-process onnxruntime
-over all rows, then a pass through the sidecar, then the other way round. Each adjacent pair gives
-one ratio, and the median ratio is the figure: this host is noisy (other tenants), and a pair's two
+over all rows, then a pass through the sidecar, then the other way round. Each round gives one ratio
+of the two, and the median ratio is the figure: this host is noisy (other tenants), and a round's
 passes share its conditions. Only for this benchmark, the job container runs the sidecar image (it
 has onnxruntime) with the model in the suite directory; the channel side calls the client exactly
-as the SDK does (the dataset loaded into shared memory, `inflight=2`). Both sides use the same
-onnxruntime thread count. The per-second request cap is off (a policy, not a cost of the channel).
+as the SDK does (the dataset loaded into shared memory; evalgate.predict(x, batch_size=b) is one
+request that the sidecar runs batch by batch). For comparison it also prints the ratio of one
+request per batch with two in flight, the path of a job that sends its own batches. Both sides use
+the same onnxruntime thread count. The per-second request cap is off (a policy, not a cost).
 """
 
 from __future__ import annotations
@@ -82,8 +84,12 @@ def in_process(b):
         sess.run(None, {"x": x[i:i + b]})
 
 
-def channel(b):  # what evalgate.predict(x[i:i + 1]) and evalgate.predict(x, batch_size=b) do
-    if b == 1:
+def channel(b):  # what evalgate.predict(x, batch_size=b) does
+    client.predict_batched({"x": xs}, b, depth=2)
+
+
+def per_request(b):  # one request per batch: two in flight (client.predict_stream), or one at a time at batch 1
+    if b == 1:  # evalgate.predict(x[i:i + 1]) in a loop
         for i in range(n):
             client.predict({"x": xs[i:i + 1]})
     else:
@@ -91,26 +97,28 @@ def channel(b):  # what evalgate.predict(x[i:i + 1]) and evalgate.predict(x, bat
         np.concatenate([out["logits"] for out in client.predict_stream(batches, depth=2)])
 
 
-pairs = {}
+runs = {}
 for b in BATCHES:
-    in_process(b)
-    channel(b)  # warm-up
-    pairs[b] = []
+    sides = [in_process, channel, per_request]
+    for side in sides:
+        side(b)  # warm-up
+    runs[b] = []
     for r in range(ROUNDS):
         took = {}
-        for side in ((in_process, channel) if r % 2 == 0 else (channel, in_process)):
+        for side in (sides if r % 2 == 0 else sides[::-1]):
             time.sleep(0.2)  # onnxruntime's idle threads stop spinning before the next pass starts
             t0 = time.perf_counter()
             side(b)
             took[side.__name__] = time.perf_counter() - t0
-        pairs[b].append([n / took["in_process"], n / took["channel"]])
+        runs[b].append({k: n / v for k, v in took.items()})
 with open(os.environ["EVALGATE_OUTPUT"], "w") as f:
-    json.dump({str(b): p for b, p in pairs.items()}, f)
+    json.dump({str(b): r for b, r in runs.items()}, f)
 """
 
 
-def measure(model: Path, x: np.ndarray, cpus: float, rounds: int, runtime: str) -> dict[int, list[tuple[float, float]]]:
-    """(in-process rows/s, sidecar rows/s) for each alternating pair of passes, by batch size."""
+def measure(model: Path, x: np.ndarray, cpus: float, rounds: int, runtime: str) -> dict[int, list[dict[str, float]]]:
+    """Rows/s of each side ("in_process", "channel" and "per_request") in each
+    round of alternating passes, by batch size."""
     from service.sandbox.client import docker_client
     from service.sandbox.runner import JobSandbox, Limits, Sandbox
     from service.sandbox.runtimes import resolve
@@ -131,7 +139,7 @@ def measure(model: Path, x: np.ndarray, cpus: float, rounds: int, runtime: str) 
                                           + textwrap.dedent(MEASURE))
         for p in (data, suite / "measure.py", suite / "mlp.onnx"):
             os.chmod(p, 0o644)
-        passes = rounds * 2 * len(BATCHES) + 2 * len(BATCHES)
+        passes = (rounds + 1) * 2 * len(BATCHES)  # passes through the sidecar, each of all rows
         spec = JobSandbox(
             job_id=f"bench-{os.getpid()}", job_image=sidecar_image, sidecar_image=sidecar_image, model_path=model,
             dataset_path=data, suite_path=suite, entrypoint="measure.py", env={},
@@ -146,31 +154,38 @@ def measure(model: Path, x: np.ndarray, cpus: float, rounds: int, runtime: str) 
             sandbox.remove(spec.job_id)
     if outcome.result is None or outcome.exit_code != 0:
         raise SystemExit(f"the bench job failed: exit {outcome.exit_code}\n{outcome.job_log[-3000:]}")
-    return {int(b): [tuple(p) for p in pairs] for b, pairs in json.loads(outcome.result).items()}
+    return {int(b): runs for b, runs in json.loads(outcome.result).items()}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpus", type=float, default=float(os.cpu_count() or 1), help="CPUs for onnxruntime on both sides")
-    ap.add_argument("--rounds", type=int, default=11, help="alternating pairs of passes per batch size")
+    ap.add_argument("--rounds", type=int, default=11, help="rounds of alternating passes per batch size")
     ap.add_argument("--runtime", default="runc", choices=["runc", "runsc"])
     args = ap.parse_args()
     rng = np.random.default_rng(1)
     x = rng.standard_normal((ROWS, 784)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
-        pairs = measure(make_mlp(Path(tmp) / "mlp.onnx"), x, args.cpus, args.rounds, args.runtime)
+        runs = measure(make_mlp(Path(tmp) / "mlp.onnx"), x, args.cpus, args.rounds, args.runtime)
     print(f"inference channel: MLP 784-512-10 float32, {ROWS} rows per pass, onnxruntime threads="
-          f"{max(1, math.ceil(args.cpus))}, runtime={args.runtime}, {args.rounds} alternating pairs of passes "
+          f"{max(1, math.ceil(args.cpus))}, runtime={args.runtime}, {args.rounds} rounds of alternating passes "
           f"per batch size, measured in a job container; sidecar request-rate cap off")
-    print(f"{'batch':>6} {'in-process rows/s':>18} {'sidecar rows/s':>15} {'ratio':>6}  pair ratios (min-max)")
+    print("channel: what evalgate.predict(x, batch_size=b) does (one request; the sidecar runs it batch by batch)")
+    print("per-request: one request per batch, two in flight (client.predict_stream); at batch 1, one at a time")
+    print("             (evalgate.predict(x[i:i+1]) in a loop): the path of a job that sends its own batches")
+    print(f"{'batch':>6} {'in-process rows/s':>18} {'channel rows/s':>15} {'ratio':>6} {'(min-max)':>10}"
+          f" {'per-request ratio':>18}")
     ratios = {}
     for b in BATCHES:
-        base = statistics.median(p[0] for p in pairs[b])
-        side = statistics.median(p[1] for p in pairs[b])
-        each = [p[1] / p[0] for p in pairs[b]]
+        rounds = runs[b]
+        base = statistics.median(r["in_process"] for r in rounds)
+        side = statistics.median(r["channel"] for r in rounds)
+        each = [r["channel"] / r["in_process"] for r in rounds]
         ratios[b] = statistics.median(each)
-        print(f"{b:>6} {base:>18,.0f} {side:>15,.0f} {ratios[b]:>6.2f}  {min(each):.2f}-{max(each):.2f}")
+        per_request = f"{statistics.median(r['per_request'] / r['in_process'] for r in rounds):.2f}"
+        print(f"{b:>6} {base:>18,.0f} {side:>15,.0f} {ratios[b]:>6.2f} {min(each):>4.2f}-{max(each):.2f}"
+              f" {per_request:>18}")
     ratio = ratios[GOAL_BATCH]
     verdict = "meets" if ratio >= GOAL_RATIO else "MISSES"
     print(f"goal: median ratio >= {GOAL_RATIO:.2f} at batch {GOAL_BATCH}: {ratio:.2f} ({verdict})")

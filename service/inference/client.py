@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections import deque
@@ -9,10 +10,12 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from .protocol import (BUDGET_EXCEEDED, ProtocolError, SharedBuffer, decode_tensors, describe, read_frame,
-                       send_frame_with_fd, tune, write_frame)
+from .protocol import (BUDGET_EXCEEDED, MAX_BODY, ProtocolError, SharedBuffer, decode_tensors, describe, frame_parts,
+                       read_frame, send_frame_with_fd, tune, write_frame)
 
 SHARED_MIN_BYTES = 64 << 10  # below this a copy through the socket is cheaper than the bookkeeping
+SPAN_BYTES = 16 << 20  # the most input one batched request copies, and the most output it asks back
+SPAN_UNKNOWN_BATCHES = 16  # batches a request spans when the model's output row size is not declared
 MAX_SLOTS = 4
 DATA_SLOT = 4  # a buffer the job fills once (its dataset); requests point into it
 
@@ -54,6 +57,7 @@ class Client:
         self._want_shared = shared_memory
         self._shared_ok: bool | None = None
         self._shared: dict[int, SharedBuffer] = {}
+        self._early: deque[tuple[dict, memoryview]] = deque()  # answers read while sending (see _write)
 
     def close(self) -> None:
         for buf in self._shared.values():
@@ -71,22 +75,57 @@ class Client:
         return self._reply()
 
     def _reply(self) -> tuple[dict, memoryview]:
+        """The next answer (one read ahead by _write first), raised as an error if it is one."""
+        reply, body = self._early.popleft() if self._early else self._read()
+        if not reply.get("ok"):
+            cls = BudgetExceeded if reply.get("error") == BUDGET_EXCEEDED else ModelError
+            raise cls(str(reply.get("error")), str(reply.get("detail", "")))
+        return reply, body
+
+    def _read(self) -> tuple[dict, memoryview]:
         try:
             frame = read_frame(self.sock)
         except ProtocolError as e:
             raise ModelError(e.code, e.detail) from None
         if frame is None:
             raise ModelError("closed", "the sidecar closed the connection")
-        reply, body = frame
-        if not reply.get("ok"):
-            cls = BudgetExceeded if reply.get("error") == BUDGET_EXCEEDED else ModelError
-            raise cls(str(reply.get("error")), str(reply.get("detail", "")))
-        return reply, body
+        return frame
+
+    def _write(self, header: dict, arrays: list[np.ndarray], owed: int) -> None:
+        """Send one frame with `owed` answers still to come. The sidecar answers a connection's
+        requests one at a time and blocks while the socket takes no more of an answer; were we
+        blocked sending it a large request at that moment, neither would ever move. So while the
+        socket takes no more of this frame, answers that arrive are read and kept for _reply."""
+        owed -= len(self._early)
+        if owed <= 0:
+            write_frame(self.sock, header, arrays)  # the sidecar has nothing to send us: plain blocking send
+            return
+        poller = select.poll()
+        for part in frame_parts(header, arrays):
+            while part.nbytes:
+                poller.register(self.sock, select.POLLOUT | (select.POLLIN if owed > 0 else 0))
+                events = poller.poll(None if self.timeout is None else self.timeout * 1000)
+                if not events:
+                    raise ModelError("timeout", "the sidecar took neither the request nor gave an answer")
+                mask = events[0][1]
+                if owed > 0 and mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    self._early.append(self._read())  # a whole answer: the sidecar is writing it now
+                    owed -= 1
+                if mask & select.POLLOUT:
+                    try:
+                        part = part[self.sock.send(part, socket.MSG_DONTWAIT):]
+                    except BlockingIOError:
+                        pass
 
     def metadata(self) -> dict:
         reply = self._call({"op": "metadata"})[0]
         self._shared_ok = bool(reply.get("shared_memory")) and self._want_shared
+        self._metadata = reply["metadata"]
+        self._max_body = int(reply.get("limits", {}).get("max_body", MAX_BODY))
         return reply["metadata"]
+
+    _metadata: dict | None = None
+    _max_body = MAX_BODY
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return next(self.predict_stream([inputs], depth=1))
@@ -95,17 +134,53 @@ class Client:
         """Predict batch after batch with up to `depth` requests queued on this connection: while
         the sidecar runs the model on one, the next is already waiting for it. Answers come in order.
         Each queued request has its own shared-memory slot, reused only after its answer arrived."""
+        return self._stream(batches, depth, {"op": "predict"})
+
+    def predict_batched(self, inputs: dict[str, np.ndarray], batch_size: int, depth: int = 2) -> dict[str, np.ndarray]:
+        """All rows of `inputs` in batches of `batch_size`, batched by the sidecar: one request
+        carries a span of many batches, and the sidecar runs them one by one, each exactly as
+        predict() would. Same outputs and the same budget (rows, and one request per batch) as
+        predicting batch by batch, without a round trip per batch. A slice of the shared dataset is
+        one span, however long (nothing is copied); other inputs go in spans of at most SPAN_BYTES."""
+        names = list(inputs)
+        arrays = {n: np.ascontiguousarray(inputs[n]) for n in names}
+        rows = len(arrays[names[0]]) if names and arrays[names[0]].ndim else 0
+        if rows == 0 or any(a.ndim == 0 or len(a) != rows for a in arrays.values()):
+            return self.predict(arrays)  # the sidecar says what is wrong, or answers the empty batch
+        span = self._span_rows(list(arrays.values()), rows, batch_size)
+        spans = ({n: a[i:i + span] for n, a in arrays.items()} for i in range(0, rows, span))
+        outs = list(self._stream(spans, depth, {"op": "predict_batched", "batch": batch_size}))
+        return outs[0] if len(outs) == 1 else {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+    def _span_rows(self, arrays: list[np.ndarray], rows: int, batch_size: int) -> int:
+        """Rows per request: whole batches, within SPAN_BYTES of copied input and of output."""
+        data = self._shared.get(DATA_SLOT)
+        copied = 0 if data is not None and data.offset_of(arrays) is not None else sum(a.nbytes for a in arrays) // rows
+        out_row = 0
+        for o in (self._metadata or self.metadata())["outputs"]:
+            dims = o["shape"][1:]
+            if not o["shape"] or not all(isinstance(d, int) for d in dims):
+                out_row = -1  # not declared: spans of a few batches
+                break
+            out_row += int(np.prod(dims, dtype=np.int64)) * np.dtype(o["dtype"]).itemsize
+        span_bytes = min(SPAN_BYTES, self._max_body)  # what one frame may carry, either way
+        batches = SPAN_UNKNOWN_BATCHES if out_row < 0 else span_bytes // max(copied, out_row, 1) // batch_size
+        if copied:
+            batches = min(batches, span_bytes // copied // batch_size)
+        return max(1, batches) * batch_size
+
+    def _stream(self, requests: Iterable[dict[str, np.ndarray]], depth: int, op: dict) -> Iterator[dict[str, np.ndarray]]:
         depth = max(1, min(depth, MAX_SLOTS))
         pending: deque[str] = deque()  # "attach" or "predict", in the order their replies will come
         outstanding = 0
         slot = 0
-        for feeds in batches:
+        for feeds in requests:
             while outstanding >= depth:
                 out = self._drain(pending)
                 if out is not None:
                     outstanding -= 1
                     yield out
-            self._send(feeds, slot, pending)
+            self._send(feeds, slot, pending, op)
             outstanding += 1
             slot = (slot + 1) % depth
         while pending:
@@ -124,13 +199,14 @@ class Client:
         self._reply()
         return arr
 
-    def _send(self, inputs: dict[str, np.ndarray], slot: int, pending: deque) -> None:
+    def _send(self, inputs: dict[str, np.ndarray], slot: int, pending: deque, op: dict) -> None:
         names = list(inputs)
         arrays = [np.ascontiguousarray(inputs[n]) for n in names]
-        header = {"op": "predict", "inputs": [describe(n, a) for n, a in zip(names, arrays)]}
+        header = {**op, "inputs": [describe(n, a) for n, a in zip(names, arrays)]}
         total = sum(a.nbytes for a in arrays)
         data = self._shared.get(DATA_SLOT)
         at = data.offset_of(arrays) if data is not None else None
+        owed = len(pending)
         if at is not None:  # already in shared memory: send where, not what
             write_frame(self.sock, {**header, "shm": True, "slot": DATA_SLOT, "at": at})
         elif total >= SHARED_MIN_BYTES and self._use_shared():
@@ -141,7 +217,7 @@ class Client:
             buf.write(arrays)
             write_frame(self.sock, {**header, "shm": True, "slot": slot})
         else:
-            write_frame(self.sock, header, arrays)
+            self._write(header, arrays, owed)
         pending.append("predict")
 
     def _drain(self, pending: deque) -> dict[str, np.ndarray] | None:

@@ -215,13 +215,18 @@ def send_frame_with_fd(sock: socket.socket, header: dict, fd: int) -> None:
     socket.send_fds(sock, [PREFIX.pack(len(raw), 0) + raw], [fd])
 
 
-def write_frame(sock: socket.socket, header: dict, tensors: list[np.ndarray] = ()) -> None:
+def frame_parts(header: dict, tensors: list[np.ndarray] = ()) -> list[memoryview]:
+    """A frame as buffers to send back to back: prefix and header, then each tensor's bytes."""
     raw = json.dumps(header, separators=(",", ":")).encode()
     parts = [memoryview(np.ascontiguousarray(t)).cast("B") for t in tensors]
-    head = PREFIX.pack(len(raw), sum(p.nbytes for p in parts)) + raw
+    return [memoryview(PREFIX.pack(len(raw), sum(p.nbytes for p in parts)) + raw), *parts]
+
+
+def write_frame(sock: socket.socket, header: dict, tensors: list[np.ndarray] = ()) -> None:
+    parts = frame_parts(header, tensors)
     # One system call for the usual frame; whatever the kernel did not take goes after it.
-    sent = sock.sendmsg([head, *parts])
-    for part in (memoryview(head), *parts):
+    sent = sock.sendmsg(parts)
+    for part in parts:
         if sent >= part.nbytes:
             sent -= part.nbytes
             continue

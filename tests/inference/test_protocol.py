@@ -1,5 +1,6 @@
 """The sidecar protocol against a real onnxruntime server on a real unix socket."""
 
+import contextlib
 import socket
 import struct
 import threading
@@ -12,16 +13,23 @@ from service.inference.protocol import PREFIX, ProtocolError, decode_tensors
 from service.inference.server import make_server
 
 
+@contextlib.contextmanager
+def serving(path, model, **limits):
+    """A real sidecar server on a real unix socket, in a thread: yields (socket path, budget)."""
+    server, budget = make_server(str(path), str(model), **limits)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield str(path), budget
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(params=[True, False], ids=["shared-memory", "in-band"])
 def sidecar(request, tmp_path, demo_files):
-    path = str(tmp_path / "model.sock")
-    server, budget = make_server(path, str(demo_files["model"]), max_rows=1000, max_batch=512, max_body=1 << 20,
-                                 shared_memory=request.param)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield path, budget
-    server.shutdown()
-    server.server_close()
+    with serving(tmp_path / "model.sock", demo_files["model"], max_rows=1000, max_batch=512, max_body=1 << 20,
+                 shared_memory=request.param) as served:
+        yield served
 
 
 @pytest.fixture
@@ -127,10 +135,8 @@ def test_decode_is_zero_copy_and_checks_lengths():
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-memory", "in-band"])
 def test_stream_answers_in_order_and_matches_single_requests(tmp_path, demo_files, data, shared):
-    path = str(tmp_path / "big.sock")
-    server, budget = make_server(path, str(demo_files["model"]), max_rows=100_000, max_batch=4096, shared_memory=shared)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
+    with serving(tmp_path / "big.sock", demo_files["model"], max_rows=100_000, max_batch=4096,
+                 shared_memory=shared) as (path, budget):
         x = np.resize(data[0], (6000, 16)).astype(np.float32)  # 2000-row batches: 128 KB, over the shared-memory floor
         with Client(path) as c:
             streamed = [o["probabilities"] for o in
@@ -141,9 +147,6 @@ def test_stream_answers_in_order_and_matches_single_requests(tmp_path, demo_file
         for a, b in zip(streamed, single):
             np.testing.assert_array_equal(a, b)
         assert budget.snapshot()["rows"] == 12_000
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _attach(path, fd, slot=0):
@@ -255,3 +258,167 @@ def test_a_frame_larger_than_the_socket_buffer_arrives_whole():
     np.testing.assert_array_equal(got["q"], big[1])
     a.close()
     b.close()
+
+
+# -- predict_batched: the sidecar walks a span of rows in batches ---------------------------------
+
+def _reference(demo_files, x, batch):
+    import onnxruntime as ort
+
+    ref = ort.InferenceSession(str(demo_files["model"]), providers=["CPUExecutionProvider"])
+    return np.concatenate([ref.run(None, {"features": x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def _count_requests(client):
+    """Wraps the client's sender to count the requests that cross the socket."""
+    sent = []
+    real = client._send
+
+    def send(inputs, slot, pending, op):
+        sent.append(op["op"])
+        real(inputs, slot, pending, op)
+
+    client._send = send
+    return sent
+
+
+def test_batched_equals_batch_by_batch_and_is_charged_as_such(sidecar, data, demo_files):
+    x, _ = data  # 600 rows: nine batches of 64 and a tail of 24
+    with Client(sidecar[0]) as c:
+        sent = _count_requests(c)
+        out = c.predict_batched({"features": x}, 64)["probabilities"]
+    np.testing.assert_array_equal(out, _reference(demo_files, x, 64))
+    assert sent == ["predict_batched"]  # one request crossed the socket
+    snap = sidecar[1].snapshot()
+    assert snap["rows"] == 600 and snap["requests"] == 10  # ...charged as the ten batches it ran
+
+
+def test_a_shared_dataset_goes_as_one_request_without_a_copy(tmp_path, data, demo_files):
+    from unittest import mock
+
+    x, _ = data
+    with serving(tmp_path / "shm.sock", demo_files["model"], max_rows=1000, shared_memory=True) as (path, _), \
+            Client(path) as c:
+        shared = c.shared_array(x.shape, x.dtype)
+        shared[...] = x
+        sent = _count_requests(c)
+        with mock.patch("service.inference.protocol.SharedBuffer.write", side_effect=AssertionError("copied")):
+            out = c.predict_batched({"features": shared[100:500]}, 128)["probabilities"]
+    np.testing.assert_array_equal(out, _reference(demo_files, x[100:500], 128))
+    assert sent == ["predict_batched"]
+
+
+def test_long_inputs_are_cut_into_spans_of_whole_batches(sidecar, data, demo_files, monkeypatch):
+    import service.inference.client as client_mod
+
+    x, _ = data
+    monkeypatch.setattr(client_mod, "SPAN_BYTES", 100 * 16 * 4)  # about 100 rows of input a request
+    with Client(sidecar[0]) as c:
+        sent = _count_requests(c)
+        out = c.predict_batched({"features": x[:550]}, 32)["probabilities"]
+    np.testing.assert_array_equal(out, _reference(demo_files, x[:550], 32))
+    assert len(sent) == 6  # spans of 96 rows (three batches of 32): 5 whole, then 70
+    assert sidecar[1].snapshot()["requests"] == 18  # batches: 5 × 3 + 3 (32 + 32 + 6)
+
+
+def test_a_span_over_the_budget_is_refused_whole(sidecar, data):
+    x, _ = data
+    with Client(sidecar[0]) as c:
+        c.predict({"features": x[:500]})
+        c.predict({"features": x[:400]})  # 900 of 1000 rows spent
+        with pytest.raises(BudgetExceeded):
+            c.predict_batched({"features": x[:200]}, 50)
+        snap = sidecar[1].snapshot()
+        assert snap["rows"] == 900 and snap["requests"] == 2  # nothing of the refused span was spent
+        assert c.predict_batched({"features": x[:100]}, 50)["probabilities"].shape == (100, 3)
+    assert sidecar[1].snapshot()["rows"] == 1000
+
+
+def test_a_span_counts_one_request_per_batch_against_the_request_budget(tmp_path, demo_files, data):
+    with serving(tmp_path / "req.sock", demo_files["model"], max_rows=10_000, max_requests=5) as (path, budget):
+        with Client(path) as c:
+            with pytest.raises(BudgetExceeded):
+                c.predict_batched({"features": data[0][:60]}, 10)  # six batches: six requests
+            assert c.predict_batched({"features": data[0][:50]}, 10)["probabilities"].shape == (50, 3)
+        assert budget.snapshot()["requests"] == 5
+
+
+@pytest.mark.parametrize("batch, code", [(0, b"bad_frame"), (-3, b"bad_frame"), (True, b"bad_frame"),
+                                         ("64", b"bad_frame"), (None, b"bad_frame"), (513, b"too_large")])
+def test_a_bad_batch_size_is_refused_and_the_connection_goes_on(sidecar, batch, code, data):
+    import json
+
+    from service.inference.protocol import read_frame, write_frame
+
+    x = data[0][:8]
+    header = {"op": "predict_batched", "inputs": [{"name": "features", "dtype": "float32", "shape": [8, 16]}]}
+    s = raw(sidecar[0])
+    try:
+        write_frame(s, {**header, "batch": batch}, [x])
+        assert code in read_reply(s)
+        write_frame(s, {**header, "batch": 4}, [x])
+        reply, _ = read_frame(s)
+        assert reply["ok"] and reply["outputs"][0]["shape"] == [8, 3], json.dumps(reply)
+    finally:
+        s.close()
+    assert sidecar[1].snapshot()["rows"] == 8  # the refused requests spent nothing
+
+
+def _scalar_model(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["features"], ["total"], keepdims=0)], "sum",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("total", TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_run_batched_paces_each_batch_bounds_its_output_and_wants_rows(tmp_path, demo_files, data):
+    from service.inference.server import Model
+
+    x = data[0][:100]
+    model = Model(str(demo_files["model"]), threads=1)
+    paced = []
+    out = model.run_batched({"features": x}, 100, 30, lambda: paced.append(1), max_bytes=1 << 20)
+    assert out[0].shape == (100, 3) and len(paced) == 3  # four batches: the first waited as the request
+    with pytest.raises(ProtocolError) as e:
+        model.run_batched({"features": x}, 100, 30, lambda: None, max_bytes=500)  # 30 × 3 × 4 bytes a batch
+    assert e.value.code == "too_large"
+    scalar = Model(str(_scalar_model(tmp_path / "sum.onnx")), threads=1)
+    with pytest.raises(ProtocolError) as e:
+        scalar.run_batched({"features": x}, 100, 30, lambda: None, max_bytes=1 << 20)
+    assert e.value.code == "shape_mismatch"
+
+
+def _echo_model(path, width):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "echo",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_large_requests_and_answers_in_flight_do_not_deadlock(tmp_path):
+    """Answers as large as the requests, in-band, two in flight: each is far past the socket
+    buffers, so the sidecar blocks writing answer k while the client writes request k+1. The client
+    reads answers while its send is stuck, so both go on."""
+    width = 4096  # 16 KB a row: a 600-row request or answer is 9.8 MB, past the 8 MB socket buffers
+    x = np.random.default_rng(0).standard_normal((2400, width)).astype(np.float32)
+    with serving(tmp_path / "echo.sock", _echo_model(tmp_path / "echo.onnx", width), max_rows=10_000,
+                 max_body=16 << 20, shared_memory=False) as (path, _):
+        with Client(path, timeout=20) as c:
+            out = [o["y"] for o in c.predict_stream(({"x": x[i:i + 600]} for i in range(0, 2400, 600)), depth=2)]
+            span = c.predict_batched({"x": x}, 100)["y"]  # in-band spans of 16 MB, answers as large
+    np.testing.assert_array_equal(np.concatenate(out), x)
+    np.testing.assert_array_equal(span, x)

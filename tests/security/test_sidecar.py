@@ -98,6 +98,27 @@ def test_budget_refusal_is_final_even_if_the_job_catches_it(stack):
     assert m == {"answered": 5.0, "refused": 15.0}
 
 
+def test_a_batched_request_is_charged_batch_by_batch_and_refused_whole(stack):
+    """evalgate.predict(x, batch_size=b) is one request that the sidecar runs batch by batch: it
+    costs the rows and one request per batch, as sending each batch would, and a span that does not
+    fit the budget is refused before any of it runs."""
+    job = attack(stack, """
+        import evalgate
+        x, _ = evalgate.load_dataset()
+        rows = len(evalgate.predict(x[:100], batch_size=32))    # 4 batches
+        rows += len(evalgate.predict(x[:300], batch_size=64))   # 5 batches: 400 rows spent
+        refused = 0
+        try:
+            evalgate.predict(x[:200], batch_size=50)            # 600 > 520: refused whole
+        except evalgate.BudgetExceeded:
+            refused += 1
+        rows += len(evalgate.predict(x[:120], batch_size=40))   # 3 batches: exactly 520
+        evalgate.report({"rows": rows, "refused": refused})
+    """, ["rows", "refused"], resources={"query_budget": 520})
+    assert released(job) == {"rows": 520.0, "refused": 1.0}
+    assert job["result"]["provenance"]["queries"] == {"rows": 520, "requests": 12}
+
+
 def test_handing_the_sidecar_hostile_descriptors(stack):
     """Only a memfd sealed against shrinking is mapped (a shrinkable one could SIGBUS the sidecar);
     a file, a pipe or an unsealed memfd is refused, and the sidecar keeps serving."""

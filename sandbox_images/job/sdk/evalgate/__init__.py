@@ -87,16 +87,15 @@ def predict_all(inputs) -> dict[str, np.ndarray]:
 def predict(inputs, batch_size: int | None = None, inflight: int = 2) -> np.ndarray:
     """The model's first output for the given inputs.
 
-    With batch_size, the rows are sent in batches with `inflight` requests queued at the sidecar, so
-    it never waits for the next batch; the outputs are concatenated in order."""
+    With batch_size, the model runs on batches of that many rows, the sidecar doing the batching:
+    a slice of the dataset from load_dataset() is one request however long, other inputs go in
+    requests of a few MB with `inflight` of them queued at the sidecar, so it never waits for the
+    next. The budget counts rows, and one request per batch, as if each batch were sent alone."""
     info = model_info_cached()
     first = info["outputs"][0]["name"]
     if batch_size is None:
         return predict_all(inputs)[first]
-    feeds = _feeds(inputs, info)
-    n = len(next(iter(feeds.values())))
-    batches = ({k: v[i:i + batch_size] for k, v in feeds.items()} for i in range(0, n, batch_size))
-    return np.concatenate([out[first] for out in _conn().predict_stream(batches, depth=inflight)])
+    return _conn().predict_batched(_feeds(inputs, info), int(batch_size), depth=inflight)[first]
 
 
 def _feeds(inputs, info: dict) -> dict[str, np.ndarray]:
