@@ -4,6 +4,13 @@ this module imports only the standard library and numpy.
 A frame is an 8-byte prefix (header length, body length; big-endian u32), a UTF-8 JSON header, then
 the body: the raw C-order bytes of each tensor the header lists, back to back. Tensors are decoded
 with np.frombuffer, i.e. without copying.
+
+Operations (header "op"): "metadata" (input and output names, dtypes and shapes, whether shared
+memory works, the frame limits); "predict" (one batch: named inputs in the body, or in shared
+memory at "slot" and byte offset "at"); "predict_batched" (the same, plus "batch": the sidecar runs
+the rows batch by batch and answers once, charged one request per batch); "attach" (hands over a
+memfd for a slot, in the frame's SCM_RIGHTS). Every answer is {"ok": true, ...} with the outputs in
+the body, or {"ok": false, "error": code, "detail": text}; answers come in request order.
 """
 
 from __future__ import annotations
