@@ -58,6 +58,8 @@ class Client:
         self._shared_ok: bool | None = None
         self._shared: dict[int, SharedBuffer] = {}
         self._early: deque[tuple[dict, memoryview]] = deque()  # answers read while sending (see _write)
+        self._metadata: dict | None = None
+        self._max_body = MAX_BODY  # the sidecar's frame limit, from its metadata
 
     def close(self) -> None:
         for buf in self._shared.values():
@@ -124,9 +126,6 @@ class Client:
         self._max_body = int(reply.get("limits", {}).get("max_body", MAX_BODY))
         return reply["metadata"]
 
-    _metadata: dict | None = None
-    _max_body = MAX_BODY
-
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return next(self.predict_stream([inputs], depth=1))
 
@@ -156,17 +155,17 @@ class Client:
         """Rows per request: whole batches, within SPAN_BYTES of copied input and of output."""
         data = self._shared.get(DATA_SLOT)
         copied = 0 if data is not None and data.offset_of(arrays) is not None else sum(a.nbytes for a in arrays) // rows
-        out_row = 0
+        out_row, declared = 0, True
         for o in (self._metadata or self.metadata())["outputs"]:
             dims = o["shape"][1:]
             if not o["shape"] or not all(isinstance(d, int) for d in dims):
-                out_row = -1  # not declared: spans of a few batches
+                declared = False
                 break
             out_row += int(np.prod(dims, dtype=np.int64)) * np.dtype(o["dtype"]).itemsize
         span_bytes = min(SPAN_BYTES, self._max_body)  # what one frame may carry, either way
-        batches = SPAN_UNKNOWN_BATCHES if out_row < 0 else span_bytes // max(copied, out_row, 1) // batch_size
-        if copied:
-            batches = min(batches, span_bytes // copied // batch_size)
+        batches = span_bytes // max(copied, out_row, 1) // batch_size
+        if not declared:  # the output's size is unknown: a few batches a request
+            batches = min(batches, SPAN_UNKNOWN_BATCHES)
         return max(1, batches) * batch_size
 
     def _stream(self, requests: Iterable[dict[str, np.ndarray]], depth: int, op: dict) -> Iterator[dict[str, np.ndarray]]:
@@ -206,7 +205,6 @@ class Client:
         total = sum(a.nbytes for a in arrays)
         data = self._shared.get(DATA_SLOT)
         at = data.offset_of(arrays) if data is not None else None
-        owed = len(pending)
         if at is not None:  # already in shared memory: send where, not what
             write_frame(self.sock, {**header, "shm": True, "slot": DATA_SLOT, "at": at})
         elif total >= SHARED_MIN_BYTES and self._use_shared():
@@ -217,7 +215,7 @@ class Client:
             buf.write(arrays)
             write_frame(self.sock, {**header, "shm": True, "slot": slot})
         else:
-            self._write(header, arrays, owed)
+            self._write(header, arrays, owed=len(pending))
         pending.append("predict")
 
     def _drain(self, pending: deque) -> dict[str, np.ndarray] | None:

@@ -234,21 +234,19 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                 else:
                     feeds = decode_tensors(header.get("inputs"), body)
                 rows = model.check(feeds)
-                if op == "predict":
-                    if rows > max_batch:
-                        raise ProtocolError(TOO_LARGE, f"batch of {rows} rows; at most {max_batch}")
-                    if not budget.spend(rows):
-                        raise ProtocolError(BUDGET_EXCEEDED, "the job's model query budget is spent")
-                    arrays = model.run(feeds)
+                if op == "predict":  # one batch: all the rows
+                    batch, requests = rows, 1
                 else:
                     batch = header.get("batch")
                     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
                         raise ProtocolError(BAD_FRAME, "batch must be a positive integer")
-                    if batch > max_batch:
-                        raise ProtocolError(TOO_LARGE, f"batch of {batch} rows; at most {max_batch}")
-                    if not budget.spend(rows, max(1, -(-rows // batch))):
-                        raise ProtocolError(BUDGET_EXCEEDED, "the job's model query budget is spent")
-                    arrays = model.run_batched(feeds, rows, batch, rate.wait, MAX_BODY)
+                    requests = max(1, -(-rows // batch))
+                if batch > max_batch:
+                    raise ProtocolError(TOO_LARGE, f"batch of {batch} rows; at most {max_batch}")
+                if not budget.spend(rows, requests):
+                    raise ProtocolError(BUDGET_EXCEEDED, "the job's model query budget is spent")
+                arrays = model.run(feeds) if op == "predict" else model.run_batched(feeds, rows, batch, rate.wait,
+                                                                                      MAX_BODY)
                 write_frame(sock, {"ok": True, "outputs": [describe(n, a) for n, a in zip(model.output_names, arrays)]},
                             arrays)
             else:
