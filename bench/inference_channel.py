@@ -45,12 +45,18 @@ def make_mlp(path: Path, seed: int = 0) -> Path:
     w2 = (rng.standard_normal((512, 10)) / 22).astype(np.float32)
     b2 = np.zeros(10, np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
-         helper.make_node("Relu", ["h1"], ["h2"]), helper.make_node("MatMul", ["h2", "w2"], ["o0"]),
-         helper.make_node("Add", ["o0", "b2"], ["logits"])],
-        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 784])],
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+            helper.make_node("Add", ["h0", "b1"], ["h1"]),
+            helper.make_node("Relu", ["h1"], ["h2"]),
+            helper.make_node("MatMul", ["h2", "w2"], ["o0"]),
+            helper.make_node("Add", ["o0", "b2"], ["logits"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 784])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
-        initializer=[numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))])
+        initializer=[numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -135,18 +141,34 @@ def measure(model: Path, x: np.ndarray, cpus: float, rounds: int, runtime: str) 
         os.chmod(suite, 0o755)
         shutil.copy(model, suite / "mlp.onnx")
         threads = max(1, math.ceil(cpus))
-        (suite / "measure.py").write_text(f"BATCHES = {BATCHES!r}\nROUNDS = {rounds}\nTHREADS = {threads}\n"
-                                          + textwrap.dedent(MEASURE))
+        (suite / "measure.py").write_text(
+            f"BATCHES = {BATCHES!r}\nROUNDS = {rounds}\nTHREADS = {threads}\n" + textwrap.dedent(MEASURE)
+        )
         for p in (data, suite / "measure.py", suite / "mlp.onnx"):
             os.chmod(p, 0o644)
         passes = (rounds + 1) * 2 * len(BATCHES)  # passes through the sidecar, each of all rows
         spec = JobSandbox(
-            job_id=f"bench-{os.getpid()}", job_image=sidecar_image, sidecar_image=sidecar_image, model_path=model,
-            dataset_path=data, suite_path=suite, entrypoint="measure.py", env={},
-            command=["/opt/venv/bin/python", "/suite/measure.py"], query_budget_rows=ROWS * passes,
-            limits=Limits(memory_mb=2048, cpus=cpus, timeout_s=1800, max_requests=10_000_000, max_batch_rows=4096,
-                          max_requests_per_s=0, result_max_bytes=64 << 10),
-            runtime=resolve(client, runtime))
+            job_id=f"bench-{os.getpid()}",
+            job_image=sidecar_image,
+            sidecar_image=sidecar_image,
+            model_path=model,
+            dataset_path=data,
+            suite_path=suite,
+            entrypoint="measure.py",
+            env={},
+            command=["/opt/venv/bin/python", "/suite/measure.py"],
+            query_budget_rows=ROWS * passes,
+            limits=Limits(
+                memory_mb=2048,
+                cpus=cpus,
+                timeout_s=1800,
+                max_requests=10_000_000,
+                max_batch_rows=4096,
+                max_requests_per_s=0,
+                result_max_bytes=64 << 10,
+            ),
+            runtime=resolve(client, runtime),
+        )
         sandbox = Sandbox(client, deployment="evalgate-bench")
         try:
             outcome = sandbox.run(spec)
@@ -168,14 +190,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
         runs = measure(make_mlp(Path(tmp) / "mlp.onnx"), x, args.cpus, args.rounds, args.runtime)
-    print(f"inference channel: MLP 784-512-10 float32, {ROWS} rows per pass, onnxruntime threads="
-          f"{max(1, math.ceil(args.cpus))}, runtime={args.runtime}, {args.rounds} rounds of alternating passes "
-          f"per batch size, measured in a job container; sidecar request-rate cap off")
+    print(
+        f"inference channel: MLP 784-512-10 float32, {ROWS} rows per pass, onnxruntime threads="
+        f"{max(1, math.ceil(args.cpus))}, runtime={args.runtime}, {args.rounds} rounds of alternating passes "
+        f"per batch size, measured in a job container; sidecar request-rate cap off"
+    )
     print("channel: what evalgate.predict(x, batch_size=b) does (one request; the sidecar runs it batch by batch)")
     print("per-request: one request per batch, two in flight (client.predict_stream); at batch 1, one at a time")
     print("             (evalgate.predict(x[i:i+1]) in a loop): the path of a job that sends its own batches")
-    print(f"{'batch':>6} {'in-process rows/s':>18} {'channel rows/s':>15} {'ratio':>6} {'(min-max)':>10}"
-          f" {'per-request ratio':>18}")
+    print(
+        f"{'batch':>6} {'in-process rows/s':>18} {'channel rows/s':>15} {'ratio':>6} {'(min-max)':>10}"
+        f" {'per-request ratio':>18}"
+    )
     ratios = {}
     for b in BATCHES:
         rounds = runs[b]
@@ -184,8 +210,10 @@ def main() -> int:
         each = [r["channel"] / r["in_process"] for r in rounds]
         ratios[b] = statistics.median(each)
         per_request = f"{statistics.median(r['per_request'] / r['in_process'] for r in rounds):.2f}"
-        print(f"{b:>6} {base:>18,.0f} {side:>15,.0f} {ratios[b]:>6.2f} {min(each):>4.2f}-{max(each):.2f}"
-              f" {per_request:>18}")
+        print(
+            f"{b:>6} {base:>18,.0f} {side:>15,.0f} {ratios[b]:>6.2f} {min(each):>4.2f}-{max(each):.2f}"
+            f" {per_request:>18}"
+        )
     ratio = ratios[GOAL_BATCH]
     verdict = "meets" if ratio >= GOAL_RATIO else "MISSES"
     print(f"goal: median ratio >= {GOAL_RATIO:.2f} at batch {GOAL_BATCH}: {ratio:.2f} ({verdict})")

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 GOAL = 3.0
-CODE = 'import evalgate; evalgate.report({m: 1 for m in evalgate.requested_metrics()})'
+CODE = "import evalgate; evalgate.report({m: 1 for m in evalgate.requested_metrics()})"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -37,8 +37,15 @@ def service_latencies(n: int, data_dir: Path) -> list[float]:
     from service.demo_assets import write_demo
     from service.registry.bundles import pack_directory
 
-    settings = Settings(data_dir=data_dir, broker_url=None, database_url=None, timing_buckets_s=[0.001],
-                        releases_per_window=100_000, max_concurrent_jobs=100_000, max_metrics=max(32, n + 1))
+    settings = Settings(
+        data_dir=data_dir,
+        broker_url=None,
+        database_url=None,
+        timing_buckets_s=[0.001],
+        releases_per_window=100_000,
+        max_concurrent_jobs=100_000,
+        max_metrics=max(32, n + 1),
+    )
     migrate(settings.database_url)
     with session_scope(make_sessionmaker(make_engine(settings.database_url))) as s:
         op = auth.create_key(s, name="bench-ops", role="operator", expires_in=auth.parse_duration("1h"))[1]
@@ -49,7 +56,9 @@ def service_latencies(n: int, data_dir: Path) -> list[float]:
         ops, part = {"Authorization": f"Bearer {op}"}, {"Authorization": f"Bearer {partner}"}
         for kind, name, path in (("models", "m", model), ("datasets", "d", data)):
             with open(path, "rb") as f:
-                http.post(f"/v1/{kind}", headers=ops, data={"name": name, "version": "1"}, files={"file": f}).raise_for_status()
+                http.post(
+                    f"/v1/{kind}", headers=ops, data={"name": name, "version": "1"}, files={"file": f}
+                ).raise_for_status()
         suite = data_dir / "trivial-suite"
         suite.mkdir()
         declared = "".join(f"  m{i}: count\n" for i in range(n + 1))
@@ -62,7 +71,11 @@ def service_latencies(n: int, data_dir: Path) -> list[float]:
             t0 = time.perf_counter()
             job = http.post("/v1/jobs", headers=part, json=spec).json()
             while (state := http.get(f"/v1/jobs/{job['id']}", headers=part).json()["state"]) not in (
-                    "released", "rejected", "failed", "cancelled"):
+                "released",
+                "rejected",
+                "failed",
+                "cancelled",
+            ):
                 time.sleep(0.005)
             if state != "released":
                 raise SystemExit(f"bench job ended {state}")
@@ -75,8 +88,23 @@ def bare_latencies(n: int) -> list[float]:
     from service.sandbox.client import docker_client
 
     image = docker_client().images.get("evalgate-job:latest").id
-    cmd = ["docker", "run", "--rm", "--network", "none", "--tmpfs", "/out", "-e", "EVALGATE_OUTPUT=/out/result.json",
-           "-e", "EVALGATE_METRICS=m0", image, "/opt/venv/bin/python", "-c", CODE]
+    cmd = [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--tmpfs",
+        "/out",
+        "-e",
+        "EVALGATE_OUTPUT=/out/result.json",
+        "-e",
+        "EVALGATE_METRICS=m0",
+        image,
+        "/opt/venv/bin/python",
+        "-c",
+        CODE,
+    ]
     out = []
     for i in range(n + 1):
         t0 = time.perf_counter()
@@ -93,8 +121,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         bare = bare_latencies(args.jobs)
         service = service_latencies(args.jobs, Path(tmp) / "data")
-    print(f"job overhead: {args.jobs} trivial jobs each (after one warm-up), embedded worker, runc; "
-          f"completion-time padding and release-rate cap off")
+    print(
+        f"job overhead: {args.jobs} trivial jobs each (after one warm-up), embedded worker, runc; "
+        f"completion-time padding and release-rate cap off"
+    )
     print(f"{'':28s} {'p50 s':>7} {'p95 s':>7}")
     print(f"{'bare docker run --rm':28s} {statistics.median(bare):7.3f} {percentile(bare, 0.95):7.3f}")
     print(f"{'API submit -> released':28s} {statistics.median(service):7.3f} {percentile(service, 0.95):7.3f}")

@@ -56,8 +56,17 @@ def worker(concurrency: int, loglevel: str) -> None:
         _fail("EVALGATE_BROKER_URL is not set: without a broker the API runs jobs itself (evalgate serve).", 2)
     from service.worker import celery_app
 
-    celery_app.worker_main(["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--without-gossip",
-                            "--without-mingle", "-n", f"evalgate-{os.getpid()}@%h"])
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"evalgate-{os.getpid()}@%h",
+        ]
+    )
 
 
 @main.group()
@@ -76,7 +85,9 @@ def images_build(force: bool) -> None:
     client = _docker_or_exit()
     specs = [img.ImageSpec("job", settings.job_image), img.ImageSpec("sidecar", settings.sidecar_image)]
     try:
-        ids = img.build_all(client, specs, settings.data_dir / "wheelhouse", lambda m: click.echo(f"  {m}"), force=force)
+        ids = img.build_all(
+            client, specs, settings.data_dir / "wheelhouse", lambda m: click.echo(f"  {m}"), force=force
+        )
     except SandboxError as e:
         _fail(str(e))
     for kind, image_id in ids.items():
@@ -171,8 +182,9 @@ def _api():
 
 def _print_job(job: dict) -> None:
     if job["state"] == "released":
-        click.secho("released metrics" + (" (the same release as before)" if job.get("reused") else "") + ":",
-                    fg="green")
+        click.secho(
+            "released metrics" + (" (the same release as before)" if job.get("reused") else "") + ":", fg="green"
+        )
         disclosure = job["result"].get("disclosure", {})
         for k, v in job["result"]["metrics"].items():
             noise = disclosure.get("noise", {}).get(k)

@@ -38,8 +38,11 @@ class Api:
 
     def register_dataset(self, name: str, version: str, path: Path, visibility: str = "private") -> dict:
         with path.open("rb") as f:
-            return self._json(self.http.post("/v1/datasets", data={"name": name, "version": version,
-                                                                   "visibility": visibility}, files={"file": f}))
+            return self._json(
+                self.http.post(
+                    "/v1/datasets", data={"name": name, "version": version, "visibility": visibility}, files={"file": f}
+                )
+            )
 
     def upload_suite(self, bundle: bytes) -> dict:
         """A .tar.gz or .zip bundle; the server tells the format from its content."""
@@ -55,8 +58,13 @@ class Api:
         """Bits, ε, model rows, releases and jobs in progress: used and left."""
         return self._json(self.http.get("/v1/budget"))
 
-    def wait(self, job_id: str, timeout_s: float = 3600, on_change: Callable[[dict], None] | None = None,
-             poll_s: float = 0.25) -> dict:
+    def wait(
+        self,
+        job_id: str,
+        timeout_s: float = 3600,
+        on_change: Callable[[dict], None] | None = None,
+        poll_s: float = 0.25,
+    ) -> dict:
         deadline = time.monotonic() + timeout_s
         last = None
         while True:

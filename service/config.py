@@ -8,7 +8,6 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 # Limits an operator can set per partner, and the setting that holds each one's default.
 PARTNER_LIMITS = {
     "rows_per_day": "partner_rows_per_day",
@@ -99,7 +98,7 @@ class Settings(BaseSettings):
     custom_suites_require_approval: bool = True
 
     @model_validator(mode="after")
-    def _derive_paths(self) -> "Settings":
+    def _derive_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.data_dir / 'evalgate.db'}"
@@ -117,7 +116,9 @@ class Settings(BaseSettings):
         for name, limits in self.partner_quotas.items():
             unknown = set(limits) - set(PARTNER_LIMITS)
             if unknown:
-                raise ValueError(f"partner_quotas[{name!r}]: unknown limits {sorted(unknown)}; known: {sorted(PARTNER_LIMITS)}")
+                raise ValueError(
+                    f"partner_quotas[{name!r}]: unknown limits {sorted(unknown)}; known: {sorted(PARTNER_LIMITS)}"
+                )
         return self
 
     def partner_limit(self, name: str, key: str) -> float:
@@ -128,10 +129,14 @@ class Settings(BaseSettings):
     def gate_policy(self):
         from service.release.gate import Policy
 
-        return Policy(decimals=self.release_decimals, min_rows=self.suppress_below_rows,
-                      min_class_rows=self.suppress_below_class_rows,
-                      mechanism=None if self.dp_mechanism == "none" else self.dp_mechanism,
-                      noised_kinds=frozenset(self.dp_noised_kinds), delta=self.dp_delta)
+        return Policy(
+            decimals=self.release_decimals,
+            min_rows=self.suppress_below_rows,
+            min_class_rows=self.suppress_below_class_rows,
+            mechanism=None if self.dp_mechanism == "none" else self.dp_mechanism,
+            noised_kinds=frozenset(self.dp_noised_kinds),
+            delta=self.dp_delta,
+        )
 
     @property
     def embedded(self) -> bool:

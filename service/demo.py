@@ -61,16 +61,22 @@ def run_demo(settings: Settings) -> int:
     say = click.echo
     # The demo runs its own embedded worker, and pads completion times to 5 s first (30 s by default) so
     # it does not keep you waiting.
-    settings = settings.model_copy(update={"broker_url": None,
-                                           "timing_buckets_s": sorted({5.0, *settings.timing_buckets_s})})
+    settings = settings.model_copy(
+        update={"broker_url": None, "timing_buckets_s": sorted({5.0, *settings.timing_buckets_s})}
+    )
     say("1. sandbox images")
-    img.build_all(docker_client(timeout=900),
-                  [img.ImageSpec("job", settings.job_image), img.ImageSpec("sidecar", settings.sidecar_image)],
-                  settings.data_dir / "wheelhouse", lambda m: say(f"   {m}"))
+    img.build_all(
+        docker_client(timeout=900),
+        [img.ImageSpec("job", settings.job_image), img.ImageSpec("sidecar", settings.sidecar_image)],
+        settings.data_dir / "wheelhouse",
+        lambda m: say(f"   {m}"),
+    )
     migrate(settings.database_url)
     sessions = make_sessionmaker(make_engine(settings.database_url))
     with session_scope(sessions) as s:
-        _, operator_key = auth.create_key(s, name="demo-operator", role="operator", expires_in=auth.parse_duration("1h"))
+        _, operator_key = auth.create_key(
+            s, name="demo-operator", role="operator", expires_in=auth.parse_duration("1h")
+        )
         _, partner_key = auth.create_key(s, name="demo-partner", role="partner", expires_in=auth.parse_duration("1h"))
     model_path, data_path = write_demo(settings.data_dir / "demo")
     with LocalServer(settings) as server:
@@ -78,40 +84,61 @@ def run_demo(settings: Settings) -> int:
         op = Api(server.url, operator_key)
         model = op.register_model("demo-classifier", "1", model_path)
         data = op.register_dataset("demo-blobs", "1", data_path)
-        say(f"3. operator registered model demo-classifier@1 sha256:{model['sha256'][:16]}…, "
-            f"dataset demo-blobs@1 ({data['rows']} rows) sha256:{data['sha256'][:16]}…")
+        say(
+            f"3. operator registered model demo-classifier@1 sha256:{model['sha256'][:16]}…, "
+            f"dataset demo-blobs@1 ({data['rows']} rows) sha256:{data['sha256'][:16]}…"
+        )
         partner = Api(server.url, partner_key)
-        spec = {"suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
-                "metrics": ["accuracy", "macro_f1", "log_loss", "ece", "misclassified"],
-                "resources": {"timeout_s": 120}, "seed": 42}
+        spec = {
+            "suite": "classification@1.1.0",
+            "model": "demo-classifier@1",
+            "dataset": "demo-blobs@1",
+            "metrics": ["accuracy", "macro_f1", "log_loss", "ece", "misclassified"],
+            "resources": {"timeout_s": 120},
+            "seed": 42,
+        }
         job = partner.submit(spec)
         privacy = job["spec"]["privacy"]
-        say(f"4. partner submitted job {job['id']}" + (" (the same release as before: returned, not re-run)"
-                                                         if job.get("reused") else ""))
-        say(f"   ε {privacy['epsilon_per_metric']} per noised metric × {len(privacy['noised_metrics'])} "
-            f"= {privacy['epsilon_total']} ({privacy['mechanism'] or 'no noise'})")
+        say(
+            f"4. partner submitted job {job['id']}"
+            + (" (the same release as before: returned, not re-run)" if job.get("reused") else "")
+        )
+        say(
+            f"   ε {privacy['epsilon_per_metric']} per noised metric × {len(privacy['noised_metrics'])} "
+            f"= {privacy['epsilon_total']} ({privacy['mechanism'] or 'no noise'})"
+        )
         t_job = time.monotonic()
-        job = partner.wait(job["id"], timeout_s=600,
-                           on_change=lambda j: say(f"   [{time.monotonic() - t_job:5.1f}s] {j['state']}"))
+        job = partner.wait(
+            job["id"], timeout_s=600, on_change=lambda j: say(f"   [{time.monotonic() - t_job:5.1f}s] {j['state']}")
+        )
         budget = partner.budget()
     if job["state"] != "released":
-        click.secho(f"the demo job ended {job['state']} ({job['error_class']}); see operator_log in the jobs table",
-                    fg="red", err=True)
+        click.secho(
+            f"the demo job ended {job['state']} ({job['error_class']}); see operator_log in the jobs table",
+            fg="red",
+            err=True,
+        )
         return 1
     result = job["result"]
     say("5. released metrics (typed, scanned, noised where policy says, rounded):")
     disclosure = result["disclosure"]
     for k, v in result["metrics"].items():
         noise = disclosure["noise"].get(k)
-        how = f"{noise['mechanism']} noise, scale {noise['scale']:.4g}, ε {noise['epsilon']}" if noise else "rounded only"
+        how = (
+            f"{noise['mechanism']} noise, scale {noise['scale']:.4g}, ε {noise['epsilon']}" if noise else "rounded only"
+        )
         say(f"     {k:14s} {v:<10} {how}")
     for s_ in disclosure["suppressed"]:
         say(f"     {s_['metric']:14s} withheld: {s_['reason']}")
-    say(f"   this release carries at most {disclosure['bits']} bits; completed within "
-        f"{result['provenance']['completed_within_s']:g} s (padded)")
+    say(
+        f"   this release carries at most {disclosure['bits']} bits; completed within "
+        f"{result['provenance']['completed_within_s']:g} s (padded)"
+    )
     eps_left = ", ".join(f"{e['dataset']} {e['left']:g} of {e['budget']:g}" for e in budget["epsilon"]) or "none spent"
-    say(f"   budget left today: {budget['leakage_bits']['left']:g} of {budget['leakage_bits']['limit']:g} bits, "
-        f"{int(budget['model_rows']['left'])} of {int(budget['model_rows']['limit'])} model rows; ε left: {eps_left}")
+    say(
+        f"   budget left today: {budget['leakage_bits']['left']:g} of {budget['leakage_bits']['limit']:g} bits, "
+        f"{int(budget['model_rows']['left'])} of {int(budget['model_rows']['limit'])} model rows; ε left: {eps_left}"
+    )
     p = result["provenance"]
     say("6. provenance:")
     say(f"     spec     sha256:{p['spec_sha256']}")
@@ -120,7 +147,9 @@ def run_demo(settings: Settings) -> int:
     say(f"     job image     {p['images']['job']}")
     say(f"     sidecar image {p['images']['sidecar']}")
     say(f"     model queries {p['queries']['rows']} rows in {p['queries']['requests']} requests; seed {p['seed']}")
-    say(f"     signature     {result['attestation']['signature'][:32]}… (ed25519, key {result['attestation']['key_id']})")
+    say(
+        f"     signature     {result['attestation']['signature'][:32]}… (ed25519, key {result['attestation']['key_id']})"
+    )
     with session_scope(sessions) as s:
         v = ledger.verify(s)
     say(f"7. audit log: {'intact' if v.ok else 'BROKEN: ' + str(v.problem)}, {v.size} events, head {v.head_hash[:16]}…")

@@ -23,9 +23,11 @@ def make_classifier(path: Path, means: np.ndarray) -> Path:
     w = means.T.astype(np.float32)
     b = (-0.5 * np.sum(means**2, axis=1)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["features", "W"], ["xw"]),
-         helper.make_node("Add", ["xw", "b"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
+        [
+            helper.make_node("MatMul", ["features", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
         "demo_classifier",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", w.shape[0]])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", w.shape[1]])],

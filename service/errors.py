@@ -11,8 +11,14 @@ class EvalgateError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, detail: str, *, code: str | None = None, alternatives: list[str] | None = None,
-                 retry_after_s: int | None = None):
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        alternatives: list[str] | None = None,
+        retry_after_s: int | None = None,
+    ):
         super().__init__(detail)
         self.detail = detail
         if code:

@@ -61,23 +61,27 @@ def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         with session_scope(app.state.sessionmaker) as s:
             registry.ensure_builtin_suites(s, settings)
-        from service.release.signing import Signer
-
         from service.quotas.guards import AdmissionGuards
         from service.quotas.store import make_quota
+        from service.release.signing import Signer
 
         app.state.signer = Signer.load_or_create(settings.signing_key_path)
         app.state.quota = make_quota(settings, app.state.sessionmaker)
         app.state.bits = make_quota(settings, app.state.sessionmaker, "millibits")
-        app.state.guards = AdmissionGuards(redis_url=settings.redis_url, namespace=settings.queue,
-                                           window_s=settings.release_window_s)
+        app.state.guards = AdmissionGuards(
+            redis_url=settings.redis_url, namespace=settings.queue, window_s=settings.release_window_s
+        )
         app.state.dispatcher = dispatcher or _start_dispatcher(app, settings)
         yield
         app.state.dispatcher.close()
         engine.dispose()
 
-    app = FastAPI(title="evalgate", version=__version__, lifespan=lifespan,
-                  description="Sandboxed remote evaluation: scanned aggregate metrics out, weights and data never.")
+    app = FastAPI(
+        title="evalgate",
+        version=__version__,
+        lifespan=lifespan,
+        description="Sandboxed remote evaluation: scanned aggregate metrics out, weights and data never.",
+    )
 
     @app.exception_handler(EvalgateError)
     async def _domain_error(request: Request, exc: EvalgateError):
@@ -86,7 +90,9 @@ def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         problems = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        return JSONResponse(status_code=422, content={"error": "invalid_request", "detail": problems, "alternatives": []})
+        return JSONResponse(
+            status_code=422, content={"error": "invalid_request", "detail": problems, "alternatives": []}
+        )
 
     from service.jobs.endpoints import router as jobs_router
     from service.quotas.endpoints import router as budget_router

@@ -40,20 +40,25 @@ _ctx_lock = threading.Lock()
 
 def build_context(settings: Settings):
     from service.jobs.runner import WorkerContext
+    from service.quotas.store import make_quota
     from service.release.signing import Signer
     from service.sandbox.client import docker_client
     from service.sandbox.runner import Sandbox
-
-    from service.quotas.store import make_quota
     from service.sandbox.runtimes import resolve
 
     engine = make_engine(settings.database_url)
     client = docker_client()
     runtime = resolve(client, settings.docker_runtime)
     sessions = make_sessionmaker(engine)
-    return WorkerContext(settings=settings, sessions=sessions, sandbox=Sandbox(client, deployment=settings.queue),
-                         signer=Signer.load_or_create(settings.signing_key_path), runtime=runtime,
-                         quota=make_quota(settings, sessions), bits=make_quota(settings, sessions, "millibits"))
+    return WorkerContext(
+        settings=settings,
+        sessions=sessions,
+        sandbox=Sandbox(client, deployment=settings.queue),
+        signer=Signer.load_or_create(settings.signing_key_path),
+        runtime=runtime,
+        quota=make_quota(settings, sessions),
+        bits=make_quota(settings, sessions, "millibits"),
+    )
 
 
 def worker_context():

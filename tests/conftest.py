@@ -36,9 +36,20 @@ def make_settings(data_dir: Path, **overrides) -> Settings:
     # Explicit values only: the developer's own EVALGATE_* environment must not leak into tests.
     # Tests that are not about the release gate's budgets get exact values, small time buckets (so they
     # need not wait) and budgets they cannot reach; the gate's own tests set these back.
-    base = dict(data_dir=data_dir, database_url=None, broker_url=None, min_dataset_rows=100, default_timeout_s=60,
-                queue=f"evalgate-test-{uuid.uuid4().hex[:8]}", dp_mechanism="none", timing_buckets_s=[0.25],
-                leakage_bits_per_day=1e9, dp_epsilon_budget=1e6, releases_per_window=100_000, max_concurrent_jobs=1000)
+    base = dict(
+        data_dir=data_dir,
+        database_url=None,
+        broker_url=None,
+        min_dataset_rows=100,
+        default_timeout_s=60,
+        queue=f"evalgate-test-{uuid.uuid4().hex[:8]}",
+        dp_mechanism="none",
+        timing_buckets_s=[0.25],
+        leakage_bits_per_day=1e9,
+        dp_epsilon_budget=1e6,
+        releases_per_window=100_000,
+        max_concurrent_jobs=1000,
+    )
     base.update(overrides)
     return Settings(**base)
 
@@ -49,6 +60,7 @@ def settings(tmp_path) -> Settings:
 
 
 # -- databases ------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def postgres_url():
@@ -84,6 +96,7 @@ def sessions(db_settings):
 
 # -- models and data ------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def demo_files(tmp_path_factory):
     """A real ONNX classifier and dataset made by the tests (no downloads)."""
@@ -106,6 +119,7 @@ def expected_demo_accuracy(demo_files):
 
 # -- Docker -----------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def docker_client():
     from service.sandbox.client import docker_client as connect
@@ -124,6 +138,7 @@ def docker_client():
 
 
 # -- the full stack: API (TestClient) + Redis + `evalgate worker` subprocess + Docker ------------------
+
 
 class Stack:
     def __init__(self, client: TestClient, settings: Settings, operator_key: str, partner_key: str, other_key: str):
@@ -174,21 +189,29 @@ def build_stack(settings: Settings, demo_files, log_path: Path):
 
     migrate(settings.database_url)
     with session_scope(make_sessionmaker(make_engine(settings.database_url))) as s:
-        keys = [auth.create_key(s, name=n, role=r, expires_in=auth.parse_duration("1d"))[1]
-                for n, r in (("ops", "operator"), ("acme", "partner"), ("globex", "partner"))]
+        keys = [
+            auth.create_key(s, name=n, role=r, expires_in=auth.parse_duration("1d"))[1]
+            for n, r in (("ops", "operator"), ("acme", "partner"), ("globex", "partner"))
+        ]
     # The worker gets exactly the test's settings.
-    env = {f"EVALGATE_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
-           for k, v in settings.model_dump(mode="json").items() if v is not None}
+    env = {
+        f"EVALGATE_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
+        for k, v in settings.model_dump(mode="json").items()
+        if v is not None
+    }
     worker = WorkerProcess(env, log_path)
     try:
         worker.wait_ready()
         with TestClient(create_app(settings)) as client:
             stack = Stack(client, settings, *keys)
-            for kind, name, path in (("models", "demo-classifier", demo_files["model"]),
-                                     ("datasets", "demo-blobs", demo_files["data"])):
+            for kind, name, path in (
+                ("models", "demo-classifier", demo_files["model"]),
+                ("datasets", "demo-blobs", demo_files["data"]),
+            ):
                 with open(path, "rb") as f:
-                    r = client.post(f"/v1/{kind}", headers=stack.operator, data={"name": name, "version": "1"},
-                                    files={"file": f})
+                    r = client.post(
+                        f"/v1/{kind}", headers=stack.operator, data={"name": name, "version": "1"}, files={"file": f}
+                    )
                 assert r.status_code == 201, r.text
             yield stack
     finally:
@@ -205,6 +228,7 @@ def stack(tmp_path_factory, demo_files, docker_client):
 
 
 # -- the API alone (no worker): records what is enqueued, and whether it was committed by then ----
+
 
 class RecordingDispatcher:
     """Stands where the broker would be. On enqueue it reads the job through a separate connection,
@@ -248,10 +272,14 @@ def make_api(settings: Settings, demo_files):
         a = Api(client, settings, dispatcher)
         a.operator, a.partner, a.other = a.key("ops", "operator"), a.key("acme", "partner"), a.key("globex", "partner")
         a.researcher = a.key("curie", "researcher")
-        for kind, name, path in (("models", "demo-classifier", demo_files["model"]),
-                                 ("datasets", "demo-blobs", demo_files["data"])):
+        for kind, name, path in (
+            ("models", "demo-classifier", demo_files["model"]),
+            ("datasets", "demo-blobs", demo_files["data"]),
+        ):
             with open(path, "rb") as f:
-                r = client.post(f"/v1/{kind}", headers=a.operator, data={"name": name, "version": "1"}, files={"file": f})
+                r = client.post(
+                    f"/v1/{kind}", headers=a.operator, data={"name": name, "version": "1"}, files={"file": f}
+                )
             assert r.status_code == 201, r.text
         yield a
 

@@ -65,8 +65,13 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log_path: Path):
         self.log_path = log_path
         self.log = log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--concurrency", "1"],
-                                     env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1"],
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
 
     def wait_ready(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
@@ -96,7 +101,7 @@ def concurrently(fn, n: int) -> list:
     def run(i):
         try:
             results.append(fn(i))
-        except Exception as e:  # noqa: BLE001 - any error in a thread must fail the test
+        except Exception as e:
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]

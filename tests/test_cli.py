@@ -15,8 +15,9 @@ pytestmark = pytest.mark.docker
 
 
 def evalgate(*args, env, timeout=300, **kw):
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, **kw
+    )
 
 
 @pytest.fixture
@@ -41,8 +42,12 @@ def test_demo_prints_released_metrics_provenance_and_audit(env, docker_client):
 
 def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(100):
@@ -58,14 +63,28 @@ def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):
             keys[role] = r.stdout.strip()
             assert keys[role].startswith("eg_") and keys[role] not in r.stderr
         op = {"Authorization": f"Bearer {keys['operator']}"}
-        for kind, name, path in (("models", "demo-classifier", demo_files["model"]),
-                                 ("datasets", "demo-blobs", demo_files["data"])):
+        for kind, name, path in (
+            ("models", "demo-classifier", demo_files["model"]),
+            ("datasets", "demo-blobs", demo_files["data"]),
+        ):
             with open(path, "rb") as f:
-                assert httpx.post(f"{url}/v1/{kind}", headers=op, data={"name": name, "version": "1"},
-                                  files={"file": f}).status_code == 201
+                assert (
+                    httpx.post(
+                        f"{url}/v1/{kind}", headers=op, data={"name": name, "version": "1"}, files={"file": f}
+                    ).status_code
+                    == 201
+                )
         spec = tmp_path / "job.yaml"
-        spec.write_text(yaml.safe_dump({"suite": "classification@1.1.0", "model": "demo-classifier@1",
-                                        "dataset": "demo-blobs@1", "metrics": ["accuracy", "ece"]}))
+        spec.write_text(
+            yaml.safe_dump(
+                {
+                    "suite": "classification@1.1.0",
+                    "model": "demo-classifier@1",
+                    "dataset": "demo-blobs@1",
+                    "metrics": ["accuracy", "ece"],
+                }
+            )
+        )
         client_env = {**env, "EVALGATE_URL": url, "EVALGATE_API_KEY": keys["partner"]}
         r = evalgate("submit", str(spec), env=client_env)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -75,7 +94,9 @@ def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):
         assert '"state": "released"' in status.stdout
         suite_dir = tmp_path / "my-suite"
         suite_dir.mkdir()
-        (suite_dir / "suite.yaml").write_text("name: mine\nversion: 0.1.0\nentrypoint: main.py\nmetrics: {score: proportion}\n")
+        (suite_dir / "suite.yaml").write_text(
+            "name: mine\nversion: 0.1.0\nentrypoint: main.py\nmetrics: {score: proportion}\n"
+        )
         (suite_dir / "main.py").write_text("import evalgate\nevalgate.report({'score': 1})\n")
         up = evalgate("suites", "upload", str(suite_dir), env=client_env)
         assert up.returncode == 0, up.stderr

@@ -40,8 +40,11 @@ def test_builtin_suite_releases_true_metrics_with_provenance(any_stack, expected
     key = s.client.get("/v1/attestation-key").json()
     statement = release_service.statement(job["id"], result["metrics"], result["disclosure"], p)
     assert verify(key["public_key"], statement, result["attestation"]["signature"])
-    assert not verify(key["public_key"], {**statement, "metrics": {**result["metrics"], "accuracy": 1.0}},
-                      result["attestation"]["signature"])
+    assert not verify(
+        key["public_key"],
+        {**statement, "metrics": {**result["metrics"], "accuracy": 1.0}},
+        result["attestation"]["signature"],
+    )
 
 
 def test_other_partner_sees_404_and_job_list_is_private(any_stack):

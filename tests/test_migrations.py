@@ -29,14 +29,23 @@ def test_release_gate_migration_keeps_quota_rows_and_types_old_suites(tmp_path):
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO row_usage (principal_id, day, rows) VALUES (1, '20261126', 700)"))
-        conn.execute(text("INSERT INTO row_grants (job_id, principal_id, day, granted, settled) "
-                          "VALUES ('j1', 1, '20261126', 700, 0)"))
-        conn.execute(text("INSERT INTO suite_versions (name, version, sha256, entrypoint, metrics, builtin, approved, "
-                          "created_at) VALUES ('old', '1.0.0', 'ab', 'main.py', '[\"score\"]', 0, 1, '2026-11-26')"))
+        conn.execute(
+            text(
+                "INSERT INTO row_grants (job_id, principal_id, day, granted, settled) "
+                "VALUES ('j1', 1, '20261126', 700, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO suite_versions (name, version, sha256, entrypoint, metrics, builtin, approved, "
+                "created_at) VALUES ('old', '1.0.0', 'ab', 'main.py', '[\"score\"]', 0, 1, '2026-11-26')"
+            )
+        )
     migrate(url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT principal_id, resource, day, amount FROM daily_usage")).all() == [
-            (1, "rows", "20261126", 700)]
+            (1, "rows", "20261126", 700)
+        ]
         assert conn.execute(text("SELECT job_id, resource, granted FROM daily_grants")).all() == [("j1", "rows", 700)]
         metrics = conn.execute(text("SELECT metrics FROM suite_versions WHERE name = 'old'")).scalar_one()
     assert '"score": {"kind": "real", "min": -1000000.0, "max": 1000000.0}' in metrics

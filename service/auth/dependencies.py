@@ -23,8 +23,13 @@ def _bearer(request: Request) -> str | None:
 
 def _audit_denial(request: Request, error: EvalgateError, who: str) -> None:
     with session_scope(request.app.state.sessionmaker) as s:
-        ledger.append(s, actor=who, action="access.denied", subject=f"route:{request.method} {request.url.path}",
-                      data={"reason": error.code})
+        ledger.append(
+            s,
+            actor=who,
+            action="access.denied",
+            subject=f"route:{request.method} {request.url.path}",
+            data={"reason": error.code},
+        )
 
 
 def require_role(*roles: str):
@@ -35,8 +40,11 @@ def require_role(*roles: str):
             _audit_denial(request, e, "anonymous")
             raise
         if caller.role not in roles:
-            error = Forbidden(f"role {caller.role} may not do this", code="wrong_role",
-                              alternatives=[f"use a key with role {' or '.join(roles)}"])
+            error = Forbidden(
+                f"role {caller.role} may not do this",
+                code="wrong_role",
+                alternatives=[f"use a key with role {' or '.join(roles)}"],
+            )
             _audit_denial(request, error, caller.actor)
             raise error
         return caller

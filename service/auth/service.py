@@ -50,7 +50,9 @@ def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(session: Session, *, name: str, role: str, expires_in: timedelta, actor: str = "cli") -> tuple[ApiKey, str]:
+def create_key(
+    session: Session, *, name: str, role: str, expires_in: timedelta, actor: str = "cli"
+) -> tuple[ApiKey, str]:
     """Create the principal if new and a key for it. Returns the plaintext key, which is never stored."""
     if role not in ROLES:
         raise InvalidInput(f"unknown role {role!r}", code="invalid_role", alternatives=list(ROLES))
@@ -63,16 +65,26 @@ def create_key(session: Session, *, name: str, role: str, expires_in: timedelta,
         session.flush()
     elif principal.role != role:
         raise InvalidInput(
-            f"principal {name!r} already exists with role {principal.role}", code="role_mismatch",
+            f"principal {name!r} already exists with role {principal.role}",
+            code="role_mismatch",
             alternatives=[f"create the key with --role {principal.role}", "choose another name"],
         )
-    key_id = "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") for _ in range(16))
+    key_id = "".join(
+        secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") for _ in range(16)
+    )
     secret = secrets.token_urlsafe(32)
-    key = ApiKey(key_id=key_id, secret_sha256=_hash_secret(secret), principal=principal, expires_at=utcnow() + expires_in)
+    key = ApiKey(
+        key_id=key_id, secret_sha256=_hash_secret(secret), principal=principal, expires_at=utcnow() + expires_in
+    )
     session.add(key)
     session.flush()
-    ledger.append(session, actor=actor, action="key.created", subject=f"principal:{name}",
-                  data={"key_id": key_id, "role": role, "expires_at": key.expires_at.isoformat()})
+    ledger.append(
+        session,
+        actor=actor,
+        action="key.created",
+        subject=f"principal:{name}",
+        data={"key_id": key_id, "role": role, "expires_at": key.expires_at.isoformat()},
+    )
     return key, f"eg_{key_id}_{secret}"
 
 
@@ -82,8 +94,13 @@ def revoke_key(session: Session, key_id: str, actor: str = "cli") -> ApiKey:
         raise NotFound(f"no key {key_id}", code="key_not_found")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
-        ledger.append(session, actor=actor, action="key.revoked", subject=f"principal:{key.principal.name}",
-                      data={"key_id": key_id})
+        ledger.append(
+            session,
+            actor=actor,
+            action="key.revoked",
+            subject=f"principal:{key.principal.name}",
+            data={"key_id": key_id},
+        )
     return key
 
 

@@ -10,8 +10,19 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from .protocol import (BUDGET_EXCEEDED, MAX_BODY, ProtocolError, SharedBuffer, decode_tensors, describe, frame_parts,
-                       read_frame, send_frame_with_fd, tune, write_frame)
+from .protocol import (
+    BUDGET_EXCEEDED,
+    MAX_BODY,
+    ProtocolError,
+    SharedBuffer,
+    decode_tensors,
+    describe,
+    frame_parts,
+    read_frame,
+    send_frame_with_fd,
+    tune,
+    write_frame,
+)
 
 SHARED_MIN_BYTES = 64 << 10  # below this a copy through the socket is cheaper than the bookkeeping
 SPAN_BYTES = 16 << 20  # the most input one batched request copies, and the most output it asks back
@@ -115,7 +126,7 @@ class Client:
                     owed -= 1
                 if mask & select.POLLOUT:
                     try:
-                        part = part[self.sock.send(part, socket.MSG_DONTWAIT):]
+                        part = part[self.sock.send(part, socket.MSG_DONTWAIT) :]
                     except BlockingIOError:
                         pass
 
@@ -129,7 +140,9 @@ class Client:
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return next(self.predict_stream([inputs], depth=1))
 
-    def predict_stream(self, batches: Iterable[dict[str, np.ndarray]], depth: int = 2) -> Iterator[dict[str, np.ndarray]]:
+    def predict_stream(
+        self, batches: Iterable[dict[str, np.ndarray]], depth: int = 2
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Predict batch after batch with up to `depth` requests queued on this connection: while
         the sidecar runs the model on one, the next is already waiting for it. Answers come in order.
         Each queued request has its own shared-memory slot, reused only after its answer arrived."""
@@ -147,7 +160,7 @@ class Client:
         if rows == 0 or any(a.ndim == 0 or len(a) != rows for a in arrays.values()):
             return self.predict(arrays)  # the sidecar says what is wrong, or answers the empty batch
         span = self._span_rows(list(arrays.values()), rows, batch_size)
-        spans = ({n: a[i:i + span] for n, a in arrays.items()} for i in range(0, rows, span))
+        spans = ({n: a[i : i + span] for n, a in arrays.items()} for i in range(0, rows, span))
         outs = list(self._stream(spans, depth, {"op": "predict_batched", "batch": batch_size}))
         return outs[0] if len(outs) == 1 else {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
@@ -168,7 +181,9 @@ class Client:
             batches = min(batches, SPAN_UNKNOWN_BATCHES)
         return max(1, batches) * batch_size
 
-    def _stream(self, requests: Iterable[dict[str, np.ndarray]], depth: int, op: dict) -> Iterator[dict[str, np.ndarray]]:
+    def _stream(
+        self, requests: Iterable[dict[str, np.ndarray]], depth: int, op: dict
+    ) -> Iterator[dict[str, np.ndarray]]:
         depth = max(1, min(depth, MAX_SLOTS))
         pending: deque[str] = deque()  # "attach" or "predict", in the order their replies will come
         outstanding = 0
@@ -227,5 +242,3 @@ class Client:
         if self._shared_ok is None:
             self.metadata()
         return bool(self._shared_ok)
-
-

@@ -21,6 +21,9 @@ def describe_model(path: Path) -> dict:
         raise InvalidModel(f"onnxruntime cannot load the model: {type(e).__name__}") from None
 
     def io(args):
-        return [{"name": a.name, "dtype": a.type, "shape": [d if isinstance(d, int) else None for d in a.shape]} for a in args]
+        return [
+            {"name": a.name, "dtype": a.type, "shape": [d if isinstance(d, int) else None for d in a.shape]}
+            for a in args
+        ]
 
     return {"inputs": io(sess.get_inputs()), "outputs": io(sess.get_outputs())}

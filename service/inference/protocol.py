@@ -29,9 +29,15 @@ MAX_HEADER = 64 << 10
 MAX_BODY = 64 << 20
 DTYPES = frozenset({"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"})
 ORT_TO_NUMPY = {
-    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
 }
 
 # Error codes a client may receive. None of them closes the sidecar.
@@ -96,8 +102,8 @@ class FrameReader:
         self.fds = list(fds)
         if not data:
             return False
-        self._prefix[:len(data)] = data
-        return len(data) == PREFIX.size or _recv_into(self.sock, self._prefix[len(data):]) or _short()
+        self._prefix[: len(data)] = data
+        return len(data) == PREFIX.size or _recv_into(self.sock, self._prefix[len(data) :]) or _short()
 
     def _buffer(self, n: int) -> memoryview:
         if n > len(self._buf):
@@ -193,14 +199,14 @@ class SharedBuffer:
             if not a.flags.c_contiguous or a.ctypes.data - base != at:
                 return None
             at += a.nbytes
-        return start if 0 <= start and at <= len(self.map) else None
+        return start if start >= 0 and at <= len(self.map) else None
 
     def write(self, arrays: list[np.ndarray]) -> None:
         view = np.frombuffer(self.map, dtype=np.uint8)
         offset = 0
         for a in arrays:
             raw = a.reshape(-1).view(np.uint8)
-            view[offset:offset + raw.size] = raw
+            view[offset : offset + raw.size] = raw
             offset += raw.size
         del view
 
@@ -265,8 +271,13 @@ def decode_tensors(specs: object, body: memoryview, exact: bool = True, start: o
         if not isinstance(spec, dict):
             raise ProtocolError(BAD_FRAME, "tensor spec is not an object")
         name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
-        if not isinstance(name, str) or dtype not in DTYPES or not isinstance(shape, list) or len(shape) > 8 or \
-                not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape):
+        if (
+            not isinstance(name, str)
+            or dtype not in DTYPES
+            or not isinstance(shape, list)
+            or len(shape) > 8
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape)
+        ):
             raise ProtocolError(BAD_FRAME, "tensor spec needs name, a known dtype and a shape of non-negative ints")
         if name in out:
             raise ProtocolError(BAD_FRAME, f"tensor {name!r} given twice")

@@ -18,9 +18,25 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from .protocol import (BAD_FRAME, BUDGET_EXCEEDED, DTYPE_MISMATCH, INFERENCE_FAILED, MAX_BODY, ORT_TO_NUMPY,
-                       SHAPE_MISMATCH, TOO_LARGE, UNKNOWN_INPUT, UNKNOWN_OP, ProtocolError, decode_tensors,
-                       describe, FrameReader, map_shared, tune, write_frame)
+from .protocol import (
+    BAD_FRAME,
+    BUDGET_EXCEEDED,
+    DTYPE_MISMATCH,
+    INFERENCE_FAILED,
+    MAX_BODY,
+    ORT_TO_NUMPY,
+    SHAPE_MISMATCH,
+    TOO_LARGE,
+    UNKNOWN_INPUT,
+    UNKNOWN_OP,
+    FrameReader,
+    ProtocolError,
+    decode_tensors,
+    describe,
+    map_shared,
+    tune,
+    write_frame,
+)
 
 READY = "EVALGATE_READY"
 SLOTS = (0, 1, 2, 3, 4)  # 0-3: batches in flight; 4: the job's dataset, loaded into shared memory
@@ -49,8 +65,13 @@ class Budget:
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {"rows": self.rows, "requests": self.requests, "refused": self.refused,
-                    "budget_exceeded": self.exceeded, "max_rows": self.max_rows}
+            return {
+                "rows": self.rows,
+                "requests": self.requests,
+                "refused": self.refused,
+                "budget_exceeded": self.exceeded,
+                "max_rows": self.max_rows,
+            }
 
 
 class RateLimit:
@@ -85,24 +106,36 @@ class Model:
         opts.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name: i for i in self.session.get_inputs()}
-        self._dtypes = {i.name: np.dtype(ORT_TO_NUMPY[i.type]) if i.type in ORT_TO_NUMPY else None
-                        for i in self.session.get_inputs()}
+        self._dtypes = {
+            i.name: np.dtype(ORT_TO_NUMPY[i.type]) if i.type in ORT_TO_NUMPY else None
+            for i in self.session.get_inputs()
+        }
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def metadata(self) -> dict:
         def io(args):
-            return [{"name": a.name, "dtype": ORT_TO_NUMPY.get(a.type, a.type),
-                     "shape": [d if isinstance(d, int) else None for d in a.shape]} for a in args]
+            return [
+                {
+                    "name": a.name,
+                    "dtype": ORT_TO_NUMPY.get(a.type, a.type),
+                    "shape": [d if isinstance(d, int) else None for d in a.shape],
+                }
+                for a in args
+            ]
 
         return {"inputs": io(self.session.get_inputs()), "outputs": io(self.session.get_outputs())}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            return [o if isinstance(o, np.ndarray) else np.asarray(o) for o in self.session.run(self.output_names, feeds)]
+            return [
+                o if isinstance(o, np.ndarray) else np.asarray(o) for o in self.session.run(self.output_names, feeds)
+            ]
         except Exception:  # onnxruntime's own error types; the text may describe the graph
             raise ProtocolError(INFERENCE_FAILED, "the model could not run on this input") from None
 
-    def run_batched(self, feeds: dict[str, np.ndarray], rows: int, batch: int, pace, max_bytes: int) -> list[np.ndarray]:
+    def run_batched(
+        self, feeds: dict[str, np.ndarray], rows: int, batch: int, pace, max_bytes: int
+    ) -> list[np.ndarray]:
         """Rows [0, rows) in batches of `batch`, each run on its own exactly as a predict of that
         batch would be; the outputs concatenated. Each batch after the first waits its turn under
         the request-rate limit (`pace`), as a request of its own would.
@@ -115,7 +148,7 @@ class Model:
         for i in range(0, max(rows, 1), batch):
             if i:
                 pace()
-            for part, out in zip(parts, self.run({k: v[i:i + batch] for k, v in feeds.items()})):
+            for part, out in zip(parts, self.run({k: v[i : i + batch] for k, v in feeds.items()})):
                 part.append(out)
                 size += out.nbytes
             if size > max_bytes:
@@ -134,10 +167,12 @@ class Model:
         for name, arr in feeds.items():
             spec = self.inputs[name]
             if arr.dtype != self._dtypes[name]:
-                raise ProtocolError(DTYPE_MISMATCH, f"{name} wants {ORT_TO_NUMPY.get(spec.type, spec.type)}, "
-                                                    f"got {arr.dtype.name}")
+                raise ProtocolError(
+                    DTYPE_MISMATCH, f"{name} wants {ORT_TO_NUMPY.get(spec.type, spec.type)}, got {arr.dtype.name}"
+                )
             if len(arr.shape) != len(spec.shape) or any(
-                    isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape)):
+                isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape)
+            ):
                 raise ProtocolError(SHAPE_MISMATCH, f"{name} wants shape {spec.shape}, got {list(arr.shape)}")
             n = arr.shape[0] if arr.shape else 1
             if rows is not None and n != rows:
@@ -221,16 +256,24 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
         def _serve(self, sock, header: dict, body: memoryview):
             op = header.get("op")
             if op == "metadata":
-                write_frame(sock, {"ok": True, "metadata": model.metadata(), "shared_memory": shared_memory,
-                                   "limits": {"max_body": max_body, "max_batch": max_batch}})
+                write_frame(
+                    sock,
+                    {
+                        "ok": True,
+                        "metadata": model.metadata(),
+                        "shared_memory": shared_memory,
+                        "limits": {"max_body": max_body, "max_batch": max_batch},
+                    },
+                )
             elif op in ("predict", "predict_batched"):
                 rate.wait()
                 if header.get("shm"):
                     mapping = self.shared.get(header.get("slot", 0))
                     if mapping is None:
                         raise ProtocolError(BAD_FRAME, "no shared memory attached at that slot")
-                    feeds = decode_tensors(header.get("inputs"), memoryview(mapping), exact=False,
-                                           start=header.get("at", 0))
+                    feeds = decode_tensors(
+                        header.get("inputs"), memoryview(mapping), exact=False, start=header.get("at", 0)
+                    )
                 else:
                     feeds = decode_tensors(header.get("inputs"), body)
                 rows = model.check(feeds)
@@ -245,10 +288,12 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                     raise ProtocolError(TOO_LARGE, f"batch of {batch} rows; at most {max_batch}")
                 if not budget.spend(rows, requests):
                     raise ProtocolError(BUDGET_EXCEEDED, "the job's model query budget is spent")
-                arrays = model.run(feeds) if op == "predict" else model.run_batched(feeds, rows, batch, rate.wait,
-                                                                                      MAX_BODY)
-                write_frame(sock, {"ok": True, "outputs": [describe(n, a) for n, a in zip(model.output_names, arrays)]},
-                            arrays)
+                arrays = (
+                    model.run(feeds) if op == "predict" else model.run_batched(feeds, rows, batch, rate.wait, MAX_BODY)
+                )
+                write_frame(
+                    sock, {"ok": True, "outputs": [describe(n, a) for n, a in zip(model.output_names, arrays)]}, arrays
+                )
             else:
                 raise ProtocolError(UNKNOWN_OP, "operations: metadata, predict, predict_batched, attach")
 
@@ -260,9 +305,18 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     allow_reuse_address = True
 
 
-def make_server(socket_path: str, model_path: str, *, max_rows: int, max_requests: int = 1_000_000, threads: int = 1,
-                max_batch: int = 65536, max_body: int = MAX_BODY, max_rate: float = 0.0,
-                shared_memory: bool = False) -> tuple[Server, Budget]:
+def make_server(
+    socket_path: str,
+    model_path: str,
+    *,
+    max_rows: int,
+    max_requests: int = 1_000_000,
+    threads: int = 1,
+    max_batch: int = 65536,
+    max_body: int = MAX_BODY,
+    max_rate: float = 0.0,
+    shared_memory: bool = False,
+) -> tuple[Server, Budget]:
     budget = Budget(max_rows, max_requests)
     model = Model(model_path, threads)
     rate = RateLimit(max_rate)
@@ -281,12 +335,16 @@ def make_server(socket_path: str, model_path: str, *, max_rows: int, max_request
 def main() -> int:
     env = os.environ
     server, budget = make_server(
-        env["EVALGATE_SOCKET"], env.get("EVALGATE_MODEL", "/model/model.onnx"),
-        max_rows=int(env["EVALGATE_QUERY_BUDGET_ROWS"]), max_requests=int(env.get("EVALGATE_MAX_REQUESTS", "1000000")),
+        env["EVALGATE_SOCKET"],
+        env.get("EVALGATE_MODEL", "/model/model.onnx"),
+        max_rows=int(env["EVALGATE_QUERY_BUDGET_ROWS"]),
+        max_requests=int(env.get("EVALGATE_MAX_REQUESTS", "1000000")),
         threads=max(1, int(float(env.get("EVALGATE_THREADS", "1")))),
-        max_batch=int(env.get("EVALGATE_MAX_BATCH", "65536")), max_body=int(env.get("EVALGATE_MAX_BODY", str(MAX_BODY))),
+        max_batch=int(env.get("EVALGATE_MAX_BATCH", "65536")),
+        max_body=int(env.get("EVALGATE_MAX_BODY", str(MAX_BODY))),
         max_rate=float(env.get("EVALGATE_MAX_REQUESTS_PER_S", "0")),
-        shared_memory=env.get("EVALGATE_SHARED_MEMORY") == "1")
+        shared_memory=env.get("EVALGATE_SHARED_MEMORY") == "1",
+    )
 
     def stop(signum, frame):
         raise SystemExit(0)

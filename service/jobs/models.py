@@ -5,8 +5,8 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from service.db import Base, UTCDateTime, utcnow
 from service.auth.models import Principal
+from service.db import Base, UTCDateTime, utcnow
 from service.registry.models import DatasetVersion, ModelVersion, SuiteVersion
 
 

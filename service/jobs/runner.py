@@ -17,12 +17,12 @@ from service.db import session_scope, utcnow
 from service.jobs.models import Job
 from service.jobs.states import TERMINAL, transition
 from service.ledger import service as ledger
+from service.quotas import leakage
 from service.quotas.store import DailyQuota, today
 from service.registry import storage
-from service.quotas import leakage
 from service.release import gate, timing
-from service.release.catalogue import MetricDecl
 from service.release import service as release_service
+from service.release.catalogue import MetricDecl
 from service.release.signing import Signer
 from service.sandbox.errors import SandboxError
 from service.sandbox.images import resolve_image_id
@@ -59,11 +59,21 @@ def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int) -> JobSandbox:
         entrypoint=job.suite.entrypoint,
         env={"EVALGATE_SEED": str(job.spec["seed"]), "EVALGATE_METRICS": ",".join(job.spec["metrics"])},
         query_budget_rows=rows,
-        limits=Limits(memory_mb=res["memory_mb"], cpus=res["cpus"], timeout_s=res["timeout_s"], pids=s.pids_limit,
-                      tmp_mb=s.tmp_size_mb, output_bytes=s.output_dir_bytes, output_inodes=s.output_dir_inodes,
-                      log_cap_bytes=s.log_cap_bytes, sidecar_memory_mb=s.sidecar_memory_mb,
-                      result_max_bytes=s.result_max_bytes, max_requests=s.max_requests_per_job,
-                      max_batch_rows=s.max_batch_rows, max_requests_per_s=s.max_requests_per_s),
+        limits=Limits(
+            memory_mb=res["memory_mb"],
+            cpus=res["cpus"],
+            timeout_s=res["timeout_s"],
+            pids=s.pids_limit,
+            tmp_mb=s.tmp_size_mb,
+            output_bytes=s.output_dir_bytes,
+            output_inodes=s.output_dir_inodes,
+            log_cap_bytes=s.log_cap_bytes,
+            sidecar_memory_mb=s.sidecar_memory_mb,
+            result_max_bytes=s.result_max_bytes,
+            max_requests=s.max_requests_per_job,
+            max_batch_rows=s.max_batch_rows,
+            max_requests_per_s=s.max_requests_per_s,
+        ),
         runtime=ctx.runtime,
     )
 
@@ -104,8 +114,13 @@ def _start(ctx: WorkerContext, job_id: str) -> JobSandbox | str | None:
     granted = ctx.quota.reserve(principal_id, job_id, want, cap)
     with session_scope(ctx.sessions) as s:
         job = s.get(Job, job_id)
-        ledger.append(s, actor=ACTOR, action="quota.rows_reserved", subject=f"job:{job_id}",
-                      data={"wanted": want, "granted": granted, "day": today(), "rows_per_day": cap})
+        ledger.append(
+            s,
+            actor=ACTOR,
+            action="quota.rows_reserved",
+            subject=f"job:{job_id}",
+            data={"wanted": want, "granted": granted, "day": today(), "rows_per_day": cap},
+        )
         if granted <= 0:
             job.operator_log = "the partner's model rows for today were spent before the job started"
             transition(s, job, "failed", actor=ACTOR, error_class="query_budget_exceeded")
@@ -146,8 +161,13 @@ def _settle(ctx: WorkerContext, job_id: str, rows_used: int | None) -> None:
     refund = ctx.quota.settle(job_id, rows_used)
     if refund is not None:
         with session_scope(ctx.sessions) as s:
-            ledger.append(s, actor=ACTOR, action="quota.rows_settled", subject=f"job:{job_id}",
-                          data={"used": rows_used, "refunded": refund})
+            ledger.append(
+                s,
+                actor=ACTOR,
+                action="quota.rows_settled",
+                subject=f"job:{job_id}",
+                data={"used": rows_used, "refunded": refund},
+            )
 
 
 def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
@@ -172,16 +192,26 @@ def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
             return "rejected"
         decls = {name: MetricDecl.model_validate(d) for name, d in job.spec["declared"].items()}
         try:
-            reported = gate.parse_result(outcome.result, decls, dataset_rows=job.dataset.rows,
-                                         max_bytes=settings.result_max_bytes, max_metrics=settings.max_metrics)
+            reported = gate.parse_result(
+                outcome.result,
+                decls,
+                dataset_rows=job.dataset.rows,
+                max_bytes=settings.result_max_bytes,
+                max_metrics=settings.max_metrics,
+            )
         except (gate.OutputRejected, OverflowError) as e:
             job.operator_log += f"\n[gate] {getattr(e, 'reason', 'number out of range')}"
             transition(s, job, "rejected", actor=ACTOR, error_class="output_rejected")
             return "rejected"
         privacy = job.spec["privacy"]  # the plan admitted is the plan applied, whatever the settings now
         policy = replace(settings.gate_policy(), mechanism=privacy["mechanism"], delta=privacy.get("delta") or 0.0)
-        gated = gate.release(reported, decls, epsilon=privacy["epsilon_per_metric"], policy=policy,
-                             noised_metrics=privacy["noised_metrics"])
+        gated = gate.release(
+            reported,
+            decls,
+            epsilon=privacy["epsilon_per_metric"],
+            policy=policy,
+            noised_metrics=privacy["noised_metrics"],
+        )
         finished = utcnow()
         provenance = {
             "spec_sha256": job.spec_sha256,
@@ -195,19 +225,28 @@ def _finish(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
             "queries": usage,
             "submitted_at": job.created_at.isoformat(),
             # Padded, as the partner sees it: the real run time would be a side channel.
-            "completed_within_s": timing.padded_duration((finished - job.created_at).total_seconds(),
-                                                         settings.timing_buckets_s),
+            "completed_within_s": timing.padded_duration(
+                (finished - job.created_at).total_seconds(), settings.timing_buckets_s
+            ),
         }
-        release_service.release(s, ctx.signer, job_id=job.id, metrics=gated.metrics,
-                                disclosure=gated.disclosure(job.spec["leakage_bits"]),
-                                provenance=provenance, actor=ACTOR)
+        release_service.release(
+            s,
+            ctx.signer,
+            job_id=job.id,
+            metrics=gated.metrics,
+            disclosure=gated.disclosure(job.spec["leakage_bits"]),
+            provenance=provenance,
+            actor=ACTOR,
+        )
         transition(s, job, "released", actor=ACTOR)
         return "released"
 
 
 def _operator_log(outcome: Outcome) -> str:
-    facts = (f"exit={outcome.exit_code} oom={outcome.oom} timed_out={outcome.timed_out} "
-             f"cancelled={outcome.cancelled} result_problem={outcome.result_problem} usage={outcome.usage}")
+    facts = (
+        f"exit={outcome.exit_code} oom={outcome.oom} timed_out={outcome.timed_out} "
+        f"cancelled={outcome.cancelled} result_problem={outcome.result_problem} usage={outcome.usage}"
+    )
     return f"{facts}\n--- job output (capped) ---\n{outcome.job_log}"
 
 

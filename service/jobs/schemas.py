@@ -23,8 +23,9 @@ class JobCreate(BaseModel):
     metrics: list[str] = Field(min_length=1, max_length=64)
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    epsilon: float | None = Field(default=None, gt=0, le=100,
-                                  description="differential-privacy ε per noised metric; the policy default if unset")
+    epsilon: float | None = Field(
+        default=None, gt=0, le=100, description="differential-privacy ε per noised metric; the policy default if unset"
+    )
 
 
 class ResultRead(BaseModel):
@@ -45,7 +46,9 @@ class JobRead(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     result: ResultRead | None = None
-    reused: bool = Field(default=False, description="an earlier job for the same release, returned instead of fresh noise")
+    reused: bool = Field(
+        default=False, description="an earlier job for the same release, returned instead of fresh noise"
+    )
 
 
 class JobList(BaseModel):

@@ -50,7 +50,9 @@ def cancel(session: Session, bits: DailyQuota, caller: Caller, job_id: str) -> J
 
 def queue_approved(session: Session, suite_id: int, actor: str) -> list[str]:
     """After a suite is approved, move its waiting jobs to the queue. Returns ids to enqueue after commit."""
-    waiting = session.execute(select(Job).where(Job.suite_version_id == suite_id, Job.state == "awaiting_approval")).scalars()
+    waiting = session.execute(
+        select(Job).where(Job.suite_version_id == suite_id, Job.state == "awaiting_approval")
+    ).scalars()
     ids = []
     for job in waiting:
         transition(session, job, "queued", actor=actor)
@@ -59,5 +61,7 @@ def queue_approved(session: Session, suite_id: int, actor: str) -> list[str]:
 
 
 def unfinished_ids(session: Session) -> list[str]:
-    rows = session.execute(select(Job.id).where(Job.state.in_(("queued", "running", "gating"))).order_by(Job.created_at))
+    rows = session.execute(
+        select(Job.id).where(Job.state.in_(("queued", "running", "gating"))).order_by(Job.created_at)
+    )
     return list(rows.scalars())

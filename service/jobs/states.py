@@ -19,14 +19,23 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 # What a partner may be told when a job does not end in a release. Nothing else ever reaches them.
-ERROR_CLASSES = frozenset({
-    "timeout", "oom", "crashed", "query_budget_exceeded", "output_rejected", "missing_output",
-    "cancelled", "internal_error",
-})
+ERROR_CLASSES = frozenset(
+    {
+        "timeout",
+        "oom",
+        "crashed",
+        "query_budget_exceeded",
+        "output_rejected",
+        "missing_output",
+        "cancelled",
+        "internal_error",
+    }
+)
 
 
-def transition(session: Session, job: Job, to: str, *, actor: str, error_class: str | None = None,
-               data: dict | None = None) -> bool:
+def transition(
+    session: Session, job: Job, to: str, *, actor: str, error_class: str | None = None, data: dict | None = None
+) -> bool:
     """Move a job to `to`. Returns False (and does nothing) if it is already there, so a redelivered
     task can call this again safely. An impossible transition raises Conflict."""
     if job.state == to:
@@ -42,7 +51,12 @@ def transition(session: Session, job: Job, to: str, *, actor: str, error_class: 
     if to in TERMINAL:
         job.finished_at = now
         job.error_class = error_class
-    ledger.append(session, actor=actor, action="job.transition", subject=f"job:{job.id}",
-                  data={"from": frm, "to": to, "error_class": error_class, "spec_sha256": job.spec_sha256, **(data or {})})
+    ledger.append(
+        session,
+        actor=actor,
+        action="job.transition",
+        subject=f"job:{job.id}",
+        data={"from": frm, "to": to, "error_class": error_class, "spec_sha256": job.spec_sha256, **(data or {})},
+    )
     session.flush()
     return True

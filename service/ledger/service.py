@@ -25,7 +25,9 @@ def chain_hash(prev: str, leaf: str) -> str:
     return hashlib.sha256(bytes.fromhex(prev) + bytes.fromhex(leaf)).hexdigest()
 
 
-def append(session: Session, *, actor: str, action: str, subject: str, data: dict[str, Any] | None = None) -> AuditEvent:
+def append(
+    session: Session, *, actor: str, action: str, subject: str, data: dict[str, Any] | None = None
+) -> AuditEvent:
     """Append one event in the caller's transaction, so it lands exactly when the change it records."""
     bumped = session.execute(update(AuditHead).where(AuditHead.id == 1).values(size=AuditHead.size + 1))
     if bumped.rowcount != 1:
@@ -34,7 +36,14 @@ def append(session: Session, *, actor: str, action: str, subject: str, data: dic
     session.refresh(head)
     seq = head.size
     record = canonical_json(
-        {"seq": seq, "ts": utcnow().isoformat(), "actor": actor, "action": action, "subject": subject, "data": data or {}}
+        {
+            "seq": seq,
+            "ts": utcnow().isoformat(),
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "data": data or {},
+        }
     )
     leaf = leaf_hash(record)
     chained = chain_hash(head.head_hash, leaf)
@@ -60,6 +69,7 @@ def verify(session: Session) -> Verification:
     prev = GENESIS
     expected_seq = 1
     for event in session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars():
+
         def bad(problem: str) -> Verification:
             return Verification(False, expected_seq - 1, prev, problem, event.seq)
 
@@ -69,7 +79,11 @@ def verify(session: Session) -> Verification:
             record = json.loads(event.record)
         except ValueError:
             return bad("record is not JSON")
-        if record.get("seq") != event.seq or record.get("action") != event.action or record.get("subject") != event.subject:
+        if (
+            record.get("seq") != event.seq
+            or record.get("action") != event.action
+            or record.get("subject") != event.subject
+        ):
             return bad("indexed columns disagree with the record")
         if leaf_hash(event.record) != event.leaf_hash:
             return bad("record does not match its leaf hash")

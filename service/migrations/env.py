@@ -1,8 +1,7 @@
 from alembic import context
-from sqlalchemy import pool
 
-from service.db import Base, make_engine
 from service import models_registry  # noqa: F401  (registers every table on Base.metadata)
+from service.db import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata

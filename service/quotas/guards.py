@@ -53,12 +53,17 @@ class AdmissionGuards:
             lock = self._locks[principal_id]
             acquired = lock.acquire(timeout=LOCK_WAIT_S)
         else:
-            lock = self._redis.lock(f"{self.namespace}:admission:{principal_id}", timeout=LOCK_TIMEOUT_S,
-                                    blocking_timeout=LOCK_WAIT_S)
+            lock = self._redis.lock(
+                f"{self.namespace}:admission:{principal_id}", timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_WAIT_S
+            )
             acquired = lock.acquire()
         if not acquired:
-            raise TooManyRequests("another submission of yours is being admitted", code="admission_busy",
-                                  alternatives=["retry in a moment"], retry_after_s=1)
+            raise TooManyRequests(
+                "another submission of yours is being admitted",
+                code="admission_busy",
+                alternatives=["retry in a moment"],
+                retry_after_s=1,
+            )
         try:
             yield
         finally:
@@ -74,4 +79,6 @@ class AdmissionGuards:
         if limit <= 0:
             return Window(limit=0, remaining=0, reset_in_s=0)
         stats = self._limiter.get_window_stats(self._item(limit), self.namespace, "releases", str(principal_id))
-        return Window(limit=limit, remaining=stats.remaining, reset_in_s=max(0, int(stats.reset_time - time.time()) + 1))
+        return Window(
+            limit=limit, remaining=stats.remaining, reset_in_s=max(0, int(stats.reset_time - time.time()) + 1)
+        )

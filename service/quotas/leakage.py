@@ -27,8 +27,9 @@ def to_millibits(bits: float) -> int:
 
 def outcome_bits(settings: Settings) -> float:
     """Released or one of the error classes, and one of the padded completion times."""
-    return gate.outcome_bits(len(ERROR_CLASSES) + 1,
-                             timing.distinct_durations(settings.timing_buckets_s, settings.longest_job_s))
+    return gate.outcome_bits(
+        len(ERROR_CLASSES) + 1, timing.distinct_durations(settings.timing_buckets_s, settings.longest_job_s)
+    )
 
 
 def job_bits(settings: Settings, metric_bits: float) -> float:
@@ -42,8 +43,19 @@ def settle(session: Session, bits: DailyQuota, job: Job, actor: str) -> None:
     refund = bits.settle(job.id, to_millibits(carried), session=session)
     if refund is None:
         return
-    ledger.append(session, actor=actor, action="leakage.bits_settled", subject=f"job:{job.id}",
-                  data={"bits": round(carried, 3), "refunded_bits": refund / 1000})
+    ledger.append(
+        session,
+        actor=actor,
+        action="leakage.bits_settled",
+        subject=f"job:{job.id}",
+        data={"bits": round(carried, 3), "refunded_bits": refund / 1000},
+    )
     if not ran:
-        epsilon.refund(session, principal_id=job.principal_id, dataset=job.dataset,
-                       epsilon=job.spec.get("privacy", {}).get("epsilon_total", 0.0), job_id=job.id, actor=actor)
+        epsilon.refund(
+            session,
+            principal_id=job.principal_id,
+            dataset=job.dataset,
+            epsilon=job.spec.get("privacy", {}).get("epsilon_total", 0.0),
+            job_id=job.id,
+            actor=actor,
+        )

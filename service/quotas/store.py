@@ -9,7 +9,7 @@ service has one (API and workers share it); embedded mode keeps them in the data
 from __future__ import annotations
 
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import select, update
@@ -22,11 +22,11 @@ GRANT_TTL_S = 3 * 86400
 
 
 def today(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).strftime("%Y%m%d")
+    return (now or datetime.now(UTC)).strftime("%Y%m%d")
 
 
 def seconds_to_reset(now: datetime | None = None) -> int:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return int((tomorrow - now).total_seconds()) + 1
 
@@ -38,8 +38,9 @@ class DailyQuota(Protocol):
     # writer, so a second transaction would wait on the caller's), and a rollback undoes it too.
     # Redis ignores it.
     def used(self, principal_id: int) -> int: ...
-    def reserve(self, principal_id: int, job_id: str, want: int, cap: int, partial: bool = True,
-                session: Session | None = None) -> int: ...
+    def reserve(
+        self, principal_id: int, job_id: str, want: int, cap: int, partial: bool = True, session: Session | None = None
+    ) -> int: ...
     def settle(self, job_id: str, used: int, session: Session | None = None) -> int | None: ...
 
 
@@ -94,10 +95,14 @@ class RedisDailyQuota:
     def used(self, principal_id: int) -> int:
         return int(self.r.get(self._key(principal_id)) or 0)
 
-    def reserve(self, principal_id: int, job_id: str, want: int, cap: int, partial: bool = True,
-                session: Session | None = None) -> int:
-        return int(self._reserve(keys=[self._key(principal_id), self._grants],
-                                 args=[job_id, want, cap, GRANT_TTL_S, int(partial)]))
+    def reserve(
+        self, principal_id: int, job_id: str, want: int, cap: int, partial: bool = True, session: Session | None = None
+    ) -> int:
+        return int(
+            self._reserve(
+                keys=[self._key(principal_id), self._grants], args=[job_id, want, cap, GRANT_TTL_S, int(partial)]
+            )
+        )
 
     def settle(self, job_id: str, used: int, session: Session | None = None) -> int | None:
         refund = int(self._settle(keys=[self._grants], args=[job_id, used]))
@@ -125,8 +130,9 @@ class SqlDailyQuota:
             with session_scope(self.sessions) as s:
                 yield s
 
-    def reserve(self, principal_id: int, job_id: str, want: int, cap: int, partial: bool = True,
-                session: Session | None = None) -> int:
+    def reserve(
+        self, principal_id: int, job_id: str, want: int, cap: int, partial: bool = True, session: Session | None = None
+    ) -> int:
         day = today()
         with self._scope(session) as s:
             prior = s.get(DailyGrant, (job_id, self.resource))
@@ -135,8 +141,9 @@ class SqlDailyQuota:
             insert_if_missing(s, DailyUsage, principal_id=principal_id, resource=self.resource, day=day, amount=0)
             # The UPDATE takes the row lock (the write lock on SQLite) before the read below.
             s.execute(update(DailyUsage).where(*self._usage(principal_id, day)).values(amount=DailyUsage.amount))
-            usage = s.execute(select(DailyUsage).where(*self._usage(principal_id, day))
-                              .execution_options(populate_existing=True)).scalar_one()
+            usage = s.execute(
+                select(DailyUsage).where(*self._usage(principal_id, day)).execution_options(populate_existing=True)
+            ).scalar_one()
             grant = max(0, min(want, cap - usage.amount))
             if not partial and grant < want:
                 return 0
@@ -150,8 +157,11 @@ class SqlDailyQuota:
             if grant is None or grant.settled:
                 return None
             refund = max(0, grant.granted - used)
-            s.execute(update(DailyUsage).where(*self._usage(grant.principal_id, grant.day))
-                      .values(amount=DailyUsage.amount - refund))
+            s.execute(
+                update(DailyUsage)
+                .where(*self._usage(grant.principal_id, grant.day))
+                .values(amount=DailyUsage.amount - refund)
+            )
             grant.settled = True
             return refund
 

@@ -68,7 +68,9 @@ class SuiteManifest(BaseModel):
 
     def metric_table(self) -> dict[str, dict]:
         """The declarations as stored with the suite version (JSON)."""
-        return {name: d.model_dump(exclude_defaults=True) | {"kind": d.kind} for name, d in sorted(self.metrics.items())}
+        return {
+            name: d.model_dump(exclude_defaults=True) | {"kind": d.kind} for name, d in sorted(self.metrics.items())
+        }
 
 
 @dataclass
@@ -169,8 +171,9 @@ def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bund
             if files > limits.max_files:
                 raise _reject(f"bundle has more than {limits.max_files} files", "bundle_too_many_files")
             if total + declared_size > limits.max_unpacked_bytes:
-                raise PayloadTooLarge(f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes",
-                                      code="bundle_too_large_unpacked")
+                raise PayloadTooLarge(
+                    f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes", code="bundle_too_large_unpacked"
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
             # O_EXCL|O_NOFOLLOW: never write through something already there.
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
@@ -179,8 +182,10 @@ def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bund
                     while chunk := src.read(1 << 16):
                         total += len(chunk)  # count real bytes too: declared sizes can lie
                         if total > limits.max_unpacked_bytes:
-                            raise PayloadTooLarge(f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes",
-                                                  code="bundle_too_large_unpacked")
+                            raise PayloadTooLarge(
+                                f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes",
+                                code="bundle_too_large_unpacked",
+                            )
                         out.write(chunk)
             except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as e:
                 raise _reject(f"corrupt archive member {name!r}: {type(e).__name__}") from None

@@ -22,11 +22,21 @@ def _refuse_oversized(request: Request, limit: int, what: str) -> None:
 
 
 @router.post("/models", response_model=ModelRead, status_code=201)
-def register_model(request: Request, response: Response, caller: Operator, session: SessionDep, settings: SettingsDep,
-                   name: str = Form(), version: str = Form(), file: UploadFile = File()) -> ModelRead:
+def register_model(
+    request: Request,
+    response: Response,
+    caller: Operator,
+    session: SessionDep,
+    settings: SettingsDep,
+    name: str = Form(),
+    version: str = Form(),
+    file: UploadFile = File(),
+) -> ModelRead:
     """Register an ONNX model version (operators)."""
     _refuse_oversized(request, settings.model_max_bytes, "model")
-    row, created = registry.register_model(session, settings, name=name, version=version, stream=file.file, actor=caller.actor)
+    row, created = registry.register_model(
+        session, settings, name=name, version=version, stream=file.file, actor=caller.actor
+    )
     if not created:
         response.status_code = 200
     return ModelRead.model_validate(row)
@@ -40,19 +50,30 @@ def list_models(caller: AnyCaller, session: SessionDep) -> list[ModelRead]:
 
 
 @router.post("/models/{name}/{version}/status", response_model=ModelRead)
-def set_model_status(name: str, version: str, body: ModelStatusUpdate, caller: Operator, session: SessionDep) -> ModelRead:
+def set_model_status(
+    name: str, version: str, body: ModelStatusUpdate, caller: Operator, session: SessionDep
+) -> ModelRead:
     """Move a model version along active → deprecated → retired (operators)."""
     return ModelRead.model_validate(registry.set_model_status(session, f"{name}@{version}", body.status, caller.actor))
 
 
 @router.post("/datasets", response_model=DatasetRead, status_code=201)
-def register_dataset(request: Request, response: Response, caller: Operator, session: SessionDep, settings: SettingsDep,
-                     name: str = Form(), version: str = Form(), visibility: str = Form("private"),
-                     file: UploadFile = File()) -> DatasetRead:
+def register_dataset(
+    request: Request,
+    response: Response,
+    caller: Operator,
+    session: SessionDep,
+    settings: SettingsDep,
+    name: str = Form(),
+    version: str = Form(),
+    visibility: str = Form("private"),
+    file: UploadFile = File(),
+) -> DatasetRead:
     """Register a dataset version: an .npz with float features x and integer labels y (operators)."""
     _refuse_oversized(request, settings.dataset_max_bytes, "dataset")
-    row, created = registry.register_dataset(session, settings, name=name, version=version, visibility=visibility,
-                                             stream=file.file, actor=caller.actor)
+    row, created = registry.register_dataset(
+        session, settings, name=name, version=version, visibility=visibility, stream=file.file, actor=caller.actor
+    )
     if not created:
         response.status_code = 200
     return DatasetRead.model_validate(row)
@@ -66,12 +87,19 @@ def list_datasets(caller: AnyCaller, session: SessionDep) -> list[DatasetRead]:
 
 
 @router.post("/suites", response_model=SuiteRead, status_code=201)
-def upload_suite(request: Request, response: Response, caller: PartnerOrOperator, session: SessionDep,
-                 settings: SettingsDep, file: UploadFile = File()) -> SuiteRead:
+def upload_suite(
+    request: Request,
+    response: Response,
+    caller: PartnerOrOperator,
+    session: SessionDep,
+    settings: SettingsDep,
+    file: UploadFile = File(),
+) -> SuiteRead:
     """Upload a suite bundle (.tar.gz or .zip with suite.yaml at its top)."""
     _refuse_oversized(request, settings.bundle_max_bytes, "bundle")
-    row, created = registry.upload_suite(session, settings, stream=file.file, owner_id=caller.principal_id,
-                                         role=caller.role, actor=caller.actor)
+    row, created = registry.upload_suite(
+        session, settings, stream=file.file, owner_id=caller.principal_id, role=caller.role, actor=caller.actor
+    )
     if not created:
         response.status_code = 200
     return SuiteRead.model_validate(row)

@@ -41,8 +41,11 @@ def _resolve(session: Session, model, ref: str, kind: str):
     row = session.execute(select(model).where(model.name == name, model.version == version)).scalar_one_or_none()
     if row is None:
         versions = session.execute(select(model.version).where(model.name == name)).scalars().all()
-        raise NotFound(f"unknown {kind} {ref}", code=f"unknown_{kind}_version",
-                       alternatives=[f"{name}@{v}" for v in sorted(versions)])
+        raise NotFound(
+            f"unknown {kind} {ref}",
+            code=f"unknown_{kind}_version",
+            alternatives=[f"{name}@{v}" for v in sorted(versions)],
+        )
     return row
 
 
@@ -71,11 +74,16 @@ def _discard_unreferenced(session: Session, path: Path, sha: str) -> None:
 
 
 def _taken(kind: str, ref: str) -> Conflict:
-    return Conflict(f"{kind} {ref} is already registered with different content", code="version_taken",
-                    alternatives=["register the new content under a new version"])
+    return Conflict(
+        f"{kind} {ref} is already registered with different content",
+        code="version_taken",
+        alternatives=["register the new content under a new version"],
+    )
 
 
-def register_model(session: Session, settings: Settings, *, name: str, version: str, stream: BinaryIO, actor: str) -> tuple[ModelVersion, bool]:
+def register_model(
+    session: Session, settings: Settings, *, name: str, version: str, stream: BinaryIO, actor: str
+) -> tuple[ModelVersion, bool]:
     """Returns (row, created). The same name@version with the same bytes is accepted again as a no-op."""
     _check_name(name, version)
     sha, path, size = storage.store_stream(settings.data_dir, stream, settings.model_max_bytes, "model")
@@ -92,8 +100,13 @@ def register_model(session: Session, settings: Settings, *, name: str, version: 
     row = ModelVersion(name=name, version=version, sha256=sha, size_bytes=size, status="active", signature=signature)
     session.add(row)
     session.flush()
-    ledger.append(session, actor=actor, action="model.registered", subject=f"model:{row.ref}",
-                  data={"sha256": sha, "size_bytes": size})
+    ledger.append(
+        session,
+        actor=actor,
+        action="model.registered",
+        subject=f"model:{row.ref}",
+        data={"sha256": sha, "size_bytes": size},
+    )
     return row, True
 
 
@@ -104,8 +117,9 @@ def set_model_status(session: Session, ref: str, status: str, actor: str) -> Mod
     if MODEL_STATUSES.index(status) < MODEL_STATUSES.index(row.status):
         raise Conflict(f"model {ref} is {row.status}; its lifecycle only moves forward", code="invalid_transition")
     if status != row.status:
-        ledger.append(session, actor=actor, action="model.status", subject=f"model:{ref}",
-                      data={"from": row.status, "to": status})
+        ledger.append(
+            session, actor=actor, action="model.status", subject=f"model:{ref}", data={"from": row.status, "to": status}
+        )
         row.status = status
     return row
 
@@ -118,8 +132,9 @@ def inspect_dataset(path: Path) -> tuple[int, int, int]:
                 raise InvalidInput("dataset .npz must hold exactly the arrays x and y", code="invalid_dataset")
             x, y = npz["x"], npz["y"]
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise InvalidInput(f"dataset is not a readable .npz without pickles: {type(e).__name__}",
-                           code="invalid_dataset") from None
+        raise InvalidInput(
+            f"dataset is not a readable .npz without pickles: {type(e).__name__}", code="invalid_dataset"
+        ) from None
     if x.ndim != 2 or x.dtype.kind not in "fiu":
         raise InvalidInput("x must be a 2-D numeric array", code="invalid_dataset")
     if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
@@ -129,8 +144,9 @@ def inspect_dataset(path: Path) -> tuple[int, int, int]:
     return int(x.shape[0]), int(x.shape[1]), int(y.max()) + 1
 
 
-def register_dataset(session: Session, settings: Settings, *, name: str, version: str, visibility: str,
-                     stream: BinaryIO, actor: str) -> tuple[DatasetVersion, bool]:
+def register_dataset(
+    session: Session, settings: Settings, *, name: str, version: str, visibility: str, stream: BinaryIO, actor: str
+) -> tuple[DatasetVersion, bool]:
     _check_name(name, version)
     if visibility not in ("private", "public"):
         raise InvalidInput("visibility must be private or public", code="invalid_visibility")
@@ -145,39 +161,70 @@ def register_dataset(session: Session, settings: Settings, *, name: str, version
     except InvalidInput:
         _discard_unreferenced(session, path, sha)
         raise
-    row = DatasetVersion(name=name, version=version, sha256=sha, size_bytes=size, rows=rows, features=features,
-                         classes=classes, visibility=visibility)
+    row = DatasetVersion(
+        name=name,
+        version=version,
+        sha256=sha,
+        size_bytes=size,
+        rows=rows,
+        features=features,
+        classes=classes,
+        visibility=visibility,
+    )
     session.add(row)
     session.flush()
-    ledger.append(session, actor=actor, action="dataset.registered", subject=f"dataset:{row.ref}",
-                  data={"sha256": sha, "rows": rows, "visibility": visibility})
+    ledger.append(
+        session,
+        actor=actor,
+        action="dataset.registered",
+        subject=f"dataset:{row.ref}",
+        data={"sha256": sha, "rows": rows, "visibility": visibility},
+    )
     return row, True
 
 
 def _limits(settings: Settings) -> bundles.BundleLimits:
-    return bundles.BundleLimits(max_files=settings.bundle_max_files, max_unpacked_bytes=settings.bundle_max_unpacked_bytes,
-                                max_metrics=settings.max_metrics)
+    return bundles.BundleLimits(
+        max_files=settings.bundle_max_files,
+        max_unpacked_bytes=settings.bundle_max_unpacked_bytes,
+        max_metrics=settings.max_metrics,
+    )
 
 
-def _record_suite(session: Session, bundle: bundles.Bundle, *, builtin: bool, approved: bool, owner_id: int | None,
-                  actor: str) -> tuple[SuiteVersion, bool]:
+def _record_suite(
+    session: Session, bundle: bundles.Bundle, *, builtin: bool, approved: bool, owner_id: int | None, actor: str
+) -> tuple[SuiteVersion, bool]:
     m = bundle.manifest
     existing = _existing(session, SuiteVersion, m.name, m.version)
     if existing is not None:
         if existing.sha256 != bundle.sha256:
             raise _taken("suite", f"{m.name}@{m.version}")
         return existing, False
-    row = SuiteVersion(name=m.name, version=m.version, sha256=bundle.sha256, entrypoint=m.entrypoint, metrics=m.metric_table(),
-                       builtin=builtin, approved=approved, owner_id=owner_id)
+    row = SuiteVersion(
+        name=m.name,
+        version=m.version,
+        sha256=bundle.sha256,
+        entrypoint=m.entrypoint,
+        metrics=m.metric_table(),
+        builtin=builtin,
+        approved=approved,
+        owner_id=owner_id,
+    )
     session.add(row)
     session.flush()
-    ledger.append(session, actor=actor, action="suite.registered", subject=f"suite:{row.ref}",
-                  data={"sha256": bundle.sha256, "builtin": builtin, "approved": approved, "metrics": m.metric_table()})
+    ledger.append(
+        session,
+        actor=actor,
+        action="suite.registered",
+        subject=f"suite:{row.ref}",
+        data={"sha256": bundle.sha256, "builtin": builtin, "approved": approved, "metrics": m.metric_table()},
+    )
     return row, True
 
 
-def upload_suite(session: Session, settings: Settings, *, stream: BinaryIO, owner_id: int, role: str,
-                 actor: str) -> tuple[SuiteVersion, bool]:
+def upload_suite(
+    session: Session, settings: Settings, *, stream: BinaryIO, owner_id: int, role: str, actor: str
+) -> tuple[SuiteVersion, bool]:
     data = storage.read_capped(stream, settings.bundle_max_bytes, "bundle")
     bundle = bundles.extract_bundle(data, settings.data_dir / "suites", _limits(settings))
     approved = role == "operator" or not settings.custom_suites_require_approval
@@ -198,7 +245,9 @@ def approve_suite(session: Session, ref: str, actor: str) -> SuiteVersion:
     row = resolve_suite(session, ref)
     if not row.approved:
         row.approved = True
-        ledger.append(session, actor=actor, action="suite.approved", subject=f"suite:{ref}", data={"sha256": row.sha256})
+        ledger.append(
+            session, actor=actor, action="suite.approved", subject=f"suite:{ref}", data={"sha256": row.sha256}
+        )
     return row
 
 
@@ -213,7 +262,10 @@ def visible_suite(session: Session, ref: str, principal_id: int, role: str) -> S
 def usable_model(session: Session, ref: str) -> ModelVersion:
     row = resolve_model(session, ref)
     if row.status == "retired":
-        newer = session.execute(select(ModelVersion).where(ModelVersion.name == row.name,
-                                                           ModelVersion.status == "active")).scalars().all()
+        newer = (
+            session.execute(select(ModelVersion).where(ModelVersion.name == row.name, ModelVersion.status == "active"))
+            .scalars()
+            .all()
+        )
         raise Forbidden(f"model {ref} is retired", code="model_retired", alternatives=[m.ref for m in newer])
     return row

@@ -39,7 +39,7 @@ class MetricDecl(BaseModel):
     max: float | None = None
 
     @model_validator(mode="after")
-    def _bounds(self) -> "MetricDecl":
+    def _bounds(self) -> MetricDecl:
         if self.kind in ("proportion", "count") and (self.min is not None or self.max is not None):
             raise ValueError(f"a {self.kind} has a fixed range; min and max are not declared")
         if self.kind == "nonnegative" and self.min not in (None, 0.0):
@@ -93,7 +93,7 @@ def parse_declarations(raw: object) -> dict[str, MetricDecl]:
 
 def grid(decl: MetricDecl, decimals: int) -> float:
     """The spacing of released values."""
-    return 1.0 if decl.integer else 10.0 ** -decimals
+    return 1.0 if decl.integer else 10.0**-decimals
 
 
 def bits(decl: MetricDecl, n: int, decimals: int, noise_scale: float | None, extra_outcomes: int = 0) -> float:

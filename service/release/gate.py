@@ -101,11 +101,14 @@ def _entry(name: str, v, dataset_rows: int) -> Reported:
         raise OutputRejected(f"metric {name!r}: an entry has 'value' and optionally 'n' and 'min_class_n' only")
     n = _rows(name, "n", v.get("n", dataset_rows), dataset_rows)
     min_class = v.get("min_class_n")
-    return Reported(_number(name, v["value"]), n, None if min_class is None else _rows(name, "min_class_n", min_class, n))
+    return Reported(
+        _number(name, v["value"]), n, None if min_class is None else _rows(name, "min_class_n", min_class, n)
+    )
 
 
-def parse_result(raw: bytes, decls: dict[str, MetricDecl], *, dataset_rows: int, max_bytes: int,
-                 max_metrics: int) -> dict[str, Reported]:
+def parse_result(
+    raw: bytes, decls: dict[str, MetricDecl], *, dataset_rows: int, max_bytes: int, max_metrics: int
+) -> dict[str, Reported]:
     if len(raw) > max_bytes:
         raise OutputRejected(f"result larger than {max_bytes} bytes")
     try:
@@ -152,8 +155,13 @@ def noised(decls: dict[str, MetricDecl], policy: Policy) -> list[str]:
 
 
 def _noise_for(decl: MetricDecl, n_eff: int, epsilon: float, policy: Policy) -> privacy.Noise:
-    return privacy.calibrate(policy.mechanism, epsilon=epsilon, sensitivity=decl.row_sensitivity(n_eff),
-                             integer=decl.integer, delta=policy.delta)
+    return privacy.calibrate(
+        policy.mechanism,
+        epsilon=epsilon,
+        sensitivity=decl.row_sensitivity(n_eff),
+        integer=decl.integer,
+        delta=policy.delta,
+    )
 
 
 def max_bits(decls: dict[str, MetricDecl], dataset_rows: int, epsilon: float, policy: Policy) -> float:
@@ -192,8 +200,15 @@ def _suppression(r: Reported, decl: MetricDecl, policy: Policy) -> str | None:
     return None
 
 
-def release(reported: dict[str, Reported], decls: dict[str, MetricDecl], *, epsilon: float, policy: Policy,
-            noised_metrics: list[str] | None = None, add_noise=privacy.add_noise) -> Release:
+def release(
+    reported: dict[str, Reported],
+    decls: dict[str, MetricDecl],
+    *,
+    epsilon: float,
+    policy: Policy,
+    noised_metrics: list[str] | None = None,
+    add_noise=privacy.add_noise,
+) -> Release:
     """`epsilon` is per noised metric; `noised_metrics` is the plan admitted (policy decides if None)."""
     out = Release()
     chosen = set(noised(decls, policy) if noised_metrics is None else noised_metrics)

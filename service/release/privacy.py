@@ -23,8 +23,13 @@ class Noise:
     scale: float
 
     def as_dict(self) -> dict:
-        return {"mechanism": self.mechanism, "epsilon": self.epsilon, "delta": self.delta,
-                "sensitivity": self.sensitivity, "scale": self.scale}
+        return {
+            "mechanism": self.mechanism,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "sensitivity": self.sensitivity,
+            "scale": self.scale,
+        }
 
 
 @lru_cache(maxsize=1)
@@ -55,13 +60,19 @@ def calibrate(mechanism: str, *, epsilon: float, sensitivity: float, integer: bo
     dp = _dp()
     d_in = math.ceil(sensitivity) if integer else float(sensitivity)
     d_out = epsilon if mechanism == "laplace" else (epsilon, delta)
-    scale = dp.binary_search_param(lambda s: _measurement(mechanism, integer, s, delta), d_in=d_in, d_out=d_out, T=float)
-    return Noise(mechanism=mechanism, epsilon=epsilon, delta=delta if mechanism == "gaussian" else 0.0,
-                 sensitivity=float(d_in), scale=float(scale))
+    scale = dp.binary_search_param(
+        lambda s: _measurement(mechanism, integer, s, delta), d_in=d_in, d_out=d_out, T=float
+    )
+    return Noise(
+        mechanism=mechanism,
+        epsilon=epsilon,
+        delta=delta if mechanism == "gaussian" else 0.0,
+        sensitivity=float(d_in),
+        scale=float(scale),
+    )
 
 
 def add_noise(value: float, noise: Noise, *, integer: bool) -> float:
     """One draw from OpenDP's sampler (a fresh measurement, so no state is shared between releases)."""
     meas = _measurement(noise.mechanism, integer, noise.scale, noise.delta)
     return float(meas(int(round(value)) if integer else float(value)))
-

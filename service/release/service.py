@@ -26,17 +26,35 @@ def for_jobs(session: Session, job_ids: list[str]) -> dict[str, Result]:
     return {r.job_id: r for r in session.execute(select(Result).where(Result.job_id.in_(job_ids))).scalars()}
 
 
-def release(session: Session, signer: Signer, *, job_id: str, metrics: dict, disclosure: dict, provenance: dict,
-            actor: str) -> Result:
+def release(
+    session: Session, signer: Signer, *, job_id: str, metrics: dict, disclosure: dict, provenance: dict, actor: str
+) -> Result:
     found = existing(session, job_id)
     if found is not None:
         return found
     signature = signer.sign(statement(job_id, metrics, disclosure, provenance))
-    event = ledger.append(session, actor=actor, action="result.released", subject=f"job:{job_id}",
-                          data={"metrics": metrics, "disclosure": disclosure, "spec_sha256": provenance["spec_sha256"],
-                                "signature": signature, "key_id": signer.key_id})
-    result = Result(job_id=job_id, metrics=metrics, disclosure=disclosure, provenance=provenance, signature=signature,
-                    key_id=signer.key_id, ledger_seq=event.seq)
+    event = ledger.append(
+        session,
+        actor=actor,
+        action="result.released",
+        subject=f"job:{job_id}",
+        data={
+            "metrics": metrics,
+            "disclosure": disclosure,
+            "spec_sha256": provenance["spec_sha256"],
+            "signature": signature,
+            "key_id": signer.key_id,
+        },
+    )
+    result = Result(
+        job_id=job_id,
+        metrics=metrics,
+        disclosure=disclosure,
+        provenance=provenance,
+        signature=signature,
+        key_id=signer.key_id,
+        ledger_seq=event.seq,
+    )
     session.add(result)
     session.flush()
     return result

@@ -14,7 +14,7 @@ import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
@@ -116,8 +116,12 @@ class Sandbox:
             return self.client.volumes.get(name)
         except NotFound:
             # tmpfs-backed: sized and inode-capped, never on the host's disk, gone when removed.
-            return self.client.volumes.create(name=name, driver="local", labels=self._labels(job_id, role),
-                                              driver_opts={"type": "tmpfs", "device": "tmpfs", "o": opts})
+            return self.client.volumes.create(
+                name=name,
+                driver="local",
+                labels=self._labels(job_id, role),
+                driver_opts={"type": "tmpfs", "device": "tmpfs", "o": opts},
+            )
 
     # -- containers ------------------------------------------------------------------------------
 
@@ -145,7 +149,10 @@ class Sandbox:
             # sockets, the sidecar may create its own.
             runtime=spec.runtime.job if role == "job" else spec.runtime.sidecar,
             # json-file with one capped file: a stdout flood cannot fill the host's disk.
-            log_config={"type": "json-file", "config": {"max-size": str(max(spec.limits.log_cap_bytes, 16 << 10)), "max-file": "1"}},
+            log_config={
+                "type": "json-file",
+                "config": {"max-size": str(max(spec.limits.log_cap_bytes, 16 << 10)), "max-file": "1"},
+            },
             detach=True,
         )
 
@@ -227,7 +234,11 @@ class Sandbox:
             ulimits=[
                 Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile),
                 Ulimit(name="core", soft=0, hard=0),  # a crash cannot dump memory to disk
-                Ulimit(name="fsize", soft=max(lim.tmp_mb << 20, lim.output_bytes), hard=max(lim.tmp_mb << 20, lim.output_bytes)),
+                Ulimit(
+                    name="fsize",
+                    soft=max(lim.tmp_mb << 20, lim.output_bytes),
+                    hard=max(lim.tmp_mb << 20, lim.output_bytes),
+                ),
                 # gVisor's guest tasks are not host threads, so the pids cgroup does not see a thread
                 # bomb; its own kernel enforces RLIMIT_NPROC per sandbox. (Under runc nproc would
                 # count every process of the uid on the host, across jobs: there the cgroup does it.)
@@ -246,8 +257,12 @@ class Sandbox:
         try:
             self._volume(n["sock"], spec.job_id, "socket", "size=64k,nr_inodes=16,uid=10001,gid=10001,mode=0755")
             lim = spec.limits
-            self._volume(n["out"], spec.job_id, "output",
-                         f"size={lim.output_bytes},nr_inodes={lim.output_inodes},uid=10002,gid=10002,mode=0700")
+            self._volume(
+                n["out"],
+                spec.job_id,
+                "output",
+                f"size={lim.output_bytes},nr_inodes={lim.output_inodes},uid=10002,gid=10002,mode=0700",
+            )
             sidecar = self._get(n["sidecar"]) or self._start_sidecar(spec, n)
             job = self._get(n["job"])
             if job is None:
@@ -339,7 +354,7 @@ class Sandbox:
         for line in reversed(text.splitlines()):
             if line.startswith(USAGE + " "):
                 try:
-                    return json.loads(line[len(USAGE) + 1:])
+                    return json.loads(line[len(USAGE) + 1 :])
                 except ValueError:
                     break
         return {}
@@ -401,7 +416,7 @@ def _elapsed_since(started_at: str) -> float:
         return 0.0
     try:
         trimmed = started_at.rstrip("Z").split(".")[0]
-        t = datetime.fromisoformat(trimmed).replace(tzinfo=timezone.utc)
-        return max(0.0, (datetime.now(timezone.utc) - t).total_seconds())
+        t = datetime.fromisoformat(trimmed).replace(tzinfo=UTC)
+        return max(0.0, (datetime.now(UTC) - t).total_seconds())
     except ValueError:
         return 0.0

@@ -63,8 +63,10 @@ def resolve(client: docker.DockerClient, wanted: str) -> Runtime:
         wanted = "runsc" if runsc_available(client) else "runc"
     if wanted == "runsc":
         if not runsc_available(client):
-            raise SandboxError("EVALGATE_DOCKER_RUNTIME=runsc but the engine lacks the evalgate runsc runtimes: "
-                               "run `evalgate sandbox setup` as root")
+            raise SandboxError(
+                "EVALGATE_DOCKER_RUNTIME=runsc but the engine lacks the evalgate runsc runtimes: "
+                "run `evalgate sandbox setup` as root"
+            )
         return Runtime("runsc", RUNSC_JOB, RUNSC_SIDECAR, seccomp_profile("runsc"), extra_pids=RUNSC_EXTRA_PIDS)
     if wanted != "runc":
         raise SandboxError(f"unknown runtime {wanted!r}: runc, runsc or auto")
@@ -75,7 +77,8 @@ def with_runsc(config: dict, runsc_path: str) -> dict:
     """daemon.json with evalgate's two runsc runtimes added; every other setting kept as it was."""
     merged = json.loads(json.dumps(config))
     merged.setdefault("runtimes", {}).update(
-        {name: {"path": runsc_path, "runtimeArgs": args} for name, args in RUNSC_ARGS.items()})
+        {name: {"path": runsc_path, "runtimeArgs": args} for name, args in RUNSC_ARGS.items()}
+    )
     return merged
 
 

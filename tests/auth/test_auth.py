@@ -20,14 +20,18 @@ def test_key_is_shown_once_and_stored_hashed(sessions):
         assert all(secret not in e["data"].__repr__() for e in ledger.events_for(s, "principal:acme"))
 
 
-@pytest.mark.parametrize("token, code", [
-    (None, "missing_key"), ("", "missing_key"), ("not-a-key", "invalid_key"),
-    ("eg_AAAAAAAAAAAAAAAA_" + "x" * 43, "invalid_key"),
-])
+@pytest.mark.parametrize(
+    "token, code",
+    [
+        (None, "missing_key"),
+        ("", "missing_key"),
+        ("not-a-key", "invalid_key"),
+        ("eg_AAAAAAAAAAAAAAAA_" + "x" * 43, "invalid_key"),
+    ],
+)
 def test_bad_tokens(sessions, token, code):
-    with session_scope(sessions) as s:
-        with pytest.raises(Unauthorized) as e:
-            auth.authenticate(s, token)
+    with session_scope(sessions) as s, pytest.raises(Unauthorized) as e:
+        auth.authenticate(s, token)
     assert e.value.code == code and e.value.status_code == 401
 
 

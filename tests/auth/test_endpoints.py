@@ -11,11 +11,14 @@ def test_whoami(api):
     assert r.status_code == 200 and r.json()["role"] == "partner" and r.json()["name"] == "acme"
 
 
-@pytest.mark.parametrize("headers, code", [
-    ({}, "missing_key"),
-    ({"Authorization": "Basic abc"}, "missing_key"),
-    ({"Authorization": "Bearer eg_AAAAAAAAAAAAAAAA_" + "x" * 43}, "invalid_key"),
-])
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, "missing_key"),
+        ({"Authorization": "Basic abc"}, "missing_key"),
+        ({"Authorization": "Bearer eg_AAAAAAAAAAAAAAAA_" + "x" * 43}, "invalid_key"),
+    ],
+)
 def test_401_shapes(api, headers, code):
     r = api.client.get("/v1/jobs", headers=headers)
     assert r.status_code == 401
@@ -38,8 +41,9 @@ def test_expired_key_is_401(api):
 
 
 def test_wrong_role_is_403_and_audited(api):
-    r = api.client.post("/v1/models", headers=api.partner, data={"name": "x", "version": "1"},
-                        files={"file": ("m.onnx", b"junk")})
+    r = api.client.post(
+        "/v1/models", headers=api.partner, data={"name": "x", "version": "1"}, files={"file": ("m.onnx", b"junk")}
+    )
     assert r.status_code == 403 and r.json()["error"] == "wrong_role"
     assert api.client.post("/v1/jobs", headers=api.operator, json={}).status_code == 403
     with session_scope(api.sessions) as s:
@@ -55,9 +59,16 @@ def test_unknown_key_denial_is_audited(api):
 
 
 def test_other_partners_job_is_404_not_403(api):
-    job = api.client.post("/v1/jobs", headers=api.partner, json={
-        "suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
-        "metrics": ["accuracy"]}).json()
+    job = api.client.post(
+        "/v1/jobs",
+        headers=api.partner,
+        json={
+            "suite": "classification@1.1.0",
+            "model": "demo-classifier@1",
+            "dataset": "demo-blobs@1",
+            "metrics": ["accuracy"],
+        },
+    ).json()
     for method, path in (("get", f"/v1/jobs/{job['id']}"), ("post", f"/v1/jobs/{job['id']}/cancel")):
         r = getattr(api.client, method)(path, headers=api.other)
         assert r.status_code == 404 and r.json()["error"] == "job_not_found"

@@ -27,8 +27,14 @@ def serving(path, model, **limits):
 
 @pytest.fixture(params=[True, False], ids=["shared-memory", "in-band"])
 def sidecar(request, tmp_path, demo_files):
-    with serving(tmp_path / "model.sock", demo_files["model"], max_rows=1000, max_batch=512, max_body=1 << 20,
-                 shared_memory=request.param) as served:
+    with serving(
+        tmp_path / "model.sock",
+        demo_files["model"],
+        max_rows=1000,
+        max_batch=512,
+        max_body=1 << 20,
+        shared_memory=request.param,
+    ) as served:
         yield served
 
 
@@ -52,17 +58,22 @@ def test_predict_matches_in_process_onnxruntime(sidecar, data, demo_files):
     x, _ = data
     with Client(sidecar[0]) as c:
         out = c.predict({"features": x[:100]})["probabilities"]
-    ref = ort.InferenceSession(str(demo_files["model"]), providers=["CPUExecutionProvider"]).run(None, {"features": x[:100]})[0]
+    ref = ort.InferenceSession(str(demo_files["model"]), providers=["CPUExecutionProvider"]).run(
+        None, {"features": x[:100]}
+    )[0]
     np.testing.assert_array_equal(out, ref)
     assert sidecar[1].snapshot()["rows"] == 100
 
 
-@pytest.mark.parametrize("inputs, code", [
-    ({"nope": np.zeros((2, 16), np.float32)}, "unknown_input"),
-    ({"features": np.zeros((2, 16), np.float64)}, "dtype_mismatch"),
-    ({"features": np.zeros((2, 15), np.float32)}, "shape_mismatch"),
-    ({"features": np.zeros((600, 16), np.float32)}, "too_large"),
-])
+@pytest.mark.parametrize(
+    "inputs, code",
+    [
+        ({"nope": np.zeros((2, 16), np.float32)}, "unknown_input"),
+        ({"features": np.zeros((2, 16), np.float64)}, "dtype_mismatch"),
+        ({"features": np.zeros((2, 15), np.float32)}, "shape_mismatch"),
+        ({"features": np.zeros((600, 16), np.float32)}, "too_large"),
+    ],
+)
 def test_bad_requests_get_a_code_and_the_connection_goes_on(sidecar, inputs, code, data):
     with Client(sidecar[0]) as c:
         with pytest.raises(ModelError) as e:
@@ -75,7 +86,7 @@ def test_budget_is_counted_in_rows_and_refused_past_it(sidecar, data):
     x, _ = data
     with Client(sidecar[0]) as c:
         for i in range(0, 500, 250):
-            c.predict({"features": x[i % len(x):i % len(x) + 250]})
+            c.predict({"features": x[i % len(x) : i % len(x) + 250]})
         # 500 rows spent of 1000; a 512-row batch no longer fits
         c.predict({"features": np.resize(x, (450, 16)).astype(np.float32)})
         with pytest.raises(BudgetExceeded):
@@ -96,14 +107,17 @@ def read_reply(s):
     return s.recv(header_len, socket.MSG_WAITALL)
 
 
-@pytest.mark.parametrize("frame, code", [
-    (PREFIX.pack(10 << 20, 0), b"too_large"),
-    (PREFIX.pack(0, 64 << 20), b"too_large"),
-    (PREFIX.pack(4, 0) + b"\xff\xfe\xfd\xfc", b"bad_frame"),
-    (PREFIX.pack(2, 0) + b"[]", b"bad_frame"),
-    (PREFIX.pack(16, 0) + b'{"op":"weights"}', b"unknown_op"),
-    (PREFIX.pack(47, 0) + b'{"op":"predict","inputs":[{"name":"features"}]}', b"bad_frame"),
-])
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        (PREFIX.pack(10 << 20, 0), b"too_large"),
+        (PREFIX.pack(0, 64 << 20), b"too_large"),
+        (PREFIX.pack(4, 0) + b"\xff\xfe\xfd\xfc", b"bad_frame"),
+        (PREFIX.pack(2, 0) + b"[]", b"bad_frame"),
+        (PREFIX.pack(16, 0) + b'{"op":"weights"}', b"unknown_op"),
+        (PREFIX.pack(47, 0) + b'{"op":"predict","inputs":[{"name":"features"}]}', b"bad_frame"),
+    ],
+)
 def test_malformed_frames_never_crash_the_sidecar(sidecar, frame, code, data):
     s = raw(sidecar[0])
     s.sendall(frame)
@@ -135,15 +149,18 @@ def test_decode_is_zero_copy_and_checks_lengths():
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-memory", "in-band"])
 def test_stream_answers_in_order_and_matches_single_requests(tmp_path, demo_files, data, shared):
-    with serving(tmp_path / "big.sock", demo_files["model"], max_rows=100_000, max_batch=4096,
-                 shared_memory=shared) as (path, budget):
+    with serving(
+        tmp_path / "big.sock", demo_files["model"], max_rows=100_000, max_batch=4096, shared_memory=shared
+    ) as (path, budget):
         x = np.resize(data[0], (6000, 16)).astype(np.float32)  # 2000-row batches: 128 KB, over the shared-memory floor
         with Client(path) as c:
-            streamed = [o["probabilities"] for o in
-                        c.predict_stream(({"features": x[i:i + 2000]} for i in range(0, 6000, 2000)), depth=2)]
+            streamed = [
+                o["probabilities"]
+                for o in c.predict_stream(({"features": x[i : i + 2000]} for i in range(0, 6000, 2000)), depth=2)
+            ]
             assert bool(c._shared) == shared  # the big batches really went through shared memory
         with Client(path, shared_memory=False) as c:
-            single = [c.predict({"features": x[i:i + 2000]})["probabilities"] for i in range(0, 6000, 2000)]
+            single = [c.predict({"features": x[i : i + 2000]})["probabilities"] for i in range(0, 6000, 2000)]
         for a, b in zip(streamed, single):
             np.testing.assert_array_equal(a, b)
         assert budget.snapshot()["rows"] == 12_000
@@ -190,8 +207,9 @@ def test_predict_from_an_unattached_slot_is_refused(sidecar):
 def test_slices_of_a_shared_dataset_travel_by_offset(sidecar, data, demo_files):
     """Where shared memory works, the dataset can live in it; a request then names an offset, and
     the answers are exactly those of the same rows sent in the socket."""
-    import onnxruntime as ort
     from unittest import mock
+
+    import onnxruntime as ort
 
     x, _ = data
     with Client(sidecar[0]) as c:
@@ -201,8 +219,10 @@ def test_slices_of_a_shared_dataset_travel_by_offset(sidecar, data, demo_files):
             return
         shared[...] = x
         with mock.patch("service.inference.protocol.SharedBuffer.write", side_effect=AssertionError("copied")):
-            batches = [out["probabilities"] for out in
-                       c.predict_stream(({"features": shared[i:i + 128]} for i in range(0, 512, 128)), depth=2)]
+            batches = [
+                out["probabilities"]
+                for out in c.predict_stream(({"features": shared[i : i + 128]} for i in range(0, 512, 128)), depth=2)
+            ]
         # A slice that is not contiguous in the buffer is copied as before, and still right.
         strided = c.predict({"features": np.ascontiguousarray(shared[1:200:2])})["probabilities"]
     ref = ort.InferenceSession(str(demo_files["model"]), providers=["CPUExecutionProvider"])
@@ -226,13 +246,27 @@ def test_an_offset_outside_the_shared_memory_is_refused(sidecar, at):
         send_frame_with_fd(s, {"op": "attach", "slot": 4}, fd)
         if read_frame(s)[0].get("error") == "unknown_op":
             return  # shared memory is off in this run
-        header = json.dumps({"op": "predict", "shm": True, "slot": 4, "at": at,
-                             "inputs": [{"name": "features", "dtype": "float32", "shape": [1, 16]}]}).encode()
+        header = json.dumps(
+            {
+                "op": "predict",
+                "shm": True,
+                "slot": 4,
+                "at": at,
+                "inputs": [{"name": "features", "dtype": "float32", "shape": [1, 16]}],
+            }
+        ).encode()
         s.sendall(PREFIX.pack(len(header), 0) + header)
         assert b"bad_frame" in read_reply(s)
         # And one that runs past the end by a single byte.
-        header = json.dumps({"op": "predict", "shm": True, "slot": 4, "at": (1 << 20) - 63,
-                             "inputs": [{"name": "features", "dtype": "float32", "shape": [1, 16]}]}).encode()
+        header = json.dumps(
+            {
+                "op": "predict",
+                "shm": True,
+                "slot": 4,
+                "at": (1 << 20) - 63,
+                "inputs": [{"name": "features", "dtype": "float32", "shape": [1, 16]}],
+            }
+        ).encode()
         s.sendall(PREFIX.pack(len(header), 0) + header)
         assert b"bad_frame" in read_reply(s)
     finally:
@@ -252,8 +286,10 @@ def test_a_frame_larger_than_the_socket_buffer_arrives_whole():
     header, body = read_frame(b, max_body=1 << 24)
     sender.join()
     assert header == {"op": "x"}
-    got = decode_tensors([{"name": "p", "dtype": "float32", "shape": [3, 250_000]},
-                          {"name": "q", "dtype": "int64", "shape": [7, 5]}], body)
+    got = decode_tensors(
+        [{"name": "p", "dtype": "float32", "shape": [3, 250_000]}, {"name": "q", "dtype": "int64", "shape": [7, 5]}],
+        body,
+    )
     np.testing.assert_array_equal(got["p"], big[0])
     np.testing.assert_array_equal(got["q"], big[1])
     a.close()
@@ -262,11 +298,12 @@ def test_a_frame_larger_than_the_socket_buffer_arrives_whole():
 
 # -- predict_batched: the sidecar walks a span of rows in batches ---------------------------------
 
+
 def _reference(demo_files, x, batch):
     import onnxruntime as ort
 
     ref = ort.InferenceSession(str(demo_files["model"]), providers=["CPUExecutionProvider"])
-    return np.concatenate([ref.run(None, {"features": x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+    return np.concatenate([ref.run(None, {"features": x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
 def _count_requests(client):
@@ -297,8 +334,10 @@ def test_a_shared_dataset_goes_as_one_request_without_a_copy(tmp_path, data, dem
     from unittest import mock
 
     x, _ = data
-    with serving(tmp_path / "shm.sock", demo_files["model"], max_rows=1000, shared_memory=True) as (path, _), \
-            Client(path) as c:
+    with (
+        serving(tmp_path / "shm.sock", demo_files["model"], max_rows=1000, shared_memory=True) as (path, _),
+        Client(path) as c,
+    ):
         shared = c.shared_array(x.shape, x.dtype)
         shared[...] = x
         sent = _count_requests(c)
@@ -343,8 +382,17 @@ def test_a_span_counts_one_request_per_batch_against_the_request_budget(tmp_path
         assert budget.snapshot()["requests"] == 5
 
 
-@pytest.mark.parametrize("batch, code", [(0, b"bad_frame"), (-3, b"bad_frame"), (True, b"bad_frame"),
-                                         ("64", b"bad_frame"), (None, b"bad_frame"), (513, b"too_large")])
+@pytest.mark.parametrize(
+    "batch, code",
+    [
+        (0, b"bad_frame"),
+        (-3, b"bad_frame"),
+        (True, b"bad_frame"),
+        ("64", b"bad_frame"),
+        (None, b"bad_frame"),
+        (513, b"too_large"),
+    ],
+)
 def test_a_bad_batch_size_is_refused_and_the_connection_goes_on(sidecar, batch, code, data):
     import json
 
@@ -369,9 +417,11 @@ def _scalar_model(path):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["features"], ["total"], keepdims=0)], "sum",
+        [helper.make_node("ReduceSum", ["features"], ["total"], keepdims=0)],
+        "sum",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", 16])],
-        [helper.make_tensor_value_info("total", TensorProto.FLOAT, [])])
+        [helper.make_tensor_value_info("total", TensorProto.FLOAT, [])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -400,9 +450,11 @@ def _echo_model(path, width):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "echo",
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "echo",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -415,10 +467,14 @@ def test_large_requests_and_answers_in_flight_do_not_deadlock(tmp_path):
     reads answers while its send is stuck, so both go on."""
     width = 4096  # 16 KB a row: a 600-row request or answer is 9.8 MB, past the 8 MB socket buffers
     x = np.random.default_rng(0).standard_normal((2400, width)).astype(np.float32)
-    with serving(tmp_path / "echo.sock", _echo_model(tmp_path / "echo.onnx", width), max_rows=10_000,
-                 max_body=16 << 20, shared_memory=False) as (path, _):
-        with Client(path, timeout=20) as c:
-            out = [o["y"] for o in c.predict_stream(({"x": x[i:i + 600]} for i in range(0, 2400, 600)), depth=2)]
-            span = c.predict_batched({"x": x}, 100)["y"]  # in-band spans of 16 MB, answers as large
+    with serving(
+        tmp_path / "echo.sock",
+        _echo_model(tmp_path / "echo.onnx", width),
+        max_rows=10_000,
+        max_body=16 << 20,
+        shared_memory=False,
+    ) as (path, _), Client(path, timeout=20) as c:
+        out = [o["y"] for o in c.predict_stream(({"x": x[i : i + 600]} for i in range(0, 2400, 600)), depth=2)]
+        span = c.predict_batched({"x": x}, 100)["y"]  # in-band spans of 16 MB, answers as large
     np.testing.assert_array_equal(np.concatenate(out), x)
     np.testing.assert_array_equal(span, x)

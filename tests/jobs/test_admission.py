@@ -5,8 +5,13 @@ import pytest
 from service.canonical import digest
 from tests.helpers import suite_bundle, unique
 
-SPEC = {"suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
-        "metrics": ["accuracy", "log_loss"], "seed": 5}
+SPEC = {
+    "suite": "classification@1.1.0",
+    "model": "demo-classifier@1",
+    "dataset": "demo-blobs@1",
+    "metrics": ["accuracy", "log_loss"],
+    "seed": 5,
+}
 
 
 def submit(api, headers=None, **changes):
@@ -25,20 +30,23 @@ def test_valid_job_is_committed_then_enqueued_with_a_canonical_spec(api):
     assert job["spec"]["resources"]["timeout_s"] == api.settings.default_timeout_s
 
 
-@pytest.mark.parametrize("changes, status, code, alternative", [
-    ({"model": "demo-classifier@9"}, 404, "unknown_model_version", "demo-classifier@1"),
-    ({"dataset": "demo-blobs@2"}, 404, "unknown_dataset_version", "demo-blobs@1"),
-    ({"suite": "classification@2.0.0"}, 404, "unknown_suite_version", "classification@1.1.0"),
-    ({"model": "no-version"}, 422, "invalid_reference", None),
-    ({"metrics": ["accuracy", "weights"]}, 422, "undeclared_metric", "accuracy"),
-    ({"metrics": ["accuracy", "accuracy"]}, 422, "undeclared_metric", None),
-    ({"resources": {"memory_mb": 999999}}, 422, "resources_exceed_limit", None),
-    ({"resources": {"timeout_s": 99999}}, 422, "resources_exceed_limit", None),
-    ({"resources": {"gpus": 1}}, 422, "invalid_request", None),
-    ({"unexpected": 1}, 422, "invalid_request", None),
-    ({"metrics": []}, 422, "invalid_request", None),
-    ({"seed": -1}, 422, "invalid_request", None),
-])
+@pytest.mark.parametrize(
+    "changes, status, code, alternative",
+    [
+        ({"model": "demo-classifier@9"}, 404, "unknown_model_version", "demo-classifier@1"),
+        ({"dataset": "demo-blobs@2"}, 404, "unknown_dataset_version", "demo-blobs@1"),
+        ({"suite": "classification@2.0.0"}, 404, "unknown_suite_version", "classification@1.1.0"),
+        ({"model": "no-version"}, 422, "invalid_reference", None),
+        ({"metrics": ["accuracy", "weights"]}, 422, "undeclared_metric", "accuracy"),
+        ({"metrics": ["accuracy", "accuracy"]}, 422, "undeclared_metric", None),
+        ({"resources": {"memory_mb": 999999}}, 422, "resources_exceed_limit", None),
+        ({"resources": {"timeout_s": 99999}}, 422, "resources_exceed_limit", None),
+        ({"resources": {"gpus": 1}}, 422, "invalid_request", None),
+        ({"unexpected": 1}, 422, "invalid_request", None),
+        ({"metrics": []}, 422, "invalid_request", None),
+        ({"seed": -1}, 422, "invalid_request", None),
+    ],
+)
 def test_bad_jobs_get_a_clear_error_and_nothing_is_written(api, changes, status, code, alternative):
     r = submit(api, **changes)
     assert r.status_code == status, r.text
@@ -56,19 +64,28 @@ def test_dataset_below_the_minimum_rows_is_refused(api, tmp_path):
     path = tmp_path / "tiny.npz"
     np.savez(path, x=np.zeros((10, 16), np.float32), y=np.zeros(10, np.int64))
     with path.open("rb") as f:
-        assert api.client.post("/v1/datasets", headers=api.operator, data={"name": "tiny", "version": "1"},
-                               files={"file": f}).status_code == 201
+        assert (
+            api.client.post(
+                "/v1/datasets", headers=api.operator, data={"name": "tiny", "version": "1"}, files={"file": f}
+            ).status_code
+            == 201
+        )
     r = submit(api, dataset="tiny@1")
     assert r.status_code == 422 and r.json()["error"] == "dataset_too_small"
 
 
 def test_retired_model_is_refused_with_the_active_alternative(api, demo_files):
     with open(demo_files["model"], "rb") as f:
-        api.client.post("/v1/models", headers=api.operator, data={"name": "demo-classifier", "version": "2"},
-                        files={"file": f})
+        api.client.post(
+            "/v1/models", headers=api.operator, data={"name": "demo-classifier", "version": "2"}, files={"file": f}
+        )
     for status in ("deprecated", "retired"):
-        assert api.client.post("/v1/models/demo-classifier/1/status", headers=api.operator,
-                               json={"status": status}).status_code == 200
+        assert (
+            api.client.post(
+                "/v1/models/demo-classifier/1/status", headers=api.operator, json={"status": status}
+            ).status_code
+            == 200
+        )
     r = submit(api)
     assert r.status_code == 403 and r.json()["error"] == "model_retired"
     assert r.json()["alternatives"] == ["demo-classifier@2"]
@@ -78,8 +95,9 @@ def test_retired_model_is_refused_with_the_active_alternative(api, demo_files):
 
 def test_custom_suite_waits_for_approval_then_is_enqueued(api):
     name = unique("custom")
-    r = api.client.post("/v1/suites", headers=api.partner,
-                        files={"file": ("s.tar.gz", suite_bundle(name, "print(1)", ["score"]))})
+    r = api.client.post(
+        "/v1/suites", headers=api.partner, files={"file": ("s.tar.gz", suite_bundle(name, "print(1)", ["score"]))}
+    )
     assert r.status_code == 201 and r.json()["approved"] is False
     job = submit(api, suite=f"{name}@1.0.0", metrics=["score"]).json()
     assert job["state"] == "awaiting_approval" and api.dispatcher.enqueued == []
@@ -112,8 +130,10 @@ def test_embedded_worker_without_docker_fails_the_job_instead_of_hanging(db_sett
     with TestClient(create_app(db_settings)) as client:
         a = Api(client, db_settings, None)
         op, partner = a.key("ops", "operator"), a.key("acme", "partner")
-        for kind, name, path in (("models", "demo-classifier", demo_files["model"]),
-                                 ("datasets", "demo-blobs", demo_files["data"])):
+        for kind, name, path in (
+            ("models", "demo-classifier", demo_files["model"]),
+            ("datasets", "demo-blobs", demo_files["data"]),
+        ):
             with open(path, "rb") as f:
                 client.post(f"/v1/{kind}", headers=op, data={"name": name, "version": "1"}, files={"file": f})
         job = client.post("/v1/jobs", headers=partner, json=SPEC).json()

@@ -16,12 +16,24 @@ from tests.conftest import REDIS_URL, _redis_or_skip, make_api, make_settings
 CLS = "classification@1.1.0"
 NOISED = ["accuracy", "ece", "macro_f1", "misclassified"]  # log_loss is a nonnegative real: rounded, not noised
 
-GATE = dict(dp_mechanism="laplace", dp_epsilon_per_metric=0.1, dp_max_epsilon_per_metric=0.5, dp_epsilon_budget=1.0,
-            leakage_bits_per_day=4096, releases_per_window=1000, max_concurrent_jobs=1000)
+GATE = dict(
+    dp_mechanism="laplace",
+    dp_epsilon_per_metric=0.1,
+    dp_max_epsilon_per_metric=0.5,
+    dp_epsilon_budget=1.0,
+    leakage_bits_per_day=4096,
+    releases_per_window=1000,
+    max_concurrent_jobs=1000,
+)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
-                        pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
 def gate_api(request, tmp_path, demo_files):
     def start(**overrides):
         extra = {}
@@ -42,8 +54,11 @@ def gate_api(request, tmp_path, demo_files):
 
 
 def submit(a, metrics, headers=None, **extra):
-    return a.client.post("/v1/jobs", headers=headers or a.partner,
-                         json={"suite": CLS, "model": "demo-classifier@1", "dataset": "demo-blobs@1", "metrics": metrics, **extra})
+    return a.client.post(
+        "/v1/jobs",
+        headers=headers or a.partner,
+        json={"suite": CLS, "model": "demo-classifier@1", "dataset": "demo-blobs@1", "metrics": metrics, **extra},
+    )
 
 
 def budget(a, headers=None, **params):
@@ -61,8 +76,13 @@ def test_epsilon_is_spent_at_admission_and_refused_before_overspending(gate_api)
     a = gate_api()
     r = submit(a, NOISED)  # 4 noised metrics × 0.1
     assert r.status_code == 202, r.text
-    assert r.json()["spec"]["privacy"] == {"mechanism": "laplace", "epsilon_per_metric": 0.1, "epsilon_total": 0.4,
-                                           "noised_metrics": NOISED, "delta": 0.0}
+    assert r.json()["spec"]["privacy"] == {
+        "mechanism": "laplace",
+        "epsilon_per_metric": 0.1,
+        "epsilon_total": 0.4,
+        "noised_metrics": NOISED,
+        "delta": 0.0,
+    }
     assert submit(a, ["accuracy", "ece", "macro_f1"], epsilon=0.2).status_code == 202  # 0.6: 1.0 spent
     eps = budget(a)["epsilon"]
     assert eps == [{"dataset": "demo-blobs@1", "spent": 1.0, "budget": 1.0, "left": 0.0}]
@@ -84,8 +104,12 @@ def test_epsilon_is_spent_at_admission_and_refused_before_overspending(gate_api)
 def test_refusal_lists_what_would_fit(gate_api, demo_files):
     a = gate_api(dp_epsilon_budget=0.5)
     with open(demo_files["data"], "rb") as f:
-        assert a.client.post("/v1/datasets", headers=a.operator, data={"name": "demo-blobs", "version": "2"},
-                             files={"file": f}).status_code == 201
+        assert (
+            a.client.post(
+                "/v1/datasets", headers=a.operator, data={"name": "demo-blobs", "version": "2"}, files={"file": f}
+            ).status_code
+            == 201
+        )
     assert submit(a, ["accuracy", "ece", "macro_f1"]).status_code == 202  # 0.3 of 0.5
     r = submit(a, NOISED)  # needs 0.4
     assert r.status_code == 403
@@ -93,8 +117,11 @@ def test_refusal_lists_what_would_fit(gate_api, demo_files):
     assert any("request at most 2 of the noised metrics" in x for x in alts), alts
     assert any("epsilon <= 0.050000 per metric" in x for x in alts), alts
     assert any("demo-blobs@2" in x for x in alts), alts
-    again = a.client.post("/v1/jobs", headers=a.partner, json={"suite": CLS, "model": "demo-classifier@1",
-                                                                "dataset": "demo-blobs@2", "metrics": NOISED})
+    again = a.client.post(
+        "/v1/jobs",
+        headers=a.partner,
+        json={"suite": CLS, "model": "demo-classifier@1", "dataset": "demo-blobs@2", "metrics": NOISED},
+    )
     assert again.status_code == 202, again.text
 
 

@@ -6,7 +6,12 @@ from service.jobs.models import Job
 from service.jobs.states import TERMINAL, TRANSITIONS, transition
 from service.ledger import service as ledger
 
-SPEC = {"suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1", "metrics": ["accuracy"]}
+SPEC = {
+    "suite": "classification@1.1.0",
+    "model": "demo-classifier@1",
+    "dataset": "demo-blobs@1",
+    "metrics": ["accuracy"],
+}
 
 
 def new_job(api) -> str:
@@ -26,8 +31,11 @@ def test_happy_path_is_audited_and_idempotent(api):
         transition(s, job, "gating", actor="t")
         transition(s, job, "released", actor="t")
         assert job.finished_at is not None and job.error_class is None
-        moves = [(e["data"]["from"], e["data"]["to"]) for e in ledger.events_for(s, f"job:{job_id}")
-                 if e["action"] == "job.transition"]
+        moves = [
+            (e["data"]["from"], e["data"]["to"])
+            for e in ledger.events_for(s, f"job:{job_id}")
+            if e["action"] == "job.transition"
+        ]
     assert moves == [("submitted", "queued"), ("queued", "running"), ("running", "gating"), ("gating", "released")]
 
 

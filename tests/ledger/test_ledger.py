@@ -74,8 +74,16 @@ def test_inserted_event_is_detected(filled):
             e.seq += 100  # make room, then renumber: what an attacker inserting mid-log must do
         s.flush()
         fake = json.dumps({"seq": 3, "action": "thing.done", "subject": "thing:fake", "data": {}})
-        s.add(AuditEvent(seq=3, action="thing.done", subject="thing:fake", record=fake,
-                         leaf_hash=ledger.leaf_hash(fake), chain_hash="0" * 64))
+        s.add(
+            AuditEvent(
+                seq=3,
+                action="thing.done",
+                subject="thing:fake",
+                record=fake,
+                leaf_hash=ledger.leaf_hash(fake),
+                chain_hash="0" * 64,
+            )
+        )
         for e in s.execute(select(AuditEvent).where(AuditEvent.seq >= 103).order_by(AuditEvent.seq)).scalars():
             e.seq -= 99
     assert verify(filled).first_bad_seq == 3
@@ -95,10 +103,18 @@ def test_concurrent_appends_keep_one_chain(sessions):
 
 
 def test_cli_audit_verify_exit_codes(filled, db_settings):
-    env = {**os.environ, "EVALGATE_DATA_DIR": str(db_settings.data_dir), "EVALGATE_DATABASE_URL": db_settings.database_url}
-    ok = subprocess.run([sys.executable, "-m", "service.cli", "audit", "verify"], env=env, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "EVALGATE_DATA_DIR": str(db_settings.data_dir),
+        "EVALGATE_DATABASE_URL": db_settings.database_url,
+    }
+    ok = subprocess.run(
+        [sys.executable, "-m", "service.cli", "audit", "verify"], env=env, capture_output=True, text=True
+    )
     assert ok.returncode == 0 and "intact: 5 events" in ok.stdout
     with session_scope(filled) as s:
         s.get(AuditEvent, 1).record = "{}"
-    bad = subprocess.run([sys.executable, "-m", "service.cli", "audit", "verify"], env=env, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "service.cli", "audit", "verify"], env=env, capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "BROKEN at event 1" in bad.stderr

@@ -26,17 +26,31 @@ def test_rows_are_counted_across_jobs_and_refused_when_spent(small_budget):
     second = s.run("classification@1.1.0", ["ece"], resources={"query_budget": 600})  # not the same release
     assert (second["state"], second["error_class"]) == ("failed", "query_budget_exceeded")
     # a job that asks for exactly what is left gets it
-    small = s.upload_suite(suite_bundle("hundred-rows", """
+    small = s.upload_suite(
+        suite_bundle(
+            "hundred-rows",
+            """
         import evalgate
         x, _ = evalgate.load_dataset()
         evalgate.predict(x[:100])
         evalgate.report({"n": 100})
-    """, ["n"]))
+    """,
+            ["n"],
+        )
+    )
     third = s.run(f"{small['name']}@{small['version']}", ["n"], resources={"query_budget": 600})
     assert third["state"] == "released" and third["result"]["provenance"]["queries"]["rows"] == 100
     # now none are left: refused at admission, with when it resets
-    r = s.client.post("/v1/jobs", headers=s.partner, json={
-        "suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1", "metrics": ["macro_f1"]})
+    r = s.client.post(
+        "/v1/jobs",
+        headers=s.partner,
+        json={
+            "suite": "classification@1.1.0",
+            "model": "demo-classifier@1",
+            "dataset": "demo-blobs@1",
+            "metrics": ["macro_f1"],
+        },
+    )
     assert r.status_code == 429 and r.json()["error"] == "daily_query_budget_exhausted"
     assert "00:00 UTC" in r.json()["alternatives"][0]
     # another partner is not affected
@@ -52,7 +66,15 @@ def test_rows_are_counted_across_jobs_and_refused_when_spent(small_budget):
 
 def test_per_job_ceiling_is_the_partners_own(small_budget):
     s = small_budget
-    r = s.client.post("/v1/jobs", headers=s.other, json={
-        "suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
-        "metrics": ["accuracy"], "resources": {"query_budget": s.settings.max_query_budget + 1}})
+    r = s.client.post(
+        "/v1/jobs",
+        headers=s.other,
+        json={
+            "suite": "classification@1.1.0",
+            "model": "demo-classifier@1",
+            "dataset": "demo-blobs@1",
+            "metrics": ["accuracy"],
+            "resources": {"query_budget": s.settings.max_query_budget + 1},
+        },
+    )
     assert r.status_code == 422 and r.json()["error"] == "resources_exceed_limit"

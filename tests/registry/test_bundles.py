@@ -56,13 +56,16 @@ def _member(name, kind, **kw):
     return m
 
 
-@pytest.mark.parametrize("member, code", [
-    (_member("evil", tarfile.SYMTYPE, linkname="/etc/passwd"), "bundle_link"),
-    (_member("evil", tarfile.LNKTYPE, linkname="main.py"), "bundle_link"),
-    (_member("evil", tarfile.CHRTYPE, devmajor=1, devminor=3), "bundle_special_file"),
-    (_member("evil", tarfile.BLKTYPE, devmajor=8, devminor=0), "bundle_special_file"),
-    (_member("evil", tarfile.FIFOTYPE), "bundle_special_file"),
-])
+@pytest.mark.parametrize(
+    "member, code",
+    [
+        (_member("evil", tarfile.SYMTYPE, linkname="/etc/passwd"), "bundle_link"),
+        (_member("evil", tarfile.LNKTYPE, linkname="main.py"), "bundle_link"),
+        (_member("evil", tarfile.CHRTYPE, devmajor=1, devminor=3), "bundle_special_file"),
+        (_member("evil", tarfile.BLKTYPE, devmajor=8, devminor=0), "bundle_special_file"),
+        (_member("evil", tarfile.FIFOTYPE), "bundle_special_file"),
+    ],
+)
 def test_links_and_special_files_are_refused(tmp_path, member, code):
     with pytest.raises(InvalidInput) as e:
         extract(_tar_with(member), tmp_path)
@@ -70,13 +73,16 @@ def test_links_and_special_files_are_refused(tmp_path, member, code):
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("name, code", [
-    ("/etc/cron.d/evil", "bundle_absolute_path"),
-    ("../../evil.py", "bundle_path_traversal"),
-    ("lib/../../evil.py", "bundle_path_traversal"),
-    ("C:/evil.py", "bundle_absolute_path"),
-    ("lib\\..\\evil.py", "bundle_bad_path"),
-])
+@pytest.mark.parametrize(
+    "name, code",
+    [
+        ("/etc/cron.d/evil", "bundle_absolute_path"),
+        ("../../evil.py", "bundle_path_traversal"),
+        ("lib/../../evil.py", "bundle_path_traversal"),
+        ("C:/evil.py", "bundle_absolute_path"),
+        ("lib\\..\\evil.py", "bundle_bad_path"),
+    ],
+)
 @pytest.mark.parametrize("pack", [tar_gz, zip_bytes])
 def test_bad_paths_are_refused(tmp_path, name, code, pack):
     with pytest.raises(InvalidInput) as e:
@@ -91,7 +97,7 @@ def test_zip_symlink_is_refused(tmp_path):
         for name, content in GOOD.items():
             zf.writestr(name, content)
         info = zipfile.ZipInfo("link")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(InvalidInput) as e:
         extract(buf.getvalue(), tmp_path)
@@ -120,32 +126,39 @@ def test_zip_that_lies_about_sizes_is_still_capped(tmp_path):
     # Patch the central directory's uncompressed size of zeros.bin down to 10 bytes.
     cd = data.rfind(b"PK\x01\x02")
     while cd != -1:
-        name_len = int.from_bytes(data[cd + 28:cd + 30], "little")
-        if data[cd + 46:cd + 46 + name_len] == b"zeros.bin":
-            data[cd + 24:cd + 28] = (10).to_bytes(4, "little")
+        name_len = int.from_bytes(data[cd + 28 : cd + 30], "little")
+        if data[cd + 46 : cd + 46 + name_len] == b"zeros.bin":
+            data[cd + 24 : cd + 28] = (10).to_bytes(4, "little")
         cd = data.rfind(b"PK\x01\x02", 0, cd)
     with pytest.raises((PayloadTooLarge, InvalidInput)):
         extract(bytes(data), tmp_path)
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("files, code", [
-    ({"main.py": "x"}, "bundle_no_manifest"),
-    ({"suite.yaml": "name: [unclosed", "main.py": ""}, "bundle_bad_manifest"),
-    ({"suite.yaml": manifest("ok", ["accuracy"], entrypoint="missing.py"), "main.py": ""}, "bundle_bad_manifest"),
-    ({"suite.yaml": manifest("ok", ["accuracy"], entrypoint="../x.py"), "main.py": ""}, "bundle_bad_manifest"),
-    ({"suite.yaml": manifest("ok", ["accuracy"], version="1.0"), "main.py": ""}, "bundle_bad_manifest"),
-    ({"suite.yaml": manifest("Bad Name", ["accuracy"]), "main.py": ""}, "bundle_bad_manifest"),
-    ({"suite.yaml": manifest("ok", ["Acc-uracy"]), "main.py": ""}, "bundle_bad_manifest"),
-    ({"suite.yaml": manifest("ok", [f"m{i}" for i in range(9)]), "main.py": ""}, "bundle_bad_manifest"),
-    # Metrics are declared by kind: a bare list of names, an unknown kind or a real without bounds is refused.
-    ({"suite.yaml": "name: ok\nversion: 1.0.0\nentrypoint: main.py\nmetrics: [accuracy]\n", "main.py": ""},
-     "bundle_bad_manifest"),
-    ({"suite.yaml": manifest("ok", {"accuracy": "probability"}), "main.py": ""}, "bundle_bad_manifest"),
-    ({"suite.yaml": manifest("ok", {"score": {"kind": "real"}}), "main.py": ""}, "bundle_bad_manifest"),
-    ({"suite.yaml": manifest("ok", {"score": {"kind": "proportion", "sensitivity": 0.001}}), "main.py": ""},
-     "bundle_bad_manifest"),
-])
+@pytest.mark.parametrize(
+    "files, code",
+    [
+        ({"main.py": "x"}, "bundle_no_manifest"),
+        ({"suite.yaml": "name: [unclosed", "main.py": ""}, "bundle_bad_manifest"),
+        ({"suite.yaml": manifest("ok", ["accuracy"], entrypoint="missing.py"), "main.py": ""}, "bundle_bad_manifest"),
+        ({"suite.yaml": manifest("ok", ["accuracy"], entrypoint="../x.py"), "main.py": ""}, "bundle_bad_manifest"),
+        ({"suite.yaml": manifest("ok", ["accuracy"], version="1.0"), "main.py": ""}, "bundle_bad_manifest"),
+        ({"suite.yaml": manifest("Bad Name", ["accuracy"]), "main.py": ""}, "bundle_bad_manifest"),
+        ({"suite.yaml": manifest("ok", ["Acc-uracy"]), "main.py": ""}, "bundle_bad_manifest"),
+        ({"suite.yaml": manifest("ok", [f"m{i}" for i in range(9)]), "main.py": ""}, "bundle_bad_manifest"),
+        # Metrics are declared by kind: a bare list of names, an unknown kind or a real without bounds is refused.
+        (
+            {"suite.yaml": "name: ok\nversion: 1.0.0\nentrypoint: main.py\nmetrics: [accuracy]\n", "main.py": ""},
+            "bundle_bad_manifest",
+        ),
+        ({"suite.yaml": manifest("ok", {"accuracy": "probability"}), "main.py": ""}, "bundle_bad_manifest"),
+        ({"suite.yaml": manifest("ok", {"score": {"kind": "real"}}), "main.py": ""}, "bundle_bad_manifest"),
+        (
+            {"suite.yaml": manifest("ok", {"score": {"kind": "proportion", "sensitivity": 0.001}}), "main.py": ""},
+            "bundle_bad_manifest",
+        ),
+    ],
+)
 def test_bad_manifests(tmp_path, files, code):
     with pytest.raises(InvalidInput) as e:
         extract(tar_gz(files), tmp_path)

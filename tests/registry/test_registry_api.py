@@ -10,8 +10,9 @@ from tests.helpers import suite_bundle, tar_gz
 
 
 def post_model(api, name, version, data: bytes):
-    return api.client.post("/v1/models", headers=api.operator, data={"name": name, "version": version},
-                           files={"file": ("m.onnx", data)})
+    return api.client.post(
+        "/v1/models", headers=api.operator, data={"name": name, "version": version}, files={"file": ("m.onnx", data)}
+    )
 
 
 def test_model_is_stored_by_digest_and_described_without_weights(api, demo_files):
@@ -49,18 +50,25 @@ def test_oversized_model_is_refused_by_length(api):
     assert r.status_code == 413 and r.json()["error"] == "model_too_large"
 
 
-@pytest.mark.parametrize("arrays, what", [
-    ({"x": np.zeros((200, 3), np.float32)}, "exactly"),
-    ({"x": np.zeros((200, 3), np.float32), "y": np.zeros(199, np.int64)}, "one label per row"),
-    ({"x": np.zeros(200, np.float32), "y": np.zeros(200, np.int64)}, "2-D"),
-    ({"x": np.zeros((200, 3), np.float32), "y": np.zeros(200, np.float32)}, "integer"),
-    ({"x": np.array([{"a": 1}] * 200, dtype=object).reshape(200, 1), "y": np.zeros(200, np.int64)}, "pickles"),
-])
+@pytest.mark.parametrize(
+    "arrays, what",
+    [
+        ({"x": np.zeros((200, 3), np.float32)}, "exactly"),
+        ({"x": np.zeros((200, 3), np.float32), "y": np.zeros(199, np.int64)}, "one label per row"),
+        ({"x": np.zeros(200, np.float32), "y": np.zeros(200, np.int64)}, "2-D"),
+        ({"x": np.zeros((200, 3), np.float32), "y": np.zeros(200, np.float32)}, "integer"),
+        ({"x": np.array([{"a": 1}] * 200, dtype=object).reshape(200, 1), "y": np.zeros(200, np.int64)}, "pickles"),
+    ],
+)
 def test_bad_datasets(api, arrays, what):
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    r = api.client.post("/v1/datasets", headers=api.operator, data={"name": "bad", "version": "1"},
-                        files={"file": ("d.npz", buf.getvalue())})
+    r = api.client.post(
+        "/v1/datasets",
+        headers=api.operator,
+        data={"name": "bad", "version": "1"},
+        files={"file": ("d.npz", buf.getvalue())},
+    )
     assert r.status_code == 422 and r.json()["error"] == "invalid_dataset" and what in r.json()["detail"]
 
 
@@ -69,8 +77,9 @@ def test_suite_upload_and_version_conflict(api):
     r = api.client.post("/v1/suites", headers=api.partner, files={"file": ("s.tar.gz", first)})
     assert r.status_code == 201
     assert api.client.post("/v1/suites", headers=api.partner, files={"file": ("s.tar.gz", first)}).status_code == 200
-    r = api.client.post("/v1/suites", headers=api.partner,
-                        files={"file": ("s.tar.gz", suite_bundle("mine", "print(2)", ["score"]))})
+    r = api.client.post(
+        "/v1/suites", headers=api.partner, files={"file": ("s.tar.gz", suite_bundle("mine", "print(2)", ["score"]))}
+    )
     assert r.status_code == 409 and r.json()["error"] == "version_taken"
 
 
@@ -95,7 +104,8 @@ def test_refused_upload_leaves_no_blob(api):
     junk = b"not a model at all, and not stored either"
     post_model(api, "junk", "1", junk)
     assert not storage.blob_path(api.settings.data_dir, hashlib.sha256(junk).hexdigest()).exists()
-    r = api.client.post("/v1/datasets", headers=api.operator, data={"name": "junk", "version": "1"},
-                        files={"file": ("d.npz", junk)})
+    r = api.client.post(
+        "/v1/datasets", headers=api.operator, data={"name": "junk", "version": "1"}, files={"file": ("d.npz", junk)}
+    )
     assert r.status_code == 422
     assert not storage.blob_path(api.settings.data_dir, hashlib.sha256(junk).hexdigest()).exists()

@@ -10,12 +10,20 @@ REQ = {"accuracy": MetricDecl(kind="proportion"), "log_loss": MetricDecl(kind="n
 def parse(raw: bytes | str, requested=REQ, max_bytes=1024, max_metrics=8, rows=1000):
     if isinstance(requested, list):
         requested = {m: WIDE for m in requested}
-    return parse_result(raw.encode() if isinstance(raw, str) else raw, requested, dataset_rows=rows,
-                        max_bytes=max_bytes, max_metrics=max_metrics)
+    return parse_result(
+        raw.encode() if isinstance(raw, str) else raw,
+        requested,
+        dataset_rows=rows,
+        max_bytes=max_bytes,
+        max_metrics=max_metrics,
+    )
 
 
 def test_accepts_exactly_the_requested_finite_numbers():
-    assert parse('{"accuracy": 0.9, "log_loss": 3}') == {"accuracy": Reported(0.9, 1000), "log_loss": Reported(3.0, 1000)}
+    assert parse('{"accuracy": 0.9, "log_loss": 3}') == {
+        "accuracy": Reported(0.9, 1000),
+        "log_loss": Reported(3.0, 1000),
+    }
 
 
 def test_an_entry_carries_its_rows():
@@ -23,31 +31,34 @@ def test_an_entry_carries_its_rows():
     assert out["accuracy"] == Reported(0.5, 60, 25)
 
 
-@pytest.mark.parametrize("raw, reason", [
-    ('{"accuracy": NaN, "log_loss": 1}', "non-finite"),
-    ('{"accuracy": Infinity, "log_loss": 1}', "non-finite"),
-    ('{"accuracy": -Infinity, "log_loss": 1}', "non-finite"),
-    ('{"accuracy": 1e999, "log_loss": 1}', "not finite"),
-    ('{"accuracy": 0.1, "accuracy": 0.9, "log_loss": 1}', "duplicate"),
-    ('{"accuracy": 0.1, "log_loss": 1, "weights_0": 0.5}', "undeclared"),
-    ('{"accuracy": 0.1}', "missing"),
-    ('{"accuracy": "0.9", "log_loss": 1}', "not a number"),
-    ('{"accuracy": true, "log_loss": 1}', "not a number"),
-    ('{"accuracy": null, "log_loss": 1}', "not a number"),
-    ('{"accuracy": [0.9], "log_loss": 1}', "not a number"),
-    ('{"accuracy": {"x": 1}, "log_loss": 1}', "'value' and optionally"),
-    ('{"accuracy": {"value": 0.5, "n": 2000}, "log_loss": 1}', "n must be a whole number in [0, 1000]"),
-    ('{"accuracy": {"value": 0.5, "n": 1.5}, "log_loss": 1}', "n must be a whole number"),
-    ('{"accuracy": {"value": 0.5, "n": 100, "min_class_n": 101}, "log_loss": 1}', "min_class_n must be"),
-    ('{"accuracy": 1.01, "log_loss": 1}', "outside its kind proportion"),
-    ('{"accuracy": -0.01, "log_loss": 1}', "outside its kind proportion"),
-    ('{"accuracy": 0.5, "log_loss": 31}', "outside its kind nonnegative"),
-    ('[0.9, 1]', "not a JSON object"),
-    ('0.9', "not a JSON object"),
-    ('{"accuracy": 0.9, "log_loss": 1', "not valid JSON"),
-    ("", "not valid JSON"),
-    ('[' * 100_000 + ']' * 100_000, "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ('{"accuracy": NaN, "log_loss": 1}', "non-finite"),
+        ('{"accuracy": Infinity, "log_loss": 1}', "non-finite"),
+        ('{"accuracy": -Infinity, "log_loss": 1}', "non-finite"),
+        ('{"accuracy": 1e999, "log_loss": 1}', "not finite"),
+        ('{"accuracy": 0.1, "accuracy": 0.9, "log_loss": 1}', "duplicate"),
+        ('{"accuracy": 0.1, "log_loss": 1, "weights_0": 0.5}', "undeclared"),
+        ('{"accuracy": 0.1}', "missing"),
+        ('{"accuracy": "0.9", "log_loss": 1}', "not a number"),
+        ('{"accuracy": true, "log_loss": 1}', "not a number"),
+        ('{"accuracy": null, "log_loss": 1}', "not a number"),
+        ('{"accuracy": [0.9], "log_loss": 1}', "not a number"),
+        ('{"accuracy": {"x": 1}, "log_loss": 1}', "'value' and optionally"),
+        ('{"accuracy": {"value": 0.5, "n": 2000}, "log_loss": 1}', "n must be a whole number in [0, 1000]"),
+        ('{"accuracy": {"value": 0.5, "n": 1.5}, "log_loss": 1}', "n must be a whole number"),
+        ('{"accuracy": {"value": 0.5, "n": 100, "min_class_n": 101}, "log_loss": 1}', "min_class_n must be"),
+        ('{"accuracy": 1.01, "log_loss": 1}', "outside its kind proportion"),
+        ('{"accuracy": -0.01, "log_loss": 1}', "outside its kind proportion"),
+        ('{"accuracy": 0.5, "log_loss": 31}', "outside its kind nonnegative"),
+        ("[0.9, 1]", "not a JSON object"),
+        ("0.9", "not a JSON object"),
+        ('{"accuracy": 0.9, "log_loss": 1', "not valid JSON"),
+        ("", "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    ],
+)
 def test_rejects(raw, reason):
     with pytest.raises(OutputRejected) as e:
         parse(raw, max_bytes=1 << 20)

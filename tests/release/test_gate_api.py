@@ -20,8 +20,15 @@ BUCKET_S = 4.0
 def noisy(tmp_path_factory, demo_files, docker_client):
     _redis_or_skip()
     tmp = tmp_path_factory.mktemp("gate")
-    settings = make_settings(tmp / "data", broker_url=REDIS_URL, dp_mechanism="laplace", dp_epsilon_per_metric=0.25,
-                             dp_epsilon_budget=3.0, leakage_bits_per_day=4096, timing_buckets_s=[BUCKET_S, 30, 60, 120])
+    settings = make_settings(
+        tmp / "data",
+        broker_url=REDIS_URL,
+        dp_mechanism="laplace",
+        dp_epsilon_per_metric=0.25,
+        dp_epsilon_budget=3.0,
+        leakage_bits_per_day=4096,
+        timing_buckets_s=[BUCKET_S, 30, 60, 120],
+    )
     yield from build_stack(settings, demo_files, tmp / "worker.log")
 
 
@@ -51,15 +58,26 @@ def test_noisy_release_is_typed_signed_charged_and_cached(noisy, expected_demo_a
     b = s.client.get("/v1/budget", headers=s.partner).json()
     assert b["epsilon"] == [{"dataset": "demo-blobs@1", "spent": 1.0, "budget": 3.0, "left": 2.0}]
     trail = {e["action"]: e["data"] for e in events(s, job["id"])}
-    assert trail["leakage.bits_settled"]["bits"] == trail["leakage.bits_reserved"]["bits"] == job["spec"]["leakage_bits"]
+    assert (
+        trail["leakage.bits_settled"]["bits"] == trail["leakage.bits_reserved"]["bits"] == job["spec"]["leakage_bits"]
+    )
     assert disclosure["bits"] == job["spec"]["leakage_bits"]
     assert b["leakage_bits"]["used"] == pytest.approx(job["spec"]["leakage_bits"], abs=0.01)
     assert trail["result.released"]["disclosure"] == disclosure
 
     # Asked again (another seed, another ε): the earlier release, not fresh noise, and nothing spent.
-    again = s.client.post("/v1/jobs", headers=s.partner, json={
-        "suite": "classification@1.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1",
-        "metrics": list(reversed(metrics)), "seed": 99, "epsilon": 0.5})
+    again = s.client.post(
+        "/v1/jobs",
+        headers=s.partner,
+        json={
+            "suite": "classification@1.1.0",
+            "model": "demo-classifier@1",
+            "dataset": "demo-blobs@1",
+            "metrics": list(reversed(metrics)),
+            "seed": 99,
+            "epsilon": 0.5,
+        },
+    )
     assert again.status_code == 200 and again.json()["reused"]
     assert again.json()["id"] == job["id"] and again.json()["result"]["metrics"] == released
     assert s.client.get("/v1/budget", headers=s.partner).json()["epsilon"][0]["spent"] == 1.0
@@ -67,7 +85,10 @@ def test_noisy_release_is_typed_signed_charged_and_cached(noisy, expected_demo_a
 
 def test_small_cells_are_withheld_and_out_of_range_values_rejected(noisy):
     s = noisy
-    suite = s.upload_suite(suite_bundle(unique("cells"), """
+    suite = s.upload_suite(
+        suite_bundle(
+            unique("cells"),
+            """
         import evalgate
         evalgate.report({
             "overall": 0.75,
@@ -75,8 +96,15 @@ def test_small_cells_are_withheld_and_out_of_range_values_rejected(noisy):
             "per_class": evalgate.metric(0.6, n=600, min_class_n=7),
             "errors": evalgate.metric(3, n=30),
         })
-    """, {"overall": "proportion", "subgroup": "proportion", "per_class": {"kind": "proportion", "per_class": True},
-          "errors": "count"}))
+    """,
+            {
+                "overall": "proportion",
+                "subgroup": "proportion",
+                "per_class": {"kind": "proportion", "per_class": True},
+                "errors": "count",
+            },
+        )
+    )
     job = s.run(f"{suite['name']}@{suite['version']}", ["overall", "subgroup", "per_class", "errors"])
     assert job["state"] == "released", job
     result = job["result"]
@@ -87,20 +115,32 @@ def test_small_cells_are_withheld_and_out_of_range_values_rejected(noisy):
         {"metric": "subgroup", "reason": "computed on fewer than 50 rows"},
     ]
 
-    bad = s.upload_suite(suite_bundle(unique("range"), """
+    bad = s.upload_suite(
+        suite_bundle(
+            unique("range"),
+            """
         import evalgate
         evalgate.report({"accuracy": 1.5})
-    """, {"accuracy": "proportion"}))
+    """,
+            {"accuracy": "proportion"},
+        )
+    )
     job = s.run(f"{bad['name']}@{bad['version']}", ["accuracy"])
     assert (job["state"], job["error_class"], job["result"]) == ("rejected", "output_rejected", None)
 
 
 def test_partners_see_padded_completion_times(noisy):
     s = noisy
-    suite = s.upload_suite(suite_bundle(unique("quick"), """
+    suite = s.upload_suite(
+        suite_bundle(
+            unique("quick"),
+            """
         import evalgate
         evalgate.report({"overall": 0.5})
-    """, {"overall": "proportion"}))
+    """,
+            {"overall": "proportion"},
+        )
+    )
     job = s.submit(f"{suite['name']}@{suite['version']}", ["overall"])
     created = datetime.fromisoformat(job["created_at"].replace("Z", "+00:00"))
     # The operator sees the real end first; the partner still sees it running until the bucket ends.

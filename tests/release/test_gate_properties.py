@@ -28,13 +28,24 @@ def declarations(draw):
     return MetricDecl(kind=kind, **extra)
 
 
-NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**30, 10**30),
-                    st.floats(-2, 2), st.integers(-5, 2000))
-JUNK = st.recursive(st.none() | st.booleans() | st.text(max_size=5) | NUMBERS,
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                    max_leaves=6)
-ENTRY = st.one_of(NUMBERS, st.fixed_dictionaries({"value": NUMBERS}, optional={"n": st.integers(-5, 3000) | JUNK,
-                                                                                  "min_class_n": st.integers(-5, 3000)}), JUNK)
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**30), 10**30),
+    st.floats(-2, 2),
+    st.integers(-5, 2000),
+)
+JUNK = st.recursive(
+    st.none() | st.booleans() | st.text(max_size=5) | NUMBERS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+ENTRY = st.one_of(
+    NUMBERS,
+    st.fixed_dictionaries(
+        {"value": NUMBERS}, optional={"n": st.integers(-5, 3000) | JUNK, "min_class_n": st.integers(-5, 3000)}
+    ),
+    JUNK,
+)
 
 
 @st.composite
@@ -42,9 +53,17 @@ def scenario(draw):
     decls = draw(st.dictionaries(NAMES, declarations(), min_size=1, max_size=5))
     names = list(decls) + draw(st.lists(NAMES, max_size=2))  # sometimes undeclared names too
     written = {n: draw(ENTRY) for n in draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names)))}
-    raw = draw(st.one_of(st.just(json.dumps(written, allow_nan=True)), st.binary(max_size=40).map(lambda b: b.decode("latin-1"))))
-    policy = Policy(decimals=draw(st.integers(0, 6)), min_rows=draw(st.integers(1, 200)),
-                    min_class_rows=draw(st.integers(1, 50)), mechanism=draw(st.sampled_from([None, "laplace", "gaussian"])))
+    raw = draw(
+        st.one_of(
+            st.just(json.dumps(written, allow_nan=True)), st.binary(max_size=40).map(lambda b: b.decode("latin-1"))
+        )
+    )
+    policy = Policy(
+        decimals=draw(st.integers(0, 6)),
+        min_rows=draw(st.integers(1, 200)),
+        min_class_rows=draw(st.integers(1, 50)),
+        mechanism=draw(st.sampled_from([None, "laplace", "gaussian"])),
+    )
     return decls, raw.encode("utf-8", "surrogatepass"), policy, draw(st.integers(1, 2000)), draw(st.floats(0.01, 2))
 
 

@@ -16,20 +16,32 @@ EXACT = Policy(mechanism=None)
 
 
 def test_exact_policy_rounds_to_the_grid_only():
-    out = release({"a": Reported(0.123456, 1000), "loss": Reported(1.98766, 1000)}, {"a": PROP, "loss": LOSS},
-                  epsilon=0.1, policy=EXACT)
+    out = release(
+        {"a": Reported(0.123456, 1000), "loss": Reported(1.98766, 1000)},
+        {"a": PROP, "loss": LOSS},
+        epsilon=0.1,
+        policy=EXACT,
+    )
     assert out.metrics == {"a": 0.1235, "loss": 1.9877} and out.noise == {} and out.suppressed == []
     # What such a release can carry: each value on its grid, or withheld for one of two reasons.
-    assert max_bits({"a": PROP, "loss": LOSS}, 1000, 0.1, EXACT) == pytest.approx(math.log2(10_003) + math.log2(280_003))
+    assert max_bits({"a": PROP, "loss": LOSS}, 1000, 0.1, EXACT) == pytest.approx(
+        math.log2(10_003) + math.log2(280_003)
+    )
 
 
 def test_small_cells_are_withheld_and_the_partner_is_told_why():
     decls = {"a": PROP, "f1": PER_CLASS, "loss": LOSS}
-    out = release({"a": Reported(0.9, 40), "f1": Reported(0.8, 1000, 12), "loss": Reported(0.3, 1000)}, decls,
-                  epsilon=0.1, policy=Policy(mechanism=None, min_rows=50, min_class_rows=20))
+    out = release(
+        {"a": Reported(0.9, 40), "f1": Reported(0.8, 1000, 12), "loss": Reported(0.3, 1000)},
+        decls,
+        epsilon=0.1,
+        policy=Policy(mechanism=None, min_rows=50, min_class_rows=20),
+    )
     assert out.metrics == {"loss": 0.3}
-    assert out.suppressed == [{"metric": "a", "reason": "computed on fewer than 50 rows"},
-                              {"metric": "f1", "reason": "a class has fewer than 20 rows"}]
+    assert out.suppressed == [
+        {"metric": "a", "reason": "computed on fewer than 50 rows"},
+        {"metric": "f1", "reason": "a class has fewer than 20 rows"},
+    ]
     assert "0.9" not in str(out.disclosure(1.0)) and "12" not in str(out.disclosure(1.0))  # no counts told
 
 
@@ -40,10 +52,21 @@ def test_noise_comes_from_opendp_with_its_parameters_attached():
         calls.append((value, noise, integer))
         return privacy.add_noise(value, noise, integer=integer)
 
-    out = release({"a": Reported(0.5, 1000), "n": Reported(400, 1000), "loss": Reported(1.0, 1000)},
-                  {"a": PROP, "n": COUNT, "loss": LOSS}, epsilon=0.2, policy=Policy(), add_noise=spy)
+    out = release(
+        {"a": Reported(0.5, 1000), "n": Reported(400, 1000), "loss": Reported(1.0, 1000)},
+        {"a": PROP, "n": COUNT, "loss": LOSS},
+        epsilon=0.2,
+        policy=Policy(),
+        add_noise=spy,
+    )
     assert [c[0] for c in calls] == [0.5, 400]  # the nonnegative real is not noised
-    assert out.noise["a"] == {"mechanism": "laplace", "epsilon": 0.2, "delta": 0.0, "sensitivity": 0.001, "scale": 0.005}
+    assert out.noise["a"] == {
+        "mechanism": "laplace",
+        "epsilon": 0.2,
+        "delta": 0.0,
+        "sensitivity": 0.001,
+        "scale": 0.005,
+    }
     assert out.noise["n"]["scale"] == pytest.approx(5.0) and out.noise["n"]["sensitivity"] == 1.0
     assert out.metrics["n"] == int(out.metrics["n"])
     assert 0 <= out.metrics["a"] <= 1 and 0 <= out.metrics["n"] <= 1000
@@ -79,7 +102,9 @@ def test_calibrated_scale_meets_the_privacy_target(mechanism):
 
 
 def test_clamping_keeps_noisy_values_in_range():
-    out = [release({"a": Reported(0.999, 60)}, {"a": PROP}, epsilon=0.05, policy=Policy()).metrics["a"] for _ in range(200)]
+    out = [
+        release({"a": Reported(0.999, 60)}, {"a": PROP}, epsilon=0.05, policy=Policy()).metrics["a"] for _ in range(200)
+    ]
     assert all(0.0 <= v <= 1.0 for v in out) and 1.0 in out and len(set(out)) > 10
 
 

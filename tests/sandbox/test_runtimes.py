@@ -27,12 +27,31 @@ def test_shipped_profiles_are_what_the_annotated_source_generates():
         shipped = (REPO / "sandbox_images" / "seccomp" / f"evalgate-{runtime}.json").read_text()
         assert shipped == build["render"](runtime)
         profile = json.loads(seccomp_profile(runtime))
-        allowed = {n for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW" and "args" not in rule
-                   for n in rule["names"]}
+        allowed = {
+            n
+            for rule in profile["syscalls"]
+            if rule["action"] == "SCMP_ACT_ALLOW" and "args" not in rule
+            for n in rule["names"]
+        }
         assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
-        for dangerous in ("ptrace", "process_vm_readv", "process_vm_writev", "personality", "keyctl", "bpf",
-                          "perf_event_open", "userfaultfd", "unshare", "setns", "mount", "kexec_load", "reboot",
-                          "open_by_handle_at", "io_uring_setup", "add_key"):
+        for dangerous in (
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "personality",
+            "keyctl",
+            "bpf",
+            "perf_event_open",
+            "userfaultfd",
+            "unshare",
+            "setns",
+            "mount",
+            "kexec_load",
+            "reboot",
+            "open_by_handle_at",
+            "io_uring_setup",
+            "add_key",
+        ):
             assert dangerous not in allowed, dangerous
             assert dangerous in build["REMOVED"], f"{dangerous} removal is not explained"
 

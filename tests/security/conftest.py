@@ -54,8 +54,18 @@ def attack(stack, code: str, metrics: list[str], **extra) -> dict:
     assert MARKER not in seen, "job output reached the partner"
     if job["result"]:  # it really ran under the runtime this module is about
         assert job["result"]["provenance"]["runtime"] == stack.settings.docker_runtime
-    assert set(job) == {"id", "state", "error_class", "spec", "spec_sha256", "created_at", "started_at",
-                        "finished_at", "result", "reused"}
+    assert set(job) == {
+        "id",
+        "state",
+        "error_class",
+        "spec",
+        "spec_sha256",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "result",
+        "reused",
+    }
     assert job["started_at"] is None  # partners do not see when a job left the queue
     if job["result"]:
         assert set(job["result"]) == {"metrics", "disclosure", "provenance", "attestation", "released_at"}
@@ -68,8 +78,10 @@ def released(job: dict) -> dict[str, float]:
 
 
 def failed_as(job: dict, error_class: str) -> None:
-    assert (job["state"], job["error_class"]) in {("failed", error_class), ("rejected", error_class)}, \
-        (job["state"], job["error_class"])
+    assert (job["state"], job["error_class"]) in {("failed", error_class), ("rejected", error_class)}, (
+        job["state"],
+        job["error_class"],
+    )
     assert job["result"] is None
 
 

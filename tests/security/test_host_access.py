@@ -4,7 +4,11 @@ from tests.security.conftest import MARKER, WALK, attack, released
 
 
 def test_no_engine_or_containerd_socket_anywhere(stack):
-    m = released(attack(stack, WALK + f"""
+    m = released(
+        attack(
+            stack,
+            WALK
+            + f"""
 import os, stat, evalgate
 print("{MARKER}")
 found = sum(stat.S_ISSOCK(st.st_mode) and not p.startswith("/run/evalgate/") for p, st in every_file(("/proc", "/sys")))
@@ -12,12 +16,18 @@ for p in ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/container
           "/var/run/containerd/containerd.sock", "/run/docker/plugins"):
     found += os.path.exists(p)
 evalgate.report({{"sockets": found}})
-""", ["sockets"]))
+""",
+            ["sockets"],
+        )
+    )
     assert m["sockets"] == 0
 
 
 def test_proc_1_root_shows_only_the_container(stack):
-    m = released(attack(stack, f"""
+    m = released(
+        attack(
+            stack,
+            f"""
         import os, evalgate
         print("{MARKER}")
         host_only = ("/var/lib/docker", "/etc/docker", "/usr/sbin/dockerd", "/usr/bin/containerd", "/work", "/root/.cache")
@@ -28,23 +38,35 @@ def test_proc_1_root_shows_only_the_container(stack):
             except OSError:
                 pass
         evalgate.report({{"host_paths": seen}})
-    """, ["host_paths"]))
+    """,
+            ["host_paths"],
+        )
+    )
     assert m["host_paths"] == 0
 
 
 def test_mountinfo_reveals_no_model(stack):
     sha = stack.client.get("/v1/models", headers=stack.operator).json()[0]["sha256"]
-    m = released(attack(stack, f"""
+    m = released(
+        attack(
+            stack,
+            f"""
         import evalgate
         print("{MARKER}")
         text = open("/proc/self/mountinfo").read()
         evalgate.report({{"model_mounts": text.count(".onnx") + text.count("{sha}") + text.count("/model")}})
-    """, ["model_mounts"]))
+    """,
+            ["model_mounts"],
+        )
+    )
     assert m["model_mounts"] == 0
 
 
 def test_environ_of_every_process_holds_no_secret(stack):
-    m = released(attack(stack, f"""
+    m = released(
+        attack(
+            stack,
+            f"""
         import os, evalgate
         print("{MARKER}")
         hits = 0
@@ -56,12 +78,19 @@ def test_environ_of_every_process_holds_no_secret(stack):
             for needle in (b"DATABASE", b"BROKER", b"postgres", b"redis://", b"SIGNING", b"eg_", b"DOCKER_HOST"):
                 hits += needle in env
         evalgate.report({{"secrets": hits}})
-    """, ["secrets"]))
+    """,
+            ["secrets"],
+        )
+    )
     assert m["secrets"] == 0
 
 
 def test_model_file_cannot_be_found_by_content(stack):
-    m = released(attack(stack, WALK + f"""
+    m = released(
+        attack(
+            stack,
+            WALK
+            + f"""
 import stat, evalgate
 print("{MARKER}")
 needle = b"evalgate" + b"-demo"  # the model's producer name, built so this file does not contain it
@@ -71,12 +100,18 @@ def is_model(p, st):
     except OSError:
         return False
 evalgate.report({{"model_files": sum(is_model(p, st) for p, st in every_file())}})
-""", ["model_files"]))
+""",
+            ["model_files"],
+        )
+    )
     assert m["model_files"] == 0
 
 
 def test_no_writes_outside_output(stack):
-    m = released(attack(stack, f"""
+    m = released(
+        attack(
+            stack,
+            f"""
         import os, evalgate
         print("{MARKER}")
         written = 0
@@ -92,5 +127,8 @@ def test_no_writes_outside_output(stack):
         except OSError:
             pass
         evalgate.report({{"written": written}})
-    """, ["written"]))
+    """,
+            ["written"],
+        )
+    )
     assert m["written"] == 0

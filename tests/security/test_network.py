@@ -26,11 +26,23 @@ def reached(stack, targets: str) -> float:
 
 
 def test_tcp_egress_ipv4(stack):
-    assert reached(stack, '[(socket.AF_INET, socket.SOCK_STREAM, ("1.1.1.1", 443)), (socket.AF_INET, socket.SOCK_STREAM, ("8.8.8.8", 53))]') == 0
+    assert (
+        reached(
+            stack,
+            '[(socket.AF_INET, socket.SOCK_STREAM, ("1.1.1.1", 443)), (socket.AF_INET, socket.SOCK_STREAM, ("8.8.8.8", 53))]',
+        )
+        == 0
+    )
 
 
 def test_udp_egress_ipv4(stack):
-    assert reached(stack, '[(socket.AF_INET, socket.SOCK_DGRAM, ("8.8.8.8", 53)), (socket.AF_INET, socket.SOCK_DGRAM, ("1.1.1.1", 123))]') == 0
+    assert (
+        reached(
+            stack,
+            '[(socket.AF_INET, socket.SOCK_DGRAM, ("8.8.8.8", 53)), (socket.AF_INET, socket.SOCK_DGRAM, ("1.1.1.1", 123))]',
+        )
+        == 0
+    )
 
 
 def test_tcp_egress_ipv6(stack):
@@ -42,19 +54,40 @@ def test_udp_egress_ipv6(stack):
 
 
 def test_cloud_metadata_addresses(stack):
-    assert reached(stack, '[(socket.AF_INET, socket.SOCK_STREAM, ("169.254.169.254", 80)), (socket.AF_INET6, socket.SOCK_STREAM, ("fd00:ec2::254", 80))]') == 0
+    assert (
+        reached(
+            stack,
+            '[(socket.AF_INET, socket.SOCK_STREAM, ("169.254.169.254", 80)), (socket.AF_INET6, socket.SOCK_STREAM, ("fd00:ec2::254", 80))]',
+        )
+        == 0
+    )
 
 
 def test_host_and_bridge_gateway(stack):
-    assert reached(stack, '[(socket.AF_INET, socket.SOCK_STREAM, ("172.17.0.1", 22)), (socket.AF_INET, socket.SOCK_STREAM, ("10.0.2.2", 22)), (socket.AF_INET, socket.SOCK_STREAM, ("192.168.0.1", 80))]') == 0
+    assert (
+        reached(
+            stack,
+            '[(socket.AF_INET, socket.SOCK_STREAM, ("172.17.0.1", 22)), (socket.AF_INET, socket.SOCK_STREAM, ("10.0.2.2", 22)), (socket.AF_INET, socket.SOCK_STREAM, ("192.168.0.1", 80))]',
+        )
+        == 0
+    )
 
 
 def test_docker_api_ports(stack):
-    assert reached(stack, '[(socket.AF_INET, socket.SOCK_STREAM, (h, p)) for h in ("172.17.0.1", "127.0.0.1") for p in (2375, 2376)]') == 0
+    assert (
+        reached(
+            stack,
+            '[(socket.AF_INET, socket.SOCK_STREAM, (h, p)) for h in ("172.17.0.1", "127.0.0.1") for p in (2375, 2376)]',
+        )
+        == 0
+    )
 
 
 def test_dns_lookups(stack):
-    m = released(attack(stack, f"""
+    m = released(
+        attack(
+            stack,
+            f"""
         import socket, evalgate
         print("{MARKER}")
         resolved = 0
@@ -65,12 +98,18 @@ def test_dns_lookups(stack):
             except OSError:
                 pass
         evalgate.report({{"resolved": resolved}})
-    """, ["resolved"]))
+    """,
+            ["resolved"],
+        )
+    )
     assert m["resolved"] == 0
 
 
 def test_only_loopback_and_no_raw_or_netlink_sockets(stack):
-    m = released(attack(stack, f"""
+    m = released(
+        attack(
+            stack,
+            f"""
         import os, socket, evalgate
         print("{MARKER}")
         opened = 0
@@ -81,6 +120,9 @@ def test_only_loopback_and_no_raw_or_netlink_sockets(stack):
             except OSError:
                 pass
         evalgate.report({{"interfaces": len(os.listdir("/sys/class/net")), "special_sockets": opened}})
-    """, ["interfaces", "special_sockets"]))
+    """,
+            ["interfaces", "special_sockets"],
+        )
+    )
     assert m["interfaces"] <= 1  # lo only (gVisor with --network=none shows none at all)
     assert m["special_sockets"] == 0

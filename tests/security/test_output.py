@@ -18,8 +18,12 @@ def test_symlink_to_the_dataset(stack):
 
 
 def test_hardlink_out_of_the_output_dir_fails(stack):
-    failed_as(writes(stack, 'import os\ntry:\n    os.link("/suite/main.py", "/output/result.json")\nexcept OSError:\n    pass'),
-              "missing_output")
+    failed_as(
+        writes(
+            stack, 'import os\ntry:\n    os.link("/suite/main.py", "/output/result.json")\nexcept OSError:\n    pass'
+        ),
+        "missing_output",
+    )
 
 
 def test_fifo(stack):
@@ -34,7 +38,10 @@ def test_directory_named_like_the_result(stack):
 
 
 def test_sparse_one_tebibyte_file(stack):
-    failed_as(writes(stack, """
+    failed_as(
+        writes(
+            stack,
+            """
 import os, signal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 fd = os.open("/output/result.json", os.O_WRONLY | os.O_CREAT)
@@ -43,11 +50,17 @@ try:
 except OSError:
     os.ftruncate(fd, (64 << 20) - 1)  # the fsize limit stops 1 TiB; the biggest sparse file allowed then
 os.pwrite(fd, b'{"score": 1}', 0)
-"""), "output_rejected")
+""",
+        ),
+        "output_rejected",
+    )
 
 
 def test_hundred_megabyte_json(stack):
-    failed_as(writes(stack, """
+    failed_as(
+        writes(
+            stack,
+            """
 import os
 fd = os.open("/output/result.json", os.O_WRONLY | os.O_CREAT)
 os.write(fd, b'{"score": 1, "pad": "')
@@ -56,26 +69,36 @@ try:
         os.write(fd, b"x" * (1 << 20))
 except OSError:
     pass  # the output volume is full at 1 MiB: what is there is an unterminated JSON string
-"""), "output_rejected")
+""",
+        ),
+        "output_rejected",
+    )
 
 
-@pytest.mark.parametrize("payload", [
-    "[" * 100_000 + "]" * 100_000,          # deeply nested
-    '{"score": NaN}',
-    '{"score": Infinity}',
-    '{"score": -Infinity}',
-    '{"score": 1, "score": 2}',             # duplicate keys
-    '{"score": 1, "weights_0": 0.25}',      # undeclared metric
-    '{"score": "1"}',
-    '{"score": {"nested": 1}}',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[" * 100_000 + "]" * 100_000,  # deeply nested
+        '{"score": NaN}',
+        '{"score": Infinity}',
+        '{"score": -Infinity}',
+        '{"score": 1, "score": 2}',  # duplicate keys
+        '{"score": 1, "weights_0": 0.25}',  # undeclared metric
+        '{"score": "1"}',
+        '{"score": {"nested": 1}}',
+    ],
+)
 def test_malformed_json(stack, payload):
     failed_as(writes(stack, f'open("/output/result.json", "w").write({payload!r})'), "output_rejected")
 
 
 def test_non_utf8(stack):
-    failed_as(writes(stack, 'open("/output/result.json", "wb").write(b\'{"score": 1, "x\\xff": 2}\')'), "output_rejected")
+    failed_as(
+        writes(stack, 'open("/output/result.json", "wb").write(b\'{"score": 1, "x\\xff": 2}\')'), "output_rejected"
+    )
 
 
 def test_well_formed_result_still_passes(stack):
-    assert released(writes(stack, 'open("/output/result.json", "w").write(\'{"score": 0.123456789}\')')) == {"score": 0.1235}
+    assert released(writes(stack, 'open("/output/result.json", "w").write(\'{"score": 0.123456789}\')')) == {
+        "score": 0.1235
+    }

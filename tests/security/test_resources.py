@@ -17,7 +17,9 @@ def contained(stack, job: dict, metric: str) -> None:
 
 
 def test_fork_bomb_stops_at_the_pids_limit(stack):
-    job = attack(stack, f"""
+    job = attack(
+        stack,
+        f"""
         import os, time, evalgate
         print("{MARKER}")
         children = 0
@@ -31,12 +33,16 @@ def test_fork_bomb_stops_at_the_pids_limit(stack):
                 os._exit(0)
             children += 1
         evalgate.report({{"children": children}})
-    """, ["children"])
+    """,
+        ["children"],
+    )
     contained(stack, job, "children")
 
 
 def test_thread_bomb_stops_at_the_pids_limit(stack):
-    job = attack(stack, f"""
+    job = attack(
+        stack,
+        f"""
         import threading, time, evalgate
         print("{MARKER}")
         threads = 0
@@ -50,20 +56,33 @@ def test_thread_bomb_stops_at_the_pids_limit(stack):
             pass
         stop.set()
         evalgate.report({{"threads": threads}})
-    """, ["threads"])
+    """,
+        ["threads"],
+    )
     contained(stack, job, "threads")
 
 
 def test_memory_bomb_is_oom(stack):
-    failed_as(attack(stack, """
+    failed_as(
+        attack(
+            stack,
+            """
         blocks = []
         while True:
             blocks.append(bytearray(16 << 20))
-    """, ["never"], resources={"memory_mb": 128}), "oom")
+    """,
+            ["never"],
+            resources={"memory_mb": 128},
+        ),
+        "oom",
+    )
 
 
 def test_filling_tmp_stops_at_its_size(stack):
-    m = released(attack(stack, f"""
+    m = released(
+        attack(
+            stack,
+            f"""
         import evalgate
         print("{MARKER}")
         written = 0
@@ -74,12 +93,19 @@ def test_filling_tmp_stops_at_its_size(stack):
         except OSError:
             pass
         evalgate.report({{"mib": written}})
-    """, ["mib"], resources={"memory_mb": 1024}))
+    """,
+            ["mib"],
+            resources={"memory_mb": 1024},
+        )
+    )
     assert m["mib"] <= stack.settings.tmp_size_mb
 
 
 def test_filling_output_stops_at_its_cap(stack):
-    m = released(attack(stack, f"""
+    m = released(
+        attack(
+            stack,
+            f"""
         import os, evalgate
         print("{MARKER}")
         written = 0
@@ -91,12 +117,18 @@ def test_filling_output_stops_at_its_cap(stack):
             pass
         os.remove("/output/fill")
         evalgate.report({{"kib": written * 256}})
-    """, ["kib"]))
+    """,
+            ["kib"],
+        )
+    )
     assert m["kib"] <= stack.settings.output_dir_bytes // 1024
 
 
 def test_inode_exhaustion_stays_in_the_job(stack):
-    m = released(attack(stack, f"""
+    m = released(
+        attack(
+            stack,
+            f"""
         import os, evalgate
         print("{MARKER}")
         counts = {{}}
@@ -111,41 +143,72 @@ def test_inode_exhaustion_stays_in_the_job(stack):
             for i in range(n):
                 os.remove(f"{{d}}/f{{i}}")
         evalgate.report({{"output_files": counts["/output"], "tmp_files": counts["/tmp"], "shm_files": counts["/dev/shm"]}})
-    """, ["output_files", "tmp_files", "shm_files"], resources={"timeout_s": 120}))
+    """,
+            ["output_files", "tmp_files", "shm_files"],
+            resources={"timeout_s": 120},
+        )
+    )
     assert m["output_files"] < stack.settings.output_dir_inodes
 
 
 def test_cpu_spin_is_a_timeout(stack):
-    failed_as(attack(stack, f"""
+    failed_as(
+        attack(
+            stack,
+            f"""
         print("{MARKER}")
         while True:
             pass
-    """, ["never"], resources={"timeout_s": 3}), "timeout")
+    """,
+            ["never"],
+            resources={"timeout_s": 3},
+        ),
+        "timeout",
+    )
 
 
 def test_sleeping_forever_is_a_timeout_and_ends_on_time(stack):
     t0 = time.monotonic()
-    failed_as(attack(stack, f"""
+    failed_as(
+        attack(
+            stack,
+            f"""
         import time
         print("{MARKER}")
         time.sleep(10**6)
-    """, ["never"], resources={"timeout_s": 3}), "timeout")
+    """,
+            ["never"],
+            resources={"timeout_s": 3},
+        ),
+        "timeout",
+    )
     assert time.monotonic() - t0 < 60
 
 
 def test_ignoring_sigterm_does_not_outlive_the_limit(stack):
-    failed_as(attack(stack, f"""
+    failed_as(
+        attack(
+            stack,
+            f"""
         import signal, time
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)
         print("{MARKER}")
         while True:
             time.sleep(1)
-    """, ["never"], resources={"timeout_s": 3}), "timeout")
+    """,
+            ["never"],
+            resources={"timeout_s": 3},
+        ),
+        "timeout",
+    )
 
 
 def test_double_forked_daemon_cannot_change_the_result(stack):
-    m = released(attack(stack, f"""
+    m = released(
+        attack(
+            stack,
+            f"""
         import os, time, json, evalgate
         print("{MARKER}")
         if os.fork() == 0:
@@ -157,5 +220,8 @@ def test_double_forked_daemon_cannot_change_the_result(stack):
                 os._exit(0)
             os._exit(0)
         evalgate.report({{"score": 1}})
-    """, ["score"]))
+    """,
+            ["score"],
+        )
+    )
     assert m["score"] == 1

@@ -30,38 +30,59 @@ def sidecar_attack(stack, body: str, metrics: list[str], **extra) -> dict:
 
 
 def test_malformed_frames_get_errors_and_the_sidecar_keeps_serving(stack):
-    m = released(sidecar_attack(stack, """
+    m = released(
+        sidecar_attack(
+            stack,
+            """
     codes = [call(frame(b"\\xff\\xfe{")).get("error"), call(frame(b"[1, 2]")).get("error"),
              call(frame({"op": "predict", "inputs": [{"name": "features", "dtype": "object", "shape": [1]}]})).get("error"),
              call(frame({"op": "predict", "inputs": [{"name": "features", "dtype": "float32", "shape": [10, 16]}]}, b"short")).get("error")]
     x, _ = evalgate.load_dataset()
     still = evalgate.predict(x[:4]).shape[0]
     evalgate.report({"bad_frame": codes.count("bad_frame"), "served_after": still})
-    """, ["bad_frame", "served_after"]))
+    """,
+            ["bad_frame", "served_after"],
+        )
+    )
     assert m["bad_frame"] == 4 and m["served_after"] == 4
 
 
 def test_oversized_frame_closes_only_that_connection(stack):
-    m = released(sidecar_attack(stack, """
+    m = released(
+        sidecar_attack(
+            stack,
+            """
     big = call(struct.pack(">II", 16, 512 << 20) + b'{"op":"predict"}')
     x, _ = evalgate.load_dataset()
     evalgate.report({"too_large": big.get("error") == "too_large", "served_after": evalgate.predict(x[:2]).shape[0]})
-    """, ["too_large", "served_after"]))
+    """,
+            ["too_large", "served_after"],
+        )
+    )
     assert m == {"served_after": 2.0, "too_large": 1.0}
 
 
 def test_unknown_operations_reveal_no_weights(stack):
-    m = released(sidecar_attack(stack, """
+    m = released(
+        sidecar_attack(
+            stack,
+            """
     answers = [call(frame({"op": op})) for op in ("weights", "initializers", "export", "dump", "../model.onnx")]
     meta = call(frame({"op": "metadata"}))
     evalgate.report({"unknown_op": sum(a.get("error") == "unknown_op" for a in answers),
                      "meta_bytes": len(json.dumps(meta))})
-    """, ["unknown_op", "meta_bytes"]))
+    """,
+            ["unknown_op", "meta_bytes"],
+        )
+    )
     assert m["unknown_op"] == 5 and m["meta_bytes"] < 400  # names, dtypes and shapes only
 
 
 def test_wrong_inputs_are_refused_by_code(stack):
-    m = released(sidecar_attack(stack, """
+    m = released(
+        sidecar_attack(
+            stack,
+            """
     x, _ = evalgate.load_dataset()
     codes = []
     for inputs in ({"nope": x[:2]}, {"features": x[:2].astype("float64")}, {"features": x[:2, :5]}):
@@ -70,21 +91,35 @@ def test_wrong_inputs_are_refused_by_code(stack):
         except evalgate.ModelError as e:
             codes.append(e.code)
     evalgate.report({"refused": len(set(codes))})
-    """, ["refused"]))
+    """,
+            ["refused"],
+        )
+    )
     assert m["refused"] == 3  # unknown_input, dtype_mismatch, shape_mismatch
 
 
 def test_exhausting_the_query_budget_ends_the_job(stack):
-    failed_as(attack(stack, """
+    failed_as(
+        attack(
+            stack,
+            """
         import evalgate
         x, _ = evalgate.load_dataset()
         while True:
             evalgate.predict(x[:25])
-    """, ["never"], resources={"query_budget": 100}), "query_budget_exceeded")
+    """,
+            ["never"],
+            resources={"query_budget": 100},
+        ),
+        "query_budget_exceeded",
+    )
 
 
 def test_budget_refusal_is_final_even_if_the_job_catches_it(stack):
-    m = released(attack(stack, """
+    m = released(
+        attack(
+            stack,
+            """
         import evalgate
         x, _ = evalgate.load_dataset()
         answered = refused = 0
@@ -94,7 +129,11 @@ def test_budget_refusal_is_final_even_if_the_job_catches_it(stack):
             except evalgate.BudgetExceeded:
                 refused += 1
         evalgate.report({"answered": answered, "refused": refused})
-    """, ["answered", "refused"], resources={"query_budget": 50}))
+    """,
+            ["answered", "refused"],
+            resources={"query_budget": 50},
+        )
+    )
     assert m == {"answered": 5.0, "refused": 15.0}
 
 
@@ -102,7 +141,9 @@ def test_a_batched_request_is_charged_batch_by_batch_and_refused_whole(stack):
     """evalgate.predict(x, batch_size=b) is one request that the sidecar runs batch by batch: it
     costs the rows and one request per batch, as sending each batch would, and a span that does not
     fit the budget is refused before any of it runs."""
-    job = attack(stack, """
+    job = attack(
+        stack,
+        """
         import evalgate
         x, _ = evalgate.load_dataset()
         rows = len(evalgate.predict(x[:100], batch_size=32))    # 4 batches
@@ -114,7 +155,10 @@ def test_a_batched_request_is_charged_batch_by_batch_and_refused_whole(stack):
             refused += 1
         rows += len(evalgate.predict(x[:120], batch_size=40))   # 3 batches: exactly 520
         evalgate.report({"rows": rows, "refused": refused})
-    """, ["rows", "refused"], resources={"query_budget": 520})
+    """,
+        ["rows", "refused"],
+        resources={"query_budget": 520},
+    )
     assert released(job) == {"rows": 520.0, "refused": 1.0}
     assert job["result"]["provenance"]["queries"] == {"rows": 520, "requests": 12}
 
@@ -122,7 +166,10 @@ def test_a_batched_request_is_charged_batch_by_batch_and_refused_whole(stack):
 def test_handing_the_sidecar_hostile_descriptors(stack):
     """Only a memfd sealed against shrinking is mapped (a shrinkable one could SIGBUS the sidecar);
     a file, a pipe or an unsealed memfd is refused, and the sidecar keeps serving."""
-    m = released(sidecar_attack(stack, """
+    m = released(
+        sidecar_attack(
+            stack,
+            """
     import fcntl, os
     def attach(fd):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -143,5 +190,8 @@ def test_handing_the_sidecar_hostile_descriptors(stack):
     refused = sum(not attach(fd).get("ok") for fd in hostile)
     x, _ = evalgate.load_dataset()
     evalgate.report({"refused": refused, "served_after": evalgate.predict(x[:3]).shape[0]})
-    """, ["refused", "served_after"]))
+    """,
+            ["refused", "served_after"],
+        )
+    )
     assert m == {"refused": 3.0, "served_after": 3.0}

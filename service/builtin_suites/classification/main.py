@@ -9,7 +9,7 @@ BINS = 10
 
 
 def probabilities(x: np.ndarray) -> np.ndarray:
-    out = np.concatenate([evalgate.predict(x[i:i + BATCH]) for i in range(0, len(x), BATCH)]).astype(np.float64)
+    out = np.concatenate([evalgate.predict(x[i : i + BATCH]) for i in range(0, len(x), BATCH)]).astype(np.float64)
     if out.ndim != 2:
         raise SystemExit("the model's first output must have shape (n, classes)")
     if np.any(out < 0) or not np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
@@ -48,13 +48,15 @@ def main() -> None:
     pred = p.argmax(axis=1)
     picked = np.clip(p[np.arange(len(y)), np.minimum(y, p.shape[1] - 1)], 1e-12, 1.0)
     smallest_class = int(np.bincount(y, minlength=k).min())
-    evalgate.report({
-        "accuracy": float(np.mean(pred == y)),
-        "macro_f1": evalgate.metric(macro_f1(y, pred, k), n=len(y), min_class_n=smallest_class),
-        "log_loss": float(-np.mean(np.log(picked))),
-        "ece": expected_calibration_error(y, p),
-        "misclassified": int(np.sum(pred != y)),
-    })
+    evalgate.report(
+        {
+            "accuracy": float(np.mean(pred == y)),
+            "macro_f1": evalgate.metric(macro_f1(y, pred, k), n=len(y), min_class_n=smallest_class),
+            "log_loss": float(-np.mean(np.log(picked))),
+            "ece": expected_calibration_error(y, p),
+            "misclassified": int(np.sum(pred != y)),
+        }
+    )
 
 
 if __name__ == "__main__":

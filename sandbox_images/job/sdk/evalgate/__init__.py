@@ -19,8 +19,18 @@ import numpy as np
 
 from .client import SHARED_MIN_BYTES, BudgetExceeded, Client, ModelError
 
-__all__ = ["load_dataset", "metric", "model_info", "predict", "predict_all", "report", "seed", "requested_metrics",
-           "BudgetExceeded", "ModelError"]
+__all__ = [
+    "BudgetExceeded",
+    "ModelError",
+    "load_dataset",
+    "metric",
+    "model_info",
+    "predict",
+    "predict_all",
+    "report",
+    "requested_metrics",
+    "seed",
+]
 
 _client: Client | None = None
 
