@@ -32,10 +32,11 @@ def percentile(values: list[float], q: float) -> float:
 def service_latencies(n: int, data_dir: Path) -> list[float]:
     from service.auth import service as auth
     from service.config import Settings
-    from service.db import make_engine, make_sessionmaker, migrate, session_scope
+    from service.db import make_engine, migrate, session_scope
     from service.demo import LocalServer
     from service.demo_assets import write_demo
     from service.registry.bundles import pack_directory
+    from service.schema import make_sessionmaker
 
     settings = Settings(
         data_dir=data_dir,

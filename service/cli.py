@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import yaml
 
+from service.auth.roles import Role
 from service.config import get_settings
 
 
@@ -123,7 +124,8 @@ def sandbox_setup() -> None:
 
 
 def _sessions():
-    from service.db import make_engine, make_sessionmaker, migrate
+    from service.db import make_engine, migrate
+    from service.schema import make_sessionmaker
 
     settings = get_settings()
     migrate(settings.database_url)
@@ -136,7 +138,7 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--role", required=True, type=click.Choice(["partner", "researcher", "operator"]))
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
 @click.option("--name", required=True)
 @click.option("--expires", default="30d", show_default=True, help="e.g. 12h, 30d, 2w")
 def keys_create(role: str, name: str, expires: str) -> None:
@@ -277,6 +279,14 @@ def audit_verify() -> None:
         click.secho(f"audit log intact: {v.size} events, head {v.head_hash}", fg="green")
     else:
         _fail(f"audit log BROKEN at event {v.first_bad_seq}: {v.problem}")
+
+
+@main.command("errors")
+def errors_table() -> None:
+    """Print the table of every stable error code (docs/errors.md is this output)."""
+    from service.errors import catalogue_markdown
+
+    click.echo(catalogue_markdown(), nl=False)
 
 
 @main.group()

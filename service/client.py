@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-TERMINAL = {"released", "rejected", "failed", "cancelled"}
+from service.jobs.states import TERMINAL
 
 
 class ApiError(Exception):

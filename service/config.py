@@ -4,21 +4,46 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Limits an operator can set per partner, and the setting that holds each one's default.
-PARTNER_LIMITS = {
-    "rows_per_day": "partner_rows_per_day",
-    "max_query_budget": "max_query_budget",
-    "epsilon_budget": "dp_epsilon_budget",
-    "max_epsilon_per_metric": "dp_max_epsilon_per_metric",
-    "bits_per_day": "leakage_bits_per_day",
-    "releases_per_window": "releases_per_window",
-    "max_concurrent_jobs": "max_concurrent_jobs",
-}
-FRACTIONAL_LIMITS = frozenset({"epsilon_budget", "max_epsilon_per_metric", "bits_per_day"})
+if TYPE_CHECKING:
+    from service.release.gate import Policy
+
+Runtime = Literal["runc", "runsc", "auto"]
+Mechanism = Literal["laplace", "gaussian", "none"]
+MetricKind = Literal["proportion", "count", "nonnegative", "real"]
+
+
+class PartnerLimits(BaseModel):
+    """What one partner may use. The defaults come from the settings below; an operator may set any
+    of them per partner (EVALGATE_PARTNER_QUOTAS)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows_per_day: int = Field(ge=0, description="model rows predicted for the partner per UTC day, across jobs")
+    max_query_budget: int = Field(ge=1, description="the most model rows one job may ask for")
+    epsilon_budget: float = Field(ge=0, description="ε per dataset version, for ever")
+    max_epsilon_per_metric: float = Field(gt=0, description="the most ε a job may spend per noised metric")
+    bits_per_day: float = Field(ge=0, description="bits the partner's releases may carry per UTC day")
+    releases_per_window: int = Field(ge=0, description="releases per moving window")
+    max_concurrent_jobs: int = Field(ge=0, description="jobs admitted and not yet ended")
+
+
+class PartnerLimitsOverride(BaseModel):
+    """An operator's per-partner values; a limit left out keeps its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows_per_day: int | None = Field(default=None, ge=0)
+    max_query_budget: int | None = Field(default=None, ge=1)
+    epsilon_budget: float | None = Field(default=None, ge=0)
+    max_epsilon_per_metric: float | None = Field(default=None, gt=0)
+    bits_per_day: float | None = Field(default=None, ge=0)
+    releases_per_window: int | None = Field(default=None, ge=0)
+    max_concurrent_jobs: int | None = Field(default=None, ge=0)
 
 
 class Settings(BaseSettings):
@@ -33,7 +58,7 @@ class Settings(BaseSettings):
     # Where per-partner counters live; defaults to the broker when that is Redis. Unset: the database.
     redis_url: str | None = None
 
-    docker_runtime: str = "runc"
+    docker_runtime: Runtime = "runc"
     job_image: str = "evalgate-job:latest"
     sidecar_image: str = "evalgate-sidecar:latest"
     signing_key_path: Path | None = None
@@ -53,9 +78,9 @@ class Settings(BaseSettings):
     max_requests_per_job: int = 100_000
     max_batch_rows: int = 4096
     max_requests_per_s: float = 2000.0
-    # Per-partner overrides of any PARTNER_LIMITS key, by principal name:
+    # Per-partner overrides of any PartnerLimits field, by principal name:
     # {"acme": {"rows_per_day": 50000, "epsilon_budget": 2.0, "bits_per_day": 1024}}
-    partner_quotas: dict[str, dict[str, float]] = Field(default_factory=dict)
+    partner_quotas: dict[str, PartnerLimitsOverride] = Field(default_factory=dict)
     pids_limit: int = 128
     tmp_size_mb: int = 64
     output_dir_bytes: int = 1 << 20
@@ -72,8 +97,8 @@ class Settings(BaseSettings):
     suppress_below_class_rows: int = Field(default=20, ge=1)  # ... or, per class, with a smaller class
     # Differential privacy (OpenDP). The privacy unit is one dataset row; ε is spent per partner and
     # dataset version. "none" turns noise off (every release is then exact, and costs no ε).
-    dp_mechanism: str = "laplace"
-    dp_noised_kinds: list[str] = Field(default_factory=lambda: ["proportion", "count"])
+    dp_mechanism: Mechanism = "laplace"
+    dp_noised_kinds: list[MetricKind] = Field(default_factory=lambda: ["proportion", "count"])
     dp_delta: float = Field(default=1e-7, ge=0, lt=1e-3)  # gaussian only
     dp_epsilon_per_metric: float = Field(default=0.1, gt=0)  # when the job asks for none
     dp_max_epsilon_per_metric: float = Field(default=0.5, gt=0)
@@ -106,27 +131,31 @@ class Settings(BaseSettings):
             self.redis_url = self.broker_url
         if self.signing_key_path is None:
             self.signing_key_path = self.data_dir / "keys" / "attestation.ed25519"
-        if self.docker_runtime not in {"runc", "runsc", "auto"}:
-            raise ValueError("docker_runtime must be runc, runsc or auto")
-        if self.dp_mechanism not in {"laplace", "gaussian", "none"}:
-            raise ValueError("dp_mechanism must be laplace, gaussian or none")
         if not self.timing_buckets_s or any(b <= 0 for b in self.timing_buckets_s):
             raise ValueError("timing_buckets_s needs at least one positive bucket")
         self.timing_buckets_s = sorted(self.timing_buckets_s)
-        for name, limits in self.partner_quotas.items():
-            unknown = set(limits) - set(PARTNER_LIMITS)
-            if unknown:
-                raise ValueError(
-                    f"partner_quotas[{name!r}]: unknown limits {sorted(unknown)}; known: {sorted(PARTNER_LIMITS)}"
-                )
         return self
 
-    def partner_limit(self, name: str, key: str) -> float:
-        """A partner's own limit if the operator set one, else the default."""
-        value = self.partner_quotas.get(name, {}).get(key, getattr(self, PARTNER_LIMITS[key]))
-        return int(value) if key not in FRACTIONAL_LIMITS else float(value)
+    @property
+    def default_limits(self) -> PartnerLimits:
+        return PartnerLimits(
+            rows_per_day=self.partner_rows_per_day,
+            max_query_budget=self.max_query_budget,
+            epsilon_budget=self.dp_epsilon_budget,
+            max_epsilon_per_metric=self.dp_max_epsilon_per_metric,
+            bits_per_day=self.leakage_bits_per_day,
+            releases_per_window=self.releases_per_window,
+            max_concurrent_jobs=self.max_concurrent_jobs,
+        )
 
-    def gate_policy(self):
+    def limits_for(self, partner: str) -> PartnerLimits:
+        """A partner's limits: the operator's values where set, else the defaults."""
+        override = self.partner_quotas.get(partner)
+        if override is None:
+            return self.default_limits
+        return self.default_limits.model_copy(update=override.model_dump(exclude_none=True))
+
+    def gate_policy(self) -> Policy:
         from service.release.gate import Policy
 
         return Policy(

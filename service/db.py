@@ -6,15 +6,20 @@ a unit of work, so an error leaves nothing half-written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
+from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, create_engine, event
+from sqlalchemy import DateTime, String, create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -36,6 +41,26 @@ class UTCDateTime(TypeDecorator):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class StrEnumText(TypeDecorator[E]):
+    """A closed set stored as its text value, read back as its enum member."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int):
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Any) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Any) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 class Base(DeclarativeBase):
@@ -62,12 +87,6 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    import service.models_registry  # noqa: F401  (every mapper must be known before the first query)
-
-    return sessionmaker(bind=engine, expire_on_commit=False)
-
-
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work for tasks and the CLI: commit on success, roll back on any error."""
@@ -80,6 +99,31 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+_UNDO = "evalgate.undo_on_rollback"
+
+
+def on_rollback(session: Session, undo: Callable[[], None]) -> None:
+    """Run `undo` if the session's transaction ends without committing. For what a transaction did
+    outside the database (a reservation in Redis), which the database's own rollback cannot undo."""
+    session.info.setdefault(_UNDO, []).append(undo)
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_undo(session: Session) -> None:
+    session.info.pop(_UNDO, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _undo_if_not_committed(session: Session, transaction: SessionTransaction) -> None:
+    # after_commit has already emptied the list when the outermost transaction committed.
+    if transaction.parent is None and transaction.nested is False:
+        for undo in reversed(session.info.pop(_UNDO, [])):
+            try:
+                undo()
+            except Exception:  # one failed undo must not stop the others; the reaper settles what is left
+                log.exception("undoing a reservation after a rollback failed")
 
 
 def insert_if_missing(session: Session, model: type, **values) -> None:

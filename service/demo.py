@@ -51,11 +51,13 @@ class LocalServer:
 def run_demo(settings: Settings) -> int:
     from service.auth import service as auth
     from service.client import Api
-    from service.db import make_engine, make_sessionmaker, migrate, session_scope
+    from service.db import make_engine, migrate, session_scope
     from service.demo_assets import write_demo
     from service.ledger import service as ledger
+    from service.registry import service as registry
     from service.sandbox import images as img
     from service.sandbox.client import docker_client
+    from service.schema import make_sessionmaker
 
     t0 = time.monotonic()
     say = click.echo
@@ -90,7 +92,7 @@ def run_demo(settings: Settings) -> int:
         )
         partner = Api(server.url, partner_key)
         spec = {
-            "suite": "classification@1.1.0",
+            "suite": registry.builtin_ref("classification"),
             "model": "demo-classifier@1",
             "dataset": "demo-blobs@1",
             "metrics": ["accuracy", "macro_f1", "log_loss", "ece", "misclassified"],

@@ -1,4 +1,5 @@
-"""Shared request dependencies: the session and settings. Auth dependencies live in auth/."""
+"""Request dependencies every domain shares: the session and the settings. Each domain's own
+(`BudgetsDep`, `DispatcherDep`, `VisibleJob`, ...) live in its `dependencies.py`; auth's in auth/."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from service.config import Settings
 
 
 def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
+    return request.app.state.settings  # type: ignore[no-any-return]
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -1,77 +1,127 @@
-"""create_app(): settings, DB, routers, error handlers, and the embedded worker when there is no broker."""
+"""create_app(): settings, DB, budgets, the dispatcher, routers, error handling.
+
+Without a broker (embedded mode) the API process runs jobs itself, on one thread.
+"""
 
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
+from service.approvals.endpoints import router as approvals_router
 from service.auth.dependencies import AnyCaller
 from service.config import Settings, get_settings
-from service.db import make_engine, make_sessionmaker, migrate, session_scope
-from service.errors import EvalgateError
+from service.db import make_engine, migrate, session_scope
+from service.errors import EvalgateError, InternalError, InvalidRequest
+from service.jobs import repository as jobs_repo
+from service.jobs.context import LazyContext, build_context
+from service.jobs.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
+from service.jobs.endpoints import router as jobs_router
+from service.jobs.runner import fail_job, run_job, sweep_orphans
+from service.quotas.endpoints import router as budget_router
+from service.quotas.service import Budgets
 from service.registry import service as registry
+from service.registry.endpoints import router as registry_router
+from service.release.signing import Signer
+from service.sandbox.errors import SandboxError
+from service.schema import make_sessionmaker
 
 log = logging.getLogger(__name__)
+REQUEST_ID = "X-Request-ID"
 
 
-def _start_dispatcher(app: FastAPI, settings: Settings):
-    from service.jobs import service as jobs_service
-    from service.jobs.dispatch import CeleryDispatcher, EmbeddedDispatcher
+def _embedded_dispatcher(app: FastAPI, settings: Settings) -> Dispatcher:
+    """One worker thread in this process, on the same sessions and budgets as the API."""
+    sessions, budgets = app.state.sessionmaker, app.state.budgets
+    context = LazyContext(lambda: build_context(settings, sessions, budgets))
+    swept = False
 
-    if not settings.embedded:
-        return CeleryDispatcher(settings)
-    from service.jobs.runner import fail_job, run_job
-    from service.sandbox.errors import SandboxError
-    from service.worker import build_context, sweep_orphans
-
-    state = {"ctx": None}
-
-    def run(job_id: str):
-        if state["ctx"] is None:
-            try:
-                state["ctx"] = build_context(settings)
-            except SandboxError as e:  # no Docker engine: the job cannot run, and must not wait forever
-                log.error("cannot run job %s: %s", job_id, e)
-                return fail_job(app.state.sessionmaker, job_id, e)
-            sweep_orphans(state["ctx"])
-        return run_job(state["ctx"], job_id)
+    def run(job_id: str) -> object:
+        nonlocal swept
+        try:
+            ctx = context.get()
+        except SandboxError as e:  # no Docker engine: the job cannot run, and must not wait forever
+            log.error("cannot run job %s: %s", job_id, e)
+            return fail_job(sessions, budgets, job_id, e)
+        if not swept:
+            sweep_orphans(ctx)
+            swept = True
+        return run_job(ctx, job_id)
 
     dispatcher = EmbeddedDispatcher(run)
-    # Jobs left queued or running by a previous process are resumed, as Celery would redeliver them.
-    with session_scope(app.state.sessionmaker) as s:
-        for job_id in jobs_service.unfinished_ids(s):
+    # Jobs a previous process left unfinished are resumed, as Celery would redeliver them.
+    with session_scope(sessions) as s:
+        for job_id in jobs_repo.runnable_ids(s):
             dispatcher.enqueue(job_id)
     return dispatcher
 
 
-def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
+class RequestIds:
+    """Gives every request an id (the client's X-Request-ID if it sent a sane one), echoes it in the
+    answer, and turns an unexpected exception into a 500 in the API's error shape that names the id,
+    never a traceback."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID.lower().encode(), b"").decode("latin-1")
+        request_id = given if 8 <= len(given) <= 64 and given.replace("-", "").isalnum() else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID.encode(), request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            if started:
+                raise
+            error = InternalError(f"an unexpected error occurred; request id {request_id}")
+            response = JSONResponse(status_code=500, content=error.to_dict(), headers={REQUEST_ID: request_id})
+            await response(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
     """`dispatcher` replaces the one chosen from settings (tests record what is enqueued and when)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        migrate(settings.database_url)
-        engine = make_engine(settings.database_url)
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = str(settings.database_url)
+        migrate(url)
+        engine = make_engine(url)
         app.state.settings = settings
         app.state.sessionmaker = make_sessionmaker(engine)
         with session_scope(app.state.sessionmaker) as s:
             registry.ensure_builtin_suites(s, settings)
-        from service.quotas.guards import AdmissionGuards
-        from service.quotas.store import make_quota
-        from service.release.signing import Signer
-
+        assert settings.signing_key_path is not None
         app.state.signer = Signer.load_or_create(settings.signing_key_path)
-        app.state.quota = make_quota(settings, app.state.sessionmaker)
-        app.state.bits = make_quota(settings, app.state.sessionmaker, "millibits")
-        app.state.guards = AdmissionGuards(
-            redis_url=settings.redis_url, namespace=settings.queue, window_s=settings.release_window_s
-        )
-        app.state.dispatcher = dispatcher or _start_dispatcher(app, settings)
+        app.state.budgets = Budgets.build(settings, app.state.sessionmaker)
+        if dispatcher is not None:
+            app.state.dispatcher = dispatcher
+        elif settings.embedded:
+            app.state.dispatcher = _embedded_dispatcher(app, settings)
+        else:
+            app.state.dispatcher = CeleryDispatcher(settings)
         yield
         app.state.dispatcher.close()
         engine.dispose()
@@ -82,40 +132,37 @@ def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
         lifespan=lifespan,
         description="Sandboxed remote evaluation: scanned aggregate metrics out, weights and data never.",
     )
+    app.add_middleware(RequestIds)
 
     @app.exception_handler(EvalgateError)
-    async def _domain_error(request: Request, exc: EvalgateError):
+    async def _domain_error(request: Request, exc: EvalgateError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content=exc.to_dict(), headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError):
-        problems = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        return JSONResponse(
-            status_code=422, content={"error": "invalid_request", "detail": problems, "alternatives": []}
-        )
-
-    from service.jobs.endpoints import router as jobs_router
-    from service.quotas.endpoints import router as budget_router
-    from service.registry.endpoints import router as registry_router
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems: Any = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        error = InvalidRequest("the request does not match the API's schema")
+        return JSONResponse(status_code=422, content={**error.to_dict(), "detail": problems})
 
     app.include_router(registry_router)
+    app.include_router(approvals_router)
     app.include_router(jobs_router)
     app.include_router(budget_router)
 
     @app.get("/healthz", tags=["meta"])
-    def healthz() -> dict:
+    def healthz() -> dict[str, str]:
         """Liveness."""
         return {"status": "ok", "version": __version__}
 
     @app.get("/v1/whoami", tags=["meta"])
-    def whoami(caller: AnyCaller) -> dict:
+    def whoami(caller: AnyCaller) -> dict[str, str]:
         """The calling principal."""
         return {"name": caller.name, "role": caller.role, "key_id": caller.key_id}
 
     @app.get("/v1/attestation-key", tags=["meta"])
-    def attestation_key(request: Request) -> dict:
+    def attestation_key(request: Request) -> dict[str, str]:
         """The Ed25519 public key that signs released results."""
-        signer = request.app.state.signer
+        signer: Signer = request.app.state.signer
         return {"algorithm": "ed25519", "key_id": signer.key_id, "public_key": signer.public_key_b64}
 
     return app

@@ -11,6 +11,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.factories import CLASSIFICATION
+
 pytestmark = pytest.mark.docker
 
 
@@ -78,7 +80,7 @@ def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):
         spec.write_text(
             yaml.safe_dump(
                 {
-                    "suite": "classification@1.1.0",
+                    "suite": CLASSIFICATION,
                     "model": "demo-classifier@1",
                     "dataset": "demo-blobs@1",
                     "metrics": ["accuracy", "ece"],

@@ -7,22 +7,21 @@ import pytest
 
 from service.release import service as release_service
 from service.release.signing import verify
-from tests.conftest import REDIS_URL, _redis_or_skip, build_stack, make_settings
+from tests.factories import CLASSIFICATION
+from tests.harness import worker_harness
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def any_stack(request, tmp_path, demo_files, docker_client):
-    _redis_or_skip()
     url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    settings = make_settings(tmp_path / "data", broker_url=REDIS_URL, database_url=url)
-    yield from build_stack(settings, demo_files, tmp_path / "worker.log")
+    yield from worker_harness(tmp_path, demo_files, database_url=url)
 
 
 def test_builtin_suite_releases_true_metrics_with_provenance(any_stack, expected_demo_accuracy):
     s = any_stack
-    job = s.run("classification@1.1.0", ["accuracy", "macro_f1", "log_loss", "ece"], seed=7)
+    job = s.run(CLASSIFICATION, ["accuracy", "macro_f1", "log_loss", "ece"], seed=7)
 
     assert job["state"] == "released", job
     result = job["result"]
@@ -49,7 +48,7 @@ def test_builtin_suite_releases_true_metrics_with_provenance(any_stack, expected
 
 def test_other_partner_sees_404_and_job_list_is_private(any_stack):
     s = any_stack
-    job = s.submit("classification@1.1.0", ["accuracy"])
+    job = s.submit(CLASSIFICATION, ["accuracy"])
     assert s.client.get(f"/v1/jobs/{job['id']}", headers=s.other).status_code == 404
     assert s.client.post(f"/v1/jobs/{job['id']}/cancel", headers=s.other).status_code == 404
     assert job["id"] not in [j["id"] for j in s.client.get("/v1/jobs", headers=s.other).json()["jobs"]]

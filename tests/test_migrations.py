@@ -8,14 +8,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from service.db import Base, make_engine, migrate
-from tests.conftest import make_settings
+from tests import factories
 
 
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_migrated_schema_matches_the_models(db, tmp_path, request):
-    import service.models_registry  # noqa: F401  (every model on Base.metadata)
+    import service.schema  # noqa: F401  (every model on Base.metadata)
 
-    url = request.getfixturevalue("postgres_url") if db == "postgres" else make_settings(tmp_path).database_url
+    url = request.getfixturevalue("postgres_url") if db == "postgres" else factories.settings(tmp_path).database_url
     migrate(url)
     engine = make_engine(url)
     with engine.connect() as conn:
@@ -24,7 +24,7 @@ def test_migrated_schema_matches_the_models(db, tmp_path, request):
 
 
 def test_release_gate_migration_keeps_quota_rows_and_types_old_suites(tmp_path):
-    url = make_settings(tmp_path).database_url
+    url = factories.settings(tmp_path).database_url
     migrate(url, "0002")
     engine = make_engine(url)
     with engine.begin() as conn:

@@ -1,17 +1,21 @@
-"""Who may call: a dependency per role set. A denial is audited in its own transaction, because the
-request's own transaction is rolled back with the error."""
+"""Who may call. `current_caller` authenticates once per request (FastAPI caches it); each role set
+is a dependency on top of it, so a resource dependency can ask for the caller too without a second
+lookup. A denial is audited in its own transaction: the request's own rolls back with the error."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.auth import errors
 from service.auth import service as auth_service
+from service.auth.roles import Role
 from service.auth.service import Caller
 from service.db import session_scope
 from service.deps import SessionDep
-from service.errors import EvalgateError, Forbidden
+from service.errors import EvalgateError
 from service.ledger import service as ledger
 
 
@@ -32,18 +36,19 @@ def _audit_denial(request: Request, error: EvalgateError, who: str) -> None:
         )
 
 
-def require_role(*roles: str):
-    def dependency(request: Request, session: SessionDep) -> Caller:
-        try:
-            caller = auth_service.authenticate(session, _bearer(request))
-        except EvalgateError as e:
-            _audit_denial(request, e, "anonymous")
-            raise
+def current_caller(request: Request, session: SessionDep) -> Caller:
+    try:
+        return auth_service.authenticate(session, _bearer(request))
+    except EvalgateError as e:
+        _audit_denial(request, e, "anonymous")
+        raise
+
+
+def require_role(*roles: Role) -> Callable[..., Caller]:
+    def dependency(request: Request, caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
         if caller.role not in roles:
-            error = Forbidden(
-                f"role {caller.role} may not do this",
-                code="wrong_role",
-                alternatives=[f"use a key with role {' or '.join(roles)}"],
+            error = errors.WrongRole(
+                f"role {caller.role} may not do this", alternatives=[f"use a key with role {' or '.join(roles)}"]
             )
             _audit_denial(request, error, caller.actor)
             raise error
@@ -52,7 +57,7 @@ def require_role(*roles: str):
     return dependency
 
 
-Partner = Annotated[Caller, Depends(require_role("partner"))]
-Operator = Annotated[Caller, Depends(require_role("operator"))]
-AnyCaller = Annotated[Caller, Depends(require_role("partner", "researcher", "operator"))]
-PartnerOrOperator = Annotated[Caller, Depends(require_role("partner", "operator"))]
+Partner = Annotated[Caller, Depends(require_role(Role.PARTNER))]
+Operator = Annotated[Caller, Depends(require_role(Role.OPERATOR))]
+AnyCaller = Annotated[Caller, Depends(require_role(Role.PARTNER, Role.RESEARCHER, Role.OPERATOR))]
+PartnerOrOperator = Annotated[Caller, Depends(require_role(Role.PARTNER, Role.OPERATOR))]

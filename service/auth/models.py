@@ -7,8 +7,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base, UTCDateTime, utcnow
 
-ROLES = ("partner", "researcher", "operator")
-
 
 class Principal(Base):
     __tablename__ = "principals"

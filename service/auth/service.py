@@ -9,12 +9,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.auth.models import ROLES, ApiKey, Principal
+from service.auth import errors
+from service.auth import repository as repo
+from service.auth.models import ApiKey, Principal
+from service.auth.roles import Role
 from service.db import utcnow
-from service.errors import InvalidInput, NotFound, Unauthorized
 from service.ledger import service as ledger
 
 _KEY_RE = re.compile(r"^eg_([A-Za-z0-9]{16})_([A-Za-z0-9_-]{43})$")
@@ -28,7 +29,7 @@ class Caller:
 
     principal_id: int
     name: str
-    role: str
+    role: Role
     key_id: str
 
     @property
@@ -39,10 +40,10 @@ class Caller:
 def parse_duration(text: str) -> timedelta:
     m = _DURATION_RE.match(text.strip())
     if not m:
-        raise InvalidInput(f"expiry {text!r} is not a duration like 12h, 30d or 2w", code="invalid_duration")
+        raise errors.InvalidDuration(f"expiry {text!r} is not a duration like 12h, 30d or 2w")
     n, unit = int(m.group(1)), m.group(2)
     if n <= 0:
-        raise InvalidInput("expiry must be positive", code="invalid_duration")
+        raise errors.InvalidDuration("expiry must be positive")
     return timedelta(hours=n) if unit == "h" else timedelta(days=n * (7 if unit == "w" else 1))
 
 
@@ -54,19 +55,19 @@ def create_key(
     session: Session, *, name: str, role: str, expires_in: timedelta, actor: str = "cli"
 ) -> tuple[ApiKey, str]:
     """Create the principal if new and a key for it. Returns the plaintext key, which is never stored."""
-    if role not in ROLES:
-        raise InvalidInput(f"unknown role {role!r}", code="invalid_role", alternatives=list(ROLES))
+    if role not in set(Role):
+        raise errors.InvalidRole(f"unknown role {role!r}", alternatives=list(Role))
+    role = Role(role)
     if not _NAME_RE.match(name):
-        raise InvalidInput("name must be 1-64 of a-z 0-9 _ . -", code="invalid_name")
-    principal = session.execute(select(Principal).where(Principal.name == name)).scalar_one_or_none()
+        raise errors.InvalidPrincipalName("name must be 1-64 of a-z 0-9 _ . -")
+    principal = repo.principal_by_name(session, name)
     if principal is None:
         principal = Principal(name=name, role=role)
         session.add(principal)
         session.flush()
     elif principal.role != role:
-        raise InvalidInput(
+        raise errors.RoleMismatch(
             f"principal {name!r} already exists with role {principal.role}",
-            code="role_mismatch",
             alternatives=[f"create the key with --role {principal.role}", "choose another name"],
         )
     key_id = "".join(
@@ -89,9 +90,9 @@ def create_key(
 
 
 def revoke_key(session: Session, key_id: str, actor: str = "cli") -> ApiKey:
-    key = session.execute(select(ApiKey).where(ApiKey.key_id == key_id)).scalar_one_or_none()
+    key = repo.key_by_id(session, key_id)
     if key is None:
-        raise NotFound(f"no key {key_id}", code="key_not_found")
+        raise errors.KeyNotFound(f"no key {key_id}")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         ledger.append(
@@ -107,18 +108,18 @@ def revoke_key(session: Session, key_id: str, actor: str = "cli") -> ApiKey:
 def authenticate(session: Session, token: str | None, now: datetime | None = None) -> Caller:
     """Check a bearer token. Every failure raises Unauthorized with a reason that reveals no secret."""
     if not token:
-        raise Unauthorized("missing bearer key", code="missing_key")
+        raise errors.MissingKey("missing bearer key")
     m = _KEY_RE.match(token)
     if not m:
-        raise Unauthorized("malformed key", code="invalid_key")
+        raise errors.InvalidKey("malformed key")
     key_id, secret = m.groups()
-    key = session.execute(select(ApiKey).where(ApiKey.key_id == key_id)).scalar_one_or_none()
+    key = repo.key_by_id(session, key_id)
     # Compare against a dummy hash when the key is unknown so timing does not reveal which ids exist.
     stored = key.secret_sha256 if key else "0" * 64
     if not hmac.compare_digest(stored, _hash_secret(secret)) or key is None:
-        raise Unauthorized("unknown key", code="invalid_key")
+        raise errors.InvalidKey("unknown key")
     if key.revoked_at is not None:
-        raise Unauthorized("key revoked", code="key_revoked", alternatives=["ask an operator for a new key"])
+        raise errors.KeyRevoked("key revoked", alternatives=["ask an operator for a new key"])
     if key.expires_at <= (now or utcnow()):
-        raise Unauthorized("key expired", code="key_expired", alternatives=["ask an operator for a new key"])
-    return Caller(principal_id=key.principal_id, name=key.principal.name, role=key.principal.role, key_id=key_id)
+        raise errors.KeyExpired("key expired", alternatives=["ask an operator for a new key"])
+    return Caller(principal_id=key.principal_id, name=key.principal.name, role=Role(key.principal.role), key_id=key_id)

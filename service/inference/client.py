@@ -10,10 +10,9 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from .contract import ErrorCode, ModelError, channel_error
 from .protocol import (
-    BUDGET_EXCEEDED,
     MAX_BODY,
-    ProtocolError,
     SharedBuffer,
     decode_tensors,
     describe,
@@ -31,17 +30,6 @@ MAX_SLOTS = 4
 DATA_SLOT = 4  # a buffer the job fills once (its dataset); requests point into it
 
 
-class ModelError(Exception):
-    def __init__(self, code: str, detail: str = ""):
-        super().__init__(f"{code}: {detail}" if detail else code)
-        self.code = code
-        self.detail = detail
-
-
-class BudgetExceeded(ModelError):
-    pass
-
-
 def connect(path: str, timeout: float | None, wait_s: float) -> socket.socket:
     """Connect, waiting up to wait_s for the sidecar to create its socket (the job container may
     start before the sidecar is listening)."""
@@ -56,7 +44,7 @@ def connect(path: str, timeout: float | None, wait_s: float) -> socket.socket:
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
             if time.monotonic() >= deadline:
-                raise ModelError("unavailable", "the model sidecar did not come up") from None
+                raise ModelError(ErrorCode.UNAVAILABLE, "the model sidecar did not come up") from None
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
@@ -71,6 +59,7 @@ class Client:
         self._early: deque[tuple[dict, memoryview]] = deque()  # answers read while sending (see _write)
         self._metadata: dict | None = None
         self._max_body = MAX_BODY  # the sidecar's frame limit, from its metadata
+        self._max_batch: int | None = None  # the most rows the sidecar runs at once, from its metadata
 
     def close(self) -> None:
         for buf in self._shared.values():
@@ -91,17 +80,13 @@ class Client:
         """The next answer (one read ahead by _write first), raised as an error if it is one."""
         reply, body = self._early.popleft() if self._early else self._read()
         if not reply.get("ok"):
-            cls = BudgetExceeded if reply.get("error") == BUDGET_EXCEEDED else ModelError
-            raise cls(str(reply.get("error")), str(reply.get("detail", "")))
+            raise channel_error(str(reply.get("error")), str(reply.get("detail", "")))
         return reply, body
 
     def _read(self) -> tuple[dict, memoryview]:
-        try:
-            frame = read_frame(self.sock)
-        except ProtocolError as e:
-            raise ModelError(e.code, e.detail) from None
+        frame = read_frame(self.sock)  # a bad frame raises ModelError
         if frame is None:
-            raise ModelError("closed", "the sidecar closed the connection")
+            raise ModelError(ErrorCode.CLOSED, "the sidecar closed the connection")
         return frame
 
     def _write(self, header: dict, arrays: list[np.ndarray], owed: int) -> None:
@@ -119,7 +104,7 @@ class Client:
                 poller.register(self.sock, select.POLLOUT | (select.POLLIN if owed > 0 else 0))
                 events = poller.poll(None if self.timeout is None else self.timeout * 1000)
                 if not events:
-                    raise ModelError("timeout", "the sidecar took neither the request nor gave an answer")
+                    raise ModelError(ErrorCode.TIMEOUT, "the sidecar took neither the request nor gave an answer")
                 mask = events[0][1]
                 if owed > 0 and mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     self._early.append(self._read())  # a whole answer: the sidecar is writing it now
@@ -134,8 +119,18 @@ class Client:
         reply = self._call({"op": "metadata"})[0]
         self._shared_ok = bool(reply.get("shared_memory")) and self._want_shared
         self._metadata = reply["metadata"]
-        self._max_body = int(reply.get("limits", {}).get("max_body", MAX_BODY))
+        limits = reply.get("limits", {})
+        self._max_body = int(limits.get("max_body", MAX_BODY))
+        self._max_batch = int(limits["max_batch"])
         return reply["metadata"]
+
+    @property
+    def max_batch(self) -> int:
+        """The most rows the sidecar runs in one batch."""
+        if self._max_batch is None:
+            self.metadata()
+        assert self._max_batch is not None
+        return self._max_batch
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return next(self.predict_stream([inputs], depth=1))

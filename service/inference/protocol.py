@@ -24,6 +24,8 @@ import struct
 
 import numpy as np
 
+from .contract import ErrorCode, ModelError
+
 PREFIX = struct.Struct(">II")
 MAX_HEADER = 64 << 10
 MAX_BODY = 64 << 20
@@ -39,24 +41,6 @@ ORT_TO_NUMPY = {
     "tensor(uint8)": "uint8",
     "tensor(bool)": "bool",
 }
-
-# Error codes a client may receive. None of them closes the sidecar.
-BAD_FRAME = "bad_frame"
-TOO_LARGE = "too_large"
-UNKNOWN_OP = "unknown_op"
-UNKNOWN_INPUT = "unknown_input"
-DTYPE_MISMATCH = "dtype_mismatch"
-SHAPE_MISMATCH = "shape_mismatch"
-BUDGET_EXCEEDED = "budget_exceeded"
-INFERENCE_FAILED = "inference_failed"
-
-
-class ProtocolError(Exception):
-    def __init__(self, code: str, detail: str = ""):
-        super().__init__(f"{code}: {detail}" if detail else code)
-        self.code = code
-        self.detail = detail
-
 
 SOCKET_BUFFER = 8 << 20  # large kernel buffers: a batch crosses in few context switches
 
@@ -78,7 +62,7 @@ def _recv_into(sock: socket.socket, view: memoryview) -> bool:
         if k == 0:
             if got == 0:
                 return False
-            raise ProtocolError(BAD_FRAME, "connection closed inside a frame")
+            raise ModelError(ErrorCode.BAD_FRAME, "connection closed inside a frame")
         got += k
     return True
 
@@ -111,24 +95,24 @@ class FrameReader:
         return memoryview(self._buf)[:n]
 
     def read(self) -> tuple[dict, memoryview] | None:
-        """One frame, or None on a clean end of stream. Raises ProtocolError for a bad or oversized frame."""
+        """One frame, or None on a clean end of stream. Raises ModelError for a bad or oversized frame."""
         if not self._recv_prefix():
             return None
         header_len, body_len = PREFIX.unpack(self._prefix)
         if header_len > MAX_HEADER or body_len > self.max_body:
-            raise ProtocolError(TOO_LARGE, f"frame of {header_len}+{body_len} bytes")
+            raise ModelError(ErrorCode.TOO_LARGE, f"frame of {header_len}+{body_len} bytes")
         raw = bytearray(header_len)
         if header_len and not _recv_into(self.sock, memoryview(raw)):
-            raise ProtocolError(BAD_FRAME, "connection closed inside a frame")
+            raise ModelError(ErrorCode.BAD_FRAME, "connection closed inside a frame")
         body = self._buffer(body_len)
         if body_len and not _recv_into(self.sock, body):
-            raise ProtocolError(BAD_FRAME, "connection closed inside a frame")
+            raise ModelError(ErrorCode.BAD_FRAME, "connection closed inside a frame")
         try:
             header = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise ProtocolError(BAD_FRAME, "header is not UTF-8 JSON") from None
+            raise ModelError(ErrorCode.BAD_FRAME, "header is not UTF-8 JSON") from None
         if not isinstance(header, dict):
-            raise ProtocolError(BAD_FRAME, "header is not a JSON object")
+            raise ModelError(ErrorCode.BAD_FRAME, "header is not a JSON object")
         return header, body
 
 
@@ -138,7 +122,7 @@ def read_frame(sock: socket.socket, max_body: int = MAX_BODY) -> tuple[dict, mem
 
 
 def _short():
-    raise ProtocolError(BAD_FRAME, "connection closed inside a frame")
+    raise ModelError(ErrorCode.BAD_FRAME, "connection closed inside a frame")
 
 
 # Shared memory: the client writes a batch into a memfd it shares once per connection, and sends only
@@ -149,11 +133,11 @@ def map_shared(fd: int) -> mmap.mmap:
         seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)  # EINVAL for anything but a memfd
         size = os.fstat(fd).st_size
     except OSError:
-        raise ProtocolError(BAD_FRAME, "shared memory must be a memfd") from None
+        raise ModelError(ErrorCode.BAD_FRAME, "shared memory must be a memfd") from None
     if not seals & fcntl.F_SEAL_SHRINK:
-        raise ProtocolError(BAD_FRAME, "shared memory must be sealed against shrinking")
+        raise ModelError(ErrorCode.BAD_FRAME, "shared memory must be sealed against shrinking")
     if size <= 0 or size > MAX_BODY * 2:
-        raise ProtocolError(TOO_LARGE, "shared memory size out of bounds")
+        raise ModelError(ErrorCode.TOO_LARGE, "shared memory size out of bounds")
     # MAP_POPULATE: fault every page in now, once, rather than on first touch during a run.
     return mmap.mmap(fd, size, mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), mmap.PROT_READ)
 
@@ -262,14 +246,14 @@ def decode_tensors(specs: object, body: memoryview, exact: bool = True, start: o
     """Zero-copy views into body for each {name, dtype, shape} in specs, from byte `start`. With
     exact=False (shared memory) the body may be longer than the tensors."""
     if not isinstance(specs, list) or not specs:
-        raise ProtocolError(BAD_FRAME, "tensors must be a non-empty list")
+        raise ModelError(ErrorCode.BAD_FRAME, "tensors must be a non-empty list")
     if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(body):
-        raise ProtocolError(BAD_FRAME, "offset outside the shared memory")
+        raise ModelError(ErrorCode.BAD_FRAME, "offset outside the shared memory")
     out: dict[str, np.ndarray] = {}
     offset = start
     for spec in specs:
         if not isinstance(spec, dict):
-            raise ProtocolError(BAD_FRAME, "tensor spec is not an object")
+            raise ModelError(ErrorCode.BAD_FRAME, "tensor spec is not an object")
         name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
         if (
             not isinstance(name, str)
@@ -278,16 +262,18 @@ def decode_tensors(specs: object, body: memoryview, exact: bool = True, start: o
             or len(shape) > 8
             or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape)
         ):
-            raise ProtocolError(BAD_FRAME, "tensor spec needs name, a known dtype and a shape of non-negative ints")
+            raise ModelError(
+                ErrorCode.BAD_FRAME, "tensor spec needs name, a known dtype and a shape of non-negative ints"
+            )
         if name in out:
-            raise ProtocolError(BAD_FRAME, f"tensor {name!r} given twice")
+            raise ModelError(ErrorCode.BAD_FRAME, f"tensor {name!r} given twice")
         dt = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
         nbytes = count * dt.itemsize
         if offset + nbytes > len(body):
-            raise ProtocolError(BAD_FRAME, "body shorter than the tensors it declares")
+            raise ModelError(ErrorCode.BAD_FRAME, "body shorter than the tensors it declares")
         out[name] = np.frombuffer(body, dtype=dt, count=count, offset=offset).reshape(shape)
         offset += nbytes
     if exact and offset != len(body):
-        raise ProtocolError(BAD_FRAME, "body longer than the tensors it declares")
+        raise ModelError(ErrorCode.BAD_FRAME, "body longer than the tensors it declares")
     return out

@@ -18,19 +18,11 @@ import time
 import numpy as np
 import onnxruntime as ort
 
+from .contract import MODEL_PATH, READY, USAGE, Env, ErrorCode, ModelError
 from .protocol import (
-    BAD_FRAME,
-    BUDGET_EXCEEDED,
-    DTYPE_MISMATCH,
-    INFERENCE_FAILED,
     MAX_BODY,
     ORT_TO_NUMPY,
-    SHAPE_MISMATCH,
-    TOO_LARGE,
-    UNKNOWN_INPUT,
-    UNKNOWN_OP,
     FrameReader,
-    ProtocolError,
     decode_tensors,
     describe,
     map_shared,
@@ -38,9 +30,7 @@ from .protocol import (
     write_frame,
 )
 
-READY = "EVALGATE_READY"
 SLOTS = (0, 1, 2, 3, 4)  # 0-3: batches in flight; 4: the job's dataset, loaded into shared memory
-USAGE = "EVALGATE_USAGE"
 
 
 class Budget:
@@ -131,7 +121,7 @@ class Model:
                 o if isinstance(o, np.ndarray) else np.asarray(o) for o in self.session.run(self.output_names, feeds)
             ]
         except Exception:  # onnxruntime's own error types; the text may describe the graph
-            raise ProtocolError(INFERENCE_FAILED, "the model could not run on this input") from None
+            raise ModelError(ErrorCode.INFERENCE_FAILED, "the model could not run on this input") from None
 
     def run_batched(
         self, feeds: dict[str, np.ndarray], rows: int, batch: int, pace, max_bytes: int
@@ -152,31 +142,36 @@ class Model:
                 part.append(out)
                 size += out.nbytes
             if size > max_bytes:
-                raise ProtocolError(TOO_LARGE, f"the outputs of these rows pass {max_bytes} bytes; send fewer rows")
+                raise ModelError(
+                    ErrorCode.TOO_LARGE, f"the outputs of these rows pass {max_bytes} bytes; send fewer rows"
+                )
         for name, part in zip(self.output_names, parts):
             if part[0].ndim == 0:
-                raise ProtocolError(SHAPE_MISMATCH, f"output {name} is a scalar, not rows: use predict")
+                raise ModelError(ErrorCode.SHAPE_MISMATCH, f"output {name} is a scalar, not rows: use predict")
         return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
 
     def check(self, feeds: dict[str, np.ndarray]) -> int:
         """Validate feeds against the signature; return the batch (row) count."""
         if set(feeds) != set(self.inputs):
             unknown = sorted(set(feeds) - set(self.inputs))
-            raise ProtocolError(UNKNOWN_INPUT, f"inputs must be exactly {sorted(self.inputs)}; unknown {unknown}")
+            raise ModelError(
+                ErrorCode.UNKNOWN_INPUT, f"inputs must be exactly {sorted(self.inputs)}; unknown {unknown}"
+            )
         rows = None
         for name, arr in feeds.items():
             spec = self.inputs[name]
             if arr.dtype != self._dtypes[name]:
-                raise ProtocolError(
-                    DTYPE_MISMATCH, f"{name} wants {ORT_TO_NUMPY.get(spec.type, spec.type)}, got {arr.dtype.name}"
+                raise ModelError(
+                    ErrorCode.DTYPE_MISMATCH,
+                    f"{name} wants {ORT_TO_NUMPY.get(spec.type, spec.type)}, got {arr.dtype.name}",
                 )
             if len(arr.shape) != len(spec.shape) or any(
                 isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape)
             ):
-                raise ProtocolError(SHAPE_MISMATCH, f"{name} wants shape {spec.shape}, got {list(arr.shape)}")
+                raise ModelError(ErrorCode.SHAPE_MISMATCH, f"{name} wants shape {spec.shape}, got {list(arr.shape)}")
             n = arr.shape[0] if arr.shape else 1
             if rows is not None and n != rows:
-                raise ProtocolError(SHAPE_MISMATCH, "inputs disagree on the batch size")
+                raise ModelError(ErrorCode.SHAPE_MISMATCH, "inputs disagree on the batch size")
             rows = n
         return rows or 0
 
@@ -209,7 +204,7 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
             while True:
                 try:
                     frame = reader.read()
-                except ProtocolError as e:
+                except ModelError as e:
                     # A bad or oversized frame leaves the stream out of step: answer, then close
                     # this connection only.
                     self._error(sock, e)
@@ -227,13 +222,13 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                         for fd in fds:  # descriptors are only accepted with an attach
                             os.close(fd)
                         self._serve(sock, header, body)
-                except ProtocolError as e:
+                except ModelError as e:
                     if not self._error(sock, e):
                         return
                 except OSError:
                     return
 
-        def _error(self, sock, e: ProtocolError) -> bool:
+        def _error(self, sock, e: ModelError) -> bool:
             try:
                 write_frame(sock, {"ok": False, "error": e.code, "detail": e.detail[:200]})
                 return True
@@ -243,10 +238,10 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
         def _serve_attach(self, sock, header: dict, fds: list[int]):
             try:
                 if not shared_memory:
-                    raise ProtocolError(UNKNOWN_OP, "shared memory is not available here")
+                    raise ModelError(ErrorCode.UNKNOWN_OP, "shared memory is not available here")
                 slot = header.get("slot", 0)
                 if len(fds) != 1 or slot not in SLOTS:
-                    raise ProtocolError(BAD_FRAME, "attach carries exactly one memfd and a slot 0-4")
+                    raise ModelError(ErrorCode.BAD_FRAME, "attach carries exactly one memfd and a slot 0-4")
                 self._attach(slot, map_shared(fds[0]))
             finally:
                 for fd in fds:
@@ -270,7 +265,7 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                 if header.get("shm"):
                     mapping = self.shared.get(header.get("slot", 0))
                     if mapping is None:
-                        raise ProtocolError(BAD_FRAME, "no shared memory attached at that slot")
+                        raise ModelError(ErrorCode.BAD_FRAME, "no shared memory attached at that slot")
                     feeds = decode_tensors(
                         header.get("inputs"), memoryview(mapping), exact=False, start=header.get("at", 0)
                     )
@@ -282,12 +277,12 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                 else:
                     batch = header.get("batch")
                     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-                        raise ProtocolError(BAD_FRAME, "batch must be a positive integer")
+                        raise ModelError(ErrorCode.BAD_FRAME, "batch must be a positive integer")
                     requests = max(1, -(-rows // batch))
                 if batch > max_batch:
-                    raise ProtocolError(TOO_LARGE, f"batch of {batch} rows; at most {max_batch}")
+                    raise ModelError(ErrorCode.TOO_LARGE, f"batch of {batch} rows; at most {max_batch}")
                 if not budget.spend(rows, requests):
-                    raise ProtocolError(BUDGET_EXCEEDED, "the job's model query budget is spent")
+                    raise ModelError(ErrorCode.BUDGET_EXCEEDED, "the job's model query budget is spent")
                 arrays = (
                     model.run(feeds) if op == "predict" else model.run_batched(feeds, rows, batch, rate.wait, MAX_BODY)
                 )
@@ -295,7 +290,7 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                     sock, {"ok": True, "outputs": [describe(n, a) for n, a in zip(model.output_names, arrays)]}, arrays
                 )
             else:
-                raise ProtocolError(UNKNOWN_OP, "operations: metadata, predict, predict_batched, attach")
+                raise ModelError(ErrorCode.UNKNOWN_OP, "operations: metadata, predict, predict_batched, attach")
 
     return Handler
 
@@ -335,15 +330,15 @@ def make_server(
 def main() -> int:
     env = os.environ
     server, budget = make_server(
-        env["EVALGATE_SOCKET"],
-        env.get("EVALGATE_MODEL", "/model/model.onnx"),
-        max_rows=int(env["EVALGATE_QUERY_BUDGET_ROWS"]),
-        max_requests=int(env.get("EVALGATE_MAX_REQUESTS", "1000000")),
-        threads=max(1, int(float(env.get("EVALGATE_THREADS", "1")))),
-        max_batch=int(env.get("EVALGATE_MAX_BATCH", "65536")),
-        max_body=int(env.get("EVALGATE_MAX_BODY", str(MAX_BODY))),
-        max_rate=float(env.get("EVALGATE_MAX_REQUESTS_PER_S", "0")),
-        shared_memory=env.get("EVALGATE_SHARED_MEMORY") == "1",
+        env[Env.SOCKET],
+        env.get(Env.MODEL, MODEL_PATH),
+        max_rows=int(env[Env.QUERY_BUDGET_ROWS]),
+        max_requests=int(env.get(Env.MAX_REQUESTS, "1000000")),
+        threads=max(1, int(float(env.get(Env.THREADS, "1")))),
+        max_batch=int(env.get(Env.MAX_BATCH, "65536")),
+        max_body=int(env.get(Env.MAX_BODY, str(MAX_BODY))),
+        max_rate=float(env.get(Env.MAX_REQUESTS_PER_S, "0")),
+        shared_memory=env.get(Env.SHARED_MEMORY) == "1",
     )
 
     def stop(signum, frame):

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.auth.models import Principal
-from service.db import Base, UTCDateTime, utcnow
+from service.db import Base, StrEnumText, UTCDateTime, utcnow
+from service.jobs.states import JobState
 from service.registry.models import DatasetVersion, ModelVersion, SuiteVersion
+from service.release.outcomes import ErrorClass
 
 
 class Job(Base):
@@ -15,8 +17,8 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), index=True)
-    state: Mapped[str] = mapped_column(String(24), index=True)
-    error_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    state: Mapped[JobState] = mapped_column(StrEnumText(JobState, 24), index=True)
+    error_class: Mapped[ErrorClass | None] = mapped_column(StrEnumText(ErrorClass, 32), nullable=True)
     spec: Mapped[dict] = mapped_column(JSON)
     spec_sha256: Mapped[str] = mapped_column(String(64))
     # Same partner, suite digest, model, dataset and metrics: the same release, never fresh noise.
@@ -28,6 +30,10 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # For operators only: capped container output and internal error text. Never shown to partners.
     operator_log: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the sandbox left, recorded when the job entered `gating`, so a worker that dies in the gate
+    # leaves the next one all it needs. The raw result is dropped once the job has ended.
+    outcome: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    result_raw: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

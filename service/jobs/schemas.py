@@ -4,6 +4,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.jobs.states import JobState
+from service.release.outcomes import ErrorClass
+
 
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -17,7 +20,7 @@ class Resources(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    suite: str = Field(examples=["classification@1.1.0"])
+    suite: str = Field(examples=["classification@1.1.1"])
     model: str = Field(examples=["demo-classifier@1"])
     dataset: str = Field(examples=["demo-blobs@1"])
     metrics: list[str] = Field(min_length=1, max_length=64)
@@ -38,8 +41,8 @@ class ResultRead(BaseModel):
 
 class JobRead(BaseModel):
     id: str
-    state: str
-    error_class: str | None
+    state: JobState
+    error_class: ErrorClass | None
     spec: dict
     spec_sha256: str
     created_at: datetime

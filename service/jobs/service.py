@@ -1,67 +1,129 @@
-"""The partner-facing job operations after admission (see admission.py)."""
+"""The rules of a job after admission (admission.py): its moves, who may see it, cancelling it.
+
+Every move goes through `transition` (checked against the state machine, appended to the ledger),
+and every ending through `end`, which also settles the job's budgets: no path can end a job and
+forget what it reserved.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
+
 from sqlalchemy.orm import Session
 
+from service.auth.roles import Role
 from service.auth.service import Caller
-from service.errors import Conflict, NotFound
+from service.db import utcnow
+from service.jobs import errors
+from service.jobs import repository as repo
 from service.jobs.models import Job
-from service.jobs.states import TERMINAL, transition
+from service.jobs.states import TERMINAL, TRANSITIONS, JobState, end_state
 from service.ledger import service as ledger
-from service.quotas import leakage
-from service.quotas.store import DailyQuota
+from service.quotas.service import Budgets
+from service.release.outcomes import ErrorClass
+
+
+class InvalidTransition(RuntimeError):
+    """A move the state machine does not allow: a bug in the caller, never a partner's doing."""
+
+
+def transition(session: Session, job: Job, to: JobState, *, actor: str, data: dict[str, Any] | None = None) -> bool:
+    """Move a job to a state short of its end. Returns False (and does nothing) if it is already
+    there, so a redelivered task can call this again safely."""
+    if to in TERMINAL:
+        raise InvalidTransition(f"job {job.id}: an ending goes through end(), which settles its budgets")
+    return _move(session, job, to, actor=actor, data=data)
+
+
+def end(
+    session: Session,
+    budgets: Budgets,
+    job: Job,
+    error_class: ErrorClass | None,
+    *,
+    actor: str,
+    note: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> JobState:
+    """End a job: released (no error class) or in the state its error class belongs to; settle what
+    it reserved (a job that never started gets it back); drop the raw result; add `note` to what
+    operators see. Idempotent: a job that has ended stays as it is."""
+    if job.state in TERMINAL:
+        return job.state
+    to = end_state(error_class)
+    _move(session, job, to, actor=actor, error_class=error_class, data=data)
+    if note:
+        job.operator_log = f"{job.operator_log}\n{note}" if job.operator_log else note
+    rows_used = (job.outcome or {}).get("usage", {}).get("rows")
+    budgets.settle(
+        session,
+        job.id,
+        ran=job.started_at is not None,
+        rows_used=None if rows_used is None else int(rows_used),
+        actor=actor,
+    )
+    job.result_raw = None  # pre-noise values are kept no longer than needed
+    session.flush()
+    return to
+
+
+def _move(
+    session: Session,
+    job: Job,
+    to: JobState,
+    *,
+    actor: str,
+    error_class: ErrorClass | None = None,
+    data: dict[str, Any] | None = None,
+) -> bool:
+    if job.state == to:
+        return False
+    if to not in TRANSITIONS.get(job.state, frozenset()):
+        raise InvalidTransition(f"job {job.id} is {job.state} and cannot become {to}")
+    frm, job.state = job.state, to
+    now = utcnow()
+    if to == JobState.RUNNING:
+        job.started_at = now
+    if to in TERMINAL:
+        job.finished_at = now
+        job.error_class = error_class
+    ledger.append(
+        session,
+        actor=actor,
+        action="job.transition",
+        subject=f"job:{job.id}",
+        data={"from": frm, "to": to, "error_class": error_class, "spec_sha256": job.spec_sha256, **(data or {})},
+    )
+    session.flush()
+    return True
 
 
 def get_visible(session: Session, caller: Caller, job_id: str) -> Job:
     """A partner sees only its own jobs; another partner's id is 'not found', never 'forbidden'."""
-    job = session.get(Job, job_id)
-    if job is None or (caller.role == "partner" and job.principal_id != caller.principal_id):
-        raise NotFound(f"no job {job_id}", code="job_not_found")
+    job = repo.get(session, job_id)
+    if job is None or (caller.role == Role.PARTNER and job.principal_id != caller.principal_id):
+        raise errors.JobNotFound(f"no job {job_id}")
     return job
 
 
-def list_visible(session: Session, caller: Caller, *, state: str | None = None, limit: int = 100) -> list[Job]:
-    q = select(Job).order_by(Job.created_at.desc()).limit(limit)
-    if caller.role == "partner":
-        q = q.where(Job.principal_id == caller.principal_id)
-    if state:
-        q = q.where(Job.state == state)
-    return list(session.execute(q).scalars())
-
-
-def cancel(session: Session, bits: DailyQuota, caller: Caller, job_id: str) -> Job:
+def cancel(session: Session, budgets: Budgets, caller: Caller, job: Job) -> Job:
     """Before it runs a job is cancelled at once, and what it reserved goes back; a running job is
     stopped by its worker."""
-    job = get_visible(session, caller, job_id)
     if job.state in TERMINAL:
-        if job.state == "cancelled":
+        if job.state == JobState.CANCELLED:
             return job
-        raise Conflict(f"job {job_id} already ended as {job.state}", code="job_finished")
-    if job.state in ("submitted", "awaiting_approval", "queued"):
-        transition(session, job, "cancelled", actor=caller.actor, error_class="cancelled")
-        leakage.settle(session, bits, job, actor=caller.actor)
+        raise errors.JobFinished(f"job {job.id} already ended as {job.state}")
+    if job.state in (JobState.SUBMITTED, JobState.AWAITING_APPROVAL, JobState.QUEUED):
+        end(session, budgets, job, ErrorClass.CANCELLED, actor=caller.actor)
     elif not job.cancel_requested:
         job.cancel_requested = True
         ledger.append(session, actor=caller.actor, action="job.cancel_requested", subject=f"job:{job.id}")
     return job
 
 
-def queue_approved(session: Session, suite_id: int, actor: str) -> list[str]:
+def queue_approved(session: Session, suite_version_id: int, actor: str) -> list[str]:
     """After a suite is approved, move its waiting jobs to the queue. Returns ids to enqueue after commit."""
-    waiting = session.execute(
-        select(Job).where(Job.suite_version_id == suite_id, Job.state == "awaiting_approval")
-    ).scalars()
-    ids = []
+    waiting = repo.awaiting_suite(session, suite_version_id)
     for job in waiting:
-        transition(session, job, "queued", actor=actor)
-        ids.append(job.id)
-    return ids
-
-
-def unfinished_ids(session: Session) -> list[str]:
-    rows = session.execute(
-        select(Job.id).where(Job.state.in_(("queued", "running", "gating"))).order_by(Job.created_at)
-    )
-    return list(rows.scalars())
+        transition(session, job, JobState.QUEUED, actor=actor)
+    return [job.id for job in waiting]

@@ -1,62 +1,59 @@
-"""The job state machine. Every transition is checked here and appended to the ledger."""
+"""The job state machine's states and moves. Pure data: every module that names a state imports it
+from here (the transition itself, which writes the ledger, is jobs.service.transition).
+
+    submitted ─▶ awaiting_approval ─▶ queued ─▶ running ─▶ gating ─▶ released
+        │                │              │          │          └────▶ rejected | failed | cancelled
+        └────────────────┴──────────────┴──────────┴─────▶ cancelled | failed
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
+from enum import StrEnum
 
-from service.db import utcnow
-from service.errors import Conflict
-from service.jobs.models import Job
-from service.ledger import service as ledger
+from service.release.outcomes import ErrorClass
 
-TERMINAL = frozenset({"released", "rejected", "failed", "cancelled"})
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "submitted": frozenset({"awaiting_approval", "queued", "cancelled", "failed"}),
-    "awaiting_approval": frozenset({"queued", "cancelled"}),
-    "queued": frozenset({"running", "cancelled", "failed"}),
-    "running": frozenset({"gating", "failed", "cancelled"}),
-    "gating": frozenset({"released", "rejected", "failed"}),
+
+class JobState(StrEnum):
+    SUBMITTED = "submitted"
+    AWAITING_APPROVAL = "awaiting_approval"  # a custom suite not yet approved by an operator
+    QUEUED = "queued"
+    RUNNING = "running"  # the sandbox is running (or about to)
+    GATING = "gating"  # the sandbox stopped; its outcome is recorded; the release gate decides
+    RELEASED = "released"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobState.RELEASED, JobState.REJECTED, JobState.FAILED, JobState.CANCELLED})
+# States a worker acts on; the others wait for an operator (or have ended).
+RUNNABLE = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.GATING})
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.SUBMITTED: frozenset({JobState.AWAITING_APPROVAL, JobState.QUEUED, JobState.CANCELLED, JobState.FAILED}),
+    JobState.AWAITING_APPROVAL: frozenset({JobState.QUEUED, JobState.CANCELLED}),
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.GATING, JobState.FAILED, JobState.CANCELLED}),
+    JobState.GATING: frozenset({JobState.RELEASED, JobState.REJECTED, JobState.FAILED, JobState.CANCELLED}),
 }
 
-# What a partner may be told when a job does not end in a release. Nothing else ever reaches them.
-ERROR_CLASSES = frozenset(
-    {
-        "timeout",
-        "oom",
-        "crashed",
-        "query_budget_exceeded",
-        "output_rejected",
-        "missing_output",
-        "cancelled",
-        "internal_error",
-    }
-)
+# A job that does not end in a release ends in the state its error class says.
+ENDS: dict[ErrorClass, JobState] = {
+    ErrorClass.TIMEOUT: JobState.FAILED,
+    ErrorClass.OOM: JobState.FAILED,
+    ErrorClass.CRASHED: JobState.FAILED,
+    ErrorClass.QUERY_BUDGET_EXCEEDED: JobState.FAILED,
+    ErrorClass.INTERNAL_ERROR: JobState.FAILED,
+    ErrorClass.OUTPUT_REJECTED: JobState.REJECTED,
+    ErrorClass.MISSING_OUTPUT: JobState.REJECTED,
+    ErrorClass.CANCELLED: JobState.CANCELLED,
+}
 
 
-def transition(
-    session: Session, job: Job, to: str, *, actor: str, error_class: str | None = None, data: dict | None = None
-) -> bool:
-    """Move a job to `to`. Returns False (and does nothing) if it is already there, so a redelivered
-    task can call this again safely. An impossible transition raises Conflict."""
-    if job.state == to:
-        return False
-    if to not in TRANSITIONS.get(job.state, frozenset()):
-        raise Conflict(f"job {job.id} is {job.state} and cannot become {to}", code="invalid_transition")
-    if error_class is not None and error_class not in ERROR_CLASSES:
-        raise ValueError(f"unknown error class {error_class}")
-    frm, job.state = job.state, to
-    now = utcnow()
-    if to == "running":
-        job.started_at = now
-    if to in TERMINAL:
-        job.finished_at = now
-        job.error_class = error_class
-    ledger.append(
-        session,
-        actor=actor,
-        action="job.transition",
-        subject=f"job:{job.id}",
-        data={"from": frm, "to": to, "error_class": error_class, "spec_sha256": job.spec_sha256, **(data or {})},
-    )
-    session.flush()
-    return True
+def end_state(error_class: ErrorClass | None) -> JobState:
+    """Released when there is no error class; else the state the error class belongs to."""
+    return JobState.RELEASED if error_class is None else ENDS[error_class]

@@ -1,6 +1,6 @@
 from alembic import context
 
-from service import models_registry  # noqa: F401  (registers every table on Base.metadata)
+from service import schema  # noqa: F401  (registers every table on Base.metadata)
 from service.db import Base, make_engine
 
 config = context.config

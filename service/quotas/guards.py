@@ -18,7 +18,7 @@ from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from service.errors import TooManyRequests
+from service.quotas.errors import AdmissionBusy
 
 LOCK_TIMEOUT_S = 30  # an admission holding the lock longer than this has died; the lock frees itself
 LOCK_WAIT_S = 15
@@ -58,11 +58,8 @@ class AdmissionGuards:
             )
             acquired = lock.acquire()
         if not acquired:
-            raise TooManyRequests(
-                "another submission of yours is being admitted",
-                code="admission_busy",
-                alternatives=["retry in a moment"],
-                retry_after_s=1,
+            raise AdmissionBusy(
+                "another submission of yours is being admitted", alternatives=["retry in a moment"], retry_after_s=1
             )
         try:
             yield

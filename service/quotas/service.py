@@ -1,64 +1,294 @@
-"""What a partner has used and has left, from every store that counts it."""
+"""Every budget a job spends, behind two calls: `reserve` at admission and `settle` when the job ends.
+
+    reserve: jobs in progress → model rows today → ε on the dataset version → leakage bits today →
+             a release slot in the window → model rows granted. All or nothing: a refusal raises
+             (with what fits instead) and leaves nothing reserved.
+    settle:  once per job, whoever ends it. A job that never ran gets everything back but its
+             release slot; a job that ran keeps its ε and is charged all its bits, and gets back
+             the model rows it did not use.
+
+What a reservation holds is recorded in `budget_reservations`, so settling needs only the job id,
+and a partner's jobs in progress are its unsettled reservations. The daily counters live in Redis
+(shared by API processes and workers) or, embedded, in the database; the database parts are written
+in the caller's transaction, and what went to Redis is given back if that transaction rolls back.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
-from service.config import Settings
-from service.jobs.models import Job
-from service.jobs.states import TERMINAL
-from service.quotas import epsilon
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import PartnerLimits, Settings
+from service.db import on_rollback
+from service.ledger import service as ledger
+from service.quotas import errors, leakage
+from service.quotas import repository as repo
 from service.quotas.guards import AdmissionGuards
+from service.quotas.models import BudgetReservation
 from service.quotas.schemas import BudgetRead, ConcurrencyRead, DailyRead, EpsilonRead, ReleasesRead
-from service.quotas.store import DailyQuota, seconds_to_reset
+from service.quotas.store import DailyQuota, make_quota, seconds_to_reset, today
+from service.registry import repository as registry_repo
+
+MICRO = repo.MICRO
 
 
-def active_jobs(session: Session, principal_id: int) -> int:
-    """Jobs admitted and not yet ended (awaiting approval included: each holds reservations)."""
-    return session.execute(
-        select(func.count()).select_from(Job).where(Job.principal_id == principal_id, Job.state.not_in(TERMINAL))
-    ).scalar_one()
+def to_micro(epsilon: float) -> int:
+    return math.ceil(round(epsilon * MICRO, 3))  # whole millionths, after taking off float dust
+
+
+@dataclass(frozen=True)
+class Partner:
+    id: int
+    name: str
+
+    @property
+    def actor(self) -> str:
+        return f"partner:{self.name}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one job may spend, fixed at admission."""
+
+    dataset_id: int
+    dataset_ref: str
+    epsilon_per_metric: float
+    epsilon_total: float
+    noised_metrics: tuple[str, ...]
+    bits: float  # the most the job's ending can carry
+    rows: int  # model rows the job asks for
+
+
+class Budgets:
+    """The one owner of every budget, built once per process (API, worker)."""
+
+    def __init__(self, settings: Settings, rows: DailyQuota, bits: DailyQuota, guards: AdmissionGuards):
+        self.settings, self.rows, self.bits, self.guards = settings, rows, bits, guards
+
+    @classmethod
+    def build(cls, settings: Settings, sessions: sessionmaker[Session]) -> Budgets:
+        guards = AdmissionGuards(
+            redis_url=settings.redis_url, namespace=settings.queue, window_s=settings.release_window_s
+        )
+        return cls(
+            settings, make_quota(settings, sessions, "rows"), make_quota(settings, sessions, "millibits"), guards
+        )
+
+    def limits(self, partner: str) -> PartnerLimits:
+        return self.settings.limits_for(partner)
+
+    @contextmanager
+    def admission(self, partner_id: int) -> Iterator[None]:
+        """One admission at a time per partner, across API processes: hold it until the admission
+        has committed, so jobs in progress and the release window are exact."""
+        with self.guards.partner_lock(partner_id):
+            yield
+
+    # -- admission ---------------------------------------------------------------------------------
+
+    def reserve(self, session: Session, partner: Partner, job_id: str, plan: Plan) -> BudgetReservation:
+        """Reserve everything the job may spend, in the caller's transaction, or raise a refusal."""
+        limits = self.limits(partner.name)
+        active = repo.open_reservations(session, partner.id)
+        if active >= limits.max_concurrent_jobs:
+            raise errors.TooManyConcurrentJobs(
+                f"you have {active} jobs in progress, the most allowed",
+                alternatives=["wait for one to finish, or cancel one"],
+                retry_after_s=5,
+            )
+        if self.rows.used(partner.id) >= limits.rows_per_day:
+            raise errors.DailyQueryBudgetExhausted(
+                "today's model query budget is spent",
+                alternatives=[f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"],
+                retry_after_s=seconds_to_reset(),
+            )
+        epsilon_micro = to_micro(plan.epsilon_total)
+        if epsilon_micro > 0:
+            if not repo.try_spend_epsilon(
+                session, partner.id, plan.dataset_id, epsilon_micro, to_micro(limits.epsilon_budget)
+            ):
+                self._refuse_epsilon(session, partner, plan, limits)
+            ledger.append(
+                session,
+                actor=partner.actor,
+                action="privacy.epsilon_spent",
+                subject=f"job:{job_id}",
+                data={
+                    "dataset": plan.dataset_ref,
+                    "epsilon": plan.epsilon_total,
+                    "spent": repo.epsilon_spent_micro(session, partner.id, plan.dataset_id) / MICRO,
+                    "budget": limits.epsilon_budget,
+                },
+            )
+        millibits = self._reserve_bits(session, partner, job_id, plan, limits)
+        self._take_release_slot(partner, limits)
+        ledger.append(
+            session,
+            actor=partner.actor,
+            action="leakage.bits_reserved",
+            subject=f"job:{job_id}",
+            data={"bits": round(plan.bits, 3), "bits_per_day": limits.bits_per_day},
+        )
+        rows = self.rows.reserve(partner.id, job_id, plan.rows, limits.rows_per_day, partial=True, session=session)
+        on_rollback(session, lambda: self.rows.settle(job_id, 0))
+        ledger.append(
+            session,
+            actor=partner.actor,
+            action="quota.rows_reserved",
+            subject=f"job:{job_id}",
+            data={"wanted": plan.rows, "granted": rows, "day": today(), "rows_per_day": limits.rows_per_day},
+        )
+        reservation = BudgetReservation(
+            job_id=job_id,
+            principal_id=partner.id,
+            dataset_version_id=plan.dataset_id,
+            epsilon_micro=epsilon_micro,
+            millibits=millibits,
+            rows=rows,
+            day=today(),
+        )
+        session.add(reservation)
+        session.flush()
+        return reservation
+
+    def _reserve_bits(self, session: Session, partner: Partner, job_id: str, plan: Plan, limits: PartnerLimits) -> int:
+        want = leakage.to_millibits(plan.bits)
+        cap = leakage.to_millibits(limits.bits_per_day)
+        if self.bits.reserve(partner.id, job_id, want, cap, partial=False, session=session) < want:
+            left = max(0.0, limits.bits_per_day - self.bits.used(partner.id) / 1000)
+            raise errors.LeakageBudgetExhausted(
+                f"this job can carry {plan.bits:.1f} bits; {left:.1f} of your {limits.bits_per_day:g} bits "
+                "for today are left",
+                retry_after_s=seconds_to_reset(),
+                alternatives=["request fewer metrics", f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"],
+            )
+        on_rollback(session, lambda: self.bits.settle(job_id, 0))
+        return want
+
+    def _take_release_slot(self, partner: Partner, limits: PartnerLimits) -> None:
+        """The moving window cannot take one hit back, so an admission that then fails to commit
+        costs the partner one slot for one window: the safe direction."""
+        limit = limits.releases_per_window
+        if not self.guards.take_release(partner.id, limit):
+            window = self.guards.release_window(partner.id, limit)
+            raise errors.ReleaseRateExceeded(
+                f"at most {limit} releases per {self.settings.release_window_s} s",
+                retry_after_s=window.reset_in_s,
+                alternatives=[f"retry in {window.reset_in_s} s"],
+            )
+
+    def _refuse_epsilon(self, session: Session, partner: Partner, plan: Plan, limits: PartnerLimits) -> None:
+        budget = limits.epsilon_budget
+        spent = repo.epsilon_spent_by_dataset(session, partner.id)
+        left = max(0.0, budget - spent.get(plan.dataset_id, 0) / MICRO)
+        per_metric, k = plan.epsilon_per_metric, len(plan.noised_metrics)
+        alternatives = []
+        if left >= per_metric:
+            alternatives.append(
+                f"request at most {int(left // per_metric)} of the noised metrics "
+                f"({', '.join(plan.noised_metrics)}): each costs epsilon {per_metric}"
+            )
+        if left > 0:
+            alternatives.append(f"ask for epsilon <= {left / k:.6f} per metric (noisier values)")
+        alternatives.append(f"ask the operator for a larger epsilon budget for {plan.dataset_ref}")
+        others = [
+            d.ref
+            for d in registry_repo.datasets(session, exclude_id=plan.dataset_id)
+            if d.rows >= self.settings.min_dataset_rows and budget - spent.get(d.id, 0) / MICRO >= plan.epsilon_total
+        ][:10]
+        if others:
+            alternatives.append(f"use another dataset version with enough budget left: {', '.join(others)}")
+        raise errors.PrivacyBudgetExhausted(
+            f"this job needs epsilon {plan.epsilon_total} on {plan.dataset_ref}; {left:.6f} of your {budget} is left",
+            alternatives=alternatives,
+        )
+
+    def rows_granted(self, session: Session, job_id: str) -> int:
+        """The model rows the job may use (0 for a job that reserved none)."""
+        r = repo.reservation(session, job_id)
+        return r.rows if r is not None else 0
+
+    # -- the end of a job ----------------------------------------------------------------------------
+
+    def settle(self, session: Session, job_id: str, *, ran: bool, rows_used: int | None, actor: str) -> None:
+        """Settle the job's reservation, once. `ran`: the partner's code ran (it may have seen the
+        data), so ε and bits stay spent. `rows_used`: what the sidecar counted, None if unknown (then
+        the job keeps every row it was granted)."""
+        r = repo.claim_settlement(session, job_id, ran=ran, rows_used=rows_used)
+        if r is None:
+            return  # settled already, or never reserved
+        if not ran:
+            rows_used = 0
+        carried = r.millibits if ran else 0
+        refund = self.bits.settle(job_id, carried, session=session)
+        ledger.append(
+            session,
+            actor=actor,
+            action="leakage.bits_settled",
+            subject=f"job:{job_id}",
+            data={"bits": carried / 1000, "refunded_bits": (refund or 0) / 1000},
+        )
+        back = self.rows.settle(job_id, r.rows if rows_used is None else rows_used, session=session)
+        ledger.append(
+            session,
+            actor=actor,
+            action="quota.rows_settled",
+            subject=f"job:{job_id}",
+            data={"used": rows_used, "refunded": back or 0},
+        )
+        if not ran and r.epsilon_micro > 0:
+            repo.give_back_epsilon(session, r.principal_id, r.dataset_version_id, r.epsilon_micro)
+            dataset = registry_repo.datasets_by_id(session, [r.dataset_version_id])[r.dataset_version_id]
+            ledger.append(
+                session,
+                actor=actor,
+                action="privacy.epsilon_refunded",
+                subject=f"job:{job_id}",
+                data={"dataset": dataset.ref, "epsilon": r.epsilon_micro / MICRO},
+            )
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def read(self, session: Session, partner: Partner) -> BudgetRead:
+        """What the partner has used and has left, of every budget."""
+        limits = self.limits(partner.name)
+        window = self.guards.release_window(partner.id, limits.releases_per_window)
+        spent = repo.epsilon_spent_by_dataset(session, partner.id)
+        datasets = registry_repo.datasets_by_id(session, list(spent))
+        eps = limits.epsilon_budget
+        return BudgetRead(
+            partner=partner.name,
+            leakage_bits=_daily(self.bits.used(partner.id) / 1000, limits.bits_per_day),
+            model_rows=_daily(self.rows.used(partner.id), limits.rows_per_day),
+            epsilon=[
+                EpsilonRead(
+                    dataset=d.ref,
+                    spent=spent[d.id] / MICRO,
+                    budget=eps,
+                    left=round(max(0.0, eps - spent[d.id] / MICRO), 6),
+                )
+                for d in sorted(datasets.values(), key=lambda d: (d.name, d.version))
+            ],
+            epsilon_budget_per_dataset=eps,
+            epsilon_per_metric_default=min(self.settings.dp_epsilon_per_metric, limits.max_epsilon_per_metric),
+            epsilon_per_metric_max=limits.max_epsilon_per_metric,
+            releases=ReleasesRead(
+                limit=limits.releases_per_window,
+                left=window.remaining,
+                window_s=self.settings.release_window_s,
+                resets_in_s=window.reset_in_s,
+            ),
+            concurrent_jobs=ConcurrencyRead(
+                active=repo.open_reservations(session, partner.id), limit=limits.max_concurrent_jobs
+            ),
+        )
 
 
 def _daily(used: float, limit: float) -> DailyRead:
     return DailyRead(
         used=round(used, 3), limit=limit, left=round(max(0.0, limit - used), 3), resets_in_s=seconds_to_reset()
-    )
-
-
-def budget(
-    session: Session,
-    settings: Settings,
-    principal_id: int,
-    name: str,
-    *,
-    rows: DailyQuota,
-    bits: DailyQuota,
-    guards: AdmissionGuards,
-) -> BudgetRead:
-    eps_budget = settings.partner_limit(name, "epsilon_budget")
-    release_limit = settings.partner_limit(name, "releases_per_window")
-    window = guards.release_window(principal_id, release_limit)
-    active = active_jobs(session, principal_id)
-    return BudgetRead(
-        partner=name,
-        leakage_bits=_daily(bits.used(principal_id) / 1000, settings.partner_limit(name, "bits_per_day")),
-        model_rows=_daily(rows.used(principal_id), settings.partner_limit(name, "rows_per_day")),
-        epsilon=[
-            EpsilonRead(dataset=d.ref, spent=spent, budget=eps_budget, left=round(max(0.0, eps_budget - spent), 6))
-            for d, spent in epsilon.spent_by_dataset(session, principal_id)
-        ],
-        epsilon_budget_per_dataset=eps_budget,
-        epsilon_per_metric_default=min(
-            settings.dp_epsilon_per_metric, settings.partner_limit(name, "max_epsilon_per_metric")
-        ),
-        epsilon_per_metric_max=settings.partner_limit(name, "max_epsilon_per_metric"),
-        releases=ReleasesRead(
-            limit=release_limit,
-            left=window.remaining,
-            window_s=settings.release_window_s,
-            resets_in_s=window.reset_in_s,
-        ),
-        concurrent_jobs=ConcurrencyRead(active=active, limit=settings.partner_limit(name, "max_concurrent_jobs")),
     )

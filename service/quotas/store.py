@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import insert_if_missing, session_scope
 from service.quotas.models import DailyGrant, DailyUsage
 
-GRANT_TTL_S = 3 * 86400
+GRANT_TTL_S = 30 * 86400  # a job may wait for approval for days before it settles
 
 
 def today(now: datetime | None = None) -> str:

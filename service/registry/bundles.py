@@ -22,7 +22,8 @@ from pathlib import Path, PurePosixPath
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from service.errors import InvalidInput, PayloadTooLarge
+from service.errors import EvalgateError
+from service.registry import errors
 from service.release.catalogue import MetricDecl, parse_declarations
 
 MANIFEST = "suite.yaml"
@@ -51,7 +52,7 @@ class SuiteManifest(BaseModel):
     def _entrypoint(cls, v: str) -> str:
         try:
             _clean_name(v)
-        except InvalidInput as e:
+        except EvalgateError as e:
             raise ValueError(e.detail) from None
         if not v.endswith(".py"):
             raise ValueError("entrypoint must be a .py file")
@@ -80,21 +81,17 @@ class Bundle:
     path: Path
 
 
-def _reject(detail: str, code: str = "invalid_bundle") -> InvalidInput:
-    return InvalidInput(detail, code=code)
-
-
 def _clean_name(name: str) -> str:
     """Return the normalized relative name or raise: no absolute paths, no '..', no odd characters."""
     if not name or "\x00" in name or "\\" in name:
-        raise _reject(f"bad member name {name!r}", "bundle_bad_path")
+        raise errors.BundleBadPath(f"bad member name {name!r}")
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise _reject(f"absolute path {name!r} in bundle", "bundle_absolute_path")
+        raise errors.BundleAbsolutePath(f"absolute path {name!r} in bundle")
     parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
     if any(p == ".." for p in parts):
-        raise _reject(f"path {name!r} leaves the bundle", "bundle_path_traversal")
+        raise errors.BundlePathTraversal(f"path {name!r} leaves the bundle")
     if not parts:
-        raise _reject(f"bad member name {name!r}", "bundle_bad_path")
+        raise errors.BundleBadPath(f"bad member name {name!r}")
     return "/".join(parts)
 
 
@@ -112,35 +109,35 @@ def _members_tar(data: bytes):
     try:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise _reject(f"not a readable tar archive: {type(e).__name__}") from None
+        raise errors.BundleUnreadable(f"not a readable tar archive: {type(e).__name__}") from None
     with tar:
         try:
             for m in tar:
                 if m.issym() or m.islnk():
-                    raise _reject(f"link {m.name!r} in bundle", "bundle_link")
+                    raise errors.BundleLink(f"link {m.name!r} in bundle")
                 if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
-                    raise _reject(f"device or fifo {m.name!r} in bundle", "bundle_special_file")
+                    raise errors.BundleSpecialFile(f"device or fifo {m.name!r} in bundle")
                 if not (m.isreg() or m.isdir()):
-                    raise _reject(f"unsupported member type for {m.name!r}", "bundle_special_file")
+                    raise errors.BundleSpecialFile(f"unsupported member type for {m.name!r}")
                 yield m.name, m.isdir(), m.size, (lambda m=m: tar.extractfile(m))
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            raise _reject(f"corrupt tar archive: {type(e).__name__}") from None
+            raise errors.BundleUnreadable(f"corrupt tar archive: {type(e).__name__}") from None
 
 
 def _members_zip(data: bytes):
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError) as e:
-        raise _reject(f"not a readable zip archive: {type(e).__name__}") from None
+        raise errors.BundleUnreadable(f"not a readable zip archive: {type(e).__name__}") from None
     with zf:
         for info in zf.infolist():
             kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver recorded no Unix type
             if kind == stat.S_IFLNK:
-                raise _reject(f"link {info.filename!r} in bundle", "bundle_link")
+                raise errors.BundleLink(f"link {info.filename!r} in bundle")
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise _reject(f"device or fifo {info.filename!r} in bundle", "bundle_special_file")
+                raise errors.BundleSpecialFile(f"device or fifo {info.filename!r} in bundle")
             if info.flag_bits & 0x1:
-                raise _reject("encrypted zip members are not accepted", "bundle_encrypted")
+                raise errors.BundleEncrypted("encrypted zip members are not accepted")
             yield info.filename, info.is_dir(), info.file_size, (lambda info=info: zf.open(info))
 
 
@@ -150,7 +147,7 @@ def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bund
     elif data[:2] == b"\x1f\x8b":
         members = _members_tar(data)
     else:
-        raise _reject("bundle must be a .tar.gz or a .zip archive", "bundle_unknown_format")
+        raise errors.BundleUnknownFormat("bundle must be a .tar.gz or a .zip archive")
 
     suites_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=suites_root, prefix=".extract-"))
@@ -161,7 +158,7 @@ def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bund
         for raw_name, is_dir, declared_size, opener in members:
             name = _clean_name(raw_name)
             if name in seen:
-                raise _reject(f"member {name!r} appears twice", "bundle_duplicate_member")
+                raise errors.BundleDuplicateMember(f"member {name!r} appears twice")
             seen.add(name)
             target = tmp / name
             if is_dir:
@@ -169,11 +166,9 @@ def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bund
                 continue
             files += 1
             if files > limits.max_files:
-                raise _reject(f"bundle has more than {limits.max_files} files", "bundle_too_many_files")
+                raise errors.BundleTooManyFiles(f"bundle has more than {limits.max_files} files")
             if total + declared_size > limits.max_unpacked_bytes:
-                raise PayloadTooLarge(
-                    f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes", code="bundle_too_large_unpacked"
-                )
+                raise errors.BundleTooLargeUnpacked(f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes")
             target.parent.mkdir(parents=True, exist_ok=True)
             # O_EXCL|O_NOFOLLOW: never write through something already there.
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
@@ -182,13 +177,12 @@ def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bund
                     while chunk := src.read(1 << 16):
                         total += len(chunk)  # count real bytes too: declared sizes can lie
                         if total > limits.max_unpacked_bytes:
-                            raise PayloadTooLarge(
-                                f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes",
-                                code="bundle_too_large_unpacked",
+                            raise errors.BundleTooLargeUnpacked(
+                                f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes"
                             )
                         out.write(chunk)
             except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as e:
-                raise _reject(f"corrupt archive member {name!r}: {type(e).__name__}") from None
+                raise errors.BundleUnreadable(f"corrupt archive member {name!r}: {type(e).__name__}") from None
         manifest = load_manifest(tmp, limits)
         digest = tree_digest(tmp)
         final = suites_root / digest
@@ -203,22 +197,26 @@ def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bund
         raise
 
 
+def load_manifest_file(path: Path) -> SuiteManifest:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return SuiteManifest.model_validate(raw)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise errors.BundleBadManifest(f"{MANIFEST} is not valid YAML: {type(e).__name__}") from None
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise errors.BundleBadManifest(f"{MANIFEST}: {problems}") from None
+
+
 def load_manifest(root: Path, limits: BundleLimits) -> SuiteManifest:
     path = root / MANIFEST
     if not path.is_file():
-        raise _reject(f"bundle has no {MANIFEST} at its top level", "bundle_no_manifest")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        manifest = SuiteManifest.model_validate(raw)
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise _reject(f"{MANIFEST} is not valid YAML: {type(e).__name__}", "bundle_bad_manifest") from None
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise _reject(f"{MANIFEST}: {problems}", "bundle_bad_manifest") from None
+        raise errors.BundleNoManifest(f"bundle has no {MANIFEST} at its top level")
+    manifest = load_manifest_file(path)
     if len(manifest.metrics) > limits.max_metrics:
-        raise _reject(f"a suite may declare at most {limits.max_metrics} metrics", "bundle_bad_manifest")
+        raise errors.BundleBadManifest(f"a suite may declare at most {limits.max_metrics} metrics")
     if not (root / manifest.entrypoint).is_file():
-        raise _reject(f"entrypoint {manifest.entrypoint!r} is not in the bundle", "bundle_bad_manifest")
+        raise errors.BundleBadManifest(f"entrypoint {manifest.entrypoint!r} is not in the bundle")
     return manifest
 
 
@@ -260,7 +258,7 @@ def pack_directory(src: Path) -> bytes:
             if "__pycache__" in path.parts or path.suffix == ".pyc":
                 continue
             if path.is_symlink() or not (path.is_file() or path.is_dir()):
-                raise _reject(f"{rel} is a link or special file; bundles hold regular files only", "bundle_link")
+                raise errors.BundleLink(f"{rel} is a link or special file; bundles hold regular files only")
             if path.is_dir():
                 continue
             data = path.read_bytes()

@@ -22,7 +22,9 @@ def suite_dir(data_dir: Path, sha256: str) -> Path:
     return data_dir / "suites" / sha256
 
 
-def store_stream(data_dir: Path, stream: BinaryIO, max_bytes: int, what: str) -> tuple[str, Path, int]:
+def store_stream(
+    data_dir: Path, stream: BinaryIO, max_bytes: int, too_large: type[PayloadTooLarge]
+) -> tuple[str, Path, int]:
     """Copy a stream into the blob store, refusing it past max_bytes. Returns (sha256, path, size)."""
     root = data_dir / "blobs" / "sha256"
     root.mkdir(parents=True, exist_ok=True)
@@ -34,7 +36,7 @@ def store_stream(data_dir: Path, stream: BinaryIO, max_bytes: int, what: str) ->
             while chunk := stream.read(CHUNK):
                 size += len(chunk)
                 if size > max_bytes:
-                    raise PayloadTooLarge(f"{what} is larger than {max_bytes} bytes", code=f"{what}_too_large")
+                    raise too_large(f"the file is larger than {max_bytes} bytes")
                 digest.update(chunk)
                 out.write(chunk)
             out.flush()
@@ -49,8 +51,8 @@ def store_stream(data_dir: Path, stream: BinaryIO, max_bytes: int, what: str) ->
         raise
 
 
-def read_capped(stream: BinaryIO, max_bytes: int, what: str) -> bytes:
+def read_capped(stream: BinaryIO, max_bytes: int, too_large: type[PayloadTooLarge]) -> bytes:
     data = stream.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise PayloadTooLarge(f"{what} is larger than {max_bytes} bytes", code=f"{what}_too_large")
+        raise too_large(f"the file is larger than {max_bytes} bytes")
     return data

@@ -81,7 +81,10 @@ def _no_constants(name):
 def _number(name: str, v) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise OutputRejected(f"metric {name!r} is not a number")
-    f = float(v)  # a huge int raises OverflowError here
+    try:
+        f = float(v)
+    except OverflowError:  # an integer too large for a float
+        raise OutputRejected(f"metric {name!r} is too large a number") from None
     if not math.isfinite(f):
         raise OutputRejected(f"metric {name!r} is not finite")
     return f

@@ -1,13 +1,123 @@
-"""Turning a gated result into a release: at most once per job, signed, on the ledger."""
+"""From "the sandbox stopped" to "released, signed, recorded": how a job ends.
+
+The runner hands `conclude` the sandbox's outcome and what the job was admitted with (a `Case`:
+nothing the job itself chose), and gets back the job's ending: no error class (released) or the one
+error class the partner will be told. Here, in order:
+
+1. what the sandbox saw: cancelled, timed out, out of memory, crashed or out of model queries end
+   the job with that class;
+2. the result file: missing, or refused by the sandbox (a link, a FIFO, too large);
+3. the release gate (gate.py): parse and type the result, withhold small cells, add the admitted
+   noise plan's noise, round;
+4. the release: signed, on the ledger, stored at most once per job.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service import __version__
+from service.config import Settings
+from service.db import utcnow
+from service.inference.contract import Exit
 from service.ledger import service as ledger
+from service.release import gate, timing
+from service.release.catalogue import MetricDecl
 from service.release.models import Result
+from service.release.outcomes import ErrorClass
 from service.release.signing import Signer
+from service.sandbox.runner import NO_RESULT, Outcome
+
+
+@dataclass(frozen=True)
+class Case:
+    """What the gate knows of a job besides its outcome: all of it fixed at admission."""
+
+    job_id: str
+    spec: dict
+    spec_sha256: str
+    dataset_rows: int
+    submitted_at: datetime
+    runtime: str  # the sandbox runtime family it ran under
+
+
+@dataclass(frozen=True)
+class Ending:
+    error_class: ErrorClass | None  # None: released
+    note: str = ""  # for operators only
+
+
+def classify(outcome: Outcome) -> ErrorClass | None:
+    """The error class the sandbox's own facts give, before the gate looks at the result."""
+    if outcome.cancelled:
+        return ErrorClass.CANCELLED
+    if outcome.timed_out:
+        return ErrorClass.TIMEOUT
+    if outcome.oom:
+        return ErrorClass.OOM
+    if outcome.exit_code != Exit.OK:
+        if outcome.exit_code == Exit.BUDGET or outcome.usage.get("budget_exceeded"):
+            return ErrorClass.QUERY_BUDGET_EXCEEDED
+        return ErrorClass.CRASHED
+    if outcome.result is None:
+        # No file at all, or one the sandbox refused to read (link, FIFO, directory, over the cap).
+        return ErrorClass.MISSING_OUTPUT if outcome.result_problem == NO_RESULT else ErrorClass.OUTPUT_REJECTED
+    return None
+
+
+def conclude(session: Session, signer: Signer, settings: Settings, case: Case, outcome: Outcome) -> Ending:
+    """Judge a finished sandbox run, and release its result if it passes."""
+    error_class = classify(outcome)
+    if error_class is not None:
+        return Ending(error_class)
+    assert outcome.result is not None
+    decls = {name: MetricDecl.model_validate(d) for name, d in case.spec["declared"].items()}
+    try:
+        reported = gate.parse_result(
+            outcome.result,
+            decls,
+            dataset_rows=case.dataset_rows,
+            max_bytes=settings.result_max_bytes,
+            max_metrics=settings.max_metrics,
+        )
+    except gate.OutputRejected as e:
+        return Ending(ErrorClass.OUTPUT_REJECTED, f"[gate] {e.reason}")
+    privacy = case.spec["privacy"]  # the plan admitted is the plan applied, whatever the settings now
+    policy = replace(settings.gate_policy(), mechanism=privacy["mechanism"], delta=privacy.get("delta") or 0.0)
+    gated = gate.release(
+        reported, decls, epsilon=privacy["epsilon_per_metric"], policy=policy, noised_metrics=privacy["noised_metrics"]
+    )
+    usage = {"rows": int(outcome.usage.get("rows", 0)), "requests": int(outcome.usage.get("requests", 0))}
+    provenance = {
+        "spec_sha256": case.spec_sha256,
+        "suite": case.spec["suite"],
+        "model": case.spec["model"],
+        "dataset": case.spec["dataset"],
+        "images": outcome.images,
+        "runtime": case.runtime,
+        "service_version": __version__,
+        "seed": case.spec["seed"],
+        "queries": usage,
+        "submitted_at": case.submitted_at.isoformat(),
+        # Padded, as the partner sees it: the real run time would be a side channel.
+        "completed_within_s": timing.padded_duration(
+            (utcnow() - case.submitted_at).total_seconds(), settings.timing_buckets_s
+        ),
+    }
+    release(
+        session,
+        signer,
+        job_id=case.job_id,
+        metrics=gated.metrics,
+        disclosure=gated.disclosure(case.spec["leakage_bits"]),
+        provenance=provenance,
+        actor="worker",
+    )
+    return Ending(None)
 
 
 def statement(job_id: str, metrics: dict, disclosure: dict, provenance: dict) -> dict:
@@ -29,6 +139,7 @@ def for_jobs(session: Session, job_ids: list[str]) -> dict[str, Result]:
 def release(
     session: Session, signer: Signer, *, job_id: str, metrics: dict, disclosure: dict, provenance: dict, actor: str
 ) -> Result:
+    """Sign and record a release, at most once per job (the unique job_id makes a second impossible)."""
     found = existing(session, job_id)
     if found is not None:
         return found

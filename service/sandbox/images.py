@@ -22,7 +22,7 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound
 
-from service.sandbox.errors import ImageMissing, SandboxError
+from service.sandbox.errors import SandboxError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGES_DIR = REPO_ROOT / "sandbox_images"
@@ -49,15 +49,15 @@ class ImageSpec:
         """Context path -> source file, wheels excluded (the lock file pins them by hash)."""
         src = IMAGES_DIR / self.kind
         files = {"Dockerfile": src / "Dockerfile", "requirements.lock": src / "requirements.lock"}
+        # The channel (contract, protocol, client) is one package in both images, from one source.
+        channel = ["__init__.py", "contract.py", "protocol.py", "client.py"]
         if self.kind == "job":
             for p in sorted((src / "sdk").rglob("*.py")):
                 files[f"sdk/{p.relative_to(src / 'sdk').as_posix()}"] = p
-            # The SDK speaks the same protocol as the sidecar: one source for both sides.
-            for name in ("protocol.py", "client.py"):
-                files[f"sdk/evalgate/{name}"] = INFERENCE_DIR / name
         else:
-            for name in ("__init__.py", "protocol.py", "server.py", "client.py"):
-                files[f"evalgate_inference/{name}"] = INFERENCE_DIR / name
+            channel.append("server.py")
+        for name in channel:
+            files[f"evalgate_inference/{name}"] = INFERENCE_DIR / name
         return files
 
 
@@ -217,14 +217,6 @@ def build_all(
             build_image(client, spec, base_id, wheels, digest, log)
         ids[spec.kind] = client.images.get(spec.tag).id
     return ids
-
-
-def resolve_image_id(client: docker.DockerClient, tag: str) -> str:
-    """Jobs run images by id, so the digest recorded in provenance is exactly what ran."""
-    try:
-        return client.images.get(tag).id
-    except ImageNotFound:
-        raise ImageMissing(f"image {tag} is missing: run `evalgate images build`") from None
 
 
 def lock(requirements_in: Path, out: Path, log: Log) -> None:

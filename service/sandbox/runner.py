@@ -16,29 +16,35 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import docker
 import requests
-from docker.errors import APIError, NotFound
+from docker.errors import APIError, ImageNotFound, NotFound
 from docker.types import Mount, Ulimit
 
-from service.sandbox.errors import SandboxError
+from service.inference.contract import (
+    COLLECT_DIR,
+    DATASET_PATH,
+    JOB_USER,
+    MODEL_PATH,
+    OUTPUT_DIR,
+    READY,
+    RESULT_NAME,
+    SIDECAR_USER,
+    SOCKET_DIR,
+    SOCKET_PATH,
+    SUITE_DIR,
+    USAGE,
+    Env,
+)
+from service.sandbox.errors import ImageMissing, SandboxError
 from service.sandbox.runtimes import Runtime
 
 LABEL_JOB = "org.evalgate.job-id"
 LABEL_ROLE = "org.evalgate.role"
 LABEL_DEPLOYMENT = "org.evalgate.deployment"
-JOB_UID = "10002:10002"
-SIDECAR_UID = "10001:10001"
-SOCKET_DIR = "/run/evalgate"
-SOCKET_PATH = f"{SOCKET_DIR}/model.sock"
-OUTPUT_DIR = "/output"
-RESULT_NAME = "result.json"
-COLLECT_DIR = "/collect"  # where the sidecar holds the job's output volume, read-only
-EXIT_BUDGET = 3  # set by the SDK's runner when the job did not handle BudgetExceeded
 NO_RESULT = "no result file"
-READY = "EVALGATE_READY"
-USAGE = "EVALGATE_USAGE"
 
 # Go's os.FileMode type bits, as the Docker API reports them in the path stat header.
 _GO_TYPE_BITS = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
@@ -83,15 +89,34 @@ class JobSandbox:
 
 @dataclass
 class Outcome:
+    """What a finished sandbox run left: the facts the worker reads from Docker, the result file's
+    bytes (unread by anyone yet), the sidecar's count of model use, and the job's capped output."""
+
     exit_code: int | None = None
     oom: bool = False
     timed_out: bool = False
     cancelled: bool = False
     result: bytes | None = None
     result_problem: str | None = None
-    usage: dict = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
     job_log: str = ""
-    images: dict = field(default_factory=dict)  # the image ids the containers really ran
+    images: dict[str, str] = field(default_factory=dict)  # the image ids the containers really ran
+
+    def facts(self) -> dict[str, Any]:
+        """Everything but the result bytes and the log, as JSON (the worker records it)."""
+        return {
+            "exit_code": self.exit_code,
+            "oom": self.oom,
+            "timed_out": self.timed_out,
+            "cancelled": self.cancelled,
+            "result_problem": self.result_problem,
+            "usage": self.usage,
+            "images": self.images,
+        }
+
+    @classmethod
+    def from_facts(cls, facts: dict[str, Any], result: bytes | None) -> Outcome:
+        return cls(result=result, **facts)
 
 
 def names(job_id: str) -> dict[str, str]:
@@ -105,6 +130,15 @@ class Sandbox:
 
     def __init__(self, client: docker.DockerClient, deployment: str = "evalgate"):
         self.client, self.deployment = client, deployment
+
+    def image_id(self, tag: str) -> str:
+        """Jobs run images by id, so the digest recorded in provenance is exactly what ran."""
+        try:
+            return str(self.client.images.get(tag).id)
+        except ImageNotFound:
+            raise ImageMissing(f"image {tag} is missing: run `evalgate images build`") from None
+        except (APIError, requests.exceptions.RequestException) as e:
+            raise SandboxError(f"docker: {e}") from e
 
     def _labels(self, job_id: str, role: str) -> dict[str, str]:
         return {LABEL_JOB: job_id, LABEL_ROLE: role, LABEL_DEPLOYMENT: self.deployment}
@@ -161,22 +195,22 @@ class Sandbox:
         container = self.client.containers.create(
             spec.sidecar_image,
             name=n["sidecar"],
-            user=SIDECAR_UID,
+            user=SIDECAR_USER,
             environment={
-                "EVALGATE_SOCKET": SOCKET_PATH,
-                "EVALGATE_MODEL": "/model/model.onnx",
-                "EVALGATE_QUERY_BUDGET_ROWS": str(spec.query_budget_rows),
-                "EVALGATE_MAX_REQUESTS": str(lim.max_requests),
-                "EVALGATE_MAX_BATCH": str(lim.max_batch_rows),
-                "EVALGATE_MAX_REQUESTS_PER_S": str(lim.max_requests_per_s),
+                Env.SOCKET: SOCKET_PATH,
+                Env.MODEL: MODEL_PATH,
+                Env.QUERY_BUDGET_ROWS: str(spec.query_budget_rows),
+                Env.MAX_REQUESTS: str(lim.max_requests),
+                Env.MAX_BATCH: str(lim.max_batch_rows),
+                Env.MAX_REQUESTS_PER_S: str(lim.max_requests_per_s),
                 # Batches through a sealed memfd the job hands over (runc); gVisor cannot pass
                 # descriptors between two sandboxes, so there batches travel in the socket.
-                "EVALGATE_SHARED_MEMORY": "1" if spec.runtime.family == "runc" else "0",
+                Env.SHARED_MEMORY: "1" if spec.runtime.family == "runc" else "0",
                 # onnxruntime's threads sized to the CPUs this container is given, not the host's.
-                "EVALGATE_THREADS": str(max(1, math.ceil(lim.cpus))),
+                Env.THREADS: str(max(1, math.ceil(lim.cpus))),
             },
             mounts=[
-                Mount("/model/model.onnx", str(spec.model_path), type="bind", read_only=True),
+                Mount(MODEL_PATH, str(spec.model_path), type="bind", read_only=True),
                 Mount(SOCKET_DIR, n["sock"], type="volume"),
                 # Holds the job's output volume so it outlives the job container until collected.
                 Mount(COLLECT_DIR, n["out"], type="volume", read_only=True),
@@ -209,18 +243,18 @@ class Sandbox:
             spec.job_image,
             command=spec.command,
             name=n["job"],
-            user=JOB_UID,  # not root; the uid owns nothing in the image
+            user=JOB_USER,  # not root; the uid owns nothing in the image
             environment={
                 **spec.env,
-                "EVALGATE_ENTRYPOINT": spec.entrypoint,
-                "EVALGATE_SOCKET": SOCKET_PATH,
-                "EVALGATE_DATASET": "/data/dataset.npz",
-                "EVALGATE_OUTPUT": f"{OUTPUT_DIR}/{RESULT_NAME}",
+                Env.ENTRYPOINT: spec.entrypoint,
+                Env.SOCKET: SOCKET_PATH,
+                Env.DATASET: DATASET_PATH,
+                Env.OUTPUT: f"{OUTPUT_DIR}/{RESULT_NAME}",
                 "HOME": "/tmp",
             },
             mounts=[
-                Mount("/suite", str(spec.suite_path), type="bind", read_only=True),
-                Mount("/data/dataset.npz", str(spec.dataset_path), type="bind", read_only=True),
+                Mount(SUITE_DIR, str(spec.suite_path), type="bind", read_only=True),
+                Mount(DATASET_PATH, str(spec.dataset_path), type="bind", read_only=True),
                 # Read-only: the job can connect to the socket but cannot replace it or store files there.
                 Mount(SOCKET_DIR, n["sock"], type="volume", read_only=True),
                 Mount(OUTPUT_DIR, n["out"], type="volume"),

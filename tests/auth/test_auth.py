@@ -4,7 +4,7 @@ import pytest
 
 from service.auth import service as auth
 from service.db import session_scope, utcnow
-from service.errors import InvalidInput, Unauthorized
+from service.errors import Unauthorized, Unprocessable
 from service.ledger import service as ledger
 
 
@@ -59,7 +59,7 @@ def test_expired_and_revoked(sessions):
 def test_role_of_a_principal_is_fixed(sessions):
     with session_scope(sessions) as s:
         auth.create_key(s, name="acme", role="partner", expires_in=timedelta(days=1))
-        with pytest.raises(InvalidInput) as e:
+        with pytest.raises(Unprocessable) as e:
             auth.create_key(s, name="acme", role="operator", expires_in=timedelta(days=1))
     assert e.value.code == "role_mismatch"
 
@@ -71,5 +71,5 @@ def test_durations(text, hours):
 
 @pytest.mark.parametrize("text", ["0d", "30", "1y", "-1d", "d", ""])
 def test_bad_durations(text):
-    with pytest.raises(InvalidInput):
+    with pytest.raises(Unprocessable):
         auth.parse_duration(text)

@@ -4,6 +4,7 @@ import pytest
 
 from service.db import session_scope
 from service.ledger import service as ledger
+from tests.factories import CLASSIFICATION
 
 
 def test_whoami(api):
@@ -63,7 +64,7 @@ def test_other_partners_job_is_404_not_403(api):
         "/v1/jobs",
         headers=api.partner,
         json={
-            "suite": "classification@1.1.0",
+            "suite": CLASSIFICATION,
             "model": "demo-classifier@1",
             "dataset": "demo-blobs@1",
             "metrics": ["accuracy"],

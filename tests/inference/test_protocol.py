@@ -8,8 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from service.inference.client import BudgetExceeded, Client, ModelError
-from service.inference.protocol import PREFIX, ProtocolError, decode_tensors
+from service.inference.client import Client
+from service.inference.contract import BudgetExceeded, ModelError
+from service.inference.protocol import PREFIX, decode_tensors
 from service.inference.server import make_server
 
 
@@ -139,11 +140,11 @@ def test_decode_is_zero_copy_and_checks_lengths():
     body = memoryview(np.arange(6, dtype=np.float32).tobytes())
     out = decode_tensors([{"name": "a", "dtype": "float32", "shape": [2, 3]}], body)
     assert out["a"].base is not None and out["a"][1, 2] == 5
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ModelError):
         decode_tensors([{"name": "a", "dtype": "float32", "shape": [2, 4]}], body)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ModelError):
         decode_tensors([{"name": "a", "dtype": "float32", "shape": [1, 3]}], body)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ModelError):
         decode_tensors([{"name": "a", "dtype": "object", "shape": [1]}], body)
 
 
@@ -436,11 +437,11 @@ def test_run_batched_paces_each_batch_bounds_its_output_and_wants_rows(tmp_path,
     paced = []
     out = model.run_batched({"features": x}, 100, 30, lambda: paced.append(1), max_bytes=1 << 20)
     assert out[0].shape == (100, 3) and len(paced) == 3  # four batches: the first waited as the request
-    with pytest.raises(ProtocolError) as e:
+    with pytest.raises(ModelError) as e:
         model.run_batched({"features": x}, 100, 30, lambda: None, max_bytes=500)  # 30 × 3 × 4 bytes a batch
     assert e.value.code == "too_large"
     scalar = Model(str(_scalar_model(tmp_path / "sum.onnx")), threads=1)
-    with pytest.raises(ProtocolError) as e:
+    with pytest.raises(ModelError) as e:
         scalar.run_batched({"features": x}, 100, 30, lambda: None, max_bytes=1 << 20)
     assert e.value.code == "shape_mismatch"
 
@@ -467,13 +468,16 @@ def test_large_requests_and_answers_in_flight_do_not_deadlock(tmp_path):
     reads answers while its send is stuck, so both go on."""
     width = 4096  # 16 KB a row: a 600-row request or answer is 9.8 MB, past the 8 MB socket buffers
     x = np.random.default_rng(0).standard_normal((2400, width)).astype(np.float32)
-    with serving(
-        tmp_path / "echo.sock",
-        _echo_model(tmp_path / "echo.onnx", width),
-        max_rows=10_000,
-        max_body=16 << 20,
-        shared_memory=False,
-    ) as (path, _), Client(path, timeout=20) as c:
+    with (
+        serving(
+            tmp_path / "echo.sock",
+            _echo_model(tmp_path / "echo.onnx", width),
+            max_rows=10_000,
+            max_body=16 << 20,
+            shared_memory=False,
+        ) as (path, _),
+        Client(path, timeout=20) as c,
+    ):
         out = [o["y"] for o in c.predict_stream(({"x": x[i : i + 600]} for i in range(0, 2400, 600)), depth=2)]
         span = c.predict_batched({"x": x}, 100)["y"]  # in-band spans of 16 MB, answers as large
     np.testing.assert_array_equal(np.concatenate(out), x)

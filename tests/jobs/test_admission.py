@@ -3,10 +3,11 @@
 import pytest
 
 from service.canonical import digest
-from tests.helpers import suite_bundle, unique
+from tests.factories import CLASSIFICATION, suite_bundle, unique
+from tests.harness import Harness
 
 SPEC = {
-    "suite": "classification@1.1.0",
+    "suite": CLASSIFICATION,
     "model": "demo-classifier@1",
     "dataset": "demo-blobs@1",
     "metrics": ["accuracy", "log_loss"],
@@ -35,7 +36,7 @@ def test_valid_job_is_committed_then_enqueued_with_a_canonical_spec(api):
     [
         ({"model": "demo-classifier@9"}, 404, "unknown_model_version", "demo-classifier@1"),
         ({"dataset": "demo-blobs@2"}, 404, "unknown_dataset_version", "demo-blobs@1"),
-        ({"suite": "classification@2.0.0"}, 404, "unknown_suite_version", "classification@1.1.0"),
+        ({"suite": "classification@2.0.0"}, 404, "unknown_suite_version", CLASSIFICATION),
         ({"model": "no-version"}, 422, "invalid_reference", None),
         ({"metrics": ["accuracy", "weights"]}, 422, "undeclared_metric", "accuracy"),
         ({"metrics": ["accuracy", "accuracy"]}, 422, "undeclared_metric", None),
@@ -121,27 +122,17 @@ def test_embedded_worker_without_docker_fails_the_job_instead_of_hanging(db_sett
 
     from fastapi.testclient import TestClient
 
-    from service.db import session_scope
-    from service.jobs.models import Job
     from service.main import create_app
-    from tests.conftest import Api
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with TestClient(create_app(db_settings)) as client:
-        a = Api(client, db_settings, None)
-        op, partner = a.key("ops", "operator"), a.key("acme", "partner")
-        for kind, name, path in (
-            ("models", "demo-classifier", demo_files["model"]),
-            ("datasets", "demo-blobs", demo_files["data"]),
-        ):
-            with open(path, "rb") as f:
-                client.post(f"/v1/{kind}", headers=op, data={"name": name, "version": "1"}, files={"file": f})
-        job = client.post("/v1/jobs", headers=partner, json=SPEC).json()
+        a = Harness(client, db_settings, None)
+        a.register_demo(demo_files)
+        job = a.submit(CLASSIFICATION, ["accuracy"])
         deadline = time.monotonic() + 30
-        while (j := client.get(f"/v1/jobs/{job['id']}", headers=partner).json())["state"] == "queued":
+        while (j := client.get(f"/v1/jobs/{job['id']}", headers=a.partner).json())["state"] == "queued":
             assert time.monotonic() < deadline
             time.sleep(0.1)
     assert (j["state"], j["error_class"]) == ("failed", "internal_error")
     assert "Docker" not in str(j)
-    with session_scope(a.sessions) as s:
-        assert "No Docker engine" in s.get(Job, job["id"]).operator_log
+    assert "No Docker engine" in a.operator_log(job["id"])

@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 
 from service.jobs.models import Job
 from service.ledger.models import AuditEvent
-from tests.conftest import REDIS_URL, _redis_or_skip, make_api, make_settings
-
-CLS = "classification@1.1.0"
-NOISED = ["accuracy", "ece", "macro_f1", "misclassified"]  # log_loss is a nonnegative real: rounded, not noised
+from tests import factories
+from tests.factories import CLASSIFICATION as CLS
+from tests.factories import NOISED
+from tests.harness import REDIS_URL, harness, require_redis
 
 GATE = dict(
     dp_mechanism="laplace",
@@ -40,10 +40,10 @@ def gate_api(request, tmp_path, demo_files):
         if request.param == "postgres":
             extra["database_url"] = request.getfixturevalue("postgres_url")
         if request.param == "redis":
-            _redis_or_skip()
+            require_redis()
             extra["redis_url"] = REDIS_URL
-        settings = make_settings(tmp_path / f"data{len(started)}", **{**GATE, **extra, **overrides})
-        gen = make_api(settings, demo_files)
+        settings = factories.settings(tmp_path / f"data{len(started)}", **{**GATE, **extra, **overrides})
+        gen = harness(settings, demo_files)
         started.append(gen)
         return next(gen)
 

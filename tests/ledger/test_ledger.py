@@ -11,7 +11,7 @@ from sqlalchemy import delete, select, update
 from service.db import session_scope
 from service.ledger import service as ledger
 from service.ledger.models import AuditEvent, AuditHead
-from tests.helpers import concurrently
+from tests.harness import concurrently
 
 
 @pytest.fixture

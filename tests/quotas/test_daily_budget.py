@@ -2,28 +2,25 @@
 
 import pytest
 
-from service.db import make_engine, make_sessionmaker, session_scope
-from service.ledger import service as ledger
-from tests.conftest import REDIS_URL, _redis_or_skip, build_stack, make_settings
-from tests.helpers import suite_bundle
+from tests.factories import CLASSIFICATION, suite_bundle
+from tests.harness import worker_harness
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 
 @pytest.fixture(scope="module")
 def small_budget(tmp_path_factory, demo_files, docker_client):
-    _redis_or_skip()
-    tmp = tmp_path_factory.mktemp("quota")
-    settings = make_settings(tmp / "data", broker_url=REDIS_URL, partner_quotas={"acme": {"rows_per_day": 700}})
-    yield from build_stack(settings, demo_files, tmp / "worker.log")
+    yield from worker_harness(
+        tmp_path_factory.mktemp("quota"), demo_files, partner_quotas={"acme": {"rows_per_day": 700}}
+    )
 
 
 def test_rows_are_counted_across_jobs_and_refused_when_spent(small_budget):
     s = small_budget
-    first = s.run("classification@1.1.0", ["accuracy"], resources={"query_budget": 600})
+    first = s.run(CLASSIFICATION, ["accuracy"], resources={"query_budget": 600})
     assert first["state"] == "released" and first["result"]["provenance"]["queries"]["rows"] == 600
     # 100 rows are left today: the suite's first 256-row batch is refused, so it fails and uses none
-    second = s.run("classification@1.1.0", ["ece"], resources={"query_budget": 600})  # not the same release
+    second = s.run(CLASSIFICATION, ["ece"], resources={"query_budget": 600})  # not the same release
     assert (second["state"], second["error_class"]) == ("failed", "query_budget_exceeded")
     # a job that asks for exactly what is left gets it
     small = s.upload_suite(
@@ -45,7 +42,7 @@ def test_rows_are_counted_across_jobs_and_refused_when_spent(small_budget):
         "/v1/jobs",
         headers=s.partner,
         json={
-            "suite": "classification@1.1.0",
+            "suite": CLASSIFICATION,
             "model": "demo-classifier@1",
             "dataset": "demo-blobs@1",
             "metrics": ["macro_f1"],
@@ -54,10 +51,9 @@ def test_rows_are_counted_across_jobs_and_refused_when_spent(small_budget):
     assert r.status_code == 429 and r.json()["error"] == "daily_query_budget_exhausted"
     assert "00:00 UTC" in r.json()["alternatives"][0]
     # another partner is not affected
-    assert s.run("classification@1.1.0", ["accuracy"], headers=s.other)["state"] == "released"
+    assert s.run(CLASSIFICATION, ["accuracy"], headers=s.other)["state"] == "released"
 
-    with session_scope(make_sessionmaker(make_engine(s.settings.database_url))) as db:
-        events = ledger.events_for(db, f"job:{second['id']}")
+    events = s.events(second["id"])
     reserved = next(e for e in events if e["action"] == "quota.rows_reserved")["data"]
     settled = next(e for e in events if e["action"] == "quota.rows_settled")["data"]
     assert reserved["granted"] == 100 and reserved["rows_per_day"] == 700
@@ -70,7 +66,7 @@ def test_per_job_ceiling_is_the_partners_own(small_budget):
         "/v1/jobs",
         headers=s.other,
         json={
-            "suite": "classification@1.1.0",
+            "suite": CLASSIFICATION,
             "model": "demo-classifier@1",
             "dataset": "demo-blobs@1",
             "metrics": ["accuracy"],

@@ -6,14 +6,13 @@ import uuid
 import pytest
 
 from service.quotas.store import RedisDailyQuota, SqlDailyQuota
-from tests.conftest import REDIS_URL, _redis_or_skip
-from tests.helpers import concurrently
+from tests.harness import REDIS_URL, concurrently, require_redis
 
 
 @pytest.fixture(params=["sql", pytest.param("redis", marks=pytest.mark.redis)])
 def quota(request, sessions):
     if request.param == "redis":
-        _redis_or_skip()
+        require_redis()
         q = RedisDailyQuota(REDIS_URL, prefix=f"evalgate-test-{uuid.uuid4().hex[:8]}")
         yield q
         for key in q.r.scan_iter(f"{q.prefix}:*"):

@@ -7,9 +7,9 @@ import zipfile
 
 import pytest
 
-from service.errors import InvalidInput, PayloadTooLarge
+from service.errors import PayloadTooLarge, Unprocessable
 from service.registry.bundles import BundleLimits, extract_bundle, tree_digest
-from tests.helpers import manifest, tar_gz, zip_bytes
+from tests.factories import manifest, tar_gz, zip_bytes
 
 LIMITS = BundleLimits(max_files=20, max_unpacked_bytes=1 << 20, max_metrics=8)
 GOOD = {"suite.yaml": manifest("ok", ["accuracy"]), "main.py": "print('hi')\n", "lib/util.py": "X = 1\n"}
@@ -67,7 +67,7 @@ def _member(name, kind, **kw):
     ],
 )
 def test_links_and_special_files_are_refused(tmp_path, member, code):
-    with pytest.raises(InvalidInput) as e:
+    with pytest.raises(Unprocessable) as e:
         extract(_tar_with(member), tmp_path)
     assert e.value.code == code
     assert leftovers(tmp_path) == []
@@ -85,7 +85,7 @@ def test_links_and_special_files_are_refused(tmp_path, member, code):
 )
 @pytest.mark.parametrize("pack", [tar_gz, zip_bytes])
 def test_bad_paths_are_refused(tmp_path, name, code, pack):
-    with pytest.raises(InvalidInput) as e:
+    with pytest.raises(Unprocessable) as e:
         extract(pack({**GOOD, name: "x"}), tmp_path)
     assert e.value.code == code
     assert leftovers(tmp_path) == []
@@ -99,14 +99,14 @@ def test_zip_symlink_is_refused(tmp_path):
         info = zipfile.ZipInfo("link")
         info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc/passwd")
-    with pytest.raises(InvalidInput) as e:
+    with pytest.raises(Unprocessable) as e:
         extract(buf.getvalue(), tmp_path)
     assert e.value.code == "bundle_link"
 
 
 def test_too_many_files(tmp_path):
     files = {**GOOD, **{f"f{i}.py": "" for i in range(30)}}
-    with pytest.raises(InvalidInput) as e:
+    with pytest.raises(Unprocessable) as e:
         extract(tar_gz(files), tmp_path)
     assert e.value.code == "bundle_too_many_files"
 
@@ -130,7 +130,7 @@ def test_zip_that_lies_about_sizes_is_still_capped(tmp_path):
         if data[cd + 46 : cd + 46 + name_len] == b"zeros.bin":
             data[cd + 24 : cd + 28] = (10).to_bytes(4, "little")
         cd = data.rfind(b"PK\x01\x02", 0, cd)
-    with pytest.raises((PayloadTooLarge, InvalidInput)):
+    with pytest.raises((PayloadTooLarge, Unprocessable)):
         extract(bytes(data), tmp_path)
     assert leftovers(tmp_path) == []
 
@@ -160,14 +160,14 @@ def test_zip_that_lies_about_sizes_is_still_capped(tmp_path):
     ],
 )
 def test_bad_manifests(tmp_path, files, code):
-    with pytest.raises(InvalidInput) as e:
+    with pytest.raises(Unprocessable) as e:
         extract(tar_gz(files), tmp_path)
     assert e.value.code == code
 
 
 @pytest.mark.parametrize("data", [b"", b"plain text", b"\x1f\x8bnot really gzip", b"PK\x03\x04broken"])
 def test_not_an_archive(tmp_path, data):
-    with pytest.raises(InvalidInput):
+    with pytest.raises(Unprocessable):
         extract(data, tmp_path)
     assert leftovers(tmp_path) == []
 
@@ -179,7 +179,7 @@ def test_duplicate_member_is_refused(tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(content)
             tar.addfile(info, io.BytesIO(content.encode()))
-    with pytest.raises(InvalidInput) as e:
+    with pytest.raises(Unprocessable) as e:
         extract(buf.getvalue(), tmp_path)
     assert e.value.code == "bundle_duplicate_member"
 
@@ -208,6 +208,6 @@ def test_packing_refuses_links(tmp_path):
     src.mkdir()
     (src / "suite.yaml").write_text(GOOD["suite.yaml"])
     (src / "evil").symlink_to("/etc/passwd")
-    with pytest.raises(InvalidInput) as e:
+    with pytest.raises(Unprocessable) as e:
         pack_directory(src)
     assert e.value.code == "bundle_link"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.registry import storage
-from tests.helpers import suite_bundle, tar_gz
+from tests.factories import suite_bundle, tar_gz
 
 
 def post_model(api, name, version, data: bytes):

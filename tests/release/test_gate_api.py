@@ -7,10 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from service.db import make_engine, make_sessionmaker, session_scope
-from service.ledger import service as ledger
-from tests.conftest import REDIS_URL, _redis_or_skip, build_stack, make_settings
-from tests.helpers import suite_bundle, unique
+from tests.factories import CLASSIFICATION, suite_bundle, unique
+from tests.harness import worker_harness
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 BUCKET_S = 4.0
@@ -18,29 +16,21 @@ BUCKET_S = 4.0
 
 @pytest.fixture(scope="module")
 def noisy(tmp_path_factory, demo_files, docker_client):
-    _redis_or_skip()
-    tmp = tmp_path_factory.mktemp("gate")
-    settings = make_settings(
-        tmp / "data",
-        broker_url=REDIS_URL,
+    yield from worker_harness(
+        tmp_path_factory.mktemp("gate"),
+        demo_files,
         dp_mechanism="laplace",
         dp_epsilon_per_metric=0.25,
         dp_epsilon_budget=3.0,
         leakage_bits_per_day=4096,
         timing_buckets_s=[BUCKET_S, 30, 60, 120],
     )
-    yield from build_stack(settings, demo_files, tmp / "worker.log")
-
-
-def events(s, job_id):
-    with session_scope(make_sessionmaker(make_engine(s.settings.database_url))) as db:
-        return ledger.events_for(db, f"job:{job_id}")
 
 
 def test_noisy_release_is_typed_signed_charged_and_cached(noisy, expected_demo_accuracy):
     s = noisy
     metrics = ["accuracy", "ece", "log_loss", "macro_f1", "misclassified"]
-    job = s.run("classification@1.1.0", metrics)
+    job = s.run(CLASSIFICATION, metrics)
     assert job["state"] == "released", job
     released, disclosure = job["result"]["metrics"], job["result"]["disclosure"]
     assert set(released) == set(metrics) and disclosure["suppressed"] == []
@@ -57,7 +47,7 @@ def test_noisy_release_is_typed_signed_charged_and_cached(noisy, expected_demo_a
     # ε and bits are accounted: ε at admission, bits reserved then settled to what the release carried.
     b = s.client.get("/v1/budget", headers=s.partner).json()
     assert b["epsilon"] == [{"dataset": "demo-blobs@1", "spent": 1.0, "budget": 3.0, "left": 2.0}]
-    trail = {e["action"]: e["data"] for e in events(s, job["id"])}
+    trail = {e["action"]: e["data"] for e in s.events(job["id"])}
     assert (
         trail["leakage.bits_settled"]["bits"] == trail["leakage.bits_reserved"]["bits"] == job["spec"]["leakage_bits"]
     )
@@ -70,7 +60,7 @@ def test_noisy_release_is_typed_signed_charged_and_cached(noisy, expected_demo_a
         "/v1/jobs",
         headers=s.partner,
         json={
-            "suite": "classification@1.1.0",
+            "suite": CLASSIFICATION,
             "model": "demo-classifier@1",
             "dataset": "demo-blobs@1",
             "metrics": list(reversed(metrics)),

@@ -9,7 +9,7 @@ import pytest
 
 from service.sandbox.runner import LABEL_JOB, JobSandbox, Limits, Sandbox, names
 from service.sandbox.runtimes import resolve
-from tests.helpers import unique
+from tests.factories import unique
 
 pytestmark = pytest.mark.docker
 

@@ -1,6 +1,6 @@
 """The host, the engine and the model file are out of sight."""
 
-from tests.security.conftest import MARKER, WALK, attack, released
+from tests.security.battery import MARKER, WALK, attack, released
 
 
 def test_no_engine_or_containerd_socket_anywhere(stack):

@@ -1,6 +1,6 @@
 """Floods stay capped and operator-only; nothing survives from one job to the next."""
 
-from tests.security.conftest import MARKER, attack, operator_log, released
+from tests.security.battery import MARKER, attack, released
 
 
 def flood(stream: str) -> str:
@@ -17,14 +17,14 @@ def flood(stream: str) -> str:
 def test_stdout_flood(stack):
     job = attack(stack, flood("stdout"), ["done"])
     assert released(job) == {"done": 1.0}
-    log = operator_log(stack, job["id"])
+    log = stack.operator_log(job["id"])
     assert MARKER in log and len(log.encode()) < stack.settings.log_cap_bytes + 4096
 
 
 def test_stderr_flood(stack):
     job = attack(stack, flood("stderr"), ["done"])
     assert released(job) == {"done": 1.0}
-    assert len(operator_log(stack, job["id"]).encode()) < stack.settings.log_cap_bytes + 4096
+    assert len(stack.operator_log(job["id"]).encode()) < stack.settings.log_cap_bytes + 4096
 
 
 PLANT = """

@@ -1,6 +1,6 @@
 """No network: no egress of any kind, no metadata service, no host or Docker API, loopback only."""
 
-from tests.security.conftest import MARKER, attack, released
+from tests.security.battery import MARKER, attack, released
 
 CONNECT = """
     import socket, evalgate

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.security.conftest import MARKER, attack, failed_as, released
+from tests.security.battery import MARKER, attack, failed_as, released
 
 
 def writes(stack, code: str) -> dict:

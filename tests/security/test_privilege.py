@@ -1,6 +1,6 @@
 """No way up: setuid, su, namespaces, mounts, tracing, kernel keyrings, eBPF, device nodes."""
 
-from tests.security.conftest import MARKER, WALK, attack, released
+from tests.security.battery import MARKER, WALK, attack, released
 
 LIBC = """
     import ctypes, os, evalgate

@@ -2,7 +2,7 @@
 
 import time
 
-from tests.security.conftest import MARKER, attack, failed_as, released
+from tests.security.battery import MARKER, attack, failed_as, released
 
 
 def contained(stack, job: dict, metric: str) -> None:

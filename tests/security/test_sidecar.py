@@ -1,7 +1,7 @@
 """The model socket is the job's one channel: garbage does not crash it, it leaks no weights, and it
 stops answering at the budget."""
 
-from tests.security.conftest import MARKER, attack, failed_as, released
+from tests.security.battery import MARKER, attack, failed_as, released
 
 RAW = """
     import json, socket, struct, evalgate

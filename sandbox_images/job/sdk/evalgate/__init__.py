@@ -17,7 +17,8 @@ import zipfile
 
 import numpy as np
 
-from .client import SHARED_MIN_BYTES, BudgetExceeded, Client, ModelError
+from evalgate_inference.client import SHARED_MIN_BYTES, Client
+from evalgate_inference.contract import DATASET_PATH, RESULT_PATH, SOCKET_PATH, BudgetExceeded, Env, ModelError
 
 __all__ = [
     "BudgetExceeded",
@@ -38,14 +39,14 @@ _client: Client | None = None
 def _conn() -> Client:
     global _client
     if _client is None:
-        _client = Client(os.environ.get("EVALGATE_SOCKET", "/run/evalgate/model.sock"))
+        _client = Client(os.environ.get(Env.SOCKET, SOCKET_PATH))
     return _client
 
 
 def load_dataset() -> tuple[np.ndarray, np.ndarray]:
     """Features x (n, d) and integer labels y (n,). Where the sandbox allows it, x is read straight
     into memory the model sidecar shares, so predicting on slices of x copies nothing."""
-    path = os.environ.get("EVALGATE_DATASET", "/data/dataset.npz")
+    path = os.environ.get(Env.DATASET, DATASET_PATH)
     with np.load(path, allow_pickle=False) as npz:
         x = _load_shared(path, "x")
         return (npz["x"] if x is None else x), npz["y"]
@@ -76,11 +77,11 @@ def _load_shared(path: str, name: str) -> np.ndarray | None:
 
 
 def seed() -> int:
-    return int(os.environ.get("EVALGATE_SEED", "0"))
+    return int(os.environ.get(Env.SEED, "0"))
 
 
 def requested_metrics() -> list[str]:
-    return [m for m in os.environ.get("EVALGATE_METRICS", "").split(",") if m]
+    return [m for m in os.environ.get(Env.METRICS, "").split(",") if m]
 
 
 def model_info() -> dict:
@@ -88,24 +89,28 @@ def model_info() -> dict:
     return _conn().metadata()
 
 
-def predict_all(inputs) -> dict[str, np.ndarray]:
-    """Run the model. `inputs` is an array (for a one-input model) or a dict of arrays by input name.
-    Arrays are cast to the dtypes the model declares."""
-    return _conn().predict(_feeds(inputs, model_info_cached()))
+def predict_all(inputs, batch_size: int | None = None, inflight: int = 2) -> dict[str, np.ndarray]:
+    """Every output of the model, by name, for the given inputs: an array (for a one-input model)
+    or a dict of arrays by input name, cast to the dtypes the model declares.
+
+    The sidecar runs the rows in batches of `batch_size` (by default the largest it takes), each
+    exactly as a request of its own would run: a slice of the dataset from load_dataset() is one
+    request however long; other inputs go in requests of a few MB with `inflight` of them queued at
+    the sidecar, so it never waits for the next. The budget counts rows, and one request per batch,
+    as if each batch were sent alone."""
+    client = _conn()
+    feeds = _feeds(inputs, model_info_cached())
+    return client.predict_batched(feeds, int(batch_size or client.max_batch), depth=inflight)
 
 
-def predict(inputs, batch_size: int | None = None, inflight: int = 2) -> np.ndarray:
-    """The model's first output for the given inputs.
-
-    With batch_size, the model runs on batches of that many rows, the sidecar doing the batching:
-    a slice of the dataset from load_dataset() is one request however long, other inputs go in
-    requests of a few MB with `inflight` of them queued at the sidecar, so it never waits for the
-    next. The budget counts rows, and one request per batch, as if each batch were sent alone."""
+def predict(inputs, batch_size: int | None = None, inflight: int = 2, output: str | None = None) -> np.ndarray:
+    """One output of the model (`output` by name, else the first) for the given inputs; batched as
+    predict_all() says."""
     info = model_info_cached()
-    first = info["outputs"][0]["name"]
-    if batch_size is None:
-        return predict_all(inputs)[first]
-    return _conn().predict_batched(_feeds(inputs, info), int(batch_size), depth=inflight)[first]
+    name = output or info["outputs"][0]["name"]
+    if name not in {o["name"] for o in info["outputs"]}:
+        raise ValueError(f"the model has no output {name!r}; it has {[o['name'] for o in info['outputs']]}")
+    return predict_all(inputs, batch_size, inflight)[name]
 
 
 def _feeds(inputs, info: dict) -> dict[str, np.ndarray]:
@@ -151,7 +156,7 @@ def report(metrics: dict) -> None:
     is a number, or metric(value, n=..., min_class_n=...)."""
     wanted = requested_metrics()
     chosen = {k: _entry(v) for k, v in metrics.items() if not wanted or k in wanted}
-    path = os.environ.get("EVALGATE_OUTPUT", "/output/result.json")
+    path = os.environ.get(Env.OUTPUT, RESULT_PATH)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(chosen, f, sort_keys=True)

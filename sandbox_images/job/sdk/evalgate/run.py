@@ -9,21 +9,19 @@ import os
 import runpy
 import sys
 
-from .client import BudgetExceeded
-
-EXIT_BUDGET = 3
+from evalgate_inference.contract import SUITE_DIR, BudgetExceeded, Env, Exit
 
 
 def main() -> int:
-    suite = os.environ.get("EVALGATE_SUITE_DIR", "/suite")
-    entry = os.path.join(suite, os.environ["EVALGATE_ENTRYPOINT"])
+    suite = os.environ.get(Env.SUITE_DIR, SUITE_DIR)
+    entry = os.path.join(suite, os.environ[Env.ENTRYPOINT])
     sys.path.insert(0, os.path.dirname(entry))
     sys.argv = [entry]
     try:
         runpy.run_path(entry, run_name="__main__")
     except BudgetExceeded:
-        return EXIT_BUDGET
-    return 0
+        return Exit.BUDGET
+    return Exit.OK
 
 
 if __name__ == "__main__":

@@ -1,0 +1,96 @@
+"""What both sides of the sandbox wall agree on: paths, environment names, the lines the sidecar
+prints for the worker, exit codes, the channel's error codes and its error type.
+
+Standard library only. The worker's sandbox runner (service.sandbox) imports it as
+`service.inference.contract`; inside both images it is `evalgate_inference.contract`, beside the
+protocol and the channel client, so the sidecar server and the job SDK read the same names.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+# -- paths inside the containers ---------------------------------------------------------------------
+SOCKET_DIR = "/run/evalgate"  # a per-job volume: the sidecar's socket, read-only in the job
+SOCKET_PATH = f"{SOCKET_DIR}/model.sock"
+MODEL_PATH = "/model/model.onnx"  # mounted into the sidecar only
+DATASET_PATH = "/data/dataset.npz"  # mounted read-only into the job
+SUITE_DIR = "/suite"  # the partner's code, read-only
+OUTPUT_DIR = "/output"  # the job's one writable volume besides /tmp
+RESULT_NAME = "result.json"
+RESULT_PATH = f"{OUTPUT_DIR}/{RESULT_NAME}"
+COLLECT_DIR = "/collect"  # where the sidecar holds the job's output volume (read-only) until collected
+
+# -- users (uid:gid) the containers run as; the job's owns nothing in either image ---------------------
+SIDECAR_USER = "10001:10001"
+JOB_USER = "10002:10002"
+
+
+class Env(StrEnum):
+    """Environment names. Values reach a container by these names, never in argv."""
+
+    SOCKET = "EVALGATE_SOCKET"
+    # job
+    ENTRYPOINT = "EVALGATE_ENTRYPOINT"
+    SUITE_DIR = "EVALGATE_SUITE_DIR"
+    DATASET = "EVALGATE_DATASET"
+    OUTPUT = "EVALGATE_OUTPUT"
+    SEED = "EVALGATE_SEED"
+    METRICS = "EVALGATE_METRICS"
+    # sidecar
+    MODEL = "EVALGATE_MODEL"
+    QUERY_BUDGET_ROWS = "EVALGATE_QUERY_BUDGET_ROWS"
+    MAX_REQUESTS = "EVALGATE_MAX_REQUESTS"
+    MAX_BATCH = "EVALGATE_MAX_BATCH"
+    MAX_BODY = "EVALGATE_MAX_BODY"
+    MAX_REQUESTS_PER_S = "EVALGATE_MAX_REQUESTS_PER_S"
+    SHARED_MEMORY = "EVALGATE_SHARED_MEMORY"
+    THREADS = "EVALGATE_THREADS"
+
+
+# -- what the sidecar prints on stdout, read only by the worker ------------------------------------------
+READY = "EVALGATE_READY"  # once listening
+USAGE = "EVALGATE_USAGE"  # then JSON of the budget's use, when it stops (SIGTERM)
+
+
+class Exit(IntEnum):
+    """Exit codes of the job container's runner (anything else is a crash)."""
+
+    OK = 0
+    BUDGET = 3  # the model query budget ran out and the suite did not handle BudgetExceeded
+
+
+class ErrorCode(StrEnum):
+    """Errors the sidecar answers with. None of them stops the sidecar."""
+
+    BAD_FRAME = "bad_frame"
+    TOO_LARGE = "too_large"
+    UNKNOWN_OP = "unknown_op"
+    UNKNOWN_INPUT = "unknown_input"
+    DTYPE_MISMATCH = "dtype_mismatch"
+    SHAPE_MISMATCH = "shape_mismatch"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    INFERENCE_FAILED = "inference_failed"
+    # Seen by the client only: the connection, not an answer.
+    UNAVAILABLE = "unavailable"
+    CLOSED = "closed"
+    TIMEOUT = "timeout"
+
+
+class ModelError(Exception):
+    """An error on the model channel, on either side: `code` is an ErrorCode value, `detail` text
+    safe to show the job (it never describes the model's graph or weights)."""
+
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+
+
+class BudgetExceeded(ModelError):
+    """The job's model query budget (rows or requests) is spent."""
+
+
+def channel_error(code: str, detail: str = "") -> ModelError:
+    """The error type for a code the sidecar answered with."""
+    return BudgetExceeded(code, detail) if code == ErrorCode.BUDGET_EXCEEDED else ModelError(code, detail)

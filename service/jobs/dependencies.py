@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.auth.dependencies import current_caller
+from service.auth.service import Caller
+from service.deps import SessionDep
+from service.jobs import service as jobs_service
+from service.jobs.dispatch import Dispatcher
+from service.jobs.models import Job
+
+
+def get_dispatcher(request: Request) -> Dispatcher:
+    """The app's dispatcher: Celery, or the embedded worker."""
+    return request.app.state.dispatcher  # type: ignore[no-any-return]
+
+
+def visible_job(job_id: str, session: SessionDep, caller: Annotated[Caller, Depends(current_caller)]) -> Job:
+    """The job, if the caller may see it; 404 otherwise (never 403: that would say it exists)."""
+    return jobs_service.get_visible(session, caller, job_id)
+
+
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+VisibleJob = Annotated[Job, Depends(visible_job)]

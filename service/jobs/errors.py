@@ -1,0 +1,43 @@
+"""Errors of job submission and control."""
+
+from __future__ import annotations
+
+from service.errors import Conflict, NotFound, Unprocessable
+
+
+class JobNotFound(NotFound):
+    """No job with that id that the caller may see (another partner's job is 'not found' too)."""
+
+    code = "job_not_found"
+
+
+class JobFinished(Conflict):
+    """The job has already ended (as it says); it cannot be cancelled."""
+
+    code = "job_finished"
+
+
+class UndeclaredMetric(Unprocessable):
+    """A requested metric is not declared by the suite, or is asked twice; `alternatives` lists the
+    suite's metrics."""
+
+    code = "undeclared_metric"
+
+
+class DatasetTooSmall(Unprocessable):
+    """The dataset version has fewer rows than the deployment's smallest allowed dataset."""
+
+    code = "dataset_too_small"
+
+
+class ResourcesExceedLimit(Unprocessable):
+    """A requested resource (memory, CPUs, time, query budget) is above the caller's ceiling;
+    `alternatives` gives each ceiling."""
+
+    code = "resources_exceed_limit"
+
+
+class EpsilonAbovePolicy(Unprocessable):
+    """The requested ε per metric is above the partner's policy; `alternatives` gives the ceiling."""
+
+    code = "epsilon_above_policy"

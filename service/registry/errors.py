@@ -1,0 +1,190 @@
+"""Errors of the registry: models, datasets, suites and their bundles."""
+
+from __future__ import annotations
+
+from service.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+
+# -- names and references ----------------------------------------------------------------------------------
+
+
+class InvalidName(Unprocessable):
+    """A name is not 1-64 characters of a-z, 0-9, `_`, `.` and `-` (starting with a letter or digit)."""
+
+    code = "invalid_name"
+
+
+class InvalidVersion(Unprocessable):
+    """A version is not 1-32 characters of A-Z, a-z, 0-9, `.`, `_`, `+` and `-`."""
+
+    code = "invalid_version"
+
+
+class InvalidReference(Unprocessable):
+    """A model, dataset or suite is not given as `name@version`."""
+
+    code = "invalid_reference"
+
+
+class UnknownModelVersion(NotFound):
+    """No model version of that name and version; `alternatives` lists the versions of that name."""
+
+    code = "unknown_model_version"
+
+
+class UnknownDatasetVersion(NotFound):
+    """No dataset version of that name and version; `alternatives` lists the versions of that name."""
+
+    code = "unknown_dataset_version"
+
+
+class UnknownSuiteVersion(NotFound):
+    """No suite version of that name and version that the caller may use; `alternatives` lists the
+    versions of that name the caller may use."""
+
+    code = "unknown_suite_version"
+
+
+class VersionTaken(Conflict):
+    """This name@version is already registered with different content; register it under a new version."""
+
+    code = "version_taken"
+
+
+# -- models and datasets -------------------------------------------------------------------------------------
+
+
+class InvalidModel(Unprocessable):
+    """The file is not an ONNX model that onnxruntime can load."""
+
+    code = "invalid_model"
+
+
+class InvalidDataset(Unprocessable):
+    """The file is not an `.npz` (without pickles) holding exactly a 2-D numeric `x` and 1-D integer
+    labels `y` 0..k-1, one per row."""
+
+    code = "invalid_dataset"
+
+
+class InvalidVisibility(Unprocessable):
+    """A dataset's visibility must be `private` or `public`."""
+
+    code = "invalid_visibility"
+
+
+class InvalidStatus(Unprocessable):
+    """A model status must be `active`, `deprecated` or `retired`."""
+
+    code = "invalid_status"
+
+
+class InvalidTransition(Conflict):
+    """A model version's lifecycle only moves forward: active → deprecated → retired."""
+
+    code = "invalid_transition"
+
+
+class ModelRetired(Forbidden):
+    """The model version is retired and takes no new jobs; `alternatives` lists active versions."""
+
+    code = "model_retired"
+
+
+class ModelTooLarge(PayloadTooLarge):
+    """The model file is larger than the deployment's limit (`EVALGATE_MODEL_MAX_BYTES`)."""
+
+    code = "model_too_large"
+
+
+class DatasetTooLarge(PayloadTooLarge):
+    """The dataset file is larger than the deployment's limit (`EVALGATE_DATASET_MAX_BYTES`)."""
+
+    code = "dataset_too_large"
+
+
+# -- suite bundles -----------------------------------------------------------------------------------------------
+
+
+class BundleTooLarge(PayloadTooLarge):
+    """The suite bundle is larger than the deployment's limit (`EVALGATE_BUNDLE_MAX_BYTES`)."""
+
+    code = "bundle_too_large"
+
+
+class BundleTooLargeUnpacked(PayloadTooLarge):
+    """The suite bundle unpacks to more than the limit (`EVALGATE_BUNDLE_MAX_UNPACKED_BYTES`)."""
+
+    code = "bundle_too_large_unpacked"
+
+
+class BundleUnreadable(Unprocessable):
+    """The bundle is not a readable `.tar.gz` or `.zip`, or one of its members is corrupt."""
+
+    code = "invalid_bundle"
+
+
+class BundleUnknownFormat(Unprocessable):
+    """The bundle is neither a `.tar.gz` nor a `.zip` archive."""
+
+    code = "bundle_unknown_format"
+
+
+class BundleBadPath(Unprocessable):
+    """A member's name is empty, has a NUL or a backslash, or names nothing."""
+
+    code = "bundle_bad_path"
+
+
+class BundleAbsolutePath(Unprocessable):
+    """A member's name is an absolute path."""
+
+    code = "bundle_absolute_path"
+
+
+class BundlePathTraversal(Unprocessable):
+    """A member's name leaves the bundle through `..`."""
+
+    code = "bundle_path_traversal"
+
+
+class BundleLink(Unprocessable):
+    """The bundle holds a symbolic or hard link; bundles hold regular files and directories only."""
+
+    code = "bundle_link"
+
+
+class BundleSpecialFile(Unprocessable):
+    """The bundle holds a device, a FIFO or another special file."""
+
+    code = "bundle_special_file"
+
+
+class BundleEncrypted(Unprocessable):
+    """The zip bundle has encrypted members."""
+
+    code = "bundle_encrypted"
+
+
+class BundleDuplicateMember(Unprocessable):
+    """Two members of the bundle have the same name."""
+
+    code = "bundle_duplicate_member"
+
+
+class BundleTooManyFiles(Unprocessable):
+    """The bundle holds more files than the limit (`EVALGATE_BUNDLE_MAX_FILES`)."""
+
+    code = "bundle_too_many_files"
+
+
+class BundleNoManifest(Unprocessable):
+    """The bundle has no `suite.yaml` at its top level."""
+
+    code = "bundle_no_manifest"
+
+
+class BundleBadManifest(Unprocessable):
+    """`suite.yaml` is not valid: `detail` names each problem (name, semver version, entrypoint,
+    metric declarations by kind)."""
+
+    code = "bundle_bad_manifest"

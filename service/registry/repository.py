@@ -1,0 +1,57 @@
+"""Every query of the registry domain."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.registry.models import DatasetVersion, ModelVersion, SuiteVersion
+
+Versioned = type[ModelVersion] | type[DatasetVersion] | type[SuiteVersion]
+
+
+def by_name_version(session: Session, model: Versioned, name: str, version: str):  # type: ignore[no-untyped-def]
+    return session.execute(select(model).where(model.name == name, model.version == version)).scalar_one_or_none()
+
+
+def versions_of(session: Session, model: Versioned, name: str) -> list[str]:
+    return sorted(session.execute(select(model.version).where(model.name == name)).scalars())
+
+
+def blob_in_use(session: Session, sha256: str) -> bool:
+    """Whether a registered model or dataset version has these bytes."""
+    return any(session.execute(select(m.id).where(m.sha256 == sha256)).first() for m in (ModelVersion, DatasetVersion))
+
+
+def models(session: Session) -> list[ModelVersion]:
+    return list(session.execute(select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version)).scalars())
+
+
+def active_models_named(session: Session, name: str) -> list[ModelVersion]:
+    q = select(ModelVersion).where(ModelVersion.name == name, ModelVersion.status == "active")
+    return list(session.execute(q.order_by(ModelVersion.version)).scalars())
+
+
+def datasets(session: Session, *, exclude_id: int | None = None) -> list[DatasetVersion]:
+    q = select(DatasetVersion).order_by(DatasetVersion.name, DatasetVersion.version)
+    if exclude_id is not None:
+        q = q.where(DatasetVersion.id != exclude_id)
+    return list(session.execute(q).scalars())
+
+
+def datasets_by_id(session: Session, ids: list[int]) -> dict[int, DatasetVersion]:
+    if not ids:
+        return {}
+    rows = session.execute(select(DatasetVersion).where(DatasetVersion.id.in_(ids))).scalars()
+    return {d.id: d for d in rows}
+
+
+def suites_usable_by(session: Session, principal_id: int | None, name: str | None = None) -> list[SuiteVersion]:
+    """Built-in suites and the principal's own uploads (every suite when principal_id is None), all
+    versions or those of one name."""
+    q = select(SuiteVersion).order_by(SuiteVersion.name, SuiteVersion.version)
+    if name is not None:
+        q = q.where(SuiteVersion.name == name)
+    if principal_id is not None:
+        q = q.where(SuiteVersion.builtin.is_(True) | (SuiteVersion.owner_id == principal_id))
+    return list(session.execute(q).scalars())

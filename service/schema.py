@@ -1,0 +1,19 @@
+"""Every domain's tables, and sessions over them. Importing this module puts every model on
+Base.metadata (Alembic, the schema test) and every mapper in SQLAlchemy's registry, so a session
+made here can load any row and resolve any foreign key."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.auth import models as _auth  # noqa: F401
+from service.jobs import models as _jobs  # noqa: F401
+from service.ledger import models as _ledger  # noqa: F401
+from service.quotas import models as _quotas  # noqa: F401
+from service.registry import models as _registry  # noqa: F401
+from service.release import models as _release  # noqa: F401
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)

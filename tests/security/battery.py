@@ -1,0 +1,71 @@
+"""The attack battery's helpers: every test uploads a suite whose code performs one attack, submits
+a job through the HTTP API, and the real worker runs it in the real sandbox, under runc and gVisor.
+
+Each test asserts that the attack failed and that nothing but an error class or gated metrics came
+back: the attack prints MARKER, and MARKER must never appear in anything the partner can read."""
+
+from __future__ import annotations
+
+import json
+
+from tests.factories import suite_bundle, unique
+from tests.harness import Harness
+
+MARKER = "LEAKMARKER-7f3a9c"
+
+# Prepended to attacks that search the whole filesystem: every path with its lstat, /proc, /sys and
+# /dev left out (their files are not stored anywhere).
+WALK = """
+import os as _os
+def every_file(skip=("/proc", "/sys", "/dev")):
+    for root, dirs, files in _os.walk("/", onerror=lambda e: None):
+        if root.startswith(skip):
+            dirs[:] = []
+            continue
+        for f in files:
+            p = _os.path.join(root, f)
+            try:
+                yield p, _os.lstat(p)
+            except OSError:
+                pass
+"""
+
+
+def attack(stack: Harness, code: str, metrics: list[str], **extra) -> dict:  # type: ignore[no-untyped-def]
+    """Run `code` as a partner suite; return the job as the partner sees it, after checking that
+    nothing the attack printed reached the partner."""
+    suite = stack.upload_suite(suite_bundle(unique("attack"), code, metrics))
+    job = stack.run(f"{suite['name']}@{suite['version']}", metrics, **extra)
+    seen = json.dumps(job) + stack.client.get("/v1/jobs", headers=stack.partner).text
+    assert MARKER not in seen, "job output reached the partner"
+    if job["result"]:  # it really ran under the runtime this module is about
+        assert job["result"]["provenance"]["runtime"] == stack.settings.docker_runtime
+    assert set(job) == {
+        "id",
+        "state",
+        "error_class",
+        "spec",
+        "spec_sha256",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "result",
+        "reused",
+    }
+    assert job["started_at"] is None  # partners do not see when a job left the queue
+    if job["result"]:
+        assert set(job["result"]) == {"metrics", "disclosure", "provenance", "attestation", "released_at"}
+    return job
+
+
+def released(job: dict) -> dict[str, float]:
+    assert job["state"] == "released", (job["state"], job["error_class"])
+    return job["result"]["metrics"]  # type: ignore[no-any-return]
+
+
+def failed_as(job: dict, error_class: str) -> None:
+    assert (job["state"], job["error_class"]) in {("failed", error_class), ("rejected", error_class)}, (
+        job["state"],
+        job["error_class"],
+    )
+    assert job["result"] is None
