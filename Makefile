@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install images sandbox-setup demo test test-fast serve lock clean bench-channel bench-overhead
+.PHONY: install images sandbox-setup demo lint test test-fast serve lock clean bench-channel bench-overhead
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,17 @@ sandbox-setup: install
 demo: images
 	$(BIN)/evalgate demo
 
-test: images
+# Formatting, lint and types: part of every test run.
+lint: install
+	$(BIN)/ruff format --check service tests bench sandbox_images
+	$(BIN)/ruff check service tests bench sandbox_images
+	$(BIN)/mypy
+
+test: lint images
 	$(BIN)/pytest
 
-# Without Docker, Redis or Postgres: the unit tests only.
-test-fast: install
+# Without Docker, Redis or Postgres: lint and the unit tests only.
+test-fast: lint
 	$(BIN)/pytest -m "not docker and not redis and not postgres"
 
 # Benchmarks print ratios against a baseline measured in the same run (see README, Performance).

@@ -35,6 +35,7 @@ def service_latencies(n: int, data_dir: Path) -> list[float]:
     from service.db import make_engine, migrate, session_scope
     from service.demo import LocalServer
     from service.demo_assets import write_demo
+    from service.jobs.states import TERMINAL, JobState
     from service.registry.bundles import pack_directory
     from service.schema import make_sessionmaker
 
@@ -71,14 +72,9 @@ def service_latencies(n: int, data_dir: Path) -> list[float]:
             spec = {"suite": "trivial@1.0.0", "model": "m@1", "dataset": "d@1", "metrics": [f"m{i}"]}
             t0 = time.perf_counter()
             job = http.post("/v1/jobs", headers=part, json=spec).json()
-            while (state := http.get(f"/v1/jobs/{job['id']}", headers=part).json()["state"]) not in (
-                "released",
-                "rejected",
-                "failed",
-                "cancelled",
-            ):
+            while (state := http.get(f"/v1/jobs/{job['id']}", headers=part).json()["state"]) not in TERMINAL:
                 time.sleep(0.005)
-            if state != "released":
+            if state != JobState.RELEASED:
                 raise SystemExit(f"bench job ended {state}")
             if i:
                 out.append(time.perf_counter() - t0)

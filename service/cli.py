@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import yaml
@@ -14,13 +15,19 @@ import yaml
 from service.auth.roles import Role
 from service.config import get_settings
 
+if TYPE_CHECKING:
+    import docker
+    from sqlalchemy.orm import Session, sessionmaker
 
-def _fail(message: str, code: int = 1):
+    from service.client import Api
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
     click.secho(message, fg="red", err=True)
     sys.exit(code)
 
 
-def _docker_or_exit():
+def _docker_or_exit() -> docker.DockerClient:
     from service.sandbox.client import docker_client
     from service.sandbox.errors import DockerUnavailable
 
@@ -123,11 +130,12 @@ def sandbox_setup() -> None:
         _fail(str(e))
 
 
-def _sessions():
+def _sessions() -> sessionmaker[Session]:
     from service.db import make_engine, migrate
     from service.schema import make_sessionmaker
 
     settings = get_settings()
+    assert settings.database_url is not None  # Settings derives it when unset
     migrate(settings.database_url)
     return make_sessionmaker(make_engine(settings.database_url))
 
@@ -173,7 +181,7 @@ def keys_revoke(key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
-def _api():
+def _api() -> Api:
     from service.client import Api
 
     key = os.environ.get("EVALGATE_API_KEY")
@@ -182,7 +190,7 @@ def _api():
     return Api(os.environ.get("EVALGATE_URL", "http://127.0.0.1:8000"), key)
 
 
-def _print_job(job: dict) -> None:
+def _print_job(job: dict[str, Any]) -> None:
     if job["state"] == "released":
         click.secho(
             "released metrics" + (" (the same release as before)" if job.get("reused") else "") + ":", fg="green"

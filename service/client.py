@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -12,7 +13,7 @@ from service.jobs.states import TERMINAL
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, body: dict):
+    def __init__(self, status: int, body: object):
         self.status, self.body = status, body
         detail = body.get("detail") if isinstance(body, dict) else body
         super().__init__(f"{status} {body.get('error', '') if isinstance(body, dict) else ''}: {detail}")
@@ -23,20 +24,20 @@ class Api:
         # The key travels only in a header; it never appears in a URL, argv or a log line.
         self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
 
-    def _json(self, resp: httpx.Response):
+    def _json(self, resp: httpx.Response) -> dict[str, Any]:
         try:
-            body = resp.json()
+            body: dict[str, Any] = resp.json()
         except ValueError:
             body = {"error": "http_error", "detail": resp.text[:200]}
         if resp.status_code >= 400:
             raise ApiError(resp.status_code, body)
         return body
 
-    def register_model(self, name: str, version: str, path: Path) -> dict:
+    def register_model(self, name: str, version: str, path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             return self._json(self.http.post("/v1/models", data={"name": name, "version": version}, files={"file": f}))
 
-    def register_dataset(self, name: str, version: str, path: Path, visibility: str = "private") -> dict:
+    def register_dataset(self, name: str, version: str, path: Path, visibility: str = "private") -> dict[str, Any]:
         with path.open("rb") as f:
             return self._json(
                 self.http.post(
@@ -44,17 +45,17 @@ class Api:
                 )
             )
 
-    def upload_suite(self, bundle: bytes) -> dict:
+    def upload_suite(self, bundle: bytes) -> dict[str, Any]:
         """A .tar.gz or .zip bundle; the server tells the format from its content."""
         return self._json(self.http.post("/v1/suites", files={"file": ("suite-bundle", bundle)}))
 
-    def submit(self, spec: dict) -> dict:
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._json(self.http.post("/v1/jobs", json=spec))
 
-    def job(self, job_id: str) -> dict:
+    def job(self, job_id: str) -> dict[str, Any]:
         return self._json(self.http.get(f"/v1/jobs/{job_id}"))
 
-    def budget(self) -> dict:
+    def budget(self) -> dict[str, Any]:
         """Bits, ε, model rows, releases and jobs in progress: used and left."""
         return self._json(self.http.get("/v1/budget"))
 
@@ -62,9 +63,9 @@ class Api:
         self,
         job_id: str,
         timeout_s: float = 3600,
-        on_change: Callable[[dict], None] | None = None,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
         poll_s: float = 0.25,
-    ) -> dict:
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         last = None
         while True:

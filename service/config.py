@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-if TYPE_CHECKING:
-    from service.release.gate import Policy
 
 Runtime = Literal["runc", "runsc", "auto"]
 Mechanism = Literal["laplace", "gaussian", "none"]
@@ -44,6 +41,14 @@ class PartnerLimitsOverride(BaseModel):
     bits_per_day: float | None = Field(default=None, ge=0)
     releases_per_window: int | None = Field(default=None, ge=0)
     max_concurrent_jobs: int | None = Field(default=None, ge=0)
+
+
+def _default_noised_kinds() -> list[MetricKind]:
+    return ["proportion", "count"]
+
+
+def _default_timing_buckets_s() -> list[float]:
+    return [30, 60, 120, 300, 600, 1200, 1800, 3600]
 
 
 class Settings(BaseSettings):
@@ -98,7 +103,7 @@ class Settings(BaseSettings):
     # Differential privacy (OpenDP). The privacy unit is one dataset row; ε is spent per partner and
     # dataset version. "none" turns noise off (every release is then exact, and costs no ε).
     dp_mechanism: Mechanism = "laplace"
-    dp_noised_kinds: list[MetricKind] = Field(default_factory=lambda: ["proportion", "count"])
+    dp_noised_kinds: list[MetricKind] = Field(default_factory=_default_noised_kinds)
     dp_delta: float = Field(default=1e-7, ge=0, lt=1e-3)  # gaussian only
     dp_epsilon_per_metric: float = Field(default=0.1, gt=0)  # when the job asks for none
     dp_max_epsilon_per_metric: float = Field(default=0.5, gt=0)
@@ -111,7 +116,7 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=4, ge=0)
     # Completion times shown to partners are padded up to the next of these (seconds after submission;
     # past the last, to a multiple of it), so how long a job ran is not a side channel.
-    timing_buckets_s: list[float] = Field(default_factory=lambda: [30, 60, 120, 300, 600, 1200, 1800, 3600])
+    timing_buckets_s: list[float] = Field(default_factory=_default_timing_buckets_s)
 
     # Uploads.
     bundle_max_bytes: int = 5 << 20
@@ -154,18 +159,6 @@ class Settings(BaseSettings):
         if override is None:
             return self.default_limits
         return self.default_limits.model_copy(update=override.model_dump(exclude_none=True))
-
-    def gate_policy(self) -> Policy:
-        from service.release.gate import Policy
-
-        return Policy(
-            decimals=self.release_decimals,
-            min_rows=self.suppress_below_rows,
-            min_class_rows=self.suppress_below_class_rows,
-            mechanism=None if self.dp_mechanism == "none" else self.dp_mechanism,
-            noised_kinds=frozenset(self.dp_noised_kinds),
-            delta=self.dp_delta,
-        )
 
     @property
     def embedded(self) -> bool:

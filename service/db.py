@@ -12,12 +12,18 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import DateTime, String, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +32,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on both SQLite (which drops the zone) and Postgres."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime")
         return value.astimezone(UTC) if value is not None else None
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
@@ -75,7 +81,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):
+        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             # The API and the worker write concurrently: WAL lets readers go on during a write.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -104,7 +110,7 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 _UNDO = "evalgate.undo_on_rollback"
 
 
-def on_rollback(session: Session, undo: Callable[[], None]) -> None:
+def on_rollback(session: Session, undo: Callable[[], object]) -> None:
     """Run `undo` if the session's transaction ends without committing. For what a transaction did
     outside the database (a reservation in Redis), which the database's own rollback cannot undo."""
     session.info.setdefault(_UNDO, []).append(undo)
@@ -126,13 +132,17 @@ def _undo_if_not_committed(session: Session, transaction: SessionTransaction) ->
                 log.exception("undoing a reservation after a rollback failed")
 
 
-def insert_if_missing(session: Session, model: type, **values) -> None:
+def insert_if_missing(session: Session, model: type, **values: Any) -> None:
     """INSERT a row unless its key exists (ON CONFLICT DO NOTHING): concurrent first writers of a
     counter row must not collide on creating it."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}[session.get_bind().dialect.name]
+    inserts: dict[str, Callable[[type], PostgresInsert | SqliteInsert]] = {
+        "postgresql": pg_insert,
+        "sqlite": sqlite_insert,
+    }
+    insert = inserts[session.get_bind().dialect.name]
     session.execute(insert(model).values(**values).on_conflict_do_nothing())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Self
 
 import click
 
@@ -14,7 +15,8 @@ from service.config import Settings
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class LocalServer:
@@ -34,7 +36,7 @@ class LocalServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:
@@ -43,7 +45,7 @@ class LocalServer:
             time.sleep(0.05)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
@@ -73,6 +75,7 @@ def run_demo(settings: Settings) -> int:
         settings.data_dir / "wheelhouse",
         lambda m: say(f"   {m}"),
     )
+    assert settings.database_url is not None  # Settings derives it when unset
     migrate(settings.database_url)
     sessions = make_sessionmaker(make_engine(settings.database_url))
     with session_scope(sessions) as s:
@@ -149,9 +152,8 @@ def run_demo(settings: Settings) -> int:
     say(f"     job image     {p['images']['job']}")
     say(f"     sidecar image {p['images']['sidecar']}")
     say(f"     model queries {p['queries']['rows']} rows in {p['queries']['requests']} requests; seed {p['seed']}")
-    say(
-        f"     signature     {result['attestation']['signature'][:32]}… (ed25519, key {result['attestation']['key_id']})"
-    )
+    attestation = result["attestation"]
+    say(f"     signature     {attestation['signature'][:32]}… (ed25519, key {attestation['key_id']})")
     with session_scope(sessions) as s:
         v = ledger.verify(s)
     say(f"7. audit log: {'intact' if v.ok else 'BROKEN: ' + str(v.problem)}, {v.size} events, head {v.head_hash[:16]}…")

@@ -10,7 +10,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def make_blobs(n: int = 2000, features: int = 16, classes: int = 3, seed: int = 7, spread: float = 0.55):
+def make_blobs(
+    n: int = 2000, features: int = 16, classes: int = 3, seed: int = 7, spread: float = 0.55
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     means = rng.normal(0, spread, size=(classes, features))
     y = rng.integers(0, classes, size=n)

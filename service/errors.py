@@ -115,7 +115,7 @@ def catalogue() -> list[type[EvalgateError]]:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
         code = cls.__dict__.get("code")
-        if code is not None:
+        if code is not None and cls.__module__ in ERROR_MODULES:
             if code in found and found[code] is not cls:
                 raise RuntimeError(f"error code {code} is defined twice: {found[code].__name__}, {cls.__name__}")
             found[code] = cls

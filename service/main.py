@@ -31,6 +31,7 @@ from service.quotas.endpoints import router as budget_router
 from service.quotas.service import Budgets
 from service.registry import service as registry
 from service.registry.endpoints import router as registry_router
+from service.release.dependencies import SignerDep
 from service.release.signing import Signer
 from service.sandbox.errors import SandboxError
 from service.schema import make_sessionmaker
@@ -160,9 +161,8 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         return {"name": caller.name, "role": caller.role, "key_id": caller.key_id}
 
     @app.get("/v1/attestation-key", tags=["meta"])
-    def attestation_key(request: Request) -> dict[str, str]:
+    def attestation_key(signer: SignerDep) -> dict[str, str]:
         """The Ed25519 public key that signs released results."""
-        signer: Signer = request.app.state.signer
         return {"algorithm": "ed25519", "key_id": signer.key_id, "public_key": signer.public_key_b64}
 
     return app

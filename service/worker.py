@@ -1,4 +1,5 @@
-"""The Celery worker: the app (configured as the API's, in jobs.dispatch) and its start-up."""
+"""The Celery worker's entry point: the app (configured as the API's, in jobs.dispatch), the one
+worker context of this process, and what happens when the worker is ready."""
 
 from __future__ import annotations
 
@@ -7,16 +8,21 @@ from typing import Any
 from celery import signals
 
 from service.config import get_settings
-from service.db import migrate
+from service.db import make_engine, migrate
+from service.jobs import tasks
+from service.jobs.context import LazyContext, build_context
 from service.jobs.dispatch import make_celery
 from service.jobs.runner import sweep_orphans
-from service.jobs.tasks import context
+from service.schema import make_sessionmaker
 
-celery_app = make_celery(get_settings())
+settings = get_settings()
+celery_app = make_celery(settings)
+context = LazyContext(lambda: build_context(settings, make_sessionmaker(make_engine(str(settings.database_url)))))
+tasks.use_context(context)
 
 
-@signals.worker_ready.connect
+@signals.worker_ready.connect  # type: ignore[untyped-decorator]  # Celery ships no type information
 def _on_worker_ready(**_kw: Any) -> None:
     """Bring the schema up to date and remove what dead workers of this deployment left behind."""
-    migrate(str(get_settings().database_url))
+    migrate(str(settings.database_url))
     sweep_orphans(context.get())

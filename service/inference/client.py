@@ -6,7 +6,8 @@ import select
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from .protocol import (
     tune,
     write_frame,
 )
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 SHARED_MIN_BYTES = 64 << 10  # below this a copy through the socket is cheaper than the bookkeeping
 SPAN_BYTES = 16 << 20  # the most input one batched request copies, and the most output it asks back
@@ -56,8 +60,8 @@ class Client:
         self._want_shared = shared_memory
         self._shared_ok: bool | None = None
         self._shared: dict[int, SharedBuffer] = {}
-        self._early: deque[tuple[dict, memoryview]] = deque()  # answers read while sending (see _write)
-        self._metadata: dict | None = None
+        self._early: deque[tuple[dict[str, Any], memoryview]] = deque()  # answers read while sending (see _write)
+        self._metadata: dict[str, Any] | None = None
         self._max_body = MAX_BODY  # the sidecar's frame limit, from its metadata
         self._max_batch: int | None = None  # the most rows the sidecar runs at once, from its metadata
 
@@ -66,30 +70,30 @@ class Client:
             buf.close()
         self.sock.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, header: dict, tensors=()) -> tuple[dict, memoryview]:
+    def _call(self, header: dict[str, Any], tensors: Sequence[np.ndarray] = ()) -> tuple[dict[str, Any], memoryview]:
         write_frame(self.sock, header, tensors)
         return self._reply()
 
-    def _reply(self) -> tuple[dict, memoryview]:
+    def _reply(self) -> tuple[dict[str, Any], memoryview]:
         """The next answer (one read ahead by _write first), raised as an error if it is one."""
         reply, body = self._early.popleft() if self._early else self._read()
         if not reply.get("ok"):
             raise channel_error(str(reply.get("error")), str(reply.get("detail", "")))
         return reply, body
 
-    def _read(self) -> tuple[dict, memoryview]:
+    def _read(self) -> tuple[dict[str, Any], memoryview]:
         frame = read_frame(self.sock)  # a bad frame raises ModelError
         if frame is None:
             raise ModelError(ErrorCode.CLOSED, "the sidecar closed the connection")
         return frame
 
-    def _write(self, header: dict, arrays: list[np.ndarray], owed: int) -> None:
+    def _write(self, header: dict[str, Any], arrays: list[np.ndarray], owed: int) -> None:
         """Send one frame with `owed` answers still to come. The sidecar answers a connection's
         requests one at a time and blocks while the socket takes no more of an answer; were we
         blocked sending it a large request at that moment, neither would ever move. So while the
@@ -115,14 +119,15 @@ class Client:
                     except BlockingIOError:
                         pass
 
-    def metadata(self) -> dict:
+    def metadata(self) -> dict[str, Any]:
         reply = self._call({"op": "metadata"})[0]
         self._shared_ok = bool(reply.get("shared_memory")) and self._want_shared
         self._metadata = reply["metadata"]
         limits = reply.get("limits", {})
         self._max_body = int(limits.get("max_body", MAX_BODY))
         self._max_batch = int(limits["max_batch"])
-        return reply["metadata"]
+        metadata: dict[str, Any] = reply["metadata"]
+        return metadata
 
     @property
     def max_batch(self) -> int:
@@ -177,7 +182,7 @@ class Client:
         return max(1, batches) * batch_size
 
     def _stream(
-        self, requests: Iterable[dict[str, np.ndarray]], depth: int, op: dict
+        self, requests: Iterable[dict[str, np.ndarray]], depth: int, op: dict[str, Any]
     ) -> Iterator[dict[str, np.ndarray]]:
         depth = max(1, min(depth, MAX_SLOTS))
         pending: deque[str] = deque()  # "attach" or "predict", in the order their replies will come
@@ -197,7 +202,7 @@ class Client:
             if out is not None:
                 yield out
 
-    def shared_array(self, shape: tuple[int, ...], dtype) -> np.ndarray | None:
+    def shared_array(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray | None:
         """An array in memory the sidecar maps too, or None where that is not possible (gVisor).
         Predicting on slices of it sends only their offset: no byte is copied."""
         if not self._use_shared():
@@ -208,10 +213,10 @@ class Client:
         self._reply()
         return arr
 
-    def _send(self, inputs: dict[str, np.ndarray], slot: int, pending: deque, op: dict) -> None:
+    def _send(self, inputs: dict[str, np.ndarray], slot: int, pending: deque[str], op: dict[str, Any]) -> None:
         names = list(inputs)
         arrays = [np.ascontiguousarray(inputs[n]) for n in names]
-        header = {**op, "inputs": [describe(n, a) for n, a in zip(names, arrays)]}
+        header = {**op, "inputs": [describe(n, a) for n, a in zip(names, arrays, strict=True)]}
         total = sum(a.nbytes for a in arrays)
         data = self._shared.get(DATA_SLOT)
         at = data.offset_of(arrays) if data is not None else None
@@ -228,7 +233,7 @@ class Client:
             self._write(header, arrays, owed=len(pending))
         pending.append("predict")
 
-    def _drain(self, pending: deque) -> dict[str, np.ndarray] | None:
+    def _drain(self, pending: deque[str]) -> dict[str, np.ndarray] | None:
         kind = pending.popleft()
         reply, body = self._reply()
         return None if kind == "attach" else decode_tensors(reply["outputs"], body)

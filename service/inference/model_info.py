@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 
 class InvalidModel(Exception):
     pass
 
 
-def describe_model(path: Path) -> dict:
+def describe_model(path: Path) -> dict[str, Any]:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -20,7 +22,7 @@ def describe_model(path: Path) -> dict:
     except Exception as e:  # onnxruntime raises several private exception types
         raise InvalidModel(f"onnxruntime cannot load the model: {type(e).__name__}") from None
 
-    def io(args):
+    def io(args: Iterable[Any]) -> list[dict[str, Any]]:
         return [
             {"name": a.name, "dtype": a.type, "shape": [d if isinstance(d, int) else None for d in a.shape]}
             for a in args

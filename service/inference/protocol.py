@@ -21,10 +21,15 @@ import mmap
 import os
 import socket
 import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
 from .contract import ErrorCode, ModelError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 PREFIX = struct.Struct(">II")
 MAX_HEADER = 64 << 10
@@ -92,9 +97,9 @@ class FrameReader:
     def _buffer(self, n: int) -> memoryview:
         if n > len(self._buf):
             self._buf = np.empty(max(n, 2 * len(self._buf)), dtype=np.uint8)
-        return memoryview(self._buf)[:n]
+        return memoryview(self._buf)[:n]  # type: ignore[arg-type]  # numpy declares __buffer__ only for 3.12+
 
-    def read(self) -> tuple[dict, memoryview] | None:
+    def read(self) -> tuple[dict[str, Any], memoryview] | None:
         """One frame, or None on a clean end of stream. Raises ModelError for a bad or oversized frame."""
         if not self._recv_prefix():
             return None
@@ -116,12 +121,12 @@ class FrameReader:
         return header, body
 
 
-def read_frame(sock: socket.socket, max_body: int = MAX_BODY) -> tuple[dict, memoryview] | None:
+def read_frame(sock: socket.socket, max_body: int = MAX_BODY) -> tuple[dict[str, Any], memoryview] | None:
     """One frame in a buffer of its own (safe to keep): for replies, which are small."""
     return FrameReader(sock, max_body).read()
 
 
-def _short():
+def _short() -> NoReturn:
     raise ModelError(ErrorCode.BAD_FRAME, "connection closed inside a frame")
 
 
@@ -145,7 +150,7 @@ def map_shared(fd: int) -> mmap.mmap:
 class SharedBuffer:
     """Client side: a growable memfd sealed against shrinking, mapped read-write."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.fd = -1
         self.map: mmap.mmap | None = None
         self._base: int | None = None  # the mapping's address, for offset_of on every request
@@ -162,12 +167,13 @@ class SharedBuffer:
         self.map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         return True
 
-    def array(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+    def array(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
         """An array living in this buffer (from its start): slices of it reach the sidecar by offset,
         with no copy at all."""
         dt = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64))
         self.ensure(max(1, count * dt.itemsize))
+        assert self.map is not None  # ensure() maps it
         return np.frombuffer(self.map, dtype=dt, count=count).reshape(shape)
 
     def offset_of(self, arrays: list[np.ndarray]) -> int | None:
@@ -186,6 +192,7 @@ class SharedBuffer:
         return start if start >= 0 and at <= len(self.map) else None
 
     def write(self, arrays: list[np.ndarray]) -> None:
+        assert self.map is not None  # the caller made room with ensure() first
         view = np.frombuffer(self.map, dtype=np.uint8)
         offset = 0
         for a in arrays:
@@ -207,19 +214,19 @@ class SharedBuffer:
             self.fd = -1
 
 
-def send_frame_with_fd(sock: socket.socket, header: dict, fd: int) -> None:
+def send_frame_with_fd(sock: socket.socket, header: dict[str, Any], fd: int) -> None:
     raw = json.dumps(header, separators=(",", ":")).encode()
     socket.send_fds(sock, [PREFIX.pack(len(raw), 0) + raw], [fd])
 
 
-def frame_parts(header: dict, tensors: list[np.ndarray] = ()) -> list[memoryview]:
+def frame_parts(header: dict[str, Any], tensors: Sequence[np.ndarray] = ()) -> list[memoryview]:
     """A frame as buffers to send back to back: prefix and header, then each tensor's bytes."""
     raw = json.dumps(header, separators=(",", ":")).encode()
-    parts = [memoryview(np.ascontiguousarray(t)).cast("B") for t in tensors]
+    parts = [memoryview(np.ascontiguousarray(t)).cast("B") for t in tensors]  # type: ignore[arg-type]  # see _buffer
     return [memoryview(PREFIX.pack(len(raw), sum(p.nbytes for p in parts)) + raw), *parts]
 
 
-def write_frame(sock: socket.socket, header: dict, tensors: list[np.ndarray] = ()) -> None:
+def write_frame(sock: socket.socket, header: dict[str, Any], tensors: Sequence[np.ndarray] = ()) -> None:
     parts = frame_parts(header, tensors)
     # One system call for the usual frame; whatever the kernel did not take goes after it.
     sent = sock.sendmsg(parts)
@@ -234,7 +241,7 @@ def write_frame(sock: socket.socket, header: dict, tensors: list[np.ndarray] = (
 _DTYPE_NAMES: dict[np.dtype, str] = {}
 
 
-def describe(name: str, array: np.ndarray) -> dict:
+def describe(name: str, array: np.ndarray) -> dict[str, Any]:
     dt = array.dtype
     dtype = _DTYPE_NAMES.get(dt)
     if dtype is None:  # numpy computes a dtype's name anew on every access, and it shows per request

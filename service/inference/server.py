@@ -7,6 +7,7 @@ the worker: a READY line once listening, a USAGE line when it stops.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import signal
 import socket
@@ -14,6 +15,9 @@ import socketserver
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any, NoReturn
 
 import numpy as np
 import onnxruntime as ort
@@ -53,7 +57,7 @@ class Budget:
             self.requests += requests
             return True
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, int | bool]:
         with self._lock:
             return {
                 "rows": self.rows,
@@ -102,8 +106,8 @@ class Model:
         }
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def metadata(self) -> dict:
-        def io(args):
+    def metadata(self) -> dict[str, Any]:
+        def io(args: Iterable[Any]) -> list[dict[str, Any]]:
             return [
                 {
                     "name": a.name,
@@ -124,7 +128,7 @@ class Model:
             raise ModelError(ErrorCode.INFERENCE_FAILED, "the model could not run on this input") from None
 
     def run_batched(
-        self, feeds: dict[str, np.ndarray], rows: int, batch: int, pace, max_bytes: int
+        self, feeds: dict[str, np.ndarray], rows: int, batch: int, pace: Callable[[], None], max_bytes: int
     ) -> list[np.ndarray]:
         """Rows [0, rows) in batches of `batch`, each run on its own exactly as a predict of that
         batch would be; the outputs concatenated. Each batch after the first waits its turn under
@@ -138,14 +142,14 @@ class Model:
         for i in range(0, max(rows, 1), batch):
             if i:
                 pace()
-            for part, out in zip(parts, self.run({k: v[i : i + batch] for k, v in feeds.items()})):
+            for part, out in zip(parts, self.run({k: v[i : i + batch] for k, v in feeds.items()}), strict=True):
                 part.append(out)
                 size += out.nbytes
             if size > max_bytes:
                 raise ModelError(
                     ErrorCode.TOO_LARGE, f"the outputs of these rows pass {max_bytes} bytes; send fewer rows"
                 )
-        for name, part in zip(self.output_names, parts):
+        for name, part in zip(self.output_names, parts, strict=True):
             if part[0].ndim == 0:
                 raise ModelError(ErrorCode.SHAPE_MISMATCH, f"output {name} is a scalar, not rows: use predict")
         return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
@@ -166,7 +170,7 @@ class Model:
                     f"{name} wants {ORT_TO_NUMPY.get(spec.type, spec.type)}, got {arr.dtype.name}",
                 )
             if len(arr.shape) != len(spec.shape) or any(
-                isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape)
+                isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape, strict=True)
             ):
                 raise ModelError(ErrorCode.SHAPE_MISMATCH, f"{name} wants shape {spec.shape}, got {list(arr.shape)}")
             n = arr.shape[0] if arr.shape else 1
@@ -176,11 +180,13 @@ class Model:
         return rows or 0
 
 
-def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, rate: RateLimit, shared_memory: bool):
+def make_handler(
+    model: Model, budget: Budget, max_batch: int, max_body: int, rate: RateLimit, shared_memory: bool
+) -> type[socketserver.BaseRequestHandler]:
     class Handler(socketserver.BaseRequestHandler):
-        shared: dict  # this connection's shared-memory mappings by slot
+        shared: dict[int, mmap.mmap]  # this connection's shared-memory mappings by slot
 
-        def handle(self):
+        def handle(self) -> None:
             sock: socket.socket = tune(self.request)
             reader = FrameReader(sock, max_body)
             self.shared = {}
@@ -190,7 +196,7 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                 for slot in list(self.shared):
                     self._attach(slot, None)
 
-        def _attach(self, slot: int, new) -> None:
+        def _attach(self, slot: int, new: mmap.mmap | None) -> None:
             old = self.shared.pop(slot, None)
             if new is not None:
                 self.shared[slot] = new
@@ -200,7 +206,7 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                 except BufferError:
                     pass  # a view is still alive; the mapping goes with it
 
-        def _loop(self, sock, reader):
+        def _loop(self, sock: socket.socket, reader: FrameReader) -> None:
             while True:
                 try:
                     frame = reader.read()
@@ -228,14 +234,14 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                 except OSError:
                     return
 
-        def _error(self, sock, e: ModelError) -> bool:
+        def _error(self, sock: socket.socket, e: ModelError) -> bool:
             try:
                 write_frame(sock, {"ok": False, "error": e.code, "detail": e.detail[:200]})
                 return True
             except OSError:
                 return False
 
-        def _serve_attach(self, sock, header: dict, fds: list[int]):
+        def _serve_attach(self, sock: socket.socket, header: dict[str, Any], fds: list[int]) -> None:
             try:
                 if not shared_memory:
                     raise ModelError(ErrorCode.UNKNOWN_OP, "shared memory is not available here")
@@ -248,7 +254,7 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                     os.close(fd)
             write_frame(sock, {"ok": True})
 
-        def _serve(self, sock, header: dict, body: memoryview):
+        def _serve(self, sock: socket.socket, header: dict[str, Any], body: memoryview) -> None:
             op = header.get("op")
             if op == "metadata":
                 write_frame(
@@ -272,6 +278,7 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                 else:
                     feeds = decode_tensors(header.get("inputs"), body)
                 rows = model.check(feeds)
+                batch: object  # the header's "batch" is untrusted JSON until checked
                 if op == "predict":  # one batch: all the rows
                     batch, requests = rows, 1
                 else:
@@ -287,7 +294,9 @@ def make_handler(model: Model, budget: Budget, max_batch: int, max_body: int, ra
                     model.run(feeds) if op == "predict" else model.run_batched(feeds, rows, batch, rate.wait, MAX_BODY)
                 )
                 write_frame(
-                    sock, {"ok": True, "outputs": [describe(n, a) for n, a in zip(model.output_names, arrays)]}, arrays
+                    sock,
+                    {"ok": True, "outputs": [describe(n, a) for n, a in zip(model.output_names, arrays, strict=True)]},
+                    arrays,
                 )
             else:
                 raise ModelError(ErrorCode.UNKNOWN_OP, "operations: metadata, predict, predict_batched, attach")
@@ -341,7 +350,7 @@ def main() -> int:
         shared_memory=env.get(Env.SHARED_MEMORY) == "1",
     )
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> NoReturn:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)

@@ -53,7 +53,9 @@ def _resources(req: JobCreate, settings: Settings, limits: PartnerLimits) -> dic
     return chosen
 
 
-def release_key(principal_id: int, suite: dict, model: dict, dataset: dict, metrics: list[str]) -> str:
+def release_key(
+    principal_id: int, suite: dict[str, Any], model: dict[str, Any], dataset: dict[str, Any], metrics: list[str]
+) -> str:
     """What makes two requests 'the same release': seed, ε and resources are deliberately left out, so
     asking again with another seed or ε cannot buy fresh noise to average away."""
     return digest(
@@ -113,7 +115,7 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
     )
     decls = {m: decls_all[m] for m in sorted(req.metrics)}
     resources = _resources(req, settings, limits)
-    policy = settings.gate_policy()
+    policy = gate.Policy.from_settings(settings)
     privacy = _privacy(req, settings, limits, decls, policy)
     key = release_key(caller.principal_id, *refs, req.metrics)
     earlier = repo.same_release(session, caller.principal_id, key)
@@ -123,7 +125,7 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
         )
         return earlier, True
     most = leakage.job_bits(settings, gate.max_bits(decls, dataset.rows, privacy["epsilon_per_metric"], policy))
-    spec = {
+    spec: dict[str, Any] = {
         "suite": refs[0],
         "model": refs[1],
         "dataset": refs[2],

@@ -16,12 +16,11 @@ from typing import Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
-from service.db import make_engine, session_scope
+from service.db import session_scope
 from service.quotas.service import Budgets
 from service.release.signing import Signer
 from service.sandbox.runner import JobSandbox, Outcome
 from service.sandbox.runtimes import Runtime
-from service.schema import make_sessionmaker
 
 
 class SandboxPort(Protocol):
@@ -50,17 +49,13 @@ class WorkerContext:
         return session_scope(self.sessions)
 
 
-def build_context(
-    settings: Settings, sessions: sessionmaker[Session] | None = None, budgets: Budgets | None = None
-) -> WorkerContext:
+def build_context(settings: Settings, sessions: sessionmaker[Session], budgets: Budgets | None = None) -> WorkerContext:
     """A context on the local Docker engine. Raises DockerUnavailable when no engine answers."""
     from service.sandbox.client import docker_client
     from service.sandbox.runner import Sandbox
     from service.sandbox.runtimes import resolve
 
     client = docker_client()
-    if sessions is None:
-        sessions = make_sessionmaker(make_engine(str(settings.database_url)))
     assert settings.signing_key_path is not None
     return WorkerContext(
         settings=settings,

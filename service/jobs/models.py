@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -19,7 +20,7 @@ class Job(Base):
     principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), index=True)
     state: Mapped[JobState] = mapped_column(StrEnumText(JobState, 24), index=True)
     error_class: Mapped[ErrorClass | None] = mapped_column(StrEnumText(ErrorClass, 32), nullable=True)
-    spec: Mapped[dict] = mapped_column(JSON)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_sha256: Mapped[str] = mapped_column(String(64))
     # Same partner, suite digest, model, dataset and metrics: the same release, never fresh noise.
     release_key: Mapped[str] = mapped_column(String(64), index=True)
@@ -32,7 +33,7 @@ class Job(Base):
     operator_log: Mapped[str | None] = mapped_column(Text, nullable=True)
     # What the sandbox left, recorded when the job entered `gating`, so a worker that dies in the gate
     # leaves the next one all it needs. The raw result is dropped once the job has ended.
-    outcome: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     result_raw: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,9 +34,11 @@ class JobCreate(BaseModel):
 
 class ResultRead(BaseModel):
     metrics: dict[str, float]
-    disclosure: dict = Field(description="withheld metrics and why, noise parameters per metric, bits charged")
-    provenance: dict
-    attestation: dict
+    disclosure: dict[Any, Any] = Field(
+        description="withheld metrics and why, noise parameters per metric, bits charged"
+    )
+    provenance: dict[Any, Any]
+    attestation: dict[Any, Any]
     released_at: datetime
 
 
@@ -43,7 +46,7 @@ class JobRead(BaseModel):
     id: str
     state: JobState
     error_class: ErrorClass | None
-    spec: dict
+    spec: dict[Any, Any]
     spec_sha256: str
     created_at: datetime
     started_at: datetime | None

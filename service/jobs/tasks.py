@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from service.config import get_settings
-from service.jobs.context import LazyContext, build_context
+from service.jobs.context import LazyContext
 from service.jobs.dispatch import TASK_RUN
 from service.jobs.runner import run_job
 
-# The worker process's one context, built on the first job it receives.
-context = LazyContext(lambda: build_context(get_settings()))
+# The worker process's one context, handed over by its entry point (service/worker.py), which
+# knows the settings and the database; built on the first job the process receives.
+_context: LazyContext | None = None
 
 
-@shared_task(name=TASK_RUN, acks_late=True, reject_on_worker_lost=True)
+def use_context(context: LazyContext) -> None:
+    global _context
+    _context = context
+
+
+# Celery ships no type information, so its decorators are untyped.
+@shared_task(name=TASK_RUN, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
 def run(job_id: str) -> str | None:
     """Run one job to its end. Idempotent: safe to receive twice."""
-    return run_job(context.get(), job_id)
+    if _context is None:
+        raise RuntimeError("no worker context: run jobs through `evalgate worker` (service.worker)")
+    return run_job(_context.get(), job_id)

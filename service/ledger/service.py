@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -13,6 +13,9 @@ from sqlalchemy.orm import Session
 from service.canonical import canonical_json
 from service.db import utcnow
 from service.ledger.models import AuditEvent, AuditHead
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
 
 GENESIS = "0" * 64
 
@@ -29,7 +32,10 @@ def append(
     session: Session, *, actor: str, action: str, subject: str, data: dict[str, Any] | None = None
 ) -> AuditEvent:
     """Append one event in the caller's transaction, so it lands exactly when the change it records."""
-    bumped = session.execute(update(AuditHead).where(AuditHead.id == 1).values(size=AuditHead.size + 1))
+    bumped = cast(
+        "CursorResult[Any]",  # an UPDATE's result, which Session.execute's annotation does not say
+        session.execute(update(AuditHead).where(AuditHead.id == 1).values(size=AuditHead.size + 1)),
+    )
     if bumped.rowcount != 1:
         raise RuntimeError("audit_head row missing: run the migrations")
     head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
@@ -63,32 +69,32 @@ class Verification:
     first_bad_seq: int | None = None
 
 
+def _problem(event: AuditEvent, expected_seq: int, prev: str) -> str | None:
+    """What is wrong with one event, given the chain before it; None if nothing."""
+    if event.seq != expected_seq:
+        return f"sequence gap: expected {expected_seq}, found {event.seq}"
+    try:
+        record = json.loads(event.record)
+    except ValueError:
+        return "record is not JSON"
+    if record.get("seq") != event.seq or record.get("action") != event.action or record.get("subject") != event.subject:
+        return "indexed columns disagree with the record"
+    if leaf_hash(event.record) != event.leaf_hash:
+        return "record does not match its leaf hash"
+    if chain_hash(prev, event.leaf_hash) != event.chain_hash:
+        return "chain hash broken"
+    return None
+
+
 def verify(session: Session) -> Verification:
     """Recompute every hash from the records: detects an edited, inserted, deleted or reordered event."""
     head = session.get(AuditHead, 1)
     prev = GENESIS
     expected_seq = 1
     for event in session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars():
-
-        def bad(problem: str) -> Verification:
+        problem = _problem(event, expected_seq, prev)
+        if problem is not None:
             return Verification(False, expected_seq - 1, prev, problem, event.seq)
-
-        if event.seq != expected_seq:
-            return bad(f"sequence gap: expected {expected_seq}, found {event.seq}")
-        try:
-            record = json.loads(event.record)
-        except ValueError:
-            return bad("record is not JSON")
-        if (
-            record.get("seq") != event.seq
-            or record.get("action") != event.action
-            or record.get("subject") != event.subject
-        ):
-            return bad("indexed columns disagree with the record")
-        if leaf_hash(event.record) != event.leaf_hash:
-            return bad("record does not match its leaf hash")
-        if chain_hash(prev, event.leaf_hash) != event.chain_hash:
-            return bad("chain hash broken")
         prev = event.chain_hash
         expected_seq += 1
     size = expected_seq - 1
@@ -99,6 +105,6 @@ def verify(session: Session) -> Verification:
     return Verification(True, size, prev)
 
 
-def events_for(session: Session, subject: str) -> list[dict]:
+def events_for(session: Session, subject: str) -> list[dict[str, Any]]:
     rows = session.execute(select(AuditEvent).where(AuditEvent.subject == subject).order_by(AuditEvent.seq)).scalars()
     return [json.loads(r.record) for r in rows]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ class AdmissionGuards:
         if redis_url:
             import redis
 
-            self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
+            self._redis: redis.Redis | None = redis.Redis.from_url(redis_url, socket_timeout=10)
         else:
             self._redis = None
             self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
@@ -47,7 +48,7 @@ class AdmissionGuards:
         return RateLimitItemPerSecond(limit, self.window_s)
 
     @contextmanager
-    def partner_lock(self, principal_id: int):
+    def partner_lock(self, principal_id: int) -> Iterator[None]:
         """Serialises one partner's admissions across API processes."""
         if self._redis is None:
             lock = self._locks[principal_id]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.db import insert_if_missing, utcnow
 from service.quotas.models import BudgetReservation, EpsilonSpend
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
 
 MICRO = 1_000_000
 
@@ -32,17 +37,20 @@ def try_spend_epsilon(session: Session, principal_id: int, dataset_version_id: i
     insert_if_missing(
         session, EpsilonSpend, principal_id=principal_id, dataset_version_id=dataset_version_id, spent_micro=0
     )
-    done = session.execute(
-        update(EpsilonSpend)
-        .where(
-            EpsilonSpend.principal_id == principal_id,
-            EpsilonSpend.dataset_version_id == dataset_version_id,
-            EpsilonSpend.spent_micro + micro <= cap,
-        )
-        .values(spent_micro=EpsilonSpend.spent_micro + micro)
-        .execution_options(synchronize_session=False)
+    done = cast(
+        "CursorResult[Any]",  # an UPDATE's result, which Session.execute's annotation does not say
+        session.execute(
+            update(EpsilonSpend)
+            .where(
+                EpsilonSpend.principal_id == principal_id,
+                EpsilonSpend.dataset_version_id == dataset_version_id,
+                EpsilonSpend.spent_micro + micro <= cap,
+            )
+            .values(spent_micro=EpsilonSpend.spent_micro + micro)
+            .execution_options(synchronize_session=False)
+        ),
     )
-    return done.rowcount == 1  # type: ignore[attr-defined]
+    return done.rowcount == 1
 
 
 def give_back_epsilon(session: Session, principal_id: int, dataset_version_id: int, micro: int) -> None:
@@ -69,13 +77,16 @@ def reservation(session: Session, job_id: str) -> BudgetReservation | None:
 def claim_settlement(session: Session, job_id: str, *, ran: bool, rows_used: int | None) -> BudgetReservation | None:
     """Mark the reservation settled, once: the caller that gets it back settles it; every other
     caller (a redelivered task, a concurrent cancel) gets None."""
-    done = session.execute(
-        update(BudgetReservation)
-        .where(BudgetReservation.job_id == job_id, BudgetReservation.settled.is_(False))
-        .values(settled=True, ran=ran, rows_used=rows_used, settled_at=utcnow())
-        .execution_options(synchronize_session=False)
+    done = cast(
+        "CursorResult[Any]",
+        session.execute(
+            update(BudgetReservation)
+            .where(BudgetReservation.job_id == job_id, BudgetReservation.settled.is_(False))
+            .values(settled=True, ran=ran, rows_used=rows_used, settled_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ),
     )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    if done.rowcount != 1:
         return None
     return session.execute(
         select(BudgetReservation).where(BudgetReservation.job_id == job_id).execution_options(populate_existing=True)

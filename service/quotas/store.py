@@ -8,15 +8,19 @@ service has one (API and workers share it); embedded mode keeps them in the data
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import insert_if_missing, session_scope
 from service.quotas.models import DailyGrant, DailyUsage
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 GRANT_TTL_S = 30 * 86400  # a job may wait for approval for days before it settles
 
@@ -93,7 +97,8 @@ class RedisDailyQuota:
         return f"{self.prefix}:{self.resource}-grants"
 
     def used(self, principal_id: int) -> int:
-        return int(self.r.get(self._key(principal_id)) or 0)
+        # redis-py annotates even the synchronous client's replies as "Awaitable | Any".
+        return int(self.r.get(self._key(principal_id)) or 0)  # type: ignore[arg-type]
 
     def reserve(
         self, principal_id: int, job_id: str, want: int, cap: int, partial: bool = True, session: Session | None = None
@@ -113,7 +118,9 @@ class SqlDailyQuota:
     def __init__(self, sessions: sessionmaker[Session], resource: str = "rows"):
         self.sessions, self.resource = sessions, resource
 
-    def _usage(self, principal_id: int, day: str):
+    def _usage(
+        self, principal_id: int, day: str
+    ) -> tuple[ColumnElement[bool], ColumnElement[bool], ColumnElement[bool]]:
         return (DailyUsage.principal_id == principal_id, DailyUsage.resource == self.resource, DailyUsage.day == day)
 
     def used(self, principal_id: int) -> int:
@@ -122,7 +129,7 @@ class SqlDailyQuota:
             return row.amount if row else 0
 
     @contextmanager
-    def _scope(self, session: Session | None):
+    def _scope(self, session: Session | None) -> Iterator[Session]:
         if session is not None:
             yield session
             session.flush()
@@ -166,6 +173,6 @@ class SqlDailyQuota:
             return refund
 
 
-def make_quota(settings, sessions: sessionmaker[Session], resource: str = "rows") -> DailyQuota:
+def make_quota(settings: Settings, sessions: sessionmaker[Session], resource: str = "rows") -> DailyQuota:
     url = settings.redis_url
     return RedisDailyQuota(url, prefix=settings.queue, resource=resource) if url else SqlDailyQuota(sessions, resource)

@@ -16,8 +16,10 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO, Any, cast
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -67,7 +69,7 @@ class SuiteManifest(BaseModel):
                 raise ValueError(f"metric name {m!r} must match {METRIC_RE}")
         return decls
 
-    def metric_table(self) -> dict[str, dict]:
+    def metric_table(self) -> dict[str, dict[str, Any]]:
         """The declarations as stored with the suite version (JSON)."""
         return {
             name: d.model_dump(exclude_defaults=True) | {"kind": d.kind} for name, d in sorted(self.metrics.items())
@@ -105,9 +107,13 @@ def tree_digest(root: Path) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-def _members_tar(data: bytes):
+# An archive member: its name, whether it is a directory, its declared size, and how to open it.
+Member = tuple[str, bool, int, Callable[..., IO[bytes]]]
+
+
+def _members_tar(data: bytes) -> Iterator[Member]:
     try:
-        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115 - closed by the `with` below
     except (tarfile.TarError, OSError, EOFError) as e:
         raise errors.BundleUnreadable(f"not a readable tar archive: {type(e).__name__}") from None
     with tar:
@@ -119,12 +125,13 @@ def _members_tar(data: bytes):
                     raise errors.BundleSpecialFile(f"device or fifo {m.name!r} in bundle")
                 if not (m.isreg() or m.isdir()):
                     raise errors.BundleSpecialFile(f"unsupported member type for {m.name!r}")
-                yield m.name, m.isdir(), m.size, (lambda m=m: tar.extractfile(m))
+                # Opened only when regular (directories never are), so extractfile gives a file.
+                yield m.name, m.isdir(), m.size, (lambda m=m: cast(IO[bytes], tar.extractfile(m)))
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise errors.BundleUnreadable(f"corrupt tar archive: {type(e).__name__}") from None
 
 
-def _members_zip(data: bytes):
+def _members_zip(data: bytes) -> Iterator[Member]:
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError) as e:

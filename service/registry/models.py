@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -21,7 +22,7 @@ class ModelVersion(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="active")
-    signature: Mapped[dict] = mapped_column(JSON)  # input/output names, dtypes, shapes: never weights
+    signature: Mapped[dict[str, Any]] = mapped_column(JSON)  # input/output names, dtypes, shapes: never weights
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
@@ -58,7 +59,7 @@ class SuiteVersion(Base):
     version: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64), index=True)  # tree digest of the extracted files
     entrypoint: Mapped[str] = mapped_column(String(255))
-    metrics: Mapped[dict] = mapped_column(JSON)  # name -> declaration (kind, ...), see release.catalogue
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)  # name -> declaration (kind, ...), see release.catalogue
     builtin: Mapped[bool] = mapped_column(Boolean, default=False)
     approved: Mapped[bool] = mapped_column(Boolean, default=False)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("principals.id"), nullable=True)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.registry.models import DatasetVersion, ModelVersion, SuiteVersion
 
 Versioned = type[ModelVersion] | type[DatasetVersion] | type[SuiteVersion]
+VersionedT = TypeVar("VersionedT", ModelVersion, DatasetVersion, SuiteVersion)
 
 
-def by_name_version(session: Session, model: Versioned, name: str, version: str):  # type: ignore[no-untyped-def]
+def by_name_version(session: Session, model: type[VersionedT], name: str, version: str) -> VersionedT | None:
     return session.execute(select(model).where(model.name == name, model.version == version)).scalar_one_or_none()
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -13,7 +14,7 @@ class ModelRead(BaseModel):
     sha256: str
     size_bytes: int
     status: str
-    signature: dict
+    signature: dict[Any, Any]
     created_at: datetime
 
 
@@ -41,7 +42,7 @@ class SuiteRead(BaseModel):
     version: str
     sha256: str
     entrypoint: str
-    metrics: dict[str, dict]
+    metrics: dict[str, dict[Any, Any]]
     builtin: bool
     approved: bool
     created_at: datetime

@@ -37,7 +37,7 @@ def parse_ref(ref: str, kind: str) -> tuple[str, str]:
     return name, version
 
 
-def _resolve(session: Session, model: repo.Versioned, ref: str, kind: str):  # type: ignore[no-untyped-def]
+def _resolve(session: Session, model: type[repo.VersionedT], ref: str, kind: str) -> repo.VersionedT:
     name, version = parse_ref(ref, kind)
     row = repo.by_name_version(session, model, name, version)
     if row is None:

@@ -62,6 +62,7 @@ class MetricDecl(BaseModel):
             return 0.0, float(n)
         if self.kind == "nonnegative":
             return 0.0, self.max if self.max is not None else DEFAULT_NONNEGATIVE_MAX
+        assert self.min is not None and self.max is not None  # _bounds: a real metric declares both
         return float(self.min), float(self.max)
 
     @property

@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Any, NoReturn, Protocol
 
+from service.config import Settings
 from service.release import privacy
 from service.release.catalogue import MetricDecl, bits, grid
 
@@ -53,20 +55,31 @@ class Policy:
     noised_kinds: frozenset[str] = frozenset({"proportion", "count"})
     delta: float = 1e-7
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(
+            decimals=settings.release_decimals,
+            min_rows=settings.suppress_below_rows,
+            min_class_rows=settings.suppress_below_class_rows,
+            mechanism=None if settings.dp_mechanism == "none" else settings.dp_mechanism,
+            noised_kinds=frozenset(settings.dp_noised_kinds),
+            delta=settings.dp_delta,
+        )
+
 
 @dataclass
 class Release:
     metrics: dict[str, float] = field(default_factory=dict)
-    suppressed: list[dict] = field(default_factory=list)
-    noise: dict[str, dict] = field(default_factory=dict)
+    suppressed: list[dict[str, str]] = field(default_factory=list)
+    noise: dict[str, dict[str, str | float]] = field(default_factory=dict)
 
-    def disclosure(self, bits: float) -> dict:
+    def disclosure(self, bits: float) -> dict[str, Any]:
         """What the partner is told about how the values were made, and the bits it was charged."""
         return {"suppressed": self.suppressed, "noise": self.noise, "bits": round(bits, 3)}
 
 
-def _no_duplicates(pairs):
-    obj = {}
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
     for k, v in pairs:
         if k in obj:
             raise OutputRejected(f"duplicate key {k!r}")
@@ -74,11 +87,11 @@ def _no_duplicates(pairs):
     return obj
 
 
-def _no_constants(name):
+def _no_constants(name: str) -> NoReturn:
     raise OutputRejected(f"non-finite constant {name}")
 
 
-def _number(name: str, v) -> float:
+def _number(name: str, v: object) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise OutputRejected(f"metric {name!r} is not a number")
     try:
@@ -90,13 +103,13 @@ def _number(name: str, v) -> float:
     return f
 
 
-def _rows(name: str, what: str, v, upper: int) -> int:
+def _rows(name: str, what: str, v: object, upper: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= upper:
         raise OutputRejected(f"metric {name!r}: {what} must be a whole number in [0, {upper}]")
     return v
 
 
-def _entry(name: str, v, dataset_rows: int) -> Reported:
+def _entry(name: str, v: object, dataset_rows: int) -> Reported:
     if not isinstance(v, dict):
         return Reported(_number(name, v), dataset_rows)
     extra = set(v) - ENTRY_KEYS
@@ -194,12 +207,20 @@ def _on_grid(value: float, decl: MetricDecl, n: int, decimals: int) -> float:
 SUPPRESSION_REASONS = ("rows", "class_rows")
 
 
+class AddNoise(Protocol):
+    """privacy.add_noise, or a stand-in for it."""
+
+    def __call__(self, value: float, noise: privacy.Noise, *, integer: bool) -> float: ...
+
+
 def _suppression(r: Reported, decl: MetricDecl, policy: Policy) -> str | None:
     """The partner is told which of SUPPRESSION_REASONS, never the counts."""
     if r.n < policy.min_rows:
         return f"computed on fewer than {policy.min_rows} rows"
-    if decl.per_class and r.min_class_n < policy.min_class_rows:
-        return f"a class has fewer than {policy.min_class_rows} rows"
+    if decl.per_class:
+        assert r.min_class_n is not None  # check_kind: a per-class metric's entry has min_class_n
+        if r.min_class_n < policy.min_class_rows:
+            return f"a class has fewer than {policy.min_class_rows} rows"
     return None
 
 
@@ -210,7 +231,7 @@ def release(
     epsilon: float,
     policy: Policy,
     noised_metrics: list[str] | None = None,
-    add_noise=privacy.add_noise,
+    add_noise: AddNoise = privacy.add_noise,
 ) -> Release:
     """`epsilon` is per noised metric; `noised_metrics` is the plan admitted (policy decides if None)."""
     out = Release()
@@ -223,7 +244,9 @@ def release(
             continue
         value = r.value
         if name in chosen and epsilon > 0:
-            noise = _noise_for(d, r.min_class_n if d.per_class else r.n, epsilon, policy)
+            n_eff = r.min_class_n if d.per_class else r.n
+            assert n_eff is not None  # check_kind: a per-class metric's entry has min_class_n
+            noise = _noise_for(d, n_eff, epsilon, policy)
             value = add_noise(value, noise, integer=d.integer)
             out.noise[name] = noise.as_dict()
         out.metrics[name] = _on_grid(value, d, r.n, policy.decimals)

@@ -10,6 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opendp.mod import Measurement
 
 MECHANISMS = ("laplace", "gaussian")
 
@@ -22,7 +27,7 @@ class Noise:
     sensitivity: float
     scale: float
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str | float]:
         return {
             "mechanism": self.mechanism,
             "epsilon": self.epsilon,
@@ -33,24 +38,26 @@ class Noise:
 
 
 @lru_cache(maxsize=1)
-def _dp():
+def _dp() -> ModuleType:
     import opendp.prelude as dp
 
     dp.enable_features("contrib")
     return dp
 
 
-def _measurement(mechanism: str, integer: bool, scale: float, delta: float):
+def _measurement(mechanism: str, integer: bool, scale: float, delta: float) -> Measurement:
     dp = _dp()
     if integer:
         space = dp.atom_domain(T=int), dp.absolute_distance(T=int)
     else:
         space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
     if mechanism == "laplace":
-        return dp.m.make_laplace(*space, scale=scale)
+        laplace: Measurement = dp.m.make_laplace(*space, scale=scale)
+        return laplace
     if mechanism == "gaussian":
         zcdp = dp.m.make_gaussian(*space, scale=scale)
-        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(zcdp), delta=delta)
+        gaussian: Measurement = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(zcdp), delta=delta)
+        return gaussian
     raise ValueError(f"unknown mechanism {mechanism}")
 
 
@@ -75,4 +82,4 @@ def calibrate(mechanism: str, *, epsilon: float, sensitivity: float, integer: bo
 def add_noise(value: float, noise: Noise, *, integer: bool) -> float:
     """One draw from OpenDP's sampler (a fresh measurement, so no state is shared between releases)."""
     meas = _measurement(noise.mechanism, integer, noise.scale, noise.delta)
-    return float(meas(int(round(value)) if integer else float(value)))
+    return float(meas(round(value) if integer else float(value)))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -38,7 +39,7 @@ class Case:
     """What the gate knows of a job besides its outcome: all of it fixed at admission."""
 
     job_id: str
-    spec: dict
+    spec: dict[str, Any]
     spec_sha256: str
     dataset_rows: int
     submitted_at: datetime
@@ -87,7 +88,9 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
     except gate.OutputRejected as e:
         return Ending(ErrorClass.OUTPUT_REJECTED, f"[gate] {e.reason}")
     privacy = case.spec["privacy"]  # the plan admitted is the plan applied, whatever the settings now
-    policy = replace(settings.gate_policy(), mechanism=privacy["mechanism"], delta=privacy.get("delta") or 0.0)
+    policy = replace(
+        gate.Policy.from_settings(settings), mechanism=privacy["mechanism"], delta=privacy.get("delta") or 0.0
+    )
     gated = gate.release(
         reported, decls, epsilon=privacy["epsilon_per_metric"], policy=policy, noised_metrics=privacy["noised_metrics"]
     )
@@ -120,7 +123,9 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
     return Ending(None)
 
 
-def statement(job_id: str, metrics: dict, disclosure: dict, provenance: dict) -> dict:
+def statement(
+    job_id: str, metrics: dict[str, Any], disclosure: dict[str, Any], provenance: dict[str, Any]
+) -> dict[str, Any]:
     """The exact object an attestation signs."""
     return {"job_id": job_id, "metrics": metrics, "disclosure": disclosure, "provenance": provenance}
 
@@ -137,7 +142,14 @@ def for_jobs(session: Session, job_ids: list[str]) -> dict[str, Result]:
 
 
 def release(
-    session: Session, signer: Signer, *, job_id: str, metrics: dict, disclosure: dict, provenance: dict, actor: str
+    session: Session,
+    signer: Signer,
+    *,
+    job_id: str,
+    metrics: dict[str, Any],
+    disclosure: dict[str, Any],
+    provenance: dict[str, Any],
+    actor: str,
 ) -> Result:
     """Sign and record a release, at most once per job (the unique job_id makes a second impossible)."""
     found = existing(session, job_id)

@@ -6,12 +6,16 @@ import base64
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from service.canonical import canonical_json
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 
 class Signer:
@@ -25,7 +29,7 @@ class Signer:
     def load_or_create(cls, path: Path) -> Signer:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            key = Ed25519PrivateKey.generate()
+            key: PrivateKeyTypes = Ed25519PrivateKey.generate()
             pem = key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
@@ -40,11 +44,11 @@ class Signer:
             raise ValueError(f"{path} is not an Ed25519 private key")
         return cls(key)
 
-    def sign(self, statement: dict) -> str:
+    def sign(self, statement: dict[str, Any]) -> str:
         return base64.b64encode(self._key.sign(canonical_json(statement).encode())).decode()
 
 
-def verify(public_key_b64: str, statement: dict, signature_b64: str) -> bool:
+def verify(public_key_b64: str, statement: dict[str, Any], signature_b64: str) -> bool:
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64))
     try:
         key.verify(base64.b64decode(signature_b64), canonical_json(statement).encode())

@@ -131,14 +131,16 @@ def _locked_files(lock: Path, wheels: Path) -> list[Path]:
 
 def ensure_base(client: docker.DockerClient, log: Log) -> str:
     try:
-        return client.images.get(BASE_TAG).id
+        base_id: str = client.images.get(BASE_TAG).id
+        return base_id
     except ImageNotFound:
         pass
     try:
         log(f"base image: trying to pull {PULL_REF}")
         image = client.images.pull(PULL_REF)
         image.tag(BASE_TAG)
-        return image.id
+        pulled_id: str = image.id
+        return pulled_id
     except APIError as e:
         log(f"base image: pull failed ({e.explanation or e}); bootstrapping Debian bookworm with debootstrap")
     return bootstrap_base(client, log)
@@ -163,12 +165,14 @@ def bootstrap_base(client: docker.DockerClient, log: Log) -> str:
         subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(tarball), "."], check=True)
         repo, tag = BASE_TAG.split(":")
         client.api.import_image_from_file(str(tarball), repository=repo, tag=tag)
-    return client.images.get(BASE_TAG).id
+    base_id: str = client.images.get(BASE_TAG).id
+    return base_id
 
 
 def image_is_current(client: docker.DockerClient, spec: ImageSpec, digest: str) -> bool:
     try:
-        return client.images.get(spec.tag).labels.get(CONTEXT_LABEL) == digest
+        current: bool = client.images.get(spec.tag).labels.get(CONTEXT_LABEL) == digest
+        return current
     except ImageNotFound:
         return False
 
@@ -198,7 +202,8 @@ def build_image(client: docker.DockerClient, spec: ImageSpec, base_id: str, whee
         except BuildError as e:
             tail = "".join(str(c.get("stream", c.get("error", ""))) for c in list(e.build_log)[-20:])
             raise SandboxError(f"building {spec.tag} failed: {e.msg}\n{tail}") from None
-    return image.id
+    image_id: str = image.id
+    return image_id
 
 
 def build_all(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import requests
@@ -40,6 +40,10 @@ from service.inference.contract import (
 )
 from service.sandbox.errors import ImageMissing, SandboxError
 from service.sandbox.runtimes import Runtime
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
+    from docker.models.volumes import Volume
 
 LABEL_JOB = "org.evalgate.job-id"
 LABEL_ROLE = "org.evalgate.role"
@@ -145,7 +149,7 @@ class Sandbox:
 
     # -- volumes ---------------------------------------------------------------------------------
 
-    def _volume(self, name: str, job_id: str, role: str, opts: str):
+    def _volume(self, name: str, job_id: str, role: str, opts: str) -> Volume:
         try:
             return self.client.volumes.get(name)
         except NotFound:
@@ -159,13 +163,13 @@ class Sandbox:
 
     # -- containers ------------------------------------------------------------------------------
 
-    def _get(self, name: str):
+    def _get(self, name: str) -> Container | None:
         try:
             return self.client.containers.get(name)
         except NotFound:
             return None
 
-    def _common(self, spec: JobSandbox, role: str) -> dict:
+    def _common(self, spec: JobSandbox, role: str) -> dict[str, Any]:
         return dict(
             labels=self._labels(spec.job_id, role),
             network_mode="none",  # no interface but loopback: no egress, no metadata service, no DNS
@@ -190,7 +194,7 @@ class Sandbox:
             detach=True,
         )
 
-    def _start_sidecar(self, spec: JobSandbox, n: dict[str, str]):
+    def _start_sidecar(self, spec: JobSandbox, n: dict[str, str]) -> Container:
         lim = spec.limits
         container = self.client.containers.create(
             spec.sidecar_image,
@@ -225,7 +229,7 @@ class Sandbox:
         container.start()
         return container
 
-    def _wait_ready(self, container, timeout_s: float = 60) -> None:
+    def _wait_ready(self, container: Container, timeout_s: float = 60) -> None:
         """The sidecar must have served the model (it may still be loading if the job never asked)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -237,7 +241,7 @@ class Sandbox:
             time.sleep(0.05)
         raise SandboxError(f"the sidecar never served the model: {self._tail(container, 2000)}")
 
-    def _start_job(self, spec: JobSandbox, n: dict[str, str]):
+    def _start_job(self, spec: JobSandbox, n: dict[str, str]) -> Container:
         lim = spec.limits
         container = self.client.containers.create(
             spec.job_image,
@@ -324,7 +328,7 @@ class Sandbox:
         except (APIError, requests.exceptions.RequestException) as e:
             raise SandboxError(f"docker: {e}") from e
 
-    def _wait(self, job, timeout_s: int, should_cancel: Callable[[], bool]) -> Outcome:
+    def _wait(self, job: Container, timeout_s: int, should_cancel: Callable[[], bool]) -> Outcome:
         outcome = Outcome()
         job.reload()
         started = job.attrs["State"].get("StartedAt") or ""
@@ -348,7 +352,7 @@ class Sandbox:
             job.wait(timeout=30)
             return outcome
 
-    def _collect(self, sidecar, max_bytes: int) -> tuple[bytes | None, str | None]:
+    def _collect(self, sidecar: Container, max_bytes: int) -> tuple[bytes | None, str | None]:
         """Read the result file through the Docker API, after the job container has stopped.
 
         The stat header is checked before any content is read; the tar member type is checked again,
@@ -376,9 +380,11 @@ class Sandbox:
                 return None, "result is not a single regular file"
             if members[0].size > max_bytes:
                 return None, "result larger than the cap"
-            return tar.extractfile(members[0]).read(max_bytes + 1), None
+            extracted = tar.extractfile(members[0])
+            assert extracted is not None  # a regular file (checked above) always extracts
+            return extracted.read(max_bytes + 1), None
 
-    def _stop_sidecar(self, sidecar) -> dict:
+    def _stop_sidecar(self, sidecar: Container) -> dict[str, Any]:
         """Stop the sidecar; it prints its query usage when it gets SIGTERM."""
         try:
             sidecar.stop(timeout=5)
@@ -388,13 +394,14 @@ class Sandbox:
         for line in reversed(text.splitlines()):
             if line.startswith(USAGE + " "):
                 try:
-                    return json.loads(line[len(USAGE) + 1 :])
+                    usage: dict[str, Any] = json.loads(line[len(USAGE) + 1 :])
+                    return usage
                 except ValueError:
                     break
         return {}
 
     @staticmethod
-    def _tail(container, cap: int) -> str:
+    def _tail(container: Container, cap: int) -> str:
         """At most `cap` bytes of the container's output, for operators only."""
         out = bytearray()
         try:
@@ -438,7 +445,7 @@ class Sandbox:
         return sorted(removed)
 
 
-def _drain_close(stream) -> None:
+def _drain_close(stream: object) -> None:
     close = getattr(stream, "close", None)
     if close:
         close()

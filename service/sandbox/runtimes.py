@@ -13,8 +13,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -73,16 +75,18 @@ def resolve(client: docker.DockerClient, wanted: str) -> Runtime:
     return Runtime("runc", "runc", "runc", seccomp_profile("runc"))
 
 
-def with_runsc(config: dict, runsc_path: str) -> dict:
+def with_runsc(config: dict[str, Any], runsc_path: str) -> dict[str, Any]:
     """daemon.json with evalgate's two runsc runtimes added; every other setting kept as it was."""
-    merged = json.loads(json.dumps(config))
+    merged: dict[str, Any] = json.loads(json.dumps(config))
     merged.setdefault("runtimes", {}).update(
         {name: {"path": runsc_path, "runtimeArgs": args} for name, args in RUNSC_ARGS.items()}
     )
     return merged
 
 
-def setup_runsc(client: docker.DockerClient, daemon_json: Path = DAEMON_JSON, log=print) -> None:
+def setup_runsc(
+    client: docker.DockerClient, daemon_json: Path = DAEMON_JSON, log: Callable[[str], None] = print
+) -> None:
     """Register the two runsc runtimes in daemon.json (keeping whatever else is there) and make
     dockerd reload it (SIGHUP reloads runtimes without stopping running containers)."""
     runsc = shutil.which("runsc")

@@ -37,7 +37,7 @@ def test_bad_tokens(sessions, token, code):
 
 def test_wrong_secret_for_a_real_key_id(sessions):
     with session_scope(sessions) as s:
-        key, plaintext = auth.create_key(s, name="acme", role="partner", expires_in=timedelta(days=1))
+        _, plaintext = auth.create_key(s, name="acme", role="partner", expires_in=timedelta(days=1))
         forged = plaintext[:-4] + ("AAAA" if not plaintext.endswith("AAAA") else "BBBB")
         with pytest.raises(Unauthorized) as e:
             auth.authenticate(s, forged)

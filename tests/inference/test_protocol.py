@@ -104,7 +104,7 @@ def raw(path):
 
 
 def read_reply(s):
-    header_len, body_len = struct.unpack(">II", s.recv(8, socket.MSG_WAITALL))
+    header_len, _ = struct.unpack(">II", s.recv(8, socket.MSG_WAITALL))
     return s.recv(header_len, socket.MSG_WAITALL)
 
 
@@ -162,7 +162,7 @@ def test_stream_answers_in_order_and_matches_single_requests(tmp_path, demo_file
             assert bool(c._shared) == shared  # the big batches really went through shared memory
         with Client(path, shared_memory=False) as c:
             single = [c.predict({"features": x[i : i + 2000]})["probabilities"] for i in range(0, 6000, 2000)]
-        for a, b in zip(streamed, single):
+        for a, b in zip(streamed, single, strict=True):
             np.testing.assert_array_equal(a, b)
         assert budget.snapshot()["rows"] == 12_000
 

@@ -188,12 +188,17 @@ def test_concurrent_jobs_are_capped_and_recover(gate_api):
 def test_release_rate_is_hit_and_recovers(gate_api):
     a = gate_api(releases_per_window=2, release_window_s=2)
     assert [submit(a, [m]).status_code for m in ("accuracy", "ece")] == [202, 202]
+    before = budget(a)
     r = submit(a, ["macro_f1"])
     assert r.status_code == 429 and r.json()["error"] == "release_rate_exceeded"
     wait = int(r.headers["retry-after"])
     assert 1 <= wait <= 3
     assert budget(a)["releases"]["left"] == 0
-    assert budget(a)["leakage_bits"]["used"] > 0 and count(a, Job) == 2  # the refused job left nothing
+    # The refused job left nothing: its bits (reserved in Redis, outside the rolled-back transaction,
+    # in the Redis run) and its model rows were given back.
+    after = budget(a)
+    assert after["leakage_bits"]["used"] == before["leakage_bits"]["used"] > 0 and count(a, Job) == 2
+    assert after["model_rows"]["used"] == before["model_rows"]["used"] > 0
     time.sleep(wait + 0.2)
     assert submit(a, ["macro_f1"]).status_code == 202
 

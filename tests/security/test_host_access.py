@@ -30,7 +30,8 @@ def test_proc_1_root_shows_only_the_container(stack):
             f"""
         import os, evalgate
         print("{MARKER}")
-        host_only = ("/var/lib/docker", "/etc/docker", "/usr/sbin/dockerd", "/usr/bin/containerd", "/work", "/root/.cache")
+        host_only = ("/var/lib/docker", "/etc/docker", "/usr/sbin/dockerd", "/usr/bin/containerd", "/work",
+                     "/root/.cache")
         seen = sum(os.path.exists("/proc/1/root" + p) or os.path.exists(p) for p in host_only)
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -115,7 +116,8 @@ def test_no_writes_outside_output(stack):
         import os, evalgate
         print("{MARKER}")
         written = 0
-        for d in ["/", "/suite", "/data", "/run/evalgate", "/opt/venv", "/etc", "/home", "/var/tmp", "/root", "/usr/local"]:
+        for d in ["/", "/suite", "/data", "/run/evalgate", "/opt/venv", "/etc", "/home", "/var/tmp", "/root",
+                  "/usr/local"]:
             try:
                 with open(os.path.join(d, "pwned"), "w") as f:
                     f.write("x")

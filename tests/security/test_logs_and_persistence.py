@@ -41,7 +41,8 @@ PLANT = """
 
 LOOK = """
     import os, evalgate
-    found = sum(os.path.exists(os.path.join(d, "planted-7f3a9c")) for d in ("/tmp", "/dev/shm", "/output", "/run/evalgate"))
+    places = ("/tmp", "/dev/shm", "/output", "/run/evalgate")
+    found = sum(os.path.exists(os.path.join(d, "planted-7f3a9c")) for d in places)
     x, _ = evalgate.load_dataset()
     evalgate.predict(x[:1])
     evalgate.report({"found": found})

@@ -29,7 +29,8 @@ def test_tcp_egress_ipv4(stack):
     assert (
         reached(
             stack,
-            '[(socket.AF_INET, socket.SOCK_STREAM, ("1.1.1.1", 443)), (socket.AF_INET, socket.SOCK_STREAM, ("8.8.8.8", 53))]',
+            '[(socket.AF_INET, socket.SOCK_STREAM, ("1.1.1.1", 443)), '
+            '(socket.AF_INET, socket.SOCK_STREAM, ("8.8.8.8", 53))]',
         )
         == 0
     )
@@ -39,7 +40,8 @@ def test_udp_egress_ipv4(stack):
     assert (
         reached(
             stack,
-            '[(socket.AF_INET, socket.SOCK_DGRAM, ("8.8.8.8", 53)), (socket.AF_INET, socket.SOCK_DGRAM, ("1.1.1.1", 123))]',
+            '[(socket.AF_INET, socket.SOCK_DGRAM, ("8.8.8.8", 53)), '
+            '(socket.AF_INET, socket.SOCK_DGRAM, ("1.1.1.1", 123))]',
         )
         == 0
     )
@@ -57,7 +59,8 @@ def test_cloud_metadata_addresses(stack):
     assert (
         reached(
             stack,
-            '[(socket.AF_INET, socket.SOCK_STREAM, ("169.254.169.254", 80)), (socket.AF_INET6, socket.SOCK_STREAM, ("fd00:ec2::254", 80))]',
+            '[(socket.AF_INET, socket.SOCK_STREAM, ("169.254.169.254", 80)), '
+            '(socket.AF_INET6, socket.SOCK_STREAM, ("fd00:ec2::254", 80))]',
         )
         == 0
     )
@@ -67,7 +70,9 @@ def test_host_and_bridge_gateway(stack):
     assert (
         reached(
             stack,
-            '[(socket.AF_INET, socket.SOCK_STREAM, ("172.17.0.1", 22)), (socket.AF_INET, socket.SOCK_STREAM, ("10.0.2.2", 22)), (socket.AF_INET, socket.SOCK_STREAM, ("192.168.0.1", 80))]',
+            '[(socket.AF_INET, socket.SOCK_STREAM, ("172.17.0.1", 22)), '
+            '(socket.AF_INET, socket.SOCK_STREAM, ("10.0.2.2", 22)), '
+            '(socket.AF_INET, socket.SOCK_STREAM, ("192.168.0.1", 80))]',
         )
         == 0
     )
@@ -114,7 +119,8 @@ def test_only_loopback_and_no_raw_or_netlink_sockets(stack):
         print("{MARKER}")
         opened = 0
         for family, kind in ((socket.AF_PACKET, socket.SOCK_RAW), (socket.AF_INET, socket.SOCK_RAW),
-                             (socket.AF_NETLINK, socket.SOCK_RAW), (40, socket.SOCK_STREAM), (38, socket.SOCK_SEQPACKET)):
+                             (socket.AF_NETLINK, socket.SOCK_RAW), (40, socket.SOCK_STREAM),
+                             (38, socket.SOCK_SEQPACKET)):
             try:
                 socket.socket(family, kind).close(); opened += 1
             except OSError:

@@ -142,7 +142,8 @@ def test_inode_exhaustion_stays_in_the_job(stack):
             counts[d] = n
             for i in range(n):
                 os.remove(f"{{d}}/f{{i}}")
-        evalgate.report({{"output_files": counts["/output"], "tmp_files": counts["/tmp"], "shm_files": counts["/dev/shm"]}})
+        evalgate.report({{"output_files": counts["/output"], "tmp_files": counts["/tmp"],
+                          "shm_files": counts["/dev/shm"]}})
     """,
             ["output_files", "tmp_files", "shm_files"],
             resources={"timeout_s": 120},

@@ -35,8 +35,10 @@ def test_malformed_frames_get_errors_and_the_sidecar_keeps_serving(stack):
             stack,
             """
     codes = [call(frame(b"\\xff\\xfe{")).get("error"), call(frame(b"[1, 2]")).get("error"),
-             call(frame({"op": "predict", "inputs": [{"name": "features", "dtype": "object", "shape": [1]}]})).get("error"),
-             call(frame({"op": "predict", "inputs": [{"name": "features", "dtype": "float32", "shape": [10, 16]}]}, b"short")).get("error")]
+             call(frame({"op": "predict", "inputs": [{"name": "features", "dtype": "object", "shape": [1]}]}))
+             .get("error"),
+             call(frame({"op": "predict", "inputs": [{"name": "features", "dtype": "float32", "shape": [10, 16]}]},
+                        b"short")).get("error")]
     x, _ = evalgate.load_dataset()
     still = evalgate.predict(x[:4]).shape[0]
     evalgate.report({"bad_frame": codes.count("bad_frame"), "served_after": still})

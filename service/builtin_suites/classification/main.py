@@ -1,5 +1,7 @@
 """Built-in suite classification@1.1.1. Runs inside the job sandbox; talks to the model via the SDK."""
 
+import itertools
+
 import numpy as np
 
 import evalgate
@@ -9,7 +11,7 @@ BINS = 10
 
 
 def probabilities(x: np.ndarray) -> np.ndarray:
-    out = evalgate.predict(x, batch_size=BATCH).astype(np.float64)
+    out: np.ndarray = evalgate.predict(x, batch_size=BATCH).astype(np.float64)
     if out.ndim != 2:
         raise SystemExit("the model's first output must have shape (n, classes)")
     if np.any(out < 0) or not np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
@@ -34,7 +36,7 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray) -> float:
     correct = p.argmax(axis=1) == y
     edges = np.linspace(0, 1, BINS + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         in_bin = (conf > lo) & (conf <= hi)
         if in_bin.any():
             ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())

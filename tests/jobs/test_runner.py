@@ -1,0 +1,209 @@
+"""Every branch of the worker's state machine, with a stub sandbox (no Docker): the real API admits
+the jobs, the real runner runs them on the real database and budgets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from service.jobs import runner
+from service.jobs.context import WorkerContext
+from service.jobs.models import Job
+from service.jobs.states import JobState
+from service.quotas.models import BudgetReservation
+from service.release import service as release_service
+from service.release.models import Result
+from service.release.outcomes import ErrorClass
+from service.sandbox.errors import SandboxError
+from service.sandbox.runner import JobSandbox, Outcome
+from service.sandbox.runtimes import Runtime
+
+GOOD = Outcome(
+    exit_code=0,
+    result=b'{"accuracy": 0.8333}',
+    usage={"rows": 600, "requests": 3, "budget_exceeded": False},
+    images={"job": "sha256:job", "sidecar": "sha256:sidecar"},
+)
+
+
+class WorkerDied(BaseException):
+    """Stands for kill -9: nothing after it runs, no handler sees it."""
+
+
+class StubSandbox:
+    def __init__(self, *outcomes: Outcome | BaseException):
+        self.outcomes = list(outcomes)
+        self.runs: list[JobSandbox] = []
+        self.removed: list[str] = []
+
+    def image_id(self, tag: str) -> str:
+        return f"sha256:{tag}"
+
+    def run(self, spec: JobSandbox, should_cancel: Callable[[], bool] = lambda: False) -> Outcome:
+        self.runs.append(spec)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def remove(self, job_id: str) -> None:
+        self.removed.append(job_id)
+
+    def sweep(self, keep: Callable[[str], bool]) -> list[str]:
+        return []
+
+
+def context(api, sandbox: StubSandbox) -> WorkerContext:
+    state = api.client.app.state
+    return WorkerContext(
+        settings=api.settings,
+        sessions=state.sessionmaker,
+        sandbox=sandbox,
+        signer=state.signer,
+        runtime=Runtime("runc", "runc", "runc", "{}"),
+        budgets=state.budgets,
+    )
+
+
+def queued(api) -> str:
+    r = api.post_job(metrics=["accuracy"], resources={"query_budget": 1000})
+    assert r.status_code == 202 and r.json()["state"] == "queued", r.text
+    return r.json()["id"]
+
+
+def row(api, job_id: str) -> tuple[Job, BudgetReservation, Result | None]:
+    with api.db() as s:
+        return s.get(Job, job_id), s.get(BudgetReservation, job_id), release_service.existing(s, job_id)
+
+
+def set_job(api, job_id: str, **values) -> None:
+    with api.db() as s:
+        job = s.get(Job, job_id)
+        for k, v in values.items():
+            setattr(job, k, v)
+
+
+def test_queued_job_runs_to_a_signed_release_and_settles_once(api):
+    job_id, sandbox = queued(api), StubSandbox(GOOD)
+    assert runner.run_job(context(api, sandbox), job_id) == JobState.RELEASED
+    job, reservation, result = row(api, job_id)
+    assert result.metrics == {"accuracy": 0.8333} and result.provenance["queries"] == {"rows": 600, "requests": 3}
+    assert len(sandbox.runs) == 1 and sandbox.runs[0].query_budget_rows == 1000
+    assert sandbox.removed.count(job_id) >= 1
+    assert (reservation.settled, reservation.ran, reservation.rows_used) == (True, True, 600)
+    assert job.attempts == 1 and job.result_raw is None  # pre-noise values are not kept
+    assert runner.run_job(context(api, StubSandbox()), job_id) == JobState.RELEASED  # redelivered: nothing again
+
+
+def test_job_left_running_by_a_dead_worker_resumes_on_redelivery(api):
+    job_id = queued(api)
+    with pytest.raises(WorkerDied):
+        runner.run_job(context(api, StubSandbox(WorkerDied())), job_id)
+    assert row(api, job_id)[0].state == JobState.RUNNING
+    sandbox = StubSandbox(GOOD)  # the real sandbox finds the containers the first attempt left
+    assert runner.run_job(context(api, sandbox), job_id) == JobState.RELEASED
+    job, reservation, _ = row(api, job_id)
+    assert job.attempts == 2 and len(sandbox.runs) == 1 and reservation.settled
+
+
+def test_crash_inside_gating_is_judged_again_from_the_recorded_outcome(api, monkeypatch):
+    job_id, sandbox = queued(api), StubSandbox(GOOD)
+
+    def die(*args, **kwargs):
+        raise WorkerDied()
+
+    monkeypatch.setattr(release_service, "conclude", die)
+    with pytest.raises(WorkerDied):
+        runner.run_job(context(api, sandbox), job_id)
+    job, reservation, result = row(api, job_id)
+    assert job.state == JobState.GATING and job.outcome["usage"]["rows"] == 600 and job.result_raw is not None
+    assert result is None and not reservation.settled
+    monkeypatch.undo()
+    again = StubSandbox()  # no sandbox run is needed for a job in the gate
+    assert runner.run_job(context(api, again), job_id) == JobState.RELEASED
+    assert again.runs == [] and row(api, job_id)[2].metrics == {"accuracy": 0.8333}
+
+
+def test_an_error_inside_gating_fails_the_job_and_releases_nothing(api, monkeypatch):
+    job_id = queued(api)
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in the gate")
+
+    monkeypatch.setattr(release_service, "conclude", broken)
+    assert runner.run_job(context(api, StubSandbox(GOOD)), job_id) == JobState.FAILED
+    job, reservation, result = row(api, job_id)
+    assert job.error_class == ErrorClass.INTERNAL_ERROR and "a bug in the gate" in job.operator_log
+    assert result is None and (reservation.settled, reservation.ran) == (True, True)
+
+
+def test_a_job_delivered_more_than_the_allowed_attempts_fails_without_running(api):
+    job_id = queued(api)
+    set_job(api, job_id, attempts=runner.MAX_ATTEMPTS)
+    sandbox = StubSandbox(GOOD)
+    assert runner.run_job(context(api, sandbox), job_id) == JobState.FAILED
+    job, reservation, _ = row(api, job_id)
+    assert job.error_class == ErrorClass.INTERNAL_ERROR and "gave up" in job.operator_log
+    assert sandbox.runs == [] and reservation.settled and reservation.ran is False  # it never started
+
+
+def test_cancel_before_start_gives_back_everything(api):
+    job_id = queued(api)
+    set_job(api, job_id, cancel_requested=True)
+    sandbox = StubSandbox(GOOD)
+    assert runner.run_job(context(api, sandbox), job_id) == JobState.CANCELLED
+    job, reservation, _ = row(api, job_id)
+    assert job.error_class == ErrorClass.CANCELLED and job.started_at is None and sandbox.runs == []
+    assert (reservation.settled, reservation.ran) == (True, False)
+
+
+def test_cancel_that_arrives_while_the_gate_waits_wins(api, monkeypatch):
+    job_id = queued(api)
+    monkeypatch.setattr(release_service, "conclude", lambda *a, **k: (_ for _ in ()).throw(WorkerDied()))
+    with pytest.raises(WorkerDied):
+        runner.run_job(context(api, StubSandbox(GOOD)), job_id)
+    monkeypatch.undo()
+    set_job(api, job_id, cancel_requested=True)
+    assert runner.run_job(context(api, StubSandbox()), job_id) == JobState.CANCELLED
+    assert row(api, job_id)[2] is None
+
+
+def test_a_sandbox_that_raises_fails_the_job_and_is_cleaned_up(api):
+    job_id = queued(api)
+    sandbox = StubSandbox(SandboxError("docker: the engine went away"))
+    assert runner.run_job(context(api, sandbox), job_id) == JobState.FAILED
+    job, reservation, _ = row(api, job_id)
+    assert job.error_class == ErrorClass.INTERNAL_ERROR and "engine went away" in job.operator_log
+    assert job_id in sandbox.removed
+    # it ran (its code may have seen data), and its row use is unknown: everything stays spent
+    assert (reservation.settled, reservation.ran, reservation.rows_used) == (True, True, None)
+
+
+@pytest.mark.parametrize(
+    "outcome, error_class",
+    [
+        (Outcome(exit_code=137, oom=True), ErrorClass.OOM),
+        (Outcome(exit_code=137, timed_out=True), ErrorClass.TIMEOUT),
+        (Outcome(exit_code=1), ErrorClass.CRASHED),
+        (Outcome(exit_code=3), ErrorClass.QUERY_BUDGET_EXCEEDED),
+        (Outcome(exit_code=0, result_problem="no result file"), ErrorClass.MISSING_OUTPUT),
+        (Outcome(exit_code=0, result_problem="result is not a regular file"), ErrorClass.OUTPUT_REJECTED),
+        (Outcome(exit_code=0, result=b'{"accuracy": 1e999999}'), ErrorClass.OUTPUT_REJECTED),
+        (Outcome(exit_code=0, result=b'{"accuracy": ' + b"9" * 400 + b"}"), ErrorClass.OUTPUT_REJECTED),
+        (Outcome(exit_code=0, cancelled=True), ErrorClass.CANCELLED),
+    ],
+)
+def test_each_sandbox_outcome_ends_in_its_class(api, outcome, error_class):
+    job_id = queued(api)
+    state = runner.run_job(context(api, StubSandbox(outcome)), job_id)
+    job, reservation, result = row(api, job_id)
+    assert (state, job.error_class) == (job.state, error_class) and result is None and reservation.settled
+
+
+def test_jobs_that_are_not_a_workers_to_run_are_left_alone(api):
+    assert runner.run_job(context(api, StubSandbox()), "no-such-job") is None
+    job_id = queued(api)
+    set_job(api, job_id, state=JobState.AWAITING_APPROVAL)
+    assert runner.run_job(context(api, StubSandbox(GOOD)), job_id) == JobState.AWAITING_APPROVAL
+    assert row(api, job_id)[0].attempts == 0
