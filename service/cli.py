@@ -14,6 +14,7 @@ import yaml
 
 from service.auth.roles import Role
 from service.config import get_settings
+from service.jobs.states import JobState
 
 if TYPE_CHECKING:
     import docker
@@ -191,7 +192,7 @@ def _api() -> Api:
 
 
 def _print_job(job: dict[str, Any]) -> None:
-    if job["state"] == "released":
+    if job["state"] == JobState.RELEASED:
         click.secho(
             "released metrics" + (" (the same release as before)" if job.get("reused") else "") + ":", fg="green"
         )
@@ -254,7 +255,7 @@ def submit(spec_file: Path, no_wait: bool, as_json: bool) -> None:
     except yaml.YAMLError as e:
         _fail(f"{spec_file} is not valid YAML: {e}")
     click.echo(json.dumps(job, indent=2)) if as_json else _print_job(job)
-    sys.exit(0 if job["state"] == "released" else 1)
+    sys.exit(0 if job["state"] == JobState.RELEASED else 1)
 
 
 @main.command()

@@ -9,7 +9,9 @@ from typing import Self
 
 import click
 
+from service.auth.roles import Role
 from service.config import Settings
+from service.jobs.states import JobState
 
 
 def _free_port() -> int:
@@ -80,9 +82,11 @@ def run_demo(settings: Settings) -> int:
     sessions = make_sessionmaker(make_engine(settings.database_url))
     with session_scope(sessions) as s:
         _, operator_key = auth.create_key(
-            s, name="demo-operator", role="operator", expires_in=auth.parse_duration("1h")
+            s, name="demo-operator", role=Role.OPERATOR, expires_in=auth.parse_duration("1h")
         )
-        _, partner_key = auth.create_key(s, name="demo-partner", role="partner", expires_in=auth.parse_duration("1h"))
+        _, partner_key = auth.create_key(
+            s, name="demo-partner", role=Role.PARTNER, expires_in=auth.parse_duration("1h")
+        )
     model_path, data_path = write_demo(settings.data_dir / "demo")
     with LocalServer(settings) as server:
         say(f"2. API at {server.url} (embedded worker, database {settings.database_url})")
@@ -117,7 +121,7 @@ def run_demo(settings: Settings) -> int:
             job["id"], timeout_s=600, on_change=lambda j: say(f"   [{time.monotonic() - t_job:5.1f}s] {j['state']}")
         )
         budget = partner.budget()
-    if job["state"] != "released":
+    if job["state"] != JobState.RELEASED:
         click.secho(
             f"the demo job ended {job['state']} ({job['error_class']}); see operator_log in the jobs table",
             fg="red",

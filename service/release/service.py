@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import __version__
@@ -27,6 +26,7 @@ from service.db import utcnow
 from service.inference.contract import Exit
 from service.ledger import service as ledger
 from service.release import gate, timing
+from service.release import repository as repo
 from service.release.catalogue import MetricDecl
 from service.release.models import Result
 from service.release.outcomes import ErrorClass
@@ -131,14 +131,13 @@ def statement(
 
 
 def existing(session: Session, job_id: str) -> Result | None:
-    return session.execute(select(Result).where(Result.job_id == job_id)).scalar_one_or_none()
+    """The job's release, if it has one."""
+    return repo.result_of(session, job_id)
 
 
 def for_jobs(session: Session, job_ids: list[str]) -> dict[str, Result]:
-    """The results of many jobs in one query, by job id."""
-    if not job_ids:
-        return {}
-    return {r.job_id: r for r in session.execute(select(Result).where(Result.job_id.in_(job_ids))).scalars()}
+    """The releases of many jobs, by job id."""
+    return repo.results_of(session, job_ids)
 
 
 def release(
