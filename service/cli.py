@@ -192,6 +192,8 @@ def _api() -> Api:
 
 
 def _print_job(job: dict[str, Any]) -> None:
+    from service.client import describe_noise
+
     if job["state"] == JobState.RELEASED:
         click.secho(
             "released metrics" + (" (the same release as before)" if job.get("reused") else "") + ":", fg="green"
@@ -199,7 +201,7 @@ def _print_job(job: dict[str, Any]) -> None:
         disclosure = job["result"].get("disclosure", {})
         for k, v in job["result"]["metrics"].items():
             noise = disclosure.get("noise", {}).get(k)
-            how = f"  ({noise['mechanism']}, scale {noise['scale']:.4g}, ε {noise['epsilon']})" if noise else ""
+            how = f"  ({describe_noise(noise)})" if noise else ""
             click.echo(f"  {k:24s} {v}{how}")
         for withheld in disclosure.get("suppressed", []):
             click.echo(f"  {withheld['metric']:24s} withheld: {withheld['reason']}")

@@ -78,3 +78,9 @@ class Api:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s:.0f}s")
             time.sleep(poll_s)
+
+
+def describe_noise(noise: dict[str, Any]) -> str:
+    """One released metric's noise, for a person: on the value, or on the counts it is made of."""
+    on = " on its counts" if noise.get("on") == "counts" else ""
+    return f"{noise['mechanism']} noise{on}, scale {noise['scale']:.4g}, ε {noise['epsilon']}"

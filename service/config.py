@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     max_requests_per_job: int = 100_000
     max_batch_rows: int = 4096
     max_requests_per_s: float = 2000.0
+    # onnxruntime's threads for a model version registered without its own: fixed per version, so
+    # its numbers never depend on a job's CPU limit.
+    inference_threads: int = Field(default=2, ge=1, le=64)
     # Per-partner overrides of any PartnerLimits field, by principal name:
     # {"acme": {"rows_per_day": 50000, "epsilon_budget": 2.0, "bits_per_day": 1024}}
     partner_quotas: dict[str, PartnerLimitsOverride] = Field(default_factory=dict)

@@ -54,7 +54,7 @@ class LocalServer:
 
 def run_demo(settings: Settings) -> int:
     from service.auth import service as auth
-    from service.client import Api
+    from service.client import Api, describe_noise
     from service.db import make_engine, migrate, session_scope
     from service.demo_assets import write_demo
     from service.ledger import service as ledger
@@ -133,9 +133,7 @@ def run_demo(settings: Settings) -> int:
     disclosure = result["disclosure"]
     for k, v in result["metrics"].items():
         noise = disclosure["noise"].get(k)
-        how = (
-            f"{noise['mechanism']} noise, scale {noise['scale']:.4g}, ε {noise['epsilon']}" if noise else "rounded only"
-        )
+        how = describe_noise(noise) if noise else "rounded only"
         say(f"     {k:14s} {v:<10} {how}")
     for s_ in disclosure["suppressed"]:
         say(f"     {s_['metric']:14s} withheld: {s_['reason']}")

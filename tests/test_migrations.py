@@ -50,3 +50,58 @@ def test_release_gate_migration_keeps_quota_rows_and_types_old_suites(tmp_path):
         metrics = conn.execute(text("SELECT metrics FROM suite_versions WHERE name = 'old'")).scalar_one()
     assert '"score": {"kind": "real", "min": -1000000.0, "max": 1000000.0}' in metrics
     engine.dispose()
+
+
+def test_budget_migration_gives_unfinished_jobs_their_reservations(tmp_path):
+    url = factories.settings(tmp_path).database_url
+    migrate(url, "0003")
+    engine = make_engine(url)
+    spec = '{"privacy": {"epsilon_total": 0.4}, "leakage_bits": 52.0, "resources": {"query_budget": 900}}'
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO principals (id, name, role, created_at) VALUES (1, 'acme', 'partner', '2026-11-26')")
+        )
+        conn.execute(
+            text(
+                "INSERT INTO dataset_versions (id, name, version, sha256, size_bytes, rows, features, classes, "
+                "visibility, created_at) VALUES (1, 'd', '1', 'ab', 1, 600, 16, 3, 'private', '2026-11-26')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO model_versions (id, name, version, sha256, size_bytes, status, signature, created_at) "
+                "VALUES (1, 'm', '1', 'cd', 1, 'active', '{}', '2026-11-26')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO suite_versions (id, name, version, sha256, entrypoint, metrics, builtin, approved, "
+                "created_at) VALUES (1, 's', '1.0.0', 'ef', 'main.py', '{}', 1, 1, '2026-11-26')"
+            )
+        )
+        for job_id, state in (("running-1", "running"), ("queued-1", "queued"), ("done-1", "released")):
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, principal_id, state, spec, spec_sha256, suite_version_id, model_version_id, "
+                    "dataset_version_id, cancel_requested, attempts, created_at, updated_at, release_key) VALUES "
+                    f"('{job_id}', 1, '{state}', :spec, 'x', 1, 1, 1, 0, 0, '2026-11-26', '2026-11-26', 'k')"
+                ),
+                {"spec": spec},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO daily_grants (job_id, resource, principal_id, day, granted, settled) "
+                "VALUES ('running-1', 'rows', 1, '20261126', 700, 0)"
+            )
+        )
+    migrate(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT job_id, epsilon_micro, millibits, rows, day, settled FROM budget_reservations ORDER BY job_id")
+        ).all()
+    # A job that had started keeps the rows it was granted; one still queued keeps its query budget.
+    assert [tuple(r) for r in rows] == [
+        ("queued-1", 400_000, 52_000, 900, rows[0][4], 0),
+        ("running-1", 400_000, 52_000, 700, "20261126", 0),
+    ]
+    engine.dispose()

@@ -137,8 +137,9 @@ class Client:
         assert self._max_batch is not None
         return self._max_batch
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return next(self.predict_stream([inputs], depth=1))
+    def predict(self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """One batch: all the rows of `inputs`. `outputs`: the outputs wanted (default: every one served)."""
+        return next(self._stream([inputs], 1, _op("predict", outputs)))
 
     def predict_stream(
         self, batches: Iterable[dict[str, np.ndarray]], depth: int = 2
@@ -146,9 +147,11 @@ class Client:
         """Predict batch after batch with up to `depth` requests queued on this connection: while
         the sidecar runs the model on one, the next is already waiting for it. Answers come in order.
         Each queued request has its own shared-memory slot, reused only after its answer arrived."""
-        return self._stream(batches, depth, {"op": "predict"})
+        return self._stream(batches, depth, _op("predict", None))
 
-    def predict_batched(self, inputs: dict[str, np.ndarray], batch_size: int, depth: int = 2) -> dict[str, np.ndarray]:
+    def predict_batched(
+        self, inputs: dict[str, np.ndarray], batch_size: int, depth: int = 2, outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """All rows of `inputs` in batches of `batch_size`, batched by the sidecar: one request
         carries a span of many batches, and the sidecar runs them one by one, each exactly as
         predict() would. Same outputs and the same budget (rows, and one request per batch) as
@@ -158,18 +161,20 @@ class Client:
         arrays = {n: np.ascontiguousarray(inputs[n]) for n in names}
         rows = len(arrays[names[0]]) if names and arrays[names[0]].ndim else 0
         if rows == 0 or any(a.ndim == 0 or len(a) != rows for a in arrays.values()):
-            return self.predict(arrays)  # the sidecar says what is wrong, or answers the empty batch
-        span = self._span_rows(list(arrays.values()), rows, batch_size)
+            return self.predict(arrays, outputs)  # the sidecar says what is wrong, or answers the empty batch
+        span = self._span_rows(list(arrays.values()), rows, batch_size, outputs)
         spans = ({n: a[i : i + span] for n, a in arrays.items()} for i in range(0, rows, span))
-        outs = list(self._stream(spans, depth, {"op": "predict_batched", "batch": batch_size}))
+        outs = list(self._stream(spans, depth, {**_op("predict_batched", outputs), "batch": batch_size}))
         return outs[0] if len(outs) == 1 else {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
-    def _span_rows(self, arrays: list[np.ndarray], rows: int, batch_size: int) -> int:
+    def _span_rows(self, arrays: list[np.ndarray], rows: int, batch_size: int, outputs: list[str] | None) -> int:
         """Rows per request: whole batches, within SPAN_BYTES of copied input and of output."""
         data = self._shared.get(DATA_SLOT)
         copied = 0 if data is not None and data.offset_of(arrays) is not None else sum(a.nbytes for a in arrays) // rows
         out_row, declared = 0, True
         for o in (self._metadata or self.metadata())["outputs"]:
+            if outputs is not None and o["name"] not in outputs:
+                continue
             dims = o["shape"][1:]
             if not o["shape"] or not all(isinstance(d, int) for d in dims):
                 declared = False
@@ -242,3 +247,7 @@ class Client:
         if self._shared_ok is None:
             self.metadata()
         return bool(self._shared_ok)
+
+
+def _op(op: str, outputs: list[str] | None) -> dict[str, Any]:
+    return {"op": op} if outputs is None else {"op": op, "outputs": list(outputs)}

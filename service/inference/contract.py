@@ -17,8 +17,10 @@ MODEL_PATH = "/model/model.onnx"  # mounted into the sidecar only
 DATASET_PATH = "/data/dataset.npz"  # mounted read-only into the job
 SUITE_DIR = "/suite"  # the partner's code, read-only
 OUTPUT_DIR = "/output"  # the job's one writable volume besides /tmp
-RESULT_NAME = "result.json"
+RESULT_NAME = "result.json"  # metrics mode: the job's metrics
 RESULT_PATH = f"{OUTPUT_DIR}/{RESULT_NAME}"
+ROWS_NAME = "rows.npz"  # rows mode: one output row per dataset row (probabilities, label or value)
+ROWS_PATH = f"{OUTPUT_DIR}/{ROWS_NAME}"
 COLLECT_DIR = "/collect"  # where the sidecar holds the job's output volume (read-only) until collected
 
 # -- users (uid:gid) the containers run as; the job's owns nothing in either image ---------------------
@@ -37,6 +39,11 @@ class Env(StrEnum):
     OUTPUT = "EVALGATE_OUTPUT"
     SEED = "EVALGATE_SEED"
     METRICS = "EVALGATE_METRICS"
+    # rows mode: what to write, from which model output
+    ROWS = "EVALGATE_ROWS"  # "classification" or "regression"
+    MODEL_OUTPUT = "EVALGATE_MODEL_OUTPUT"  # the output to read
+    OUTPUT_ROLE = "EVALGATE_OUTPUT_ROLE"  # what it gives: probabilities, logits, labels or values
+    CLASSES = "EVALGATE_CLASSES"
     # sidecar
     MODEL = "EVALGATE_MODEL"
     QUERY_BUDGET_ROWS = "EVALGATE_QUERY_BUDGET_ROWS"
@@ -58,6 +65,7 @@ class Exit(IntEnum):
 
     OK = 0
     BUDGET = 3  # the model query budget ran out and the suite did not handle BudgetExceeded
+    NO_MODEL = 4  # the sidecar never answered: the runner stopped before starting the partner's code
 
 
 class ErrorCode(StrEnum):
@@ -67,6 +75,7 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     UNKNOWN_OP = "unknown_op"
     UNKNOWN_INPUT = "unknown_input"
+    UNKNOWN_OUTPUT = "unknown_output"
     DTYPE_MISMATCH = "dtype_mismatch"
     SHAPE_MISMATCH = "shape_mismatch"
     BUDGET_EXCEEDED = "budget_exceeded"

@@ -88,47 +88,98 @@ class RateLimit:
             time.sleep(start - now)
 
 
+# The one onnxruntime configuration a model version runs with, wherever it runs: fixed, not derived
+# from the job's CPU limit, because a tree ensemble's sums (and so a tied row's label) depend on how
+# its work is split between threads. Recorded in every release's provenance.
+EXECUTION_MODE = "sequential"
+GRAPH_OPTIMIZATION = "all"
+
+
+def inference_config(threads: int) -> dict[str, Any]:
+    """The configuration that Model(path, threads) runs with, as provenance records it."""
+    return {
+        "intra_op_threads": threads,
+        "inter_op_threads": 1,
+        "execution_mode": EXECUTION_MODE,
+        "graph_optimization_level": GRAPH_OPTIMIZATION,
+        "onnxruntime": ort.__version__,
+    }
+
+
+# ONNX types of the outputs a classifier exporter's ZipMap makes: one {class label: score} map per
+# row. They are served as float32 (rows, classes), columns in the order of the labels.
+ZIPMAP_TYPES = frozenset({"seq(map(int64,tensor(float)))", "seq(map(int64,tensor(double)))"})
+
+
 class Model:
     def __init__(self, path: str, threads: int):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         # Spin inside a run (fast hand-offs between its parallel sections), but stop when the run
         # ends, so the socket I/O between runs gets the CPU. Measured in bench/inference_channel.py:
         # better than spinning always (which starves the I/O) or never (futex wake-ups in each run).
         opts.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.config = inference_config(threads)
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self._dtypes = {
             i.name: np.dtype(ORT_TO_NUMPY[i.type]) if i.type in ORT_TO_NUMPY else None
             for i in self.session.get_inputs()
         }
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        # Served: tensors of a dtype the protocol carries, and ZipMap outputs (as tensors). Others
+        # (strings, maps with string keys) are not served at all.
+        self.zipmaps = frozenset(o.name for o in self.session.get_outputs() if o.type in ZIPMAP_TYPES)
+        self.output_names = [
+            o.name for o in self.session.get_outputs() if o.type in ORT_TO_NUMPY or o.name in self.zipmaps
+        ]
 
     def metadata(self) -> dict[str, Any]:
         def io(args: Iterable[Any]) -> list[dict[str, Any]]:
-            return [
-                {
-                    "name": a.name,
-                    "dtype": ORT_TO_NUMPY.get(a.type, a.type),
-                    "shape": [d if isinstance(d, int) else None for d in a.shape],
-                }
-                for a in args
-            ]
+            out = []
+            for a in args:
+                if a.name in self.zipmaps:
+                    out.append({"name": a.name, "dtype": "float32", "shape": [None, None], "zipmap": True})
+                elif a.type in ORT_TO_NUMPY:
+                    shape = [d if isinstance(d, int) else None for d in a.shape]
+                    out.append({"name": a.name, "dtype": ORT_TO_NUMPY[a.type], "shape": shape})
+            return out
 
         return {"inputs": io(self.session.get_inputs()), "outputs": io(self.session.get_outputs())}
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def served(self, requested: object) -> list[str]:
+        """The outputs a request asks for (None: every served output), checked."""
+        if requested is None:
+            return self.output_names
+        if not isinstance(requested, list) or not requested or not all(isinstance(n, str) for n in requested):
+            raise ModelError(ErrorCode.BAD_FRAME, "outputs must be a non-empty list of output names")
+        unknown = [n for n in requested if n not in self.output_names]
+        if unknown or len(set(requested)) != len(requested):
+            raise ModelError(ErrorCode.UNKNOWN_OUTPUT, f"outputs are {self.output_names}; asked for {requested}")
+        return list(requested)
+
+    def run(self, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
+        names = names or self.output_names
         try:
-            return [
-                o if isinstance(o, np.ndarray) else np.asarray(o) for o in self.session.run(self.output_names, feeds)
-            ]
+            raw = self.session.run(names, feeds)
         except Exception:  # onnxruntime's own error types; the text may describe the graph
             raise ModelError(ErrorCode.INFERENCE_FAILED, "the model could not run on this input") from None
+        return [
+            zipmap_array(o) if name in self.zipmaps else o if isinstance(o, np.ndarray) else np.asarray(o)
+            for name, o in zip(names, raw, strict=True)
+        ]
 
     def run_batched(
-        self, feeds: dict[str, np.ndarray], rows: int, batch: int, pace: Callable[[], None], max_bytes: int
+        self,
+        feeds: dict[str, np.ndarray],
+        rows: int,
+        batch: int,
+        pace: Callable[[], None],
+        max_bytes: int,
+        names: list[str] | None = None,
     ) -> list[np.ndarray]:
         """Rows [0, rows) in batches of `batch`, each run on its own exactly as a predict of that
         batch would be; the outputs concatenated. Each batch after the first waits its turn under
@@ -137,19 +188,20 @@ class Model:
         The loop is here rather than in the client because a request crossing the socket costs
         about 0.1 ms of Python on each side, a tenth of the inference time of 256 rows of a small
         model (bench/inference_channel.py). So it is kept lean."""
-        parts: list[list[np.ndarray]] = [[] for _ in self.output_names]
+        names = names or self.output_names
+        parts: list[list[np.ndarray]] = [[] for _ in names]
         size = 0
         for i in range(0, max(rows, 1), batch):
             if i:
                 pace()
-            for part, out in zip(parts, self.run({k: v[i : i + batch] for k, v in feeds.items()}), strict=True):
+            for part, out in zip(parts, self.run({k: v[i : i + batch] for k, v in feeds.items()}, names), strict=True):
                 part.append(out)
                 size += out.nbytes
             if size > max_bytes:
                 raise ModelError(
                     ErrorCode.TOO_LARGE, f"the outputs of these rows pass {max_bytes} bytes; send fewer rows"
                 )
-        for name, part in zip(self.output_names, parts, strict=True):
+        for name, part in zip(names, parts, strict=True):
             if part[0].ndim == 0:
                 raise ModelError(ErrorCode.SHAPE_MISMATCH, f"output {name} is a scalar, not rows: use predict")
         return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
@@ -178,6 +230,14 @@ class Model:
                 raise ModelError(ErrorCode.SHAPE_MISMATCH, "inputs disagree on the batch size")
             rows = n
         return rows or 0
+
+
+def zipmap_array(rows: list[dict[int, float]]) -> np.ndarray:
+    """[{label: score}, ...] as float32 (rows, classes), columns in the order of the labels."""
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    labels = sorted(rows[0])
+    return np.array([[row[label] for label in labels] for row in rows], dtype=np.float32).reshape(len(rows), -1)
 
 
 def make_handler(
@@ -264,6 +324,7 @@ def make_handler(
                         "metadata": model.metadata(),
                         "shared_memory": shared_memory,
                         "limits": {"max_body": max_body, "max_batch": max_batch},
+                        "inference": model.config,
                     },
                 )
             elif op in ("predict", "predict_batched"):
@@ -290,13 +351,13 @@ def make_handler(
                     raise ModelError(ErrorCode.TOO_LARGE, f"batch of {batch} rows; at most {max_batch}")
                 if not budget.spend(rows, requests):
                     raise ModelError(ErrorCode.BUDGET_EXCEEDED, "the job's model query budget is spent")
-                arrays = (
-                    model.run(feeds) if op == "predict" else model.run_batched(feeds, rows, batch, rate.wait, MAX_BODY)
-                )
+                names = model.served(header.get("outputs"))
+                if op == "predict":
+                    arrays = model.run(feeds, names)
+                else:
+                    arrays = model.run_batched(feeds, rows, batch, rate.wait, MAX_BODY, names)
                 write_frame(
-                    sock,
-                    {"ok": True, "outputs": [describe(n, a) for n, a in zip(model.output_names, arrays, strict=True)]},
-                    arrays,
+                    sock, {"ok": True, "outputs": [describe(n, a) for n, a in zip(names, arrays, strict=True)]}, arrays
                 )
             else:
                 raise ModelError(ErrorCode.UNKNOWN_OP, "operations: metadata, predict, predict_batched, attach")
@@ -307,6 +368,7 @@ def make_handler(
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    model: Model
 
 
 def make_server(
@@ -333,6 +395,7 @@ def make_server(
         server = Server(socket_path, make_handler(model, budget, max_batch, max_body, rate, shared_memory))
     finally:
         os.umask(old_umask)
+    server.model = model
     return server, budget
 
 
@@ -358,7 +421,7 @@ def main() -> int:
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
-        print(USAGE + " " + json.dumps(budget.snapshot()), flush=True)
+        print(USAGE + " " + json.dumps({**budget.snapshot(), "inference": server.model.config}), flush=True)
     return 0
 
 

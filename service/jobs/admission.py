@@ -11,7 +11,8 @@ partner's admission lock and commits; a refusal raises and the transaction rolls
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
@@ -19,6 +20,7 @@ from service import __version__
 from service.auth.service import Caller
 from service.canonical import digest
 from service.config import PartnerLimits, Settings
+from service.inference.model_info import Contract
 from service.jobs import errors
 from service.jobs import repository as repo
 from service.jobs.models import Job
@@ -28,8 +30,11 @@ from service.jobs.states import JobState
 from service.ledger import service as ledger
 from service.quotas import leakage
 from service.quotas.service import Budgets, Partner, Plan
+from service.registry import fit
 from service.registry import service as registry
-from service.release import gate
+from service.registry.errors import DatasetTooSmall, ModelDatasetMismatch
+from service.registry.models import DatasetVersion, SuiteVersion
+from service.release import gate, metrics
 from service.release.catalogue import MetricDecl
 
 
@@ -54,25 +59,119 @@ def _resources(req: JobCreate, settings: Settings, limits: PartnerLimits) -> dic
 
 
 def release_key(
-    principal_id: int, suite: dict[str, Any], model: dict[str, Any], dataset: dict[str, Any], metrics: list[str]
+    principal_id: int,
+    suite: dict[str, Any],
+    model: dict[str, Any],
+    dataset: dict[str, Any],
+    metrics: list[str],
+    rows: dict[str, Any] | None,
 ) -> str:
-    """What makes two requests 'the same release': seed, ε and resources are deliberately left out, so
-    asking again with another seed or ε cannot buy fresh noise to average away."""
+    """What makes two requests 'the same release': the code, the model as it runs (its inference
+    configuration), the data, the metrics and the output read. Seed, ε and resources are
+    deliberately left out, so asking again with another seed or ε cannot buy fresh noise to average
+    away, and a job's CPU limit cannot change the answer."""
     return digest(
         {
             "principal": principal_id,
             "suite": suite["sha256"],
-            "model": [model["name"], model["version"], model["sha256"]],
+            "model": [model["name"], model["version"], model["sha256"], model.get("inference", {})],
             "dataset": [dataset["name"], dataset["version"], dataset["sha256"]],
             "metrics": sorted(metrics),
+            **({"rows": rows} if rows is not None else {}),
         }
     )
 
 
+@dataclass(frozen=True)
+class Judged:
+    """What a job will release and how: the metrics' declarations, the noise plan, the most the values
+    can carry, and (rows mode) what the rows are."""
+
+    decls: dict[str, MetricDecl]
+    privacy: dict[str, Any]
+    metric_bits: float
+    rows: dict[str, Any] | None = None
+
+
+def _metrics_mode(
+    req: JobCreate,
+    suite: SuiteVersion,
+    dataset: DatasetVersion,
+    settings: Settings,
+    limits: PartnerLimits,
+    policy: gate.Policy,
+) -> Judged:
+    """The suite's code reports the metrics it declares."""
+    declared = suite.metric_decls
+    unknown = [m for m in req.metrics if m not in declared]
+    if unknown:
+        raise errors.UndeclaredMetric(
+            f"metrics {unknown} are not declared by suite {suite.ref}", alternatives=list(declared)
+        )
+    decls = {m: declared[m] for m in sorted(req.metrics)}
+    privacy = _privacy(req, settings, limits, gate.noised(decls, policy), policy)
+    return Judged(decls, privacy, gate.max_bits(decls, dataset.rows, privacy["epsilon_per_metric"], policy))
+
+
+def _rows_mode(
+    req: JobCreate,
+    suite: SuiteVersion,
+    contract: Contract,
+    dataset: DatasetVersion,
+    settings: Settings,
+    limits: PartnerLimits,
+    policy: gate.Policy,
+) -> Judged:
+    """The suite's code writes one row per dataset row; the service computes every metric from the
+    rows and the labels, all of them noised (the code never sees the labels)."""
+    assert suite.rows is not None
+    kind = suite.rows["kind"]
+    if dataset.task != kind:
+        raise ModelDatasetMismatch(f"suite {suite.ref} evaluates {kind}; {dataset.ref} is a {dataset.task} dataset")
+    value_range = (
+        (float(suite.rows["value_range"][0]), float(suite.rows["value_range"][1]))
+        if suite.rows.get("value_range")
+        else None
+    )
+    role: fit.Role
+    if kind == "classification":
+        use = fit.choose_output(contract, req.output)
+        output, role, classes = use.output, use.role, dataset.classes
+    else:
+        output, role, classes = fit.choose_value_output(contract, req.output), "values", 0
+    offered = set(suite.rows["offers"])
+    gives: Literal["labels", "probabilities", "values"] = (
+        "probabilities" if role in ("probabilities", "logits") else "labels" if role == "labels" else "values"
+    )
+    fits = [m for m in metrics.available(kind, classes, gives) if metrics.family_of(m) in offered]
+    chosen = []
+    for name in sorted(req.metrics):
+        c = metrics.resolve(name, kind, classes, value_range)
+        if c is None or metrics.family_of(name) not in offered:
+            raise errors.UndeclaredMetric(f"suite {suite.ref} offers no metric {name!r} here", alternatives=fits[:40])
+        if c.spec.needs == "probabilities" and gives != "probabilities":
+            raise errors.MetricNeedsProbabilities(
+                f"{name} needs class probabilities; the model output {output!r} gives labels", alternatives=fits[:40]
+            )
+        chosen.append(c)
+    decls = {c.name: c.spec.decl for c in chosen}
+    privacy = _privacy(req, settings, limits, sorted(decls) if policy.mechanism else [], policy)
+    rows = {
+        "kind": kind,
+        "output": output,
+        "role": role,
+        "classes": classes,
+        "value_range": list(value_range) if value_range else None,
+        # A built-in suite writes the model's own probabilities: only float rounding is forgiven.
+        "strict": suite.builtin,
+    }
+    bits = gate.rows_max_bits(chosen, dataset.rows, privacy["epsilon_per_metric"], policy)
+    return Judged(decls, privacy, bits, rows)
+
+
 def _privacy(
-    req: JobCreate, settings: Settings, limits: PartnerLimits, decls: dict[str, MetricDecl], policy: gate.Policy
+    req: JobCreate, settings: Settings, limits: PartnerLimits, noised: list[str], policy: gate.Policy
 ) -> dict[str, Any]:
-    noised = gate.noised(decls, policy)
     if not noised:
         return {"mechanism": None, "epsilon_per_metric": 0.0, "epsilon_total": 0.0, "noised_metrics": []}
     ceiling = limits.max_epsilon_per_metric
@@ -96,41 +195,42 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
     suite = registry.visible_suite(session, req.suite, caller.principal_id, caller.role)
     model = registry.usable_model(session, req.model)
     dataset = registry.resolve_dataset(session, req.dataset)
-    decls_all = suite.metric_decls
-    unknown = [m for m in req.metrics if m not in decls_all]
-    if unknown or len(set(req.metrics)) != len(req.metrics):
-        raise errors.UndeclaredMetric(
-            f"metrics {unknown or req.metrics} are not declared once each by suite {suite.ref}",
-            alternatives=list(decls_all),
-        )
+    if len(set(req.metrics)) != len(req.metrics):
+        raise errors.UndeclaredMetric(f"metrics {req.metrics} are asked more than once", alternatives=[])
     if dataset.rows < settings.min_dataset_rows:
-        raise errors.DatasetTooSmall(
+        raise DatasetTooSmall(
             f"dataset {dataset.ref} has fewer than {settings.min_dataset_rows} rows",
             alternatives=["choose a larger dataset"],
         )
-    refs = (
-        {"name": suite.name, "version": suite.version, "sha256": suite.sha256},
-        {"name": model.name, "version": model.version, "sha256": model.sha256},
-        {"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256},
-    )
-    decls = {m: decls_all[m] for m in sorted(req.metrics)}
+    contract = fit.check(session, settings, model, dataset)  # before anything is reserved
     resources = _resources(req, settings, limits)
     policy = gate.Policy.from_settings(settings)
-    privacy = _privacy(req, settings, limits, decls, policy)
-    key = release_key(caller.principal_id, *refs, req.metrics)
+    if suite.mode == "rows":
+        judged = _rows_mode(req, suite, contract, dataset, settings, limits, policy)
+    else:
+        judged = _metrics_mode(req, suite, dataset, settings, limits, policy)
+    refs = (
+        {"name": suite.name, "version": suite.version, "sha256": suite.sha256},
+        {"name": model.name, "version": model.version, "sha256": model.sha256, "inference": model.inference},
+        {"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256},
+    )
+    key = release_key(caller.principal_id, *refs, req.metrics, judged.rows)
     earlier = repo.same_release(session, caller.principal_id, key)
     if earlier is not None:
         ledger.append(
             session, actor=caller.actor, action="job.reused", subject=f"job:{earlier.id}", data={"release_key": key}
         )
         return earlier, True
-    most = leakage.job_bits(settings, gate.max_bits(decls, dataset.rows, privacy["epsilon_per_metric"], policy))
+    privacy = judged.privacy
+    most = leakage.job_bits(settings, judged.metric_bits)
     spec: dict[str, Any] = {
         "suite": refs[0],
         "model": refs[1],
         "dataset": refs[2],
+        "mode": suite.mode,
         "metrics": sorted(req.metrics),
-        "declared": {m: d.model_dump(exclude_defaults=True) | {"kind": d.kind} for m, d in decls.items()},
+        "declared": {m: d.model_dump(exclude_defaults=True) | {"kind": d.kind} for m, d in judged.decls.items()},
+        "rows": judged.rows,
         "privacy": privacy,
         "leakage_bits": round(most, 3),  # the most its ending can carry; charged if it runs
         "resources": resources,

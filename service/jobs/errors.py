@@ -24,10 +24,11 @@ class UndeclaredMetric(Unprocessable):
     code = "undeclared_metric"
 
 
-class DatasetTooSmall(Unprocessable):
-    """The dataset version has fewer rows than the deployment's smallest allowed dataset."""
+class MetricNeedsProbabilities(Unprocessable):
+    """A requested metric needs class probabilities, and the model output read gives labels only;
+    `alternatives` lists the metrics labels give."""
 
-    code = "dataset_too_small"
+    code = "metric_needs_probabilities"
 
 
 class ResourcesExceedLimit(Unprocessable):

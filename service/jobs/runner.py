@@ -18,13 +18,15 @@ import logging
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope
-from service.inference.contract import Env
+from service.inference.contract import RESULT_NAME, ROWS_NAME, Env
 from service.jobs import service as jobs_service
 from service.jobs.context import WorkerContext
 from service.jobs.models import Job
 from service.jobs.states import RUNNABLE, TERMINAL, JobState
 from service.quotas.service import Budgets
-from service.registry import storage
+from service.registry import datasets, storage
+from service.registry import service as registry
+from service.release import metrics
 from service.release import service as release_service
 from service.release.outcomes import ErrorClass
 from service.sandbox.runner import JobSandbox, Limits, Outcome
@@ -91,7 +93,12 @@ def _run(ctx: WorkerContext, job_id: str) -> JobState:
         job = _load(s, job_id)
         if job.state != JobState.RUNNING:
             return job.state
-        spec = _sandbox_spec(ctx, job, ctx.budgets.rows_granted(s, job_id))
+        try:
+            spec = _sandbox_spec(ctx, job, ctx.budgets.rows_granted(s, job_id))
+        except Exception as e:  # no container was made: the partner's code never ran
+            log.exception("job %s: preparing its sandbox failed", job_id)
+            note = f"{type(e).__name__}: {e}"[: ctx.settings.log_cap_bytes]
+            return jobs_service.end(s, ctx.budgets, job, ErrorClass.INTERNAL_ERROR, actor=ACTOR, note=note, ran=False)
     outcome = ctx.sandbox.run(spec, should_cancel=lambda: _cancel_requested(ctx, job_id))
     with ctx.session() as s:
         job = _load(s, job_id)
@@ -116,6 +123,10 @@ def _gate(ctx: WorkerContext, job_id: str) -> JobState:
             return _end(ctx, s, job, ErrorClass.INTERNAL_ERROR, note="the sandbox's outcome was not recorded")
         if job.cancel_requested:  # asked before the job ended: it ends as asked, whatever it reported
             return _end(ctx, s, job, ErrorClass.CANCELLED)
+        truth = None
+        if job.spec.get("mode") == "rows":  # the labels, which only this trusted side reads
+            y = datasets.labels(storage.blob_path(ctx.settings.data_dir, job.dataset.sha256))
+            truth = metrics.Truth(y=y, classes=job.dataset.classes)
         case = release_service.Case(
             job_id=job.id,
             spec=job.spec,
@@ -123,6 +134,7 @@ def _gate(ctx: WorkerContext, job_id: str) -> JobState:
             dataset_rows=job.dataset.rows,
             submitted_at=job.created_at,
             runtime=ctx.runtime.family,
+            truth=truth,
         )
         outcome = Outcome.from_facts(job.outcome, job.result_raw)
         ending = release_service.conclude(s, ctx.signer, ctx.settings, case, outcome)
@@ -172,30 +184,54 @@ def _remove_sandbox(ctx: WorkerContext, job_id: str) -> None:
         log.exception("job %s: cleanup failed", job_id)
 
 
+def rows_file_bound(n: int, classes: int) -> int:
+    """The most bytes a rows file of n rows may take: float64 per class (or one value), and room for
+    the .npz's own headers."""
+    return n * max(classes, 1) * 8 + (64 << 10)
+
+
 def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int) -> JobSandbox:
     s = ctx.settings
     res = job.spec["resources"]
+    env: dict[str, str] = {Env.SEED: str(job.spec["seed"]), Env.METRICS: ",".join(job.spec["metrics"])}
+    dataset_blob, result_name = job.dataset.sha256, RESULT_NAME
+    result_max, output_bytes = s.result_max_bytes, s.output_dir_bytes
+    if job.spec.get("mode") == "rows":
+        spec_rows = job.spec["rows"]
+        # The job is given the features only: its code never sees the labels.
+        dataset_blob, result_name = registry.features_sha256(s, job.dataset), ROWS_NAME
+        result_max = rows_file_bound(job.dataset.rows, spec_rows["classes"])
+        output_bytes = max(output_bytes, result_max + (1 << 20))
+        env |= {
+            Env.ROWS: spec_rows["kind"],
+            Env.MODEL_OUTPUT: spec_rows["output"],
+            Env.OUTPUT_ROLE: spec_rows["role"],
+            Env.CLASSES: str(spec_rows["classes"]),
+        }
+    inference = job.spec["model"].get("inference") or job.model.inference
     return JobSandbox(
         job_id=job.id,
         job_image=ctx.sandbox.image_id(s.job_image),
         sidecar_image=ctx.sandbox.image_id(s.sidecar_image),
         model_path=storage.blob_path(s.data_dir, job.model.sha256),
-        dataset_path=storage.blob_path(s.data_dir, job.dataset.sha256),
+        dataset_path=storage.blob_path(s.data_dir, dataset_blob),
         suite_path=storage.suite_dir(s.data_dir, job.suite.sha256),
         entrypoint=job.suite.entrypoint,
-        env={Env.SEED: str(job.spec["seed"]), Env.METRICS: ",".join(job.spec["metrics"])},
+        env=env,
         query_budget_rows=rows,
+        result_name=result_name,
+        sidecar_threads=int(inference.get("intra_op_threads", s.inference_threads)),
         limits=Limits(
             memory_mb=res["memory_mb"],
             cpus=res["cpus"],
             timeout_s=res["timeout_s"],
             pids=s.pids_limit,
             tmp_mb=s.tmp_size_mb,
-            output_bytes=s.output_dir_bytes,
+            output_bytes=output_bytes,
             output_inodes=s.output_dir_inodes,
             log_cap_bytes=s.log_cap_bytes,
             sidecar_memory_mb=s.sidecar_memory_mb,
-            result_max_bytes=s.result_max_bytes,
+            result_max_bytes=result_max,
             max_requests=s.max_requests_per_job,
             max_batch_rows=s.max_batch_rows,
             max_requests_per_s=s.max_requests_per_s,

@@ -27,6 +27,11 @@ class JobCreate(BaseModel):
     metrics: list[str] = Field(min_length=1, max_length=64)
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    output: str | None = Field(
+        default=None,
+        max_length=256,
+        description="rows-mode suites: the model output to read (default: its one score output, else its labels)",
+    )
     epsilon: float | None = Field(
         default=None, gt=0, le=100, description="differential-privacy ε per noised metric; the policy default if unset"
     )

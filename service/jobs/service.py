@@ -44,21 +44,33 @@ def end(
     actor: str,
     note: str | None = None,
     data: dict[str, Any] | None = None,
+    ran: bool | None = None,
 ) -> JobState:
     """End a job: released (no error class) or in the state its error class belongs to; settle what
-    it reserved (a job that never started gets it back); drop the raw result; add `note` to what
-    operators see. Idempotent: a job that has ended stays as it is."""
+    it reserved; drop the raw result; add `note` to what operators see. Idempotent: a job that has
+    ended stays as it is.
+
+    `ran`: whether the partner's code may have run (and seen data). If not given: what the recorded
+    sandbox outcome says, else whether the job ever started. A job whose code never ran gets its ε,
+    bits and model rows back; one whose code may have run keeps its ε and bits spent."""
     if job.state in TERMINAL:
         return job.state
     to = end_state(error_class)
     _move(session, job, to, actor=actor, error_class=error_class, data=data)
     if note:
         job.operator_log = f"{job.operator_log}\n{note}" if job.operator_log else note
-    rows_used = (job.outcome or {}).get("usage", {}).get("rows")
+    facts = job.outcome or {}
+    if ran is None:
+        ran = (
+            bool(facts.get("job_started", True) and facts.get("sidecar_ready", True))
+            if facts
+            else (job.started_at is not None)
+        )
+    rows_used = facts.get("usage", {}).get("rows")
     budgets.settle(
         session,
         job.id,
-        ran=job.started_at is not None,
+        ran=ran,
         rows_used=None if rows_used is None else int(rows_used),
         actor=actor,
     )

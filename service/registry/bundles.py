@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import shutil
@@ -19,13 +20,14 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, cast
+from typing import IO, Any, Literal, cast
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from service.errors import EvalgateError
 from service.registry import errors
+from service.release import metrics
 from service.release.catalogue import MetricDecl, parse_declarations
 
 MANIFEST = "suite.yaml"
@@ -40,14 +42,57 @@ class BundleLimits(BaseModel):
     max_metrics: int
 
 
+class RowsDecl(BaseModel):
+    """What a rows-mode suite's code writes, one row per dataset row, and which of the service's
+    metrics it offers (service.release.metrics)."""
+
+    model_config = {"extra": "forbid"}
+
+    kind: Literal["classification", "regression"]
+    # Regression: predictions are clamped into this range, and errors counted up to its width.
+    value_range: tuple[float, float] | None = None
+    offers: list[str] | None = Field(default=None, description="metric families offered; all if omitted")
+
+    @model_validator(mode="after")
+    def _check(self) -> RowsDecl:
+        if self.kind == "regression":
+            if self.value_range is None:
+                raise ValueError("regression rows need value_range: [min, max]")
+            lo, hi = self.value_range
+            if not (math.isfinite(lo) and math.isfinite(hi) and -1e12 <= lo < hi <= 1e12):
+                raise ValueError("value_range must be finite, within ±1e12, min below max")
+        elif self.value_range is not None:
+            raise ValueError("value_range is for regression rows only")
+        known = metrics.families(self.kind)
+        unknown = sorted(set(self.offers or []) - set(known))
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; the catalogue has {known}")
+        return self
+
+    def offered(self) -> list[str]:
+        return self.offers or metrics.families(self.kind)
+
+
 class SuiteManifest(BaseModel):
     model_config = {"extra": "forbid"}
 
     name: str = Field(pattern=NAME_RE)
     version: str = Field(pattern=SEMVER_RE)
     entrypoint: str
-    metrics: dict[str, MetricDecl] = Field(min_length=1, description="name -> kind, see service.release.catalogue")
+    # "metrics": the code reports metrics it declares by kind; "rows": it writes per-row outputs and
+    # the service computes the metrics from them and the labels, which the code never sees.
+    mode: Literal["metrics", "rows"] = "metrics"
+    metrics: dict[str, MetricDecl] = Field(default_factory=dict, description="name -> kind (metrics mode)")
+    rows: RowsDecl | None = None
     description: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _mode(self) -> SuiteManifest:
+        if self.mode == "metrics" and (not self.metrics or self.rows is not None):
+            raise ValueError("a metrics-mode suite declares its metrics (and no rows)")
+        if self.mode == "rows" and (self.rows is None or self.metrics):
+            raise ValueError("a rows-mode suite declares its rows (the service's catalogue names the metrics)")
+        return self
 
     @field_validator("entrypoint")
     @classmethod
@@ -68,6 +113,12 @@ class SuiteManifest(BaseModel):
             if not re.match(METRIC_RE, m):
                 raise ValueError(f"metric name {m!r} must match {METRIC_RE}")
         return decls
+
+    def rows_table(self) -> dict[str, Any] | None:
+        """The rows declaration as stored with the suite version (JSON)."""
+        if self.rows is None:
+            return None
+        return {"kind": self.rows.kind, "value_range": self.rows.value_range, "offers": self.rows.offered()}
 
     def metric_table(self) -> dict[str, dict[str, Any]]:
         """The declarations as stored with the suite version (JSON)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from service.auth.dependencies import AnyCaller, Operator, PartnerOrOperator
@@ -11,7 +13,7 @@ from service.errors import PayloadTooLarge
 from service.registry import errors
 from service.registry import repository as repo
 from service.registry import service as registry
-from service.registry.schemas import DatasetRead, ModelRead, ModelStatusUpdate, SuiteRead
+from service.registry.schemas import DatasetRead, DatasetRegistered, ModelRead, ModelStatusUpdate, SuiteRead
 
 router = APIRouter(prefix="/v1", tags=["registry"])
 
@@ -33,11 +35,22 @@ def register_model(
     name: str = Form(),
     version: str = Form(),
     file: UploadFile = File(),
+    output_kind: Literal["probabilities", "logits"] | None = Form(None),
+    classes: int | None = Form(None, ge=2, le=10_000),
+    threads: int | None = Form(None, ge=1, le=64),
 ) -> ModelRead:
-    """Register an ONNX model version (operators)."""
+    """Register an ONNX model version (operators); its output contract is inferred and shown."""
     _refuse_oversized(request, settings.model_max_bytes, errors.ModelTooLarge)
     row, created = registry.register_model(
-        session, settings, name=name, version=version, stream=file.file, actor=caller.actor
+        session,
+        settings,
+        name=name,
+        version=version,
+        stream=file.file,
+        actor=caller.actor,
+        output_kind=output_kind,
+        classes=classes,
+        threads=threads,
     )
     if not created:
         response.status_code = 200
@@ -58,7 +71,7 @@ def set_model_status(
     return ModelRead.model_validate(registry.set_model_status(session, f"{name}@{version}", body.status, caller.actor))
 
 
-@router.post("/datasets", response_model=DatasetRead, status_code=201)
+@router.post("/datasets", response_model=DatasetRegistered, status_code=201)
 def register_dataset(
     request: Request,
     response: Response,
@@ -68,16 +81,24 @@ def register_dataset(
     name: str = Form(),
     version: str = Form(),
     visibility: str = Form("private"),
+    allow_nan: bool = Form(False),
     file: UploadFile = File(),
-) -> DatasetRead:
-    """Register a dataset version: an .npz with float features x and integer labels y (operators)."""
+) -> DatasetRegistered:
+    """Register a dataset version: an .npz with features x and labels (or regression targets) y (operators)."""
     _refuse_oversized(request, settings.dataset_max_bytes, errors.DatasetTooLarge)
     row, created = registry.register_dataset(
-        session, settings, name=name, version=version, visibility=visibility, stream=file.file, actor=caller.actor
+        session,
+        settings,
+        name=name,
+        version=version,
+        visibility=visibility,
+        stream=file.file,
+        actor=caller.actor,
+        allow_nan=allow_nan,
     )
     if not created:
         response.status_code = 200
-    return DatasetRead.model_validate(row)
+    return DatasetRegistered.model_validate(row)
 
 
 @router.get("/datasets", response_model=list[DatasetRead])

@@ -66,6 +66,26 @@ class InvalidDataset(Unprocessable):
     code = "invalid_dataset"
 
 
+class DatasetTooSmall(Unprocessable):
+    """The dataset version has fewer rows than the deployment's smallest allowed dataset
+    (`EVALGATE_MIN_DATASET_ROWS`)."""
+
+    code = "dataset_too_small"
+
+
+class DatasetHasNan(Unprocessable):
+    """The features hold NaN or infinite values; register with `allow_nan=true` to accept them
+    knowingly (the suites then see them as they are)."""
+
+    code = "dataset_has_nan"
+
+
+class DatasetEmptyClass(Unprocessable):
+    """A class in 0..k-1 has no rows (labels must be 0..k-1 with every class present)."""
+
+    code = "dataset_empty_class"
+
+
 class InvalidVisibility(Unprocessable):
     """A dataset's visibility must be `private` or `public`."""
 
@@ -88,6 +108,33 @@ class ModelRetired(Forbidden):
     """The model version is retired and takes no new jobs; `alternatives` lists active versions."""
 
     code = "model_retired"
+
+
+class ModelDatasetMismatch(Unprocessable):
+    """The model cannot be evaluated on this dataset: `detail` says what does not fit (the input's
+    features or dtype, the number of classes, the kind of targets); `alternatives` lists dataset
+    versions that fit the model."""
+
+    code = "model_dataset_mismatch"
+
+
+class ModelOutputAmbiguous(Unprocessable):
+    """The model has several score outputs: name the one to read with `output`; `alternatives` lists them."""
+
+    code = "model_output_ambiguous"
+
+
+class UnknownModelOutput(Unprocessable):
+    """`output` names no output of the model that a built-in suite can read; `alternatives` lists those it can."""
+
+    code = "unknown_model_output"
+
+
+class ModelContractUnknown(Unprocessable):
+    """How to read the model's outputs could not be told (`detail` says why); an operator registers it
+    again with `output_kind` and `classes`."""
+
+    code = "model_contract_unknown"
 
 
 class ModelTooLarge(PayloadTooLarge):

@@ -23,6 +23,10 @@ class ModelVersion(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="active")
     signature: Mapped[dict[str, Any]] = mapped_column(JSON)  # input/output names, dtypes, shapes: never weights
+    # How the built-in suites read it (inference.model_info.Contract), and the one onnxruntime
+    # configuration it runs with wherever it runs (part of every release's provenance).
+    contract: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    inference: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
@@ -41,9 +45,16 @@ class DatasetVersion(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     rows: Mapped[int] = mapped_column(Integer)
     features: Mapped[int] = mapped_column(Integer)
-    classes: Mapped[int] = mapped_column(Integer)
+    classes: Mapped[int] = mapped_column(Integer)  # 0 for a regression dataset (float targets)
     visibility: Mapped[str] = mapped_column(String(16), default="private")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    task: Mapped[str] = mapped_column(String(16), default="classification")  # or "regression"
+    features_dtype: Mapped[str] = mapped_column(String(16), default="float32")
+    # The features alone (x, without y): what a rows-mode job is given, so its code never sees labels.
+    features_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # For operators only: per-class rows, and what registration warned about (NaN accepted, ...).
+    class_counts: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     @property
     def ref(self) -> str:
@@ -61,6 +72,11 @@ class SuiteVersion(Base):
     entrypoint: Mapped[str] = mapped_column(String(255))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)  # name -> declaration (kind, ...), see release.catalogue
     builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "metrics": the suite's code computes and reports its metrics (declared by kind in `metrics`).
+    # "rows": it writes one output row per dataset row and the service computes the metrics (`rows`:
+    # what the rows are, and which of the catalogue's metrics it offers); its code never sees labels.
+    mode: Mapped[str] = mapped_column(String(16), default="metrics")
+    rows: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     approved: Mapped[bool] = mapped_column(Boolean, default=False)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("principals.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

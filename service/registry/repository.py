@@ -22,8 +22,9 @@ def versions_of(session: Session, model: Versioned, name: str) -> list[str]:
 
 
 def blob_in_use(session: Session, sha256: str) -> bool:
-    """Whether a registered model or dataset version has these bytes."""
-    return any(session.execute(select(m.id).where(m.sha256 == sha256)).first() for m in (ModelVersion, DatasetVersion))
+    """Whether a registered model or dataset version (or a dataset's features-only copy) has these bytes."""
+    columns = (ModelVersion.sha256, DatasetVersion.sha256, DatasetVersion.features_sha256)
+    return any(session.execute(select(c).where(c == sha256).limit(1)).first() for c in columns)
 
 
 def models(session: Session) -> list[ModelVersion]:

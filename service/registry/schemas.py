@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelRead(BaseModel):
@@ -15,6 +15,11 @@ class ModelRead(BaseModel):
     size_bytes: int
     status: str
     signature: dict[Any, Any]
+    contract: dict[str, Any] = Field(
+        description="how built-in suites read it: its input and feature count, label and score outputs, classes, "
+        "whether scores are probabilities or logits, and notes on what could not be told"
+    )
+    inference: dict[str, Any] = Field(description="the one onnxruntime configuration it runs with, everywhere")
     created_at: datetime
 
 
@@ -31,8 +36,15 @@ class DatasetRead(BaseModel):
     rows: int
     features: int
     classes: int
+    task: str
     visibility: str
     created_at: datetime
+
+
+class DatasetRegistered(DatasetRead):
+    """What the operator who registered a dataset is told, warnings included."""
+
+    warnings: list[str]
 
 
 class SuiteRead(BaseModel):
@@ -42,7 +54,9 @@ class SuiteRead(BaseModel):
     version: str
     sha256: str
     entrypoint: str
-    metrics: dict[str, dict[Any, Any]]
+    mode: str = Field(description="metrics: the code reports declared metrics; rows: the service computes them")
+    metrics: dict[str, dict[Any, Any]] = Field(description="metrics mode: each metric's declaration")
+    rows: dict[str, Any] | None = Field(description="rows mode: what the rows are and the metrics offered")
     builtin: bool
     approved: bool
     created_at: datetime

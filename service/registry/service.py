@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import re
-import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 from service.auth.roles import Role
 from service.config import Settings
-from service.inference.model_info import InvalidModel, describe_model
+from service.errors import EvalgateError
+from service.inference.model_info import InvalidModel, OutputKind, describe_model
 from service.ledger import service as ledger
-from service.registry import bundles, errors, storage
+from service.registry import bundles, datasets, errors, storage
 from service.registry import repository as repo
 from service.registry.models import MODEL_STATUSES, DatasetVersion, ModelVersion, SuiteVersion
 
@@ -69,9 +68,20 @@ def _taken(kind: str, ref: str) -> errors.VersionTaken:
 
 
 def register_model(
-    session: Session, settings: Settings, *, name: str, version: str, stream: BinaryIO, actor: str
+    session: Session,
+    settings: Settings,
+    *,
+    name: str,
+    version: str,
+    stream: BinaryIO,
+    actor: str,
+    output_kind: OutputKind | None = None,
+    classes: int | None = None,
+    threads: int | None = None,
 ) -> tuple[ModelVersion, bool]:
-    """Returns (row, created). The same name@version with the same bytes is accepted again as a no-op."""
+    """Returns (row, created). The same name@version with the same bytes is accepted again as a no-op.
+    `output_kind` and `classes` say how its scores are read where the probe cannot tell (or overrule
+    it); `threads` fixes onnxruntime's threads for this version (default EVALGATE_INFERENCE_THREADS)."""
     _check_name(name, version)
     sha, path, size = storage.store_stream(settings.data_dir, stream, settings.model_max_bytes, errors.ModelTooLarge)
     existing = repo.by_name_version(session, ModelVersion, name, version)
@@ -80,11 +90,22 @@ def register_model(
             raise _taken("model", f"{name}@{version}")
         return existing, False
     try:
-        signature = describe_model(path)
+        signature, contract, inference = describe_model(
+            path, threads or settings.inference_threads, output_kind=output_kind, classes=classes
+        )
     except InvalidModel as e:
         _discard_unreferenced(session, path, sha)
         raise errors.InvalidModel(str(e)) from None
-    row = ModelVersion(name=name, version=version, sha256=sha, size_bytes=size, status="active", signature=signature)
+    row = ModelVersion(
+        name=name,
+        version=version,
+        sha256=sha,
+        size_bytes=size,
+        status="active",
+        signature=signature,
+        contract=contract.as_dict(),
+        inference=inference,
+    )
     session.add(row)
     session.flush()
     ledger.append(
@@ -92,7 +113,7 @@ def register_model(
         actor=actor,
         action="model.registered",
         subject=f"model:{row.ref}",
-        data={"sha256": sha, "size_bytes": size},
+        data={"sha256": sha, "size_bytes": size, "contract": contract.as_dict(), "inference": inference},
     )
     return row, True
 
@@ -111,27 +132,19 @@ def set_model_status(session: Session, ref: str, status: str, actor: str) -> Mod
     return row
 
 
-def inspect_dataset(path: Path) -> tuple[int, int, int]:
-    """(rows, features, classes) of an .npz with float features `x` (n, d) and integer labels `y` (n,)."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if set(npz.files) != {"x", "y"}:
-                raise errors.InvalidDataset("dataset .npz must hold exactly the arrays x and y")
-            x, y = npz["x"], npz["y"]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise errors.InvalidDataset(f"dataset is not a readable .npz without pickles: {type(e).__name__}") from None
-    if x.ndim != 2 or x.dtype.kind not in "fiu":
-        raise errors.InvalidDataset("x must be a 2-D numeric array")
-    if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
-        raise errors.InvalidDataset("y must be a 1-D integer array with one label per row of x")
-    if len(y) == 0 or y.min() < 0:
-        raise errors.InvalidDataset("y must be non-empty with labels 0..k-1")
-    return int(x.shape[0]), int(x.shape[1]), int(y.max()) + 1
-
-
 def register_dataset(
-    session: Session, settings: Settings, *, name: str, version: str, visibility: str, stream: BinaryIO, actor: str
+    session: Session,
+    settings: Settings,
+    *,
+    name: str,
+    version: str,
+    visibility: str,
+    stream: BinaryIO,
+    actor: str,
+    allow_nan: bool = False,
 ) -> tuple[DatasetVersion, bool]:
+    """Returns (row, created). Refuses a file that is not a clean dataset (see registry.datasets);
+    `allow_nan` accepts NaN features knowingly, with a warning kept for operators."""
     _check_name(name, version)
     if visibility not in ("private", "public"):
         raise errors.InvalidVisibility("visibility must be private or public")
@@ -144,8 +157,8 @@ def register_dataset(
             raise _taken("dataset", f"{name}@{version}")
         return existing, False
     try:
-        rows, features, classes = inspect_dataset(path)
-    except errors.InvalidDataset:
+        found = datasets.inspect_dataset(path, min_rows=settings.min_dataset_rows, allow_nan=allow_nan)
+    except EvalgateError:
         _discard_unreferenced(session, path, sha)
         raise
     row = DatasetVersion(
@@ -153,10 +166,15 @@ def register_dataset(
         version=version,
         sha256=sha,
         size_bytes=size,
-        rows=rows,
-        features=features,
-        classes=classes,
+        rows=found.rows,
+        features=found.features,
+        classes=found.classes,
         visibility=visibility,
+        task=found.task,
+        features_dtype=found.features_dtype,
+        features_sha256=datasets.store_features(settings.data_dir, path),
+        class_counts=found.class_counts,
+        warnings=found.warnings,
     )
     session.add(row)
     session.flush()
@@ -165,9 +183,18 @@ def register_dataset(
         actor=actor,
         action="dataset.registered",
         subject=f"dataset:{row.ref}",
-        data={"sha256": sha, "rows": rows, "visibility": visibility},
+        data={"sha256": sha, "rows": found.rows, "visibility": visibility, "warnings": found.warnings},
     )
     return row, True
+
+
+def features_sha256(settings: Settings, dataset: DatasetVersion) -> str:
+    """The dataset's features-only blob (made now for a version registered before they were kept)."""
+    if dataset.features_sha256 is None:
+        dataset.features_sha256 = datasets.store_features(
+            settings.data_dir, storage.blob_path(settings.data_dir, dataset.sha256)
+        )
+    return dataset.features_sha256
 
 
 def _limits(settings: Settings) -> bundles.BundleLimits:
@@ -193,6 +220,8 @@ def _record_suite(
         sha256=bundle.sha256,
         entrypoint=m.entrypoint,
         metrics=m.metric_table(),
+        mode=m.mode,
+        rows=m.rows_table(),
         builtin=builtin,
         approved=approved,
         owner_id=owner_id,
@@ -204,7 +233,14 @@ def _record_suite(
         actor=actor,
         action="suite.registered",
         subject=f"suite:{row.ref}",
-        data={"sha256": bundle.sha256, "builtin": builtin, "approved": approved, "metrics": m.metric_table()},
+        data={
+            "sha256": bundle.sha256,
+            "builtin": builtin,
+            "approved": approved,
+            "mode": m.mode,
+            "metrics": m.metric_table(),
+            "rows": m.rows_table(),
+        },
     )
     return row, True
 

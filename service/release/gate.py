@@ -24,8 +24,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
+import numpy as np
+
 from service.config import Settings
-from service.release import privacy
+from service.release import metrics, privacy
 from service.release.catalogue import MetricDecl, bits, grid
 
 ENTRY_KEYS = frozenset({"value", "n", "min_class_n"})
@@ -251,6 +253,84 @@ def release(
             out.noise[name] = noise.as_dict()
         out.metrics[name] = _on_grid(value, d, r.n, policy.decimals)
     return out
+
+
+# -- rows mode: metrics computed by the service from a job's per-row outputs (see metrics.py) ---------------
+
+
+class AddNoiseVector(Protocol):
+    """privacy.add_noise_vector, or a stand-in for it."""
+
+    def __call__(self, values: list[float], noise: privacy.Noise) -> list[float]: ...
+
+
+def _rows_noise(stat: metrics.Statistic, n: int, epsilon: float, policy: Policy, integer: bool) -> privacy.Noise:
+    assert policy.mechanism is not None
+    if isinstance(stat, metrics.Counts):
+        sensitivity = stat.l1 if policy.mechanism == "laplace" else stat.l2
+        return privacy.calibrate(
+            policy.mechanism, epsilon=epsilon, sensitivity=sensitivity, integer=False, delta=policy.delta, vector=True
+        )
+    sensitivity = stat.width / n if isinstance(stat, metrics.Mean) else stat.width
+    return privacy.calibrate(
+        policy.mechanism, epsilon=epsilon, sensitivity=sensitivity, integer=integer, delta=policy.delta
+    )
+
+
+def release_rows(
+    rows: metrics.Rows,
+    truth: metrics.Truth,
+    chosen: list[metrics.Chosen],
+    *,
+    epsilon: float,
+    policy: Policy,
+    add_noise: AddNoise = privacy.add_noise,
+    add_noise_vector: AddNoiseVector = privacy.add_noise_vector,
+) -> Release:
+    """Every requested metric from the rows and the labels; each one noised with `epsilon` (unless
+    policy says no noise), put on its grid, or withheld when a class it is about is too small (judged
+    on the noisy counts: post-processing, no further privacy cost)."""
+    out = Release()
+    n = truth.n
+    for c in sorted(chosen, key=lambda c: c.name):
+        stat, decl = c.spec.compute(rows, truth, c.index), c.spec.decl
+        noisy = policy.mechanism is not None and epsilon > 0
+        noise = _rows_noise(stat, n, epsilon, policy, decl.integer) if noisy else None
+        if isinstance(stat, metrics.Counts):
+            counts = stat.counts
+            if noise is not None:
+                counts = np.asarray(add_noise_vector([float(v) for v in counts], noise))
+            if stat.support is not None and stat.support(counts) < policy.min_class_rows:
+                out.suppressed.append(
+                    {"metric": c.name, "reason": f"a class has fewer than {policy.min_class_rows} rows"}
+                )
+                continue
+            value = stat.finish(counts)
+        else:
+            value = stat.value
+            if noise is not None:
+                value = add_noise(value, noise, integer=decl.integer)
+        if noise is not None:
+            out.noise[c.name] = {**noise.as_dict(), "on": "counts" if isinstance(stat, metrics.Counts) else "value"}
+        out.metrics[c.name] = _on_grid(value, decl, n, policy.decimals)
+    return out
+
+
+def rows_max_bits(chosen: list[metrics.Chosen], n: int, epsilon: float, policy: Policy) -> float:
+    """The most a rows-mode release can carry: each metric a value on its grid (or on its noise
+    scale where that is coarser; for metrics made from noisy counts, the grid), or withheld."""
+    total = 0.0
+    for c in chosen:
+        decl = c.spec.decl
+        scale = None
+        if policy.mechanism is not None and epsilon > 0 and not c.spec.needs_counts:
+            width = c.spec.width
+            sensitivity = width if c.spec.shape == "total" else width / n
+            scale = privacy.calibrate(
+                policy.mechanism, epsilon=epsilon, sensitivity=sensitivity, integer=decl.integer, delta=policy.delta
+            ).scale
+        total += bits(decl, n, policy.decimals, scale, extra_outcomes=len(SUPPRESSION_REASONS))
+    return total
 
 
 def outcome_bits(outcomes: int, time_buckets: int) -> float:

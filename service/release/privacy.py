@@ -45,9 +45,12 @@ def _dp() -> ModuleType:
     return dp
 
 
-def _measurement(mechanism: str, integer: bool, scale: float, delta: float) -> Measurement:
+def _measurement(mechanism: str, integer: bool, scale: float, delta: float, vector: bool = False) -> Measurement:
     dp = _dp()
-    if integer:
+    if vector:  # counts: L1 sensitivity for Laplace, L2 for Gaussian
+        distance = dp.l1_distance(T=float) if mechanism == "laplace" else dp.l2_distance(T=float)
+        space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), distance
+    elif integer:
         space = dp.atom_domain(T=int), dp.absolute_distance(T=int)
     else:
         space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
@@ -62,13 +65,16 @@ def _measurement(mechanism: str, integer: bool, scale: float, delta: float) -> M
 
 
 @lru_cache(maxsize=4096)  # a pure function of its arguments, and OpenDP's search takes ~20 ms
-def calibrate(mechanism: str, *, epsilon: float, sensitivity: float, integer: bool, delta: float = 0.0) -> Noise:
-    """The smallest scale whose privacy loss at this sensitivity is at most epsilon (and delta)."""
+def calibrate(
+    mechanism: str, *, epsilon: float, sensitivity: float, integer: bool, delta: float = 0.0, vector: bool = False
+) -> Noise:
+    """The smallest scale whose privacy loss at this sensitivity is at most epsilon (and delta).
+    `vector`: noise on a vector of counts whose L1 (Laplace) or L2 (Gaussian) sensitivity is given."""
     dp = _dp()
-    d_in = math.ceil(sensitivity) if integer else float(sensitivity)
+    d_in = math.ceil(sensitivity) if integer and not vector else float(sensitivity)
     d_out = epsilon if mechanism == "laplace" else (epsilon, delta)
     scale = dp.binary_search_param(
-        lambda s: _measurement(mechanism, integer, s, delta), d_in=d_in, d_out=d_out, T=float
+        lambda s: _measurement(mechanism, integer, s, delta, vector), d_in=d_in, d_out=d_out, T=float
     )
     return Noise(
         mechanism=mechanism,
@@ -83,3 +89,9 @@ def add_noise(value: float, noise: Noise, *, integer: bool) -> float:
     """One draw from OpenDP's sampler (a fresh measurement, so no state is shared between releases)."""
     meas = _measurement(noise.mechanism, integer, noise.scale, noise.delta)
     return float(meas(round(value) if integer else float(value)))
+
+
+def add_noise_vector(values: list[float], noise: Noise) -> list[float]:
+    """One draw per coordinate from OpenDP's vector sampler, calibrated with vector=True."""
+    meas = _measurement(noise.mechanism, False, noise.scale, noise.delta, vector=True)
+    return [float(v) for v in meas([float(v) for v in values])]

@@ -25,7 +25,7 @@ from service.config import Settings
 from service.db import utcnow
 from service.inference.contract import Exit
 from service.ledger import service as ledger
-from service.release import gate, timing
+from service.release import gate, metrics, timing
 from service.release import repository as repo
 from service.release.catalogue import MetricDecl
 from service.release.models import Result
@@ -44,6 +44,7 @@ class Case:
     dataset_rows: int
     submitted_at: datetime
     runtime: str  # the sandbox runtime family it ran under
+    truth: metrics.Truth | None = None  # rows mode: the dataset's labels
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ def classify(outcome: Outcome) -> ErrorClass | None:
     """The error class the sandbox's own facts give, before the gate looks at the result."""
     if outcome.cancelled:
         return ErrorClass.CANCELLED
+    if not outcome.partner_code_ran:  # the model never came up (or the job never started): not the job's doing
+        return ErrorClass.INTERNAL_ERROR
     if outcome.timed_out:
         return ErrorClass.TIMEOUT
     if outcome.oom:
@@ -74,34 +77,53 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
     """Judge a finished sandbox run, and release its result if it passes."""
     error_class = classify(outcome)
     if error_class is not None:
-        return Ending(error_class)
+        note = "" if outcome.partner_code_ran else "the sidecar never served the model (see its output above)"
+        return Ending(error_class, note)
     assert outcome.result is not None
-    decls = {name: MetricDecl.model_validate(d) for name, d in case.spec["declared"].items()}
-    try:
-        reported = gate.parse_result(
-            outcome.result,
-            decls,
-            dataset_rows=case.dataset_rows,
-            max_bytes=settings.result_max_bytes,
-            max_metrics=settings.max_metrics,
-        )
-    except gate.OutputRejected as e:
-        return Ending(ErrorClass.OUTPUT_REJECTED, f"[gate] {e.reason}")
     privacy = case.spec["privacy"]  # the plan admitted is the plan applied, whatever the settings now
     policy = replace(
         gate.Policy.from_settings(settings), mechanism=privacy["mechanism"], delta=privacy.get("delta") or 0.0
     )
-    gated = gate.release(
-        reported, decls, epsilon=privacy["epsilon_per_metric"], policy=policy, noised_metrics=privacy["noised_metrics"]
-    )
+    if case.spec.get("mode") == "rows":
+        try:
+            gated = _gate_rows(case, outcome.result, privacy["epsilon_per_metric"], policy)
+        except metrics.RowsRejected as e:
+            # A built-in suite writes the model's own output: then the model broke its registered
+            # contract (the operator's to fix), not the job.
+            builtin = bool(case.spec["rows"].get("strict"))
+            return Ending(ErrorClass.INTERNAL_ERROR if builtin else ErrorClass.OUTPUT_REJECTED, f"[rows] {e.reason}")
+    else:
+        decls = {name: MetricDecl.model_validate(d) for name, d in case.spec["declared"].items()}
+        try:
+            reported = gate.parse_result(
+                outcome.result,
+                decls,
+                dataset_rows=case.dataset_rows,
+                max_bytes=settings.result_max_bytes,
+                max_metrics=settings.max_metrics,
+            )
+        except gate.OutputRejected as e:
+            return Ending(ErrorClass.OUTPUT_REJECTED, f"[gate] {e.reason}")
+        gated = gate.release(
+            reported,
+            decls,
+            epsilon=privacy["epsilon_per_metric"],
+            policy=policy,
+            noised_metrics=privacy["noised_metrics"],
+        )
     usage = {"rows": int(outcome.usage.get("rows", 0)), "requests": int(outcome.usage.get("requests", 0))}
     provenance = {
         "spec_sha256": case.spec_sha256,
         "suite": case.spec["suite"],
         "model": case.spec["model"],
         "dataset": case.spec["dataset"],
+        "mode": case.spec.get("mode", "metrics"),
+        "rows": case.spec.get("rows"),
         "images": outcome.images,
         "runtime": case.runtime,
+        # As the sidecar reported it: the onnxruntime it really ran, with the configuration fixed
+        # for the model version.
+        "inference": outcome.usage.get("inference"),
         "service_version": __version__,
         "seed": case.spec["seed"],
         "queries": usage,
@@ -121,6 +143,23 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
         actor="worker",
     )
     return Ending(None)
+
+
+def _gate_rows(case: Case, raw: bytes, epsilon: float, policy: gate.Policy) -> gate.Release:
+    """Rows mode: read the job's rows, then compute, noise and round every metric here."""
+    assert case.truth is not None
+    rows_spec = case.spec["rows"]
+    n, classes = case.truth.n, int(rows_spec["classes"])
+    value_range = tuple(rows_spec["value_range"]) if rows_spec.get("value_range") else None
+    bound = n * max(classes, 1) * 8 + (64 << 10)
+    arrays = metrics.load_rows_file(raw, bound)
+    rows = metrics.read_rows(
+        arrays, rows_spec["kind"], n, classes, strict=bool(rows_spec.get("strict")), value_range=value_range
+    )
+    chosen = [metrics.resolve(name, rows_spec["kind"], classes, value_range) for name in case.spec["metrics"]]
+    if any(c is None for c in chosen):  # admission checked them; a spec that changed is a bug
+        raise metrics.RowsRejected(f"metrics {case.spec['metrics']} are not all in the catalogue")
+    return gate.release_rows(rows, case.truth, [c for c in chosen if c is not None], epsilon=epsilon, policy=policy)
 
 
 def statement(

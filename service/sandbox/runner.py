@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import tarfile
 import time
 from collections.abc import Callable
@@ -89,6 +88,8 @@ class JobSandbox:
     # What the job container runs; None: the job image's own command (the SDK's runner). Set only by
     # operators' tools (the channel benchmark runs its measuring script in the sidecar image).
     command: list[str] | None = None
+    result_name: str = RESULT_NAME  # the one file collected from /output (ROWS_NAME in rows mode)
+    sidecar_threads: int = 1  # onnxruntime's threads: the model version's, whatever the job's CPUs
 
 
 @dataclass
@@ -105,6 +106,14 @@ class Outcome:
     usage: dict[str, Any] = field(default_factory=dict)
     job_log: str = ""
     images: dict[str, str] = field(default_factory=dict)  # the image ids the containers really ran
+    # The SDK's runner starts the partner's code only once it has talked to a ready sidecar, so a
+    # sidecar that never served the model means the partner's code never ran (and saw no data).
+    sidecar_ready: bool = True
+    job_started: bool = True
+
+    @property
+    def partner_code_ran(self) -> bool:
+        return self.job_started and self.sidecar_ready
 
     def facts(self) -> dict[str, Any]:
         """Everything but the result bytes and the log, as JSON (the worker records it)."""
@@ -116,6 +125,8 @@ class Outcome:
             "result_problem": self.result_problem,
             "usage": self.usage,
             "images": self.images,
+            "sidecar_ready": self.sidecar_ready,
+            "job_started": self.job_started,
         }
 
     @classmethod
@@ -210,8 +221,8 @@ class Sandbox:
                 # Batches through a sealed memfd the job hands over (runc); gVisor cannot pass
                 # descriptors between two sandboxes, so there batches travel in the socket.
                 Env.SHARED_MEMORY: "1" if spec.runtime.family == "runc" else "0",
-                # onnxruntime's threads sized to the CPUs this container is given, not the host's.
-                Env.THREADS: str(max(1, math.ceil(lim.cpus))),
+                # The model version's own thread count: its numbers never depend on the job's CPUs.
+                Env.THREADS: str(spec.sidecar_threads),
             },
             mounts=[
                 Mount(MODEL_PATH, str(spec.model_path), type="bind", read_only=True),
@@ -222,24 +233,28 @@ class Sandbox:
             tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"},
             mem_limit=f"{lim.sidecar_memory_mb}m",
             memswap_limit=f"{lim.sidecar_memory_mb}m",
-            nano_cpus=int(lim.cpus * 1e9),
+            nano_cpus=int(max(spec.sidecar_threads, 1) * 1e9),  # the model owner's CPUs, one per thread
             pids_limit=64 + spec.runtime.extra_pids,
             **self._common(spec, "sidecar"),
         )
         container.start()
         return container
 
-    def _wait_ready(self, container: Container, timeout_s: float = 60) -> None:
-        """The sidecar must have served the model (it may still be loading if the job never asked)."""
+    @staticmethod
+    def _is_ready(container: Container) -> bool:
+        return READY in container.logs(stdout=True, stderr=False, tail=200).decode(errors="replace")
+
+    def _wait_ready(self, container: Container, timeout_s: float = 60) -> bool:
+        """Whether the sidecar served the model (it may still be loading if the job never asked)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if READY in container.logs(stdout=True, stderr=False, tail=200).decode(errors="replace"):
-                return
+            if self._is_ready(container):
+                return True
             container.reload()
             if container.status not in ("created", "running"):
-                break
+                return self._is_ready(container)
             time.sleep(0.05)
-        raise SandboxError(f"the sidecar never served the model: {self._tail(container, 2000)}")
+        return False
 
     def _start_job(self, spec: JobSandbox, n: dict[str, str]) -> Container:
         lim = spec.limits
@@ -253,7 +268,7 @@ class Sandbox:
                 Env.ENTRYPOINT: spec.entrypoint,
                 Env.SOCKET: SOCKET_PATH,
                 Env.DATASET: DATASET_PATH,
-                Env.OUTPUT: f"{OUTPUT_DIR}/{RESULT_NAME}",
+                Env.OUTPUT: f"{OUTPUT_DIR}/{spec.result_name}",
                 "HOME": "/tmp",
             },
             mounts=[
@@ -309,18 +324,22 @@ class Sandbox:
                 job = self._start_job(spec, n)
             elif job.status == "created":
                 job.start()
-            outcome = self._wait(job, spec.limits.timeout_s, should_cancel)
+            outcome = self._wait(job, sidecar, spec.limits.timeout_s, should_cancel)
             outcome.images = {"job": job.attrs["Image"], "sidecar": sidecar.attrs["Image"]}
             job.reload()
             state = job.attrs["State"]
             outcome.exit_code = state.get("ExitCode")
             outcome.oom = bool(state.get("OOMKilled"))
+            outcome.job_started = not str(state.get("StartedAt") or "0001").startswith("0001")
             outcome.job_log = self._tail(job, spec.limits.log_cap_bytes)
-            sidecar.reload()
-            self._wait_ready(sidecar)
+            outcome.sidecar_ready = self._wait_ready(sidecar)
+            if not outcome.sidecar_ready:
+                outcome.job_log += f"\n--- sidecar (never served the model) ---\n{self._tail(sidecar, 4000)}"
             sidecar.reload()
             if sidecar.status == "running":
-                outcome.result, outcome.result_problem = self._collect(sidecar, spec.limits.result_max_bytes)
+                outcome.result, outcome.result_problem = self._collect(
+                    sidecar, spec.result_name, spec.limits.result_max_bytes
+                )
             else:
                 outcome.result_problem = "sidecar stopped before the result was collected"
             outcome.usage = self._stop_sidecar(sidecar)
@@ -328,7 +347,7 @@ class Sandbox:
         except (APIError, requests.exceptions.RequestException) as e:
             raise SandboxError(f"docker: {e}") from e
 
-    def _wait(self, job: Container, timeout_s: int, should_cancel: Callable[[], bool]) -> Outcome:
+    def _wait(self, job: Container, sidecar: Container, timeout_s: int, should_cancel: Callable[[], bool]) -> Outcome:
         outcome = Outcome()
         job.reload()
         started = job.attrs["State"].get("StartedAt") or ""
@@ -343,6 +362,8 @@ class Sandbox:
                 outcome.cancelled = True
             elif time.monotonic() >= deadline:
                 outcome.timed_out = True
+            elif self._sidecar_died_unready(sidecar):
+                pass  # the job's runner is waiting for a model that will never come: stop it now
             else:
                 continue
             try:
@@ -352,13 +373,17 @@ class Sandbox:
             job.wait(timeout=30)
             return outcome
 
-    def _collect(self, sidecar: Container, max_bytes: int) -> tuple[bytes | None, str | None]:
+    def _sidecar_died_unready(self, sidecar: Container) -> bool:
+        sidecar.reload()
+        return sidecar.status not in ("created", "running") and not self._is_ready(sidecar)
+
+    def _collect(self, sidecar: Container, name: str, max_bytes: int) -> tuple[bytes | None, str | None]:
         """Read the result file through the Docker API, after the job container has stopped.
 
         The stat header is checked before any content is read; the tar member type is checked again,
         so a symlink, FIFO, device or directory never gets read, and size is capped before reading."""
         try:
-            stream, stat = sidecar.get_archive(f"{COLLECT_DIR}/{RESULT_NAME}")
+            stream, stat = sidecar.get_archive(f"{COLLECT_DIR}/{name}")
         except NotFound:
             return None, NO_RESULT
         mode = int(stat.get("mode", 0))

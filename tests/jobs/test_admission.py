@@ -36,7 +36,7 @@ def test_valid_job_is_committed_then_enqueued_with_a_canonical_spec(api):
     [
         ({"model": "demo-classifier@9"}, 404, "unknown_model_version", "demo-classifier@1"),
         ({"dataset": "demo-blobs@2"}, 404, "unknown_dataset_version", "demo-blobs@1"),
-        ({"suite": "classification@2.0.0"}, 404, "unknown_suite_version", CLASSIFICATION),
+        ({"suite": "classification@9.0.0"}, 404, "unknown_suite_version", CLASSIFICATION),
         ({"model": "no-version"}, 422, "invalid_reference", None),
         ({"metrics": ["accuracy", "weights"]}, 422, "undeclared_metric", "accuracy"),
         ({"metrics": ["accuracy", "accuracy"]}, 422, "undeclared_metric", None),
@@ -63,14 +63,19 @@ def test_dataset_below_the_minimum_rows_is_refused(api, tmp_path):
     import numpy as np
 
     path = tmp_path / "tiny.npz"
-    np.savez(path, x=np.zeros((10, 16), np.float32), y=np.zeros(10, np.int64))
-    with path.open("rb") as f:
-        assert (
-            api.client.post(
+    np.savez(path, x=np.zeros((10, 16), np.float32), y=np.arange(10, dtype=np.int64) % 3)
+
+    def register():
+        with path.open("rb") as f:
+            return api.client.post(
                 "/v1/datasets", headers=api.operator, data={"name": "tiny", "version": "1"}, files={"file": f}
-            ).status_code
-            == 201
-        )
+            )
+
+    refused = register()
+    assert refused.status_code == 422 and refused.json()["error"] == "dataset_too_small"
+    api.settings.min_dataset_rows = 5  # registered under a looser policy, then the policy tightened
+    assert register().status_code == 201
+    api.settings.min_dataset_rows = 100
     r = submit(api, dataset="tiny@1")
     assert r.status_code == 422 and r.json()["error"] == "dataset_too_small"
 

@@ -74,16 +74,16 @@ def count(a, model, *where):
 
 def test_epsilon_is_spent_at_admission_and_refused_before_overspending(gate_api):
     a = gate_api()
-    r = submit(a, NOISED)  # 4 noised metrics × 0.1
+    r = submit(a, NOISED)  # 5 noised metrics × 0.1
     assert r.status_code == 202, r.text
     assert r.json()["spec"]["privacy"] == {
         "mechanism": "laplace",
         "epsilon_per_metric": 0.1,
-        "epsilon_total": 0.4,
+        "epsilon_total": 0.5,
         "noised_metrics": NOISED,
         "delta": 0.0,
     }
-    assert submit(a, ["accuracy", "ece", "macro_f1"], epsilon=0.2).status_code == 202  # 0.6: 1.0 spent
+    assert submit(a, ["accuracy", "ece"], epsilon=0.25).status_code == 202  # 0.5: 1.0 spent
     eps = budget(a)["epsilon"]
     assert eps == [{"dataset": "demo-blobs@1", "spent": 1.0, "budget": 1.0, "left": 0.0}]
     assert count(a, AuditEvent, AuditEvent.action == "privacy.epsilon_spent") == 2
@@ -97,8 +97,8 @@ def test_epsilon_is_spent_at_admission_and_refused_before_overspending(gate_api)
     # Nothing half-written, and the refusal itself is on the ledger.
     assert count(a, Job) == jobs_before and budget(a)["epsilon"][0]["spent"] == 1.0
     assert count(a, AuditEvent, AuditEvent.action == "job.refused") == 1
-    # Metrics that are never noised cost no ε, so they are still admitted.
-    assert submit(a, ["log_loss"]).status_code == 202
+    # Every metric the service computes from the labels is noised, log loss too: none is free.
+    assert submit(a, ["log_loss"]).json()["error"] == "privacy_budget_exhausted"
 
 
 def test_refusal_lists_what_would_fit(gate_api, demo_files):
@@ -111,11 +111,11 @@ def test_refusal_lists_what_would_fit(gate_api, demo_files):
             == 201
         )
     assert submit(a, ["accuracy", "ece", "macro_f1"]).status_code == 202  # 0.3 of 0.5
-    r = submit(a, NOISED)  # needs 0.4
+    r = submit(a, NOISED)  # needs 0.5
     assert r.status_code == 403
     alts = r.json()["alternatives"]
     assert any("request at most 2 of the noised metrics" in x for x in alts), alts
-    assert any("epsilon <= 0.050000 per metric" in x for x in alts), alts
+    assert any("epsilon <= 0.040000 per metric" in x for x in alts), alts
     assert any("demo-blobs@2" in x for x in alts), alts
     again = a.client.post(
         "/v1/jobs",
@@ -155,7 +155,7 @@ def test_cancelling_before_it_runs_gives_epsilon_and_bits_back(gate_api):
     a = gate_api()
     job = submit(a, NOISED).json()
     b = budget(a)
-    assert b["epsilon"][0]["spent"] == 0.4 and b["leakage_bits"]["used"] > 0
+    assert b["epsilon"][0]["spent"] == 0.5 and b["leakage_bits"]["used"] > 0
     a.client.post(f"/v1/jobs/{job['id']}/cancel", headers=a.partner)
     b = budget(a)
     assert b["epsilon"][0]["spent"] == 0.0 and b["leakage_bits"]["used"] == 0.0
@@ -163,11 +163,11 @@ def test_cancelling_before_it_runs_gives_epsilon_and_bits_back(gate_api):
 
 
 def test_daily_leakage_cap_refuses_with_retry_after(gate_api):
-    a = gate_api(leakage_bits_per_day=40)
+    a = gate_api(leakage_bits_per_day=60)
     first = submit(a, NOISED)
     assert first.status_code == 202
     used = budget(a)["leakage_bits"]["used"]
-    assert 20 < used <= 40  # four noised metrics on 600 rows, log loss, the outcome and its time bucket
+    assert 40 < used <= 60  # five noised metrics on 600 rows, the outcome and its time bucket
     r = submit(a, ["log_loss"])
     assert r.status_code == 429 and r.json()["error"] == "leakage_budget_exhausted"
     assert 0 < int(r.headers["retry-after"]) <= 86401

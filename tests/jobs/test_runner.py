@@ -3,8 +3,10 @@ the jobs, the real runner runs them on the real database and budgets."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
 from service.jobs import runner
@@ -15,16 +17,30 @@ from service.quotas.models import BudgetReservation
 from service.release import service as release_service
 from service.release.models import Result
 from service.release.outcomes import ErrorClass
-from service.sandbox.errors import SandboxError
+from service.sandbox.errors import ImageMissing, SandboxError
 from service.sandbox.runner import JobSandbox, Outcome
 from service.sandbox.runtimes import Runtime
 
-GOOD = Outcome(
-    exit_code=0,
-    result=b'{"accuracy": 0.8333}',
-    usage={"rows": 600, "requests": 3, "budget_exceeded": False},
-    images={"job": "sha256:job", "sidecar": "sha256:sidecar"},
-)
+
+def rows_file(labels: np.ndarray, wrong: int) -> bytes:
+    """A rows file of one-hot probabilities: right for all rows but the last `wrong`."""
+    predicted = labels.copy()
+    predicted[len(labels) - wrong :] = (predicted[len(labels) - wrong :] + 1) % 3
+    buf = io.BytesIO()
+    np.savez(buf, probabilities=np.eye(3, dtype=np.float32)[predicted])
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def GOOD(demo_files) -> Outcome:
+    with np.load(demo_files["data"]) as npz:
+        labels = npz["y"]
+    return Outcome(
+        exit_code=0,
+        result=rows_file(labels, wrong=100),  # accuracy 500 / 600
+        usage={"rows": 600, "requests": 3, "budget_exceeded": False},
+        images={"job": "sha256:job", "sidecar": "sha256:sidecar"},
+    )
 
 
 class WorkerDied(BaseException):
@@ -84,7 +100,7 @@ def set_job(api, job_id: str, **values) -> None:
             setattr(job, k, v)
 
 
-def test_queued_job_runs_to_a_signed_release_and_settles_once(api):
+def test_queued_job_runs_to_a_signed_release_and_settles_once(api, GOOD):
     job_id, sandbox = queued(api), StubSandbox(GOOD)
     assert runner.run_job(context(api, sandbox), job_id) == JobState.RELEASED
     job, reservation, result = row(api, job_id)
@@ -96,7 +112,7 @@ def test_queued_job_runs_to_a_signed_release_and_settles_once(api):
     assert runner.run_job(context(api, StubSandbox()), job_id) == JobState.RELEASED  # redelivered: nothing again
 
 
-def test_job_left_running_by_a_dead_worker_resumes_on_redelivery(api):
+def test_job_left_running_by_a_dead_worker_resumes_on_redelivery(api, GOOD):
     job_id = queued(api)
     with pytest.raises(WorkerDied):
         runner.run_job(context(api, StubSandbox(WorkerDied())), job_id)
@@ -107,7 +123,7 @@ def test_job_left_running_by_a_dead_worker_resumes_on_redelivery(api):
     assert job.attempts == 2 and len(sandbox.runs) == 1 and reservation.settled
 
 
-def test_crash_inside_gating_is_judged_again_from_the_recorded_outcome(api, monkeypatch):
+def test_crash_inside_gating_is_judged_again_from_the_recorded_outcome(api, monkeypatch, GOOD):
     job_id, sandbox = queued(api), StubSandbox(GOOD)
 
     def die(*args, **kwargs):
@@ -125,7 +141,7 @@ def test_crash_inside_gating_is_judged_again_from_the_recorded_outcome(api, monk
     assert again.runs == [] and row(api, job_id)[2].metrics == {"accuracy": 0.8333}
 
 
-def test_an_error_inside_gating_fails_the_job_and_releases_nothing(api, monkeypatch):
+def test_an_error_inside_gating_fails_the_job_and_releases_nothing(api, monkeypatch, GOOD):
     job_id = queued(api)
 
     def broken(*args, **kwargs):
@@ -138,7 +154,7 @@ def test_an_error_inside_gating_fails_the_job_and_releases_nothing(api, monkeypa
     assert result is None and (reservation.settled, reservation.ran) == (True, True)
 
 
-def test_a_job_delivered_more_than_the_allowed_attempts_fails_without_running(api):
+def test_a_job_delivered_more_than_the_allowed_attempts_fails_without_running(api, GOOD):
     job_id = queued(api)
     set_job(api, job_id, attempts=runner.MAX_ATTEMPTS)
     sandbox = StubSandbox(GOOD)
@@ -148,7 +164,7 @@ def test_a_job_delivered_more_than_the_allowed_attempts_fails_without_running(ap
     assert sandbox.runs == [] and reservation.settled and reservation.ran is False  # it never started
 
 
-def test_cancel_before_start_gives_back_everything(api):
+def test_cancel_before_start_gives_back_everything(api, GOOD):
     job_id = queued(api)
     set_job(api, job_id, cancel_requested=True)
     sandbox = StubSandbox(GOOD)
@@ -158,7 +174,7 @@ def test_cancel_before_start_gives_back_everything(api):
     assert (reservation.settled, reservation.ran) == (True, False)
 
 
-def test_cancel_that_arrives_while_the_gate_waits_wins(api, monkeypatch):
+def test_cancel_that_arrives_while_the_gate_waits_wins(api, monkeypatch, GOOD):
     job_id = queued(api)
     monkeypatch.setattr(release_service, "conclude", lambda *a, **k: (_ for _ in ()).throw(WorkerDied()))
     with pytest.raises(WorkerDied):
@@ -189,8 +205,9 @@ def test_a_sandbox_that_raises_fails_the_job_and_is_cleaned_up(api):
         (Outcome(exit_code=3), ErrorClass.QUERY_BUDGET_EXCEEDED),
         (Outcome(exit_code=0, result_problem="no result file"), ErrorClass.MISSING_OUTPUT),
         (Outcome(exit_code=0, result_problem="result is not a regular file"), ErrorClass.OUTPUT_REJECTED),
-        (Outcome(exit_code=0, result=b'{"accuracy": 1e999999}'), ErrorClass.OUTPUT_REJECTED),
-        (Outcome(exit_code=0, result=b'{"accuracy": ' + b"9" * 400 + b"}"), ErrorClass.OUTPUT_REJECTED),
+        # The built-in suite writes the model's own output: unreadable rows are the service's fault.
+        (Outcome(exit_code=0, result=b"not an npz"), ErrorClass.INTERNAL_ERROR),
+        (Outcome(exit_code=0, result=b"PK\x03\x04" + b"\0" * 100), ErrorClass.INTERNAL_ERROR),
         (Outcome(exit_code=0, cancelled=True), ErrorClass.CANCELLED),
     ],
 )
@@ -201,9 +218,41 @@ def test_each_sandbox_outcome_ends_in_its_class(api, outcome, error_class):
     assert (state, job.error_class) == (job.state, error_class) and result is None and reservation.settled
 
 
-def test_jobs_that_are_not_a_workers_to_run_are_left_alone(api):
+def test_jobs_that_are_not_a_workers_to_run_are_left_alone(api, GOOD):
     assert runner.run_job(context(api, StubSandbox()), "no-such-job") is None
     job_id = queued(api)
     set_job(api, job_id, state=JobState.AWAITING_APPROVAL)
     assert runner.run_job(context(api, StubSandbox(GOOD)), job_id) == JobState.AWAITING_APPROVAL
     assert row(api, job_id)[0].attempts == 0
+
+
+def test_a_sidecar_that_never_served_the_model_fails_the_job_and_charges_nothing(api):
+    job_id = queued(api)
+    never = Outcome(exit_code=4, sidecar_ready=False, job_log="onnxruntime could not load the model")
+    assert runner.run_job(context(api, StubSandbox(never)), job_id) == JobState.FAILED
+    job, reservation, _ = row(api, job_id)
+    assert job.error_class == ErrorClass.INTERNAL_ERROR and "never served the model" in job.operator_log
+    assert (reservation.settled, reservation.ran) == (True, False)  # the partner's code never ran
+
+
+def test_a_missing_image_fails_the_job_before_any_container_and_charges_nothing(api):
+    job_id = queued(api)
+
+    class NoImages(StubSandbox):
+        def image_id(self, tag: str) -> str:
+            raise ImageMissing(f"image {tag} is missing: run `evalgate images build`")
+
+    sandbox = NoImages(GOOD_UNUSED := Outcome())
+    assert runner.run_job(context(api, sandbox), job_id) == JobState.FAILED
+    job, reservation, _ = row(api, job_id)
+    assert job.error_class == ErrorClass.INTERNAL_ERROR and "images build" in job.operator_log
+    assert sandbox.runs == [] and sandbox.outcomes == [GOOD_UNUSED]
+    assert (reservation.settled, reservation.ran) == (True, False)
+
+
+def test_the_exit_code_of_no_model_is_not_trusted_once_the_model_was_served(api):
+    """Partner code could exit 4 itself to look as if it never ran: with a ready sidecar it is a crash."""
+    job_id = queued(api)
+    assert runner.run_job(context(api, StubSandbox(Outcome(exit_code=4))), job_id) == JobState.FAILED
+    job, reservation, _ = row(api, job_id)
+    assert job.error_class == ErrorClass.CRASHED and (reservation.settled, reservation.ran) == (True, True)

@@ -54,9 +54,11 @@ def test_oversized_model_is_refused_by_length(api):
     "arrays, what",
     [
         ({"x": np.zeros((200, 3), np.float32)}, "exactly"),
-        ({"x": np.zeros((200, 3), np.float32), "y": np.zeros(199, np.int64)}, "one label per row"),
+        ({"x": np.zeros((200, 3), np.float32), "y": np.zeros(199, np.int64)}, "one target per row"),
         ({"x": np.zeros(200, np.float32), "y": np.zeros(200, np.int64)}, "2-D"),
-        ({"x": np.zeros((200, 3), np.float32), "y": np.zeros(200, np.float32)}, "integer"),
+        ({"x": np.zeros((200, 3), np.float32), "y": np.full(200, np.nan, np.float32)}, "NaN"),
+        ({"x": np.zeros((200, 3), np.float32), "y": np.full(200, -1, np.int64)}, "0..k-1"),
+        ({"x": np.zeros((200, 3), np.float32), "y": np.array(["a"] * 200)}, "numeric"),
         ({"x": np.array([{"a": 1}] * 200, dtype=object).reshape(200, 1), "y": np.zeros(200, np.int64)}, "pickles"),
     ],
 )

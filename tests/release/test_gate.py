@@ -85,3 +85,9 @@ def test_rejects_too_many_metrics():
 def test_huge_integer_is_refused_not_crashing():
     with pytest.raises((OutputRejected, OverflowError)):
         parse('{"accuracy": ' + "9" * 400 + ', "log_loss": 1}')
+
+
+def test_a_number_too_large_for_a_float_is_rejected_by_the_gate_itself():
+    decls = {"score": MetricDecl(kind="real", min=-1, max=1)}
+    with pytest.raises(OutputRejected, match="too large"):
+        parse_result(b'{"score": ' + b"9" * 400 + b"}", decls, dataset_rows=100, max_bytes=1 << 16, max_metrics=8)

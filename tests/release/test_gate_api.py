@@ -34,8 +34,10 @@ def test_noisy_release_is_typed_signed_charged_and_cached(noisy, expected_demo_a
     assert job["state"] == "released", job
     released, disclosure = job["result"]["metrics"], job["result"]["disclosure"]
     assert set(released) == set(metrics) and disclosure["suppressed"] == []
-    # Noise from OpenDP on the proportions and the count, with its parameters; the loss is only rounded.
-    assert set(disclosure["noise"]) == {"accuracy", "ece", "macro_f1", "misclassified"}
+    # Noise from OpenDP on every metric (the service computed them from the labels), with its parameters:
+    # on the value (sensitivity / n), or on the counts macro F1 is made of.
+    assert set(disclosure["noise"]) == set(metrics)
+    assert disclosure["noise"]["macro_f1"]["on"] == "counts" and disclosure["noise"]["macro_f1"]["sensitivity"] == 4
     acc = disclosure["noise"]["accuracy"]
     assert acc["mechanism"] == "laplace" and acc["epsilon"] == 0.25 and acc["sensitivity"] == pytest.approx(1 / 600)
     assert acc["scale"] == pytest.approx(1 / 600 / 0.25)
@@ -46,7 +48,7 @@ def test_noisy_release_is_typed_signed_charged_and_cached(noisy, expected_demo_a
 
     # ε and bits are accounted: ε at admission, bits reserved then settled to what the release carried.
     b = s.client.get("/v1/budget", headers=s.partner).json()
-    assert b["epsilon"] == [{"dataset": "demo-blobs@1", "spent": 1.0, "budget": 3.0, "left": 2.0}]
+    assert b["epsilon"] == [{"dataset": "demo-blobs@1", "spent": 1.25, "budget": 3.0, "left": 1.75}]
     trail = {e["action"]: e["data"] for e in s.events(job["id"])}
     assert (
         trail["leakage.bits_settled"]["bits"] == trail["leakage.bits_reserved"]["bits"] == job["spec"]["leakage_bits"]
@@ -70,7 +72,7 @@ def test_noisy_release_is_typed_signed_charged_and_cached(noisy, expected_demo_a
     )
     assert again.status_code == 200 and again.json()["reused"]
     assert again.json()["id"] == job["id"] and again.json()["result"]["metrics"] == released
-    assert s.client.get("/v1/budget", headers=s.partner).json()["epsilon"][0]["spent"] == 1.0
+    assert s.client.get("/v1/budget", headers=s.partner).json()["epsilon"][0]["spent"] == 1.25
 
 
 def test_small_cells_are_withheld_and_out_of_range_values_rejected(noisy):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from tests.factories import suite_bundle, unique
+from tests.factories import rows_bundle, suite_bundle, unique
 from tests.harness import Harness
 
 MARKER = "LEAKMARKER-7f3a9c"
@@ -31,10 +31,11 @@ def every_file(skip=("/proc", "/sys", "/dev")):
 """
 
 
-def attack(stack: Harness, code: str, metrics: list[str], **extra) -> dict:  # type: ignore[no-untyped-def]
-    """Run `code` as a partner suite; return the job as the partner sees it, after checking that
-    nothing the attack printed reached the partner."""
-    suite = stack.upload_suite(suite_bundle(unique("attack"), code, metrics))
+def attack(stack: Harness, code: str, metrics: list[str], rows: bool = False, **extra) -> dict:  # type: ignore[no-untyped-def]
+    """Run `code` as a partner suite (rows mode: one that writes per-row outputs); return the job as
+    the partner sees it, after checking that nothing the attack printed reached the partner."""
+    bundle = rows_bundle(unique("attack"), code) if rows else suite_bundle(unique("attack"), code, metrics)
+    suite = stack.upload_suite(bundle)
     job = stack.run(f"{suite['name']}@{suite['version']}", metrics, **extra)
     seen = json.dumps(job) + stack.client.get("/v1/jobs", headers=stack.partner).text
     assert MARKER not in seen, "job output reached the partner"

@@ -18,17 +18,28 @@ import zipfile
 import numpy as np
 
 from evalgate_inference.client import SHARED_MIN_BYTES, Client
-from evalgate_inference.contract import DATASET_PATH, RESULT_PATH, SOCKET_PATH, BudgetExceeded, Env, ModelError
+from evalgate_inference.contract import (
+    DATASET_PATH,
+    RESULT_PATH,
+    ROWS_NAME,
+    SOCKET_PATH,
+    BudgetExceeded,
+    Env,
+    ModelError,
+)
 
 __all__ = [
     "BudgetExceeded",
     "ModelError",
     "load_dataset",
+    "load_features",
     "metric",
     "model_info",
+    "model_output",
     "predict",
     "predict_all",
     "report",
+    "report_rows",
     "requested_metrics",
     "seed",
 ]
@@ -43,13 +54,24 @@ def _conn() -> Client:
     return _client
 
 
-def load_dataset() -> tuple[np.ndarray, np.ndarray]:
-    """Features x (n, d) and integer labels y (n,). Where the sandbox allows it, x is read straight
-    into memory the model sidecar shares, so predicting on slices of x copies nothing."""
+def load_features() -> np.ndarray:
+    """The dataset's features x (n, d). Where the sandbox allows it, x is read straight into memory
+    the model sidecar shares, so predicting on slices of x copies nothing."""
     path = os.environ.get(Env.DATASET, DATASET_PATH)
     with np.load(path, allow_pickle=False) as npz:
         x = _load_shared(path, "x")
-        return (npz["x"] if x is None else x), npz["y"]
+        return npz["x"] if x is None else x
+
+
+def load_dataset() -> tuple[np.ndarray, np.ndarray]:
+    """Features x (n, d) and targets y (n,), for suites that report their own metrics. A rows-mode
+    suite is not given the labels (the service computes its metrics): use load_features()."""
+    path = os.environ.get(Env.DATASET, DATASET_PATH)
+    with np.load(path, allow_pickle=False) as npz:
+        if "y" not in npz.files:
+            raise RuntimeError("this suite runs in rows mode: its code is not given the labels; use load_features()")
+        y = npz["y"]
+    return load_features(), y
 
 
 def _load_shared(path: str, name: str) -> np.ndarray | None:
@@ -89,7 +111,9 @@ def model_info() -> dict:
     return _conn().metadata()
 
 
-def predict_all(inputs, batch_size: int | None = None, inflight: int = 2) -> dict[str, np.ndarray]:
+def predict_all(
+    inputs, batch_size: int | None = None, inflight: int = 2, outputs: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """Every output of the model, by name, for the given inputs: an array (for a one-input model)
     or a dict of arrays by input name, cast to the dtypes the model declares.
 
@@ -100,7 +124,7 @@ def predict_all(inputs, batch_size: int | None = None, inflight: int = 2) -> dic
     as if each batch were sent alone."""
     client = _conn()
     feeds = _feeds(inputs, model_info_cached())
-    return client.predict_batched(feeds, int(batch_size or client.max_batch), depth=inflight)
+    return client.predict_batched(feeds, int(batch_size or client.max_batch), depth=inflight, outputs=outputs)
 
 
 def predict(inputs, batch_size: int | None = None, inflight: int = 2, output: str | None = None) -> np.ndarray:
@@ -110,7 +134,7 @@ def predict(inputs, batch_size: int | None = None, inflight: int = 2, output: st
     name = output or info["outputs"][0]["name"]
     if name not in {o["name"] for o in info["outputs"]}:
         raise ValueError(f"the model has no output {name!r}; it has {[o['name'] for o in info['outputs']]}")
-    return predict_all(inputs, batch_size, inflight)[name]
+    return predict_all(inputs, batch_size, inflight, outputs=[name])[name]
 
 
 def _feeds(inputs, info: dict) -> dict[str, np.ndarray]:
@@ -160,3 +184,24 @@ def report(metrics: dict) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(chosen, f, sort_keys=True)
+
+
+def model_output() -> tuple[str, str]:
+    """Rows mode: the model output the job is to read, and what it gives (probabilities, logits,
+    labels or values), as fixed at submission."""
+    return os.environ[Env.MODEL_OUTPUT], os.environ[Env.OUTPUT_ROLE]
+
+
+def report_rows(*, probabilities=None, label=None, value=None) -> None:
+    """Rows mode: write one output row per dataset row, in the dataset's order. Exactly one of
+    probabilities (n, classes), label (n,) or value (n,). The service computes the metrics from
+    these and the labels, after projecting each row into what it declares (probabilities onto the
+    simplex, labels into 0..k-1, values into the suite's range)."""
+    given = {k: v for k, v in (("probabilities", probabilities), ("label", label), ("value", value)) if v is not None}
+    if len(given) != 1:
+        raise ValueError("report_rows takes exactly one of probabilities, label or value")
+    ((name, array),) = given.items()
+    path = os.environ.get(Env.OUTPUT, RESULT_PATH).rsplit("/", 1)[0] + "/" + ROWS_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **{name: np.ascontiguousarray(array)})

@@ -1,6 +1,8 @@
-"""Entry point of the job container: runs the suite's entrypoint as __main__.
+"""Entry point of the job container: runs the suite's entrypoint as __main__, and only once the model
+sidecar has answered, so a sidecar that never served the model means the partner's code never ran.
 
-Exit codes the worker reads: 0 done, 3 the model query budget ran out, anything else a crash.
+Exit codes the worker reads (evalgate_inference.contract.Exit): 0 done, 3 the model query budget ran
+out, 4 no model (the partner's code did not start), anything else a crash.
 """
 
 from __future__ import annotations
@@ -9,10 +11,16 @@ import os
 import runpy
 import sys
 
-from evalgate_inference.contract import SUITE_DIR, BudgetExceeded, Env, Exit
+from evalgate_inference.contract import SUITE_DIR, BudgetExceeded, Env, Exit, ModelError
+
+from . import model_info_cached
 
 
 def main() -> int:
+    try:
+        model_info_cached()  # waits for the sidecar's socket, then asks it for the model's signature
+    except ModelError:
+        return Exit.NO_MODEL
     suite = os.environ.get(Env.SUITE_DIR, SUITE_DIR)
     entry = os.path.join(suite, os.environ[Env.ENTRYPOINT])
     sys.path.insert(0, os.path.dirname(entry))
