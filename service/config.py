@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     max_cpus: float = 2.0
     default_timeout_s: int = 300
     max_timeout_s: int = 1800
-    default_query_budget: int = 100_000
+    # A job that asks for no query budget gets this many model rows, or (None) one pass over its dataset.
+    # A job is charged every row it reserves, so the default is what an evaluation needs.
+    default_query_budget: int | None = None
     max_query_budget: int = 1_000_000
     # The model channel, against extraction: rows a partner may have predicted per UTC day across all
     # its jobs, requests per job, rows per request and requests per second at the sidecar.
@@ -113,6 +115,24 @@ class Settings(BaseSettings):
     dp_epsilon_budget: float = Field(default=10.0, ge=0)  # per partner and dataset version, for ever
     # Leakage in bits per partner per UTC day: what released values, outcomes and times can carry.
     leakage_bits_per_day: float = Field(default=4096, ge=0)
+    # ... and over an asset's lifetime, per partner: a fraction of the bits the asset holds (a dataset's
+    # labels, n·log2(k), or 16 bits per regression target; a model's parameters, 32 bits each), unless
+    # its operator set the asset's own. None: no lifetime cap.
+    dataset_lifetime_fraction: float | None = Field(default=0.1, gt=0, le=1)
+    model_lifetime_fraction: float | None = Field(default=0.1, gt=0, le=1)
+    # Optional: one more cap per asset over every partner together, so partners who pool what they
+    # learn cannot get past it (a fraction of the asset's bits). None: off.
+    pooled_lifetime_fraction: float | None = Field(default=None, gt=0, le=1)
+    # Model rows per (partner, model version) over the model's lifetime: this many per parameter (at
+    # least model_lifetime_rows_min), unless its operator set the model's own. None: no lifetime cap.
+    model_lifetime_rows_per_parameter: float | None = Field(default=200.0, gt=0)
+    model_lifetime_rows_min: int = Field(default=20_000, ge=1)
+    # The most one release may carry, and one metric: a suite declaring more is refused at upload, a
+    # job asking more at submission.
+    release_max_bits: float = Field(default=256.0, gt=0)
+    metric_max_bits: float = Field(default=32.0, gt=0)
+    # Sizing the bounds checked at upload, before a dataset is known.
+    max_dataset_rows: int = Field(default=10_000_000, ge=1)
     # Releases per partner per window (moving window, in Redis), and jobs in progress per partner.
     releases_per_window: int = Field(default=30, ge=0)
     release_window_s: int = Field(default=3600, ge=1)
@@ -128,6 +148,7 @@ class Settings(BaseSettings):
     model_max_bytes: int = 512 << 20
     dataset_max_bytes: int = 512 << 20
 
+    # Rows-mode suites of partners wait for an operator (metrics-mode ones, whose code sees the labels, always do).
     custom_suites_require_approval: bool = True
 
     @model_validator(mode="after")

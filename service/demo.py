@@ -146,6 +146,12 @@ def run_demo(settings: Settings) -> int:
         f"   budget left today: {budget['leakage_bits']['left']:g} of {budget['leakage_bits']['limit']:g} bits, "
         f"{int(budget['model_rows']['left'])} of {int(budget['model_rows']['limit'])} model rows; ε left: {eps_left}"
     )
+    say("   budget left for the assets' lifetimes (never resets):")
+    for entry in budget["lifetime"]:
+        say(
+            f"     {entry['asset']:28s} {entry['left']:g} of {entry['limit']:g} {entry['resource']}"
+            f"  ({entry['derivation']})"
+        )
     p = result["provenance"]
     say("6. provenance:")
     say(f"     spec     sha256:{p['spec_sha256']}")
@@ -153,7 +159,7 @@ def run_demo(settings: Settings) -> int:
         say(f"     {part:8s} {p[part]['name']}@{p[part]['version']} sha256:{p[part]['sha256']}")
     say(f"     job image     {p['images']['job']}")
     say(f"     sidecar image {p['images']['sidecar']}")
-    say(f"     model queries {p['queries']['rows']} rows in {p['queries']['requests']} requests; seed {p['seed']}")
+    say(f"     seed {p['seed']}; inference {p['inference']}")
     attestation = result["attestation"]
     say(f"     signature     {attestation['signature'][:32]}… (ed25519, key {attestation['key_id']})")
     with session_scope(sessions) as s:

@@ -182,6 +182,13 @@ class Harness:
         with self.db() as s:
             return ledger.events_for(s, f"job:{job_id}")
 
+    def usage(self, job_id: str) -> dict[str, Any]:
+        """The job's model use as the sidecar counted it (operators' view; never shown to partners)."""
+        with self.db() as s:
+            job = s.get(Job, job_id)
+            assert job is not None and job.outcome is not None
+            return dict(job.outcome["usage"])
+
     def operator_log(self, job_id: str) -> str:
         with self.db() as s:
             job = s.get(Job, job_id)

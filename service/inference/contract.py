@@ -9,6 +9,7 @@ protocol and the channel client, so the sidecar server and the job SDK read the 
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
+from typing import Any
 
 # -- paths inside the containers ---------------------------------------------------------------------
 SOCKET_DIR = "/run/evalgate"  # a per-job volume: the sidecar's socket, read-only in the job
@@ -53,6 +54,8 @@ class Env(StrEnum):
     MAX_REQUESTS_PER_S = "EVALGATE_MAX_REQUESTS_PER_S"
     SHARED_MEMORY = "EVALGATE_SHARED_MEMORY"
     THREADS = "EVALGATE_THREADS"
+    OUTPUT_POLICY = "EVALGATE_OUTPUT_POLICY"  # JSON: what a job may see of the score outputs
+    SCORE_OUTPUTS = "EVALGATE_SCORE_OUTPUTS"  # the outputs the policy applies to, comma-separated
 
 
 # -- what the sidecar prints on stdout, read only by the worker ------------------------------------------
@@ -103,3 +106,23 @@ class BudgetExceeded(ModelError):
 def channel_error(code: str, detail: str = "") -> ModelError:
     """The error type for a code the sidecar answered with."""
     return BudgetExceeded(code, detail) if code == ErrorCode.BUDGET_EXCEEDED else ModelError(code, detail)
+
+
+def parse_output_policy(raw: object) -> dict[str, Any]:
+    """What a job may see of a model's score outputs (its operator's choice, against extraction):
+    {"kind": "full"}, {"kind": "rounded", "digits": d} (1-6), {"kind": "top_k", "k": k} (the k best
+    classes per row, the others 0), or {"kind": "labels"} (each score output served as its argmax)."""
+    if not isinstance(raw, dict) or raw.get("kind") not in ("full", "rounded", "top_k", "labels"):
+        raise ValueError("output policy kind must be full, rounded, top_k or labels")
+    kind = raw["kind"]
+    if kind == "rounded":
+        digits = raw.get("digits")
+        if isinstance(digits, bool) or not isinstance(digits, int) or not 1 <= digits <= 6:
+            raise ValueError("a rounded output policy needs digits 1-6")
+        return {"kind": kind, "digits": digits}
+    if kind == "top_k":
+        k = raw.get("k")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+            raise ValueError("a top_k output policy needs k of 1 or more")
+        return {"kind": kind, "k": k}
+    return {"kind": kind}

@@ -41,6 +41,9 @@ class Contract:
     values: list[str] = field(default_factory=list)  # float outputs, one value per row (regressors)
     classes: int | None = None
     output_kind: OutputKind | None = None  # of the score outputs
+    # Every number the model holds: initializer elements and node attributes (a tree ensemble's
+    # thresholds and leaf values are attributes). What its lifetime budgets derive from.
+    parameters: int = 0
     notes: list[str] = field(default_factory=list)  # why something could not be told
 
     def as_dict(self) -> dict[str, Any]:
@@ -59,6 +62,7 @@ def describe_model(
         raise InvalidModel(f"onnxruntime cannot load the model: {type(e).__name__}") from None
     signature = model.metadata()
     contract = _contract(model, signature)
+    contract.parameters = count_parameters(path)
     if classes is not None:
         if contract.classes is not None and contract.classes != classes:
             raise InvalidModel(f"the model's scores have {contract.classes} classes, not {classes}")
@@ -121,3 +125,28 @@ def _looks_like_probabilities(scores: np.ndarray) -> bool:
 
 
 _NUMERIC = frozenset({"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8"})
+
+
+def count_parameters(path: Path) -> int:
+    """How many numbers the graph holds (its weights' count, never their values)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnxruntime loaded it; a graph onnx cannot parse counts as unknown
+        return 0
+    total = 0
+
+    def graph_count(graph: Any) -> int:
+        n = sum(int(np.prod(t.dims, dtype=np.int64)) for t in graph.initializer)
+        for node in graph.node:
+            for a in node.attribute:
+                n += len(a.floats) + len(a.ints)
+                if a.HasField("t"):
+                    n += int(np.prod(a.t.dims, dtype=np.int64))
+                for g in [*([a.g] if a.HasField("g") else []), *a.graphs]:
+                    n += graph_count(g)
+        return n
+
+    total += graph_count(proto.graph)
+    return total

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import numpy as np
 import onnxruntime as ort
 
-from .contract import MODEL_PATH, READY, USAGE, Env, ErrorCode, ModelError
+from .contract import MODEL_PATH, READY, USAGE, Env, ErrorCode, ModelError, parse_output_policy
 from .protocol import (
     MAX_BODY,
     ORT_TO_NUMPY,
@@ -112,7 +112,13 @@ ZIPMAP_TYPES = frozenset({"seq(map(int64,tensor(float)))", "seq(map(int64,tensor
 
 
 class Model:
-    def __init__(self, path: str, threads: int):
+    def __init__(
+        self,
+        path: str,
+        threads: int,
+        output_policy: dict[str, Any] | None = None,
+        score_outputs: Iterable[str] = (),
+    ):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -136,19 +142,25 @@ class Model:
         self.output_names = [
             o.name for o in self.session.get_outputs() if o.type in ORT_TO_NUMPY or o.name in self.zipmaps
         ]
+        # The operator's policy applies to the class-score outputs (those registration found).
+        self.policy = parse_output_policy(output_policy or {"kind": "full"})
+        self.scores = frozenset(score_outputs) & set(self.output_names)
 
     def metadata(self) -> dict[str, Any]:
         def io(args: Iterable[Any]) -> list[dict[str, Any]]:
             out = []
             for a in args:
-                if a.name in self.zipmaps:
+                if a.name in self.scores and self.policy["kind"] == "labels":
+                    out.append({"name": a.name, "dtype": "int64", "shape": [None]})
+                elif a.name in self.zipmaps:
                     out.append({"name": a.name, "dtype": "float32", "shape": [None, None], "zipmap": True})
                 elif a.type in ORT_TO_NUMPY:
                     shape = [d if isinstance(d, int) else None for d in a.shape]
                     out.append({"name": a.name, "dtype": ORT_TO_NUMPY[a.type], "shape": shape})
             return out
 
-        return {"inputs": io(self.session.get_inputs()), "outputs": io(self.session.get_outputs())}
+        meta = {"inputs": io(self.session.get_inputs()), "outputs": io(self.session.get_outputs())}
+        return meta | ({"output_policy": self.policy} if self.scores else {})
 
     def served(self, requested: object) -> list[str]:
         """The outputs a request asks for (None: every served output), checked."""
@@ -167,10 +179,28 @@ class Model:
             raw = self.session.run(names, feeds)
         except Exception:  # onnxruntime's own error types; the text may describe the graph
             raise ModelError(ErrorCode.INFERENCE_FAILED, "the model could not run on this input") from None
-        return [
+        arrays = [
             zipmap_array(o) if name in self.zipmaps else o if isinstance(o, np.ndarray) else np.asarray(o)
             for name, o in zip(names, raw, strict=True)
         ]
+        return [self._limit(name, a) for name, a in zip(names, arrays, strict=True)]
+
+    def _limit(self, name: str, scores: np.ndarray) -> np.ndarray:
+        """A score output as the output policy lets a job see it."""
+        kind = self.policy["kind"]
+        if name not in self.scores or kind == "full" or scores.ndim != 2:
+            return scores
+        if kind == "labels":
+            labels: np.ndarray = scores.argmax(axis=1).astype(np.int64)
+            return labels
+        if kind == "rounded":
+            rounded: np.ndarray = np.round(scores, self.policy["digits"]).astype(scores.dtype)
+            return rounded
+        k = min(self.policy["k"], scores.shape[1])
+        keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top = np.zeros_like(scores)
+        np.put_along_axis(top, keep, np.take_along_axis(scores, keep, axis=1), axis=1)
+        return top
 
     def run_batched(
         self,
@@ -382,9 +412,11 @@ def make_server(
     max_body: int = MAX_BODY,
     max_rate: float = 0.0,
     shared_memory: bool = False,
+    output_policy: dict[str, Any] | None = None,
+    score_outputs: Iterable[str] = (),
 ) -> tuple[Server, Budget]:
     budget = Budget(max_rows, max_requests)
-    model = Model(model_path, threads)
+    model = Model(model_path, threads, output_policy, score_outputs)
     rate = RateLimit(max_rate)
     if os.path.exists(socket_path):
         os.unlink(socket_path)
@@ -411,6 +443,8 @@ def main() -> int:
         max_body=int(env.get(Env.MAX_BODY, str(MAX_BODY))),
         max_rate=float(env.get(Env.MAX_REQUESTS_PER_S, "0")),
         shared_memory=env.get(Env.SHARED_MEMORY) == "1",
+        output_policy=json.loads(env.get(Env.OUTPUT_POLICY, '{"kind": "full"}')),
+        score_outputs=[n for n in env.get(Env.SCORE_OUTPUTS, "").split(",") if n],
     )
 
     def stop(signum: int, frame: FrameType | None) -> NoReturn:

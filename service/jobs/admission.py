@@ -28,7 +28,7 @@ from service.jobs.schemas import JobCreate
 from service.jobs.service import transition
 from service.jobs.states import JobState
 from service.ledger import service as ledger
-from service.quotas import leakage
+from service.quotas import leakage, lifetime
 from service.quotas.service import Budgets, Partner, Plan
 from service.registry import fit
 from service.registry import service as registry
@@ -38,13 +38,13 @@ from service.release import gate, metrics
 from service.release.catalogue import MetricDecl
 
 
-def _resources(req: JobCreate, settings: Settings, limits: PartnerLimits) -> dict[str, float]:
+def _resources(req: JobCreate, settings: Settings, limits: PartnerLimits, dataset: DatasetVersion) -> dict[str, float]:
     r = req.resources
     chosen = {
         "memory_mb": r.memory_mb or settings.default_memory_mb,
         "cpus": r.cpus or settings.default_cpus,
         "timeout_s": r.timeout_s or settings.default_timeout_s,
-        "query_budget": r.query_budget or settings.default_query_budget,
+        "query_budget": r.query_budget or settings.default_query_budget or dataset.rows,
     }
     ceilings = {
         "memory_mb": settings.max_memory_mb,
@@ -74,7 +74,13 @@ def release_key(
         {
             "principal": principal_id,
             "suite": suite["sha256"],
-            "model": [model["name"], model["version"], model["sha256"], model.get("inference", {})],
+            "model": [
+                model["name"],
+                model["version"],
+                model["sha256"],
+                model.get("inference", {}),
+                model.get("output_policy", {"kind": "full"}),
+            ],
             "dataset": [dataset["name"], dataset["version"], dataset["sha256"]],
             "metrics": sorted(metrics),
             **({"rows": rows} if rows is not None else {}),
@@ -102,6 +108,8 @@ def _metrics_mode(
     policy: gate.Policy,
 ) -> Judged:
     """The suite's code reports the metrics it declares."""
+    if req.slices:
+        raise errors.InvalidSlice(f"slices are for rows-mode suites; {suite.ref} reports its own metrics")
     declared = suite.metric_decls
     unknown = [m for m in req.metrics if m not in declared]
     if unknown:
@@ -117,6 +125,7 @@ def _rows_mode(
     req: JobCreate,
     suite: SuiteVersion,
     contract: Contract,
+    output_policy: dict[str, Any],
     dataset: DatasetVersion,
     settings: Settings,
     limits: PartnerLimits,
@@ -135,7 +144,7 @@ def _rows_mode(
     )
     role: fit.Role
     if kind == "classification":
-        use = fit.choose_output(contract, req.output)
+        use = fit.choose_output(contract, req.output, output_policy)
         output, role, classes = use.output, use.role, dataset.classes
     else:
         output, role, classes = fit.choose_value_output(contract, req.output), "values", 0
@@ -144,9 +153,15 @@ def _rows_mode(
         "probabilities" if role in ("probabilities", "logits") else "labels" if role == "labels" else "values"
     )
     fits = [m for m in metrics.available(kind, classes, gives) if metrics.family_of(m) in offered]
+    for name, predicates in req.slices.items():
+        wide = [p.feature for p in predicates if p.feature >= dataset.features]
+        if wide:
+            raise errors.InvalidSlice(f"slice {name!r} names features {wide}; {dataset.ref} has {dataset.features}")
     chosen = []
     for name in sorted(req.metrics):
         c = metrics.resolve(name, kind, classes, value_range)
+        if c is not None and c.slice is not None and c.slice not in req.slices:
+            raise errors.InvalidSlice(f"{name} names a slice the job does not define", alternatives=sorted(req.slices))
         if c is None or metrics.family_of(name) not in offered:
             raise errors.UndeclaredMetric(f"suite {suite.ref} offers no metric {name!r} here", alternatives=fits[:40])
         if c.spec.needs == "probabilities" and gives != "probabilities":
@@ -162,8 +177,10 @@ def _rows_mode(
         "role": role,
         "classes": classes,
         "value_range": list(value_range) if value_range else None,
-        # A built-in suite writes the model's own probabilities: only float rounding is forgiven.
-        "strict": suite.builtin,
+        "slices": {name: [p.model_dump() for p in predicates] for name, predicates in sorted(req.slices.items())},
+        # A built-in suite writes the model's own probabilities: only float rounding is forgiven (unless
+        # the model's output policy rounds or cuts them).
+        "strict": suite.builtin and output_policy.get("kind", "full") == "full",
     }
     bits = gate.rows_max_bits(chosen, dataset.rows, privacy["epsilon_per_metric"], policy)
     return Judged(decls, privacy, bits, rows)
@@ -203,18 +220,24 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
             alternatives=["choose a larger dataset"],
         )
     contract = fit.check(session, settings, model, dataset)  # before anything is reserved
-    resources = _resources(req, settings, limits)
+    resources = _resources(req, settings, limits, dataset)
     policy = gate.Policy.from_settings(settings)
     if suite.mode == "rows":
-        judged = _rows_mode(req, suite, contract, dataset, settings, limits, policy)
+        judged = _rows_mode(req, suite, contract, model.output_policy, dataset, settings, limits, policy)
     else:
         judged = _metrics_mode(req, suite, dataset, settings, limits, policy)
     refs = (
         {"name": suite.name, "version": suite.version, "sha256": suite.sha256},
-        {"name": model.name, "version": model.version, "sha256": model.sha256, "inference": model.inference},
+        {
+            "name": model.name,
+            "version": model.version,
+            "sha256": model.sha256,
+            "inference": model.inference,
+            "output_policy": model.output_policy,
+        },
         {"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256},
     )
-    key = release_key(caller.principal_id, *refs, req.metrics, judged.rows)
+    key = release_key(caller.principal_id, *refs, req.metrics, judged.rows)  # the output policy is in refs
     earlier = repo.same_release(session, caller.principal_id, key)
     if earlier is not None:
         ledger.append(
@@ -223,6 +246,12 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
         return earlier, True
     privacy = judged.privacy
     most = leakage.job_bits(settings, judged.metric_bits)
+    if most > settings.release_max_bits:
+        raise errors.ReleaseExceedsLeakageCap(
+            f"a release of these metrics can carry {most:.1f} bits; one release may carry at most "
+            f"{settings.release_max_bits:g}",
+            alternatives=["request fewer metrics"],
+        )
     spec: dict[str, Any] = {
         "suite": refs[0],
         "model": refs[1],
@@ -265,6 +294,8 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
         noised_metrics=tuple(privacy["noised_metrics"]),
         bits=spec["leakage_bits"],
         rows=int(resources["query_budget"]),
+        model_id=model.id,
+        caps=lifetime.caps_for(settings, caller.principal_id, dataset, model),
     )
     budgets.reserve(session, Partner(caller.principal_id, caller.name), job.id, plan)
     transition(session, job, JobState.QUEUED if suite.approved else JobState.AWAITING_APPROVAL, actor="admission")

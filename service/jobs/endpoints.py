@@ -14,7 +14,7 @@ from service.jobs import service as jobs_service
 from service.jobs.dependencies import DispatcherDep, VisibleJob
 from service.jobs.dispatch import commit_then_enqueue
 from service.jobs.schemas import JobCreate, JobList, JobRead
-from service.jobs.states import TERMINAL, JobState
+from service.jobs.states import JobState
 from service.jobs.views import to_read
 from service.quotas.dependencies import BudgetsDep
 from service.release import service as release_service
@@ -83,8 +83,4 @@ def cancel_job(
     job: VisibleJob, caller: PartnerOrOperator, session: SessionDep, settings: SettingsDep, budgets: BudgetsDep
 ) -> JobRead:
     """Cancel a job; a running one is stopped by its worker."""
-    if job.state in TERMINAL:
-        shown = to_read(session, job, caller, settings.timing_buckets_s)
-        if shown.state == JobState.RUNNING:
-            return shown  # ended, but not yet for the partner: the answer must not say so
     return to_read(session, jobs_service.cancel(session, budgets, caller, job), caller, settings.timing_buckets_s)

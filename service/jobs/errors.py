@@ -31,6 +31,20 @@ class MetricNeedsProbabilities(Unprocessable):
     code = "metric_needs_probabilities"
 
 
+class ReleaseExceedsLeakageCap(Unprocessable):
+    """A release of the requested metrics could carry more bits than one release may
+    (`EVALGATE_RELEASE_MAX_BITS`); request fewer metrics."""
+
+    code = "release_exceeds_leakage_cap"
+
+
+class InvalidSlice(Unprocessable):
+    """A slice names a feature the dataset lacks, a metric names a slice the job does not define, or
+    the suite reports its own metrics (slices are for rows mode)."""
+
+    code = "invalid_slice"
+
+
 class ResourcesExceedLimit(Unprocessable):
     """A requested resource (memory, CPUs, time, query budget) is above the caller's ceiling;
     `alternatives` gives each ceiling."""

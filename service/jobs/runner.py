@@ -123,10 +123,13 @@ def _gate(ctx: WorkerContext, job_id: str) -> JobState:
             return _end(ctx, s, job, ErrorClass.INTERNAL_ERROR, note="the sandbox's outcome was not recorded")
         if job.cancel_requested:  # asked before the job ended: it ends as asked, whatever it reported
             return _end(ctx, s, job, ErrorClass.CANCELLED)
-        truth = None
+        truth, features = None, None
         if job.spec.get("mode") == "rows":  # the labels, which only this trusted side reads
-            y = datasets.labels(storage.blob_path(ctx.settings.data_dir, job.dataset.sha256))
+            path = storage.blob_path(ctx.settings.data_dir, job.dataset.sha256)
+            y = datasets.labels(path)
             truth = metrics.Truth(y=y, classes=job.dataset.classes)
+            if job.spec["rows"].get("slices"):
+                features = datasets.features(path)
         case = release_service.Case(
             job_id=job.id,
             spec=job.spec,
@@ -135,6 +138,7 @@ def _gate(ctx: WorkerContext, job_id: str) -> JobState:
             submitted_at=job.created_at,
             runtime=ctx.runtime.family,
             truth=truth,
+            features=features,
         )
         outcome = Outcome.from_facts(job.outcome, job.result_raw)
         ending = release_service.conclude(s, ctx.signer, ctx.settings, case, outcome)
@@ -221,6 +225,8 @@ def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int) -> JobSandbox:
         query_budget_rows=rows,
         result_name=result_name,
         sidecar_threads=int(inference.get("intra_op_threads", s.inference_threads)),
+        output_policy=job.spec["model"].get("output_policy") or {"kind": "full"},
+        score_outputs=tuple((job.model.contract or {}).get("scores", [])),
         limits=Limits(
             memory_mb=res["memory_mb"],
             cpus=res["cpus"],

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.jobs.states import JobState
 from service.release.outcomes import ErrorClass
@@ -18,15 +19,44 @@ class Resources(BaseModel):
     query_budget: int | None = Field(default=None, ge=1, description="model rows the job may predict")
 
 
+_SLICE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class Predicate(BaseModel):
+    """One condition on a feature: the slice holds the rows where all of its predicates hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: int = Field(ge=0, le=100_000, description="the feature's column in x")
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    value: float = Field(allow_inf_nan=False)
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     suite: str = Field(examples=["classification@1.1.1"])
     model: str = Field(examples=["demo-classifier@1"])
     dataset: str = Field(examples=["demo-blobs@1"])
-    metrics: list[str] = Field(min_length=1, max_length=64)
+    metrics: list[str] = Field(min_length=1, max_length=64, description="names, or metric@slice in rows mode")
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    slices: dict[str, list[Predicate]] = Field(
+        default_factory=dict,
+        max_length=8,
+        description="rows-mode suites: named slices of the rows (all predicates hold); ask `metric@slice`",
+    )
+
+    @field_validator("slices")
+    @classmethod
+    def _slices(cls, v: dict[str, list[Predicate]]) -> dict[str, list[Predicate]]:
+        for name, predicates in v.items():
+            if not _SLICE_NAME.match(name):
+                raise ValueError(f"slice name {name!r} must be 1-32 of a-z 0-9 _ starting with a letter")
+            if not 1 <= len(predicates) <= 8:
+                raise ValueError(f"slice {name!r} needs 1 to 8 predicates")
+        return v
+
     output: str | None = Field(
         default=None,
         max_length=256,

@@ -14,12 +14,13 @@ from sqlalchemy.orm import Session
 from service.auth.roles import Role
 from service.auth.service import Caller
 from service.db import utcnow
-from service.jobs import errors
+from service.jobs import errors, views
 from service.jobs import repository as repo
 from service.jobs.models import Job
 from service.jobs.states import TERMINAL, TRANSITIONS, JobState, end_state
 from service.ledger import service as ledger
 from service.quotas.service import Budgets
+from service.release import timing
 from service.release.outcomes import ErrorClass
 
 
@@ -67,12 +68,17 @@ def end(
             else (job.started_at is not None)
         )
     rows_used = facts.get("usage", {}).get("rows")
+    # What the ending gives back moves when the partner sees the job end (its padded time), not before.
+    visible = None
+    if job.started_at is not None and job.finished_at is not None:
+        visible = timing.visible_at(job.created_at, job.finished_at, budgets.settings.timing_buckets_s)
     budgets.settle(
         session,
         job.id,
         ran=ran,
         rows_used=None if rows_used is None else int(rows_used),
         actor=actor,
+        at=visible,
     )
     job.result_raw = None  # pre-noise values are kept no longer than needed
     session.flush()
@@ -120,17 +126,29 @@ def get_visible(session: Session, caller: Caller, job_id: str) -> Job:
 
 def cancel(session: Session, budgets: Budgets, caller: Caller, job: Job) -> Job:
     """Before it runs a job is cancelled at once, and what it reserved goes back; a running job is
-    stopped by its worker."""
+    stopped by its worker. A partner's job that has ended but not yet for its partner (views.py) is
+    marked cancelled for its partner, which is what it will see at its padded time."""
     if job.state in TERMINAL:
-        if job.state == JobState.CANCELLED:
+        shown = job.state
+        if caller.role == Role.PARTNER:
+            shown = views.partner_view(job, budgets.settings.timing_buckets_s)[0]
+        if shown == JobState.CANCELLED:
             return job
-        raise errors.JobFinished(f"job {job.id} already ended as {job.state}")
+        if shown not in TERMINAL:
+            _request_cancel(session, caller, job)
+            return job
+        raise errors.JobFinished(f"job {job.id} already ended as {shown}")
     if job.state in (JobState.SUBMITTED, JobState.AWAITING_APPROVAL, JobState.QUEUED):
         end(session, budgets, job, ErrorClass.CANCELLED, actor=caller.actor)
-    elif not job.cancel_requested:
+    else:
+        _request_cancel(session, caller, job)
+    return job
+
+
+def _request_cancel(session: Session, caller: Caller, job: Job) -> None:
+    if not job.cancel_requested:
         job.cancel_requested = True
         ledger.append(session, actor=caller.actor, action="job.cancel_requested", subject=f"job:{job.id}")
-    return job
 
 
 def queue_approved(session: Session, suite_version_id: int, actor: str) -> list[str]:

@@ -1,10 +1,18 @@
-"""What each caller may see of a job. Partners see the state and the error class only (container
-output never appears here); a job that ran finishes for them at its padded time, not before; and
-`gating` shows as `running` (when the sandbox stopped is the run time, a side channel)."""
+"""What each caller may see of a job. Operators and researchers see it as it is. A partner sees the
+state and the error class only (container output never appears here), and a job of its changes
+state only when the partner itself acts (submits, cancels before it started) or an operator does
+(approves its suite), and at its padded completion time:
+- from admission until then it is `running` (when it left the queue, or when its sandbox stopped,
+  would say how long other jobs ran, or how long this one did);
+- then it ends as it ended, or as `cancelled` if its partner asked to cancel it before then (whether
+  it had already ended when asked would say when it ended). Its release, if it made one, is then
+  never shown to its partner.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -16,6 +24,7 @@ from service.jobs.states import TERMINAL, JobState
 from service.release import service as release_service
 from service.release import timing
 from service.release.models import Result
+from service.release.outcomes import ErrorClass
 
 
 def to_read(
@@ -29,13 +38,8 @@ def to_read(
     """`released` holds results already loaded for a page of jobs."""
     state, error_class, started, finished = job.state, job.error_class, job.started_at, job.finished_at
     if caller.role == Role.PARTNER:
-        started = None  # when a job left the queue says how long other jobs ran
-        if state == JobState.GATING:
-            state = JobState.RUNNING
-        if state in TERMINAL and job.started_at is not None and job.finished_at is not None:
-            finished = timing.visible_at(job.created_at, job.finished_at, buckets)
-            if datetime.now(UTC) < finished:
-                state, error_class, finished = JobState.RUNNING, None, None
+        started = None
+        state, error_class, finished = partner_view(job, buckets)
     result = None
     if state == JobState.RELEASED:
         r = released.get(job.id) if released is not None else release_service.existing(session, job.id)
@@ -45,7 +49,9 @@ def to_read(
                 disclosure=r.disclosure,
                 provenance=r.provenance,
                 released_at=finished or r.created_at,
-                attestation={"signature": r.signature, "key_id": r.key_id, "ledger_seq": r.ledger_seq},
+                # Partners do not see the ledger position: it counts every partner's events.
+                attestation={"signature": r.signature, "key_id": r.key_id}
+                | ({} if caller.role == Role.PARTNER else {"ledger_seq": r.ledger_seq}),
             )
     return JobRead(
         id=job.id,
@@ -59,3 +65,19 @@ def to_read(
         result=result,
         reused=reused,
     )
+
+
+def partner_view(job: Job, buckets: list[float], now: datetime | None = None) -> tuple[JobState, Any, Any]:
+    """(state, error class, finished at) as the job's partner sees them now."""
+    if job.state == JobState.AWAITING_APPROVAL:
+        return job.state, None, None
+    if job.state not in TERMINAL:
+        return JobState.RUNNING, None, None
+    finished = job.finished_at
+    if job.started_at is not None and job.finished_at is not None:
+        finished = timing.visible_at(job.created_at, job.finished_at, buckets)
+        if (now or datetime.now(UTC)) < finished:
+            return JobState.RUNNING, None, None
+    if job.cancel_requested and job.state != JobState.CANCELLED:
+        return JobState.CANCELLED, ErrorClass.CANCELLED, finished
+    return job.state, job.error_class, finished

@@ -20,6 +20,20 @@ class LeakageBudgetExhausted(TooManyRequests):
     code = "leakage_budget_exhausted"
 
 
+class LifetimeLeakageExhausted(Forbidden):
+    """The bits the job's ending can carry do not fit in what is left of a lifetime budget: the
+    partner's for this dataset or model version (or every partner's together, where the operator
+    pools them). It never resets; `alternatives` says what fits."""
+
+    code = "lifetime_leakage_exhausted"
+
+
+class LifetimeRowsExhausted(Forbidden):
+    """The model rows the partner may have predicted by this model version over its lifetime are spent."""
+
+    code = "lifetime_rows_exhausted"
+
+
 class DailyQueryBudgetExhausted(TooManyRequests):
     """The partner's model rows for today are spent; they reset at 00:00 UTC (`Retry-After`)."""
 

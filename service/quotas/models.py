@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, UTCDateTime, utcnow
@@ -57,12 +58,33 @@ class BudgetReservation(Base):
     job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
     dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
     epsilon_micro: Mapped[int] = mapped_column(BigInteger)  # ε spent on the dataset version, in millionths
     millibits: Mapped[int] = mapped_column(BigInteger)  # the most the job's ending can carry
     rows: Mapped[int] = mapped_column(BigInteger)  # model rows granted (at most what the job asked for)
     day: Mapped[str] = mapped_column(String(8))  # the UTC day the daily parts were counted on
+    # The lifetime counters it was counted against: [[scope, asset id, principal id, resource, amount]].
+    lifetime_parts: Mapped[list[list[Any]] | None] = mapped_column(JSON, nullable=True)
+    # The job ended (`ran`: its partner code may have run), and what that gives back is applied at
+    # `settle_at`: the time its partner sees it end (the padded time), so no budget a partner can read
+    # moves before then. `settled`: applied. Until then it counts as a job in progress.
+    ended: Mapped[bool] = mapped_column(Boolean, default=False)
+    settle_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     settled: Mapped[bool] = mapped_column(Boolean, default=False)
     ran: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     rows_used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LifetimeUsage(Base):
+    """What one partner (principal_id), or every partner together (principal_id 0), has used of one
+    asset over its lifetime: leakage in millibits, or model rows. Never resets."""
+
+    __tablename__ = "lifetime_usage"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # "dataset" or "model"
+    asset_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    resource: Mapped[str] = mapped_column(String(16), primary_key=True)  # "millibits" or "rows"
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -29,6 +29,15 @@ class ConcurrencyRead(BaseModel):
     limit: int
 
 
+class LifetimeRead(BaseModel):
+    asset: str = Field(description="dataset:name@version or model:name@version")
+    resource: str = Field(description="bits (what releases may carry) or rows (model rows predicted)")
+    used: float
+    limit: float
+    left: float
+    derivation: str = Field(description="how the limit was set: the asset's size and the fraction, or by its operator")
+
+
 class BudgetRead(BaseModel):
     partner: str
     leakage_bits: DailyRead = Field(description="bits released values, outcomes and times may carry, per UTC day")
@@ -39,3 +48,6 @@ class BudgetRead(BaseModel):
     epsilon_per_metric_max: float
     releases: ReleasesRead
     concurrent_jobs: ConcurrencyRead
+    lifetime: list[LifetimeRead] = Field(
+        description="what you have used of each asset you have used, over its lifetime (never resets)"
+    )

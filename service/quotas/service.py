@@ -1,16 +1,20 @@
-"""Every budget a job spends, behind two calls: `reserve` at admission and `settle` when the job ends.
+"""Every budget a job spends, behind two calls: `reserve` at admission and `settle` when it ends.
 
-    reserve: jobs in progress → model rows today → ε on the dataset version → leakage bits today →
-             a release slot in the window → model rows granted. All or nothing: a refusal raises
+    reserve: jobs in progress → model rows today → ε on the dataset version → leakage bits today and
+             over the dataset's and the model's lifetime → a release slot in the window → model
+             rows granted (today's and the model's lifetime). All or nothing: a refusal raises
              (with what fits instead) and leaves nothing reserved.
-    settle:  once per job, whoever ends it. A job that never ran gets everything back but its
-             release slot; a job that ran keeps its ε and is charged all its bits, and gets back
-             the model rows it did not use.
+    settle:  once per job, whoever ends it. A job whose partner code never ran gets everything back
+             but its release slot; one whose code may have run keeps all of it (its ε, its bits and
+             its model rows: what it used of them is its own choice, so a refund of the rest would be
+             a channel). What is given back, and the job's slot among those in progress, moves at
+             the job's padded completion time, when its partner sees it end, not before.
 
 What a reservation holds is recorded in `budget_reservations`, so settling needs only the job id,
-and a partner's jobs in progress are its unsettled reservations. The daily counters live in Redis
-(shared by API processes and workers) or, embedded, in the database; the database parts are written
-in the caller's transaction, and what went to Redis is given back if that transaction rolls back.
+and a partner's jobs in progress are its reservations not yet settled. The daily counters live in
+Redis (shared by API processes and workers) or, embedded, in the database; ε and the lifetime
+counters live in the database. The database parts are written in the caller's transaction, and what
+went to Redis is given back if that transaction rolls back.
 """
 
 from __future__ import annotations
@@ -19,17 +23,26 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import PartnerLimits, Settings
-from service.db import on_rollback
+from service.db import on_rollback, utcnow
 from service.ledger import service as ledger
-from service.quotas import errors, leakage
+from service.quotas import errors, leakage, lifetime
 from service.quotas import repository as repo
 from service.quotas.guards import AdmissionGuards
 from service.quotas.models import BudgetReservation
-from service.quotas.schemas import BudgetRead, ConcurrencyRead, DailyRead, EpsilonRead, ReleasesRead
+from service.quotas.schemas import (
+    BudgetRead,
+    ConcurrencyRead,
+    DailyRead,
+    EpsilonRead,
+    LifetimeRead,
+    ReleasesRead,
+)
 from service.quotas.store import DailyQuota, make_quota, seconds_to_reset, today
 from service.registry import repository as registry_repo
 
@@ -61,6 +74,8 @@ class Plan:
     noised_metrics: tuple[str, ...]
     bits: float  # the most the job's ending can carry
     rows: int  # model rows the job asks for
+    model_id: int | None = None
+    caps: lifetime.Caps | None = None  # the lifetime caps this job counts against
 
 
 class Budgets:
@@ -93,6 +108,7 @@ class Budgets:
     def reserve(self, session: Session, partner: Partner, job_id: str, plan: Plan) -> BudgetReservation:
         """Reserve everything the job may spend, in the caller's transaction, or raise a refusal."""
         limits = self.limits(partner.name)
+        self.apply_due(session, partner.id)
         active = repo.open_reservations(session, partner.id)
         if active >= limits.max_concurrent_jobs:
             raise errors.TooManyConcurrentJobs(
@@ -100,7 +116,7 @@ class Budgets:
                 alternatives=["wait for one to finish, or cancel one"],
                 retry_after_s=5,
             )
-        if self.rows.used(partner.id) >= limits.rows_per_day:
+        if self.rows.used(partner.id, session) >= limits.rows_per_day:
             raise errors.DailyQueryBudgetExhausted(
                 "today's model query budget is spent",
                 alternatives=[f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"],
@@ -125,6 +141,7 @@ class Budgets:
                 },
             )
         millibits = self._reserve_bits(session, partner, job_id, plan, limits)
+        lifetime_parts = self._reserve_lifetime_bits(session, plan, millibits)
         self._take_release_slot(partner, limits)
         ledger.append(
             session,
@@ -133,8 +150,7 @@ class Budgets:
             subject=f"job:{job_id}",
             data={"bits": round(plan.bits, 3), "bits_per_day": limits.bits_per_day},
         )
-        rows = self.rows.reserve(partner.id, job_id, plan.rows, limits.rows_per_day, partial=True, session=session)
-        on_rollback(session, lambda: self.rows.settle(job_id, 0))
+        rows, row_parts = self._reserve_rows(session, partner, job_id, plan, limits)
         ledger.append(
             session,
             actor=partner.actor,
@@ -146,10 +162,12 @@ class Budgets:
             job_id=job_id,
             principal_id=partner.id,
             dataset_version_id=plan.dataset_id,
+            model_version_id=plan.model_id,
             epsilon_micro=epsilon_micro,
             millibits=millibits,
             rows=rows,
             day=today(),
+            lifetime_parts=lifetime_parts + row_parts,
         )
         session.add(reservation)
         session.flush()
@@ -159,7 +177,7 @@ class Budgets:
         want = leakage.to_millibits(plan.bits)
         cap = leakage.to_millibits(limits.bits_per_day)
         if self.bits.reserve(partner.id, job_id, want, cap, partial=False, session=session) < want:
-            left = max(0.0, limits.bits_per_day - self.bits.used(partner.id) / 1000)
+            left = max(0.0, limits.bits_per_day - self.bits.used(partner.id, session) / 1000)
             raise errors.LeakageBudgetExhausted(
                 f"this job can carry {plan.bits:.1f} bits; {left:.1f} of your {limits.bits_per_day:g} bits "
                 "for today are left",
@@ -168,6 +186,50 @@ class Budgets:
             )
         on_rollback(session, lambda: self.bits.settle(job_id, 0))
         return want
+
+    def _reserve_lifetime_bits(self, session: Session, plan: Plan, millibits: int) -> list[list[Any]]:
+        """Count the job's bits against each lifetime cap; the parts counted, to give back if it never runs."""
+        parts: list[list[Any]] = []
+        for cap in plan.caps.bits if plan.caps else ():
+            left = repo.lifetime_locked_left(session, cap.scope, cap.asset_id, cap.principal_id, cap.resource, cap.cap)
+            if left < millibits:
+                raise errors.LifetimeLeakageExhausted(
+                    f"this job can carry {millibits / 1000:.1f} bits; {max(0, left) / 1000:.1f} of the "
+                    f"{cap.cap / 1000:.0f} bits {cap.label} may give over its lifetime are left",
+                    alternatives=[
+                        "request fewer metrics",
+                        f"ask the operator for a larger lifetime budget for {cap.label}",
+                    ],
+                )
+            repo.lifetime_add(session, cap.scope, cap.asset_id, cap.principal_id, cap.resource, millibits)
+            parts.append([cap.scope, cap.asset_id, cap.principal_id, cap.resource, millibits])
+        return parts
+
+    def _reserve_rows(
+        self, session: Session, partner: Partner, job_id: str, plan: Plan, limits: PartnerLimits
+    ) -> tuple[int, list[list[Any]]]:
+        """Model rows: the job gets what it asked for, or what is left today and of the model's
+        lifetime rows if that is less (none left of either: refused)."""
+        want = plan.rows
+        caps = plan.caps.rows if plan.caps else ()
+        for cap in caps:
+            left = repo.lifetime_locked_left(session, cap.scope, cap.asset_id, cap.principal_id, cap.resource, cap.cap)
+            if left <= 0:
+                raise errors.LifetimeRowsExhausted(
+                    f"the {cap.cap} model rows you may have predicted by {cap.label} over its lifetime are spent",
+                    alternatives=[
+                        f"ask the operator for more lifetime rows for {cap.label}",
+                        "use another model version",
+                    ],
+                )
+            want = min(want, left)
+        rows = self.rows.reserve(partner.id, job_id, want, limits.rows_per_day, partial=True, session=session)
+        on_rollback(session, lambda: self.rows.settle(job_id, 0))
+        parts = []
+        for cap in caps:
+            repo.lifetime_add(session, cap.scope, cap.asset_id, cap.principal_id, cap.resource, rows)
+            parts.append([cap.scope, cap.asset_id, cap.principal_id, cap.resource, rows])
+        return rows, parts
 
     def _take_release_slot(self, partner: Partner, limits: PartnerLimits) -> None:
         """The moving window cannot take one hit back, so an admission that then fails to commit
@@ -214,15 +276,39 @@ class Budgets:
 
     # -- the end of a job ----------------------------------------------------------------------------
 
-    def settle(self, session: Session, job_id: str, *, ran: bool, rows_used: int | None, actor: str) -> None:
-        """Settle the job's reservation, once. `ran`: the partner's code ran (it may have seen the
-        data), so ε and bits stay spent. `rows_used`: what the sidecar counted, None if unknown (then
-        the job keeps every row it was granted)."""
-        r = repo.claim_settlement(session, job_id, ran=ran, rows_used=rows_used)
+    def settle(
+        self,
+        session: Session,
+        job_id: str,
+        *,
+        ran: bool,
+        rows_used: int | None,
+        actor: str,
+        at: datetime | None = None,
+    ) -> None:
+        """Record, once, how the job ended, and apply what that gives back at `at` (its padded
+        completion time; now if None or past). `ran`: its partner code may have run (and seen data),
+        so everything stays spent. `rows_used` is kept for operators only."""
+        now = utcnow()
+        r = repo.end_reservation(session, job_id, ran=ran, rows_used=rows_used, settle_at=max(at or now, now))
         if r is None:
-            return  # settled already, or never reserved
-        if not ran:
-            rows_used = 0
+            return  # ended already, or never reserved
+        self.apply_due(session, r.principal_id, actor=actor)
+
+    def apply_due(self, session: Session, principal_id: int | None, *, actor: str = "quotas") -> int:
+        """Apply every ended reservation (of one partner, or all) whose time has come. Called where a
+        partner could observe the effect (its admissions, its budget), and by the worker."""
+        applied = 0
+        for job_id in repo.due(session, principal_id, utcnow()):
+            r = repo.claim_settlement(session, job_id)
+            if r is not None:
+                self._apply(session, r, actor)
+                applied += 1
+        return applied
+
+    def _apply(self, session: Session, r: BudgetReservation, actor: str) -> None:
+        ran = bool(r.ran)
+        job_id = r.job_id
         carried = r.millibits if ran else 0
         refund = self.bits.settle(job_id, carried, session=session)
         ledger.append(
@@ -232,15 +318,19 @@ class Budgets:
             subject=f"job:{job_id}",
             data={"bits": carried / 1000, "refunded_bits": (refund or 0) / 1000},
         )
-        back = self.rows.settle(job_id, r.rows if rows_used is None else rows_used, session=session)
+        back = self.rows.settle(job_id, r.rows if ran else 0, session=session)
         ledger.append(
             session,
             actor=actor,
             action="quota.rows_settled",
             subject=f"job:{job_id}",
-            data={"used": rows_used, "refunded": back or 0},
+            data={"used": r.rows_used, "charged": r.rows if ran else 0, "refunded": back or 0},
         )
-        if not ran and r.epsilon_micro > 0:
+        if ran:
+            return
+        for scope, asset_id, principal_id, resource, amount in r.lifetime_parts or []:
+            repo.lifetime_add(session, scope, asset_id, principal_id, resource, -amount)
+        if r.epsilon_micro > 0:
             repo.give_back_epsilon(session, r.principal_id, r.dataset_version_id, r.epsilon_micro)
             dataset = registry_repo.datasets_by_id(session, [r.dataset_version_id])[r.dataset_version_id]
             ledger.append(
@@ -256,14 +346,15 @@ class Budgets:
     def read(self, session: Session, partner: Partner) -> BudgetRead:
         """What the partner has used and has left, of every budget."""
         limits = self.limits(partner.name)
+        self.apply_due(session, partner.id)
         window = self.guards.release_window(partner.id, limits.releases_per_window)
         spent = repo.epsilon_spent_by_dataset(session, partner.id)
         datasets = registry_repo.datasets_by_id(session, list(spent))
         eps = limits.epsilon_budget
         return BudgetRead(
             partner=partner.name,
-            leakage_bits=_daily(self.bits.used(partner.id) / 1000, limits.bits_per_day),
-            model_rows=_daily(self.rows.used(partner.id), limits.rows_per_day),
+            leakage_bits=_daily(self.bits.used(partner.id, session) / 1000, limits.bits_per_day),
+            model_rows=_daily(self.rows.used(partner.id, session), limits.rows_per_day),
             epsilon=[
                 EpsilonRead(
                     dataset=d.ref,
@@ -285,7 +376,45 @@ class Budgets:
             concurrent_jobs=ConcurrencyRead(
                 active=repo.open_reservations(session, partner.id), limit=limits.max_concurrent_jobs
             ),
+            lifetime=self._lifetime(session, partner),
         )
+
+    def _lifetime(self, session: Session, partner: Partner) -> list[LifetimeRead]:
+        used = repo.lifetime_used_by(session, partner.id)
+        datasets = registry_repo.datasets_by_id(session, [a for (scope, a, _) in used if scope == lifetime.DATASET])
+        models = registry_repo.models_by_id(session, [a for (scope, a, _) in used if scope == lifetime.MODEL])
+        out = []
+        for (scope, asset_id, resource), amount in sorted(used.items()):
+            if scope == lifetime.DATASET and asset_id in datasets:
+                d = datasets[asset_id]
+                cap, how = lifetime.dataset_cap_bits(self.settings, d), lifetime.describe_dataset_cap(self.settings, d)
+                asset = f"dataset:{d.ref}"
+            elif scope == lifetime.MODEL and asset_id in models:
+                m = models[asset_id]
+                if resource == lifetime.ROWS:
+                    cap, how = (
+                        lifetime.model_cap_rows(self.settings, m),
+                        lifetime.describe_model_rows_cap(self.settings, m),
+                    )
+                else:
+                    cap, how = lifetime.model_cap_bits(self.settings, m), lifetime.describe_model_cap(self.settings, m)
+                asset = f"model:{m.ref}"
+            else:
+                continue
+            if cap is None:
+                continue
+            value = amount / 1000 if resource == lifetime.BITS else float(amount)
+            out.append(
+                LifetimeRead(
+                    asset=asset,
+                    resource="bits" if resource == lifetime.BITS else "rows",
+                    used=round(value, 3),
+                    limit=round(float(cap), 3),
+                    left=round(max(0.0, float(cap) - value), 3),
+                    derivation=how,
+                )
+            )
+        return out
 
 
 def _daily(used: float, limit: float) -> DailyRead:

@@ -41,7 +41,7 @@ class DailyQuota(Protocol):
     # `session`: the caller's open transaction. The database store then writes in it (SQLite has one
     # writer, so a second transaction would wait on the caller's), and a rollback undoes it too.
     # Redis ignores it.
-    def used(self, principal_id: int) -> int: ...
+    def used(self, principal_id: int, session: Session | None = None) -> int: ...
     def reserve(
         self, principal_id: int, job_id: str, want: int, cap: int, partial: bool = True, session: Session | None = None
     ) -> int: ...
@@ -96,7 +96,7 @@ class RedisDailyQuota:
     def _grants(self) -> str:
         return f"{self.prefix}:{self.resource}-grants"
 
-    def used(self, principal_id: int) -> int:
+    def used(self, principal_id: int, session: Session | None = None) -> int:
         # redis-py annotates even the synchronous client's replies as "Awaitable | Any".
         return int(self.r.get(self._key(principal_id)) or 0)  # type: ignore[arg-type]
 
@@ -123,9 +123,11 @@ class SqlDailyQuota:
     ) -> tuple[ColumnElement[bool], ColumnElement[bool], ColumnElement[bool]]:
         return (DailyUsage.principal_id == principal_id, DailyUsage.resource == self.resource, DailyUsage.day == day)
 
-    def used(self, principal_id: int) -> int:
-        with session_scope(self.sessions) as s:
-            row = s.get(DailyUsage, (principal_id, self.resource, today()))
+    def used(self, principal_id: int, session: Session | None = None) -> int:
+        with self._scope(session) as s:
+            row = s.execute(
+                select(DailyUsage).where(*self._usage(principal_id, today())).execution_options(populate_existing=True)
+            ).scalar_one_or_none()
             return row.amount if row else 0
 
     @contextmanager

@@ -278,6 +278,14 @@ def load_manifest(root: Path, limits: BundleLimits) -> SuiteManifest:
     return manifest
 
 
+def remove_tree(root: Path) -> None:
+    """Remove an installed suite directory (read-only by then)."""
+    for p in [root, *root.rglob("*")]:
+        if p.is_dir() and not p.is_symlink():
+            os.chmod(p, 0o755)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def _make_read_only(root: Path) -> None:
     for p in root.rglob("*"):
         os.chmod(p, 0o555 if p.is_dir() else 0o444)

@@ -38,6 +38,9 @@ def register_model(
     output_kind: Literal["probabilities", "logits"] | None = Form(None),
     classes: int | None = Form(None, ge=2, le=10_000),
     threads: int | None = Form(None, ge=1, le=64),
+    output_policy: str = Form("full", max_length=32),
+    lifetime_bits: float | None = Form(None, gt=0),
+    lifetime_rows: int | None = Form(None, ge=1),
 ) -> ModelRead:
     """Register an ONNX model version (operators); its output contract is inferred and shown."""
     _refuse_oversized(request, settings.model_max_bytes, errors.ModelTooLarge)
@@ -51,6 +54,9 @@ def register_model(
         output_kind=output_kind,
         classes=classes,
         threads=threads,
+        output_policy=output_policy,
+        lifetime_bits=lifetime_bits,
+        lifetime_rows=lifetime_rows,
     )
     if not created:
         response.status_code = 200
@@ -82,6 +88,7 @@ def register_dataset(
     version: str = Form(),
     visibility: str = Form("private"),
     allow_nan: bool = Form(False),
+    lifetime_bits: float | None = Form(None, gt=0),
     file: UploadFile = File(),
 ) -> DatasetRegistered:
     """Register a dataset version: an .npz with features x and labels (or regression targets) y (operators)."""
@@ -95,6 +102,7 @@ def register_dataset(
         stream=file.file,
         actor=caller.actor,
         allow_nan=allow_nan,
+        lifetime_bits=lifetime_bits,
     )
     if not created:
         response.status_code = 200

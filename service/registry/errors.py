@@ -137,6 +137,12 @@ class ModelContractUnknown(Unprocessable):
     code = "model_contract_unknown"
 
 
+class InvalidOutputPolicy(Unprocessable):
+    """A model's output policy must be `full`, `rounded:D` (D digits, 1-6), `top_k:K` or `labels`."""
+
+    code = "invalid_output_policy"
+
+
 class ModelTooLarge(PayloadTooLarge):
     """The model file is larger than the deployment's limit (`EVALGATE_MODEL_MAX_BYTES`)."""
 
@@ -228,6 +234,13 @@ class BundleNoManifest(Unprocessable):
     """The bundle has no `suite.yaml` at its top level."""
 
     code = "bundle_no_manifest"
+
+
+class SuiteExceedsLeakagePolicy(Unprocessable):
+    """A metric the suite declares could carry more bits than one metric may (`EVALGATE_METRIC_MAX_BITS`:
+    its range over its release grid is too wide); `detail` names each such metric and its bits."""
+
+    code = "suite_exceeds_leakage_policy"
 
 
 class BundleBadManifest(Unprocessable):

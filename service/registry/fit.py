@@ -4,7 +4,7 @@ at submission, before anything is reserved, from what registration learned of bo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
@@ -59,9 +59,9 @@ def check(session: Session, settings: Settings, model: ModelVersion, dataset: Da
     return c
 
 
-def choose_output(c: Contract, requested: str | None) -> Use:
+def choose_output(c: Contract, requested: str | None, output_policy: dict[str, Any] | None = None) -> Use:
     """The output a classification rows-mode job reads: the one named, else the one score output,
-    else the one label output."""
+    else the one label output. Under a labels-only output policy, score outputs give labels."""
     if c.classes is None:
         raise errors.ModelContractUnknown("the number of classes of the model is unknown: " + "; ".join(c.notes))
     readable = [*c.scores, *c.labels]
@@ -81,7 +81,7 @@ def choose_output(c: Contract, requested: str | None) -> Use:
         raise errors.ModelContractUnknown(
             "the model has no output a classifier's metrics can read: " + "; ".join(c.notes)
         )
-    if name in c.labels:
+    if name in c.labels or (output_policy or {}).get("kind") == "labels":
         return Use(name, "labels", c.classes)
     if c.output_kind is None:
         raise errors.ModelContractUnknown(

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, UTCDateTime, utcnow
@@ -27,6 +27,12 @@ class ModelVersion(Base):
     # configuration it runs with wherever it runs (part of every release's provenance).
     contract: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     inference: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the sidecar lets a job see of its outputs: {"kind": "full" | "rounded" | "top_k" | "labels",
+    # "digits": d (rounded), "k": k (top_k)}. Against extraction; recorded in provenance.
+    output_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=lambda: {"kind": "full"})
+    # The operator's own lifetime caps per partner (None: the defaults derived from its size).
+    lifetime_bits: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lifetime_rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
@@ -55,6 +61,7 @@ class DatasetVersion(Base):
     # For operators only: per-class rows, and what registration warned about (NaN accepted, ...).
     class_counts: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    lifetime_bits: Mapped[float | None] = mapped_column(Float, nullable=True)  # the operator's own cap
 
     @property
     def ref(self) -> str:

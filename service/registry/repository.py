@@ -59,3 +59,13 @@ def suites_usable_by(session: Session, principal_id: int | None, name: str | Non
     if principal_id is not None:
         q = q.where(SuiteVersion.builtin.is_(True) | (SuiteVersion.owner_id == principal_id))
     return list(session.execute(q).scalars())
+
+
+def suite_with_digest(session: Session, sha256: str) -> SuiteVersion | None:
+    return session.execute(select(SuiteVersion).where(SuiteVersion.sha256 == sha256).limit(1)).scalar_one_or_none()
+
+
+def models_by_id(session: Session, ids: list[int]) -> dict[int, ModelVersion]:
+    if not ids:
+        return {}
+    return {m.id: m for m in session.execute(select(ModelVersion).where(ModelVersion.id.in_(ids))).scalars()}

@@ -20,6 +20,7 @@ class ModelRead(BaseModel):
         "whether scores are probabilities or logits, and notes on what could not be told"
     )
     inference: dict[str, Any] = Field(description="the one onnxruntime configuration it runs with, everywhere")
+    output_policy: dict[str, Any] = Field(description="what jobs may see of its scores: full, rounded, top_k, labels")
     created_at: datetime
 
 

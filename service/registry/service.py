@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy.orm import Session
 
 from service.auth.roles import Role
 from service.config import Settings
 from service.errors import EvalgateError
+from service.inference.contract import parse_output_policy as server_policy
 from service.inference.model_info import InvalidModel, OutputKind, describe_model
 from service.ledger import service as ledger
 from service.registry import bundles, datasets, errors, storage
 from service.registry import repository as repo
 from service.registry.models import MODEL_STATUSES, DatasetVersion, ModelVersion, SuiteVersion
+from service.release import catalogue
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin_suites"
@@ -54,6 +56,22 @@ def resolve_dataset(session: Session, ref: str) -> DatasetVersion:
     return _resolve(session, DatasetVersion, ref, "dataset")
 
 
+def output_policy_from_text(text: str) -> dict[str, Any]:
+    """ "full", "labels", "rounded:D" or "top_k:K" as the sidecar's output policy."""
+    kind, _, arg = text.strip().partition(":")
+    raw: dict[str, Any] = {"kind": kind}
+    if arg:
+        if not arg.isdigit():
+            raise errors.InvalidOutputPolicy(f"output policy {text!r}: the number after ':' must be whole")
+        raw["digits" if kind == "rounded" else "k"] = int(arg)
+    try:
+        return server_policy(raw)
+    except ValueError as e:
+        raise errors.InvalidOutputPolicy(
+            f"output policy {text!r}: {e}", alternatives=["full", "rounded:4", "top_k:1", "labels"]
+        ) from None
+
+
 def _discard_unreferenced(session: Session, path: Path, sha: str) -> None:
     """A refused upload leaves nothing behind, unless a registered version has the same bytes."""
     if not repo.blob_in_use(session, sha):
@@ -78,11 +96,17 @@ def register_model(
     output_kind: OutputKind | None = None,
     classes: int | None = None,
     threads: int | None = None,
+    output_policy: str = "full",
+    lifetime_bits: float | None = None,
+    lifetime_rows: int | None = None,
 ) -> tuple[ModelVersion, bool]:
     """Returns (row, created). The same name@version with the same bytes is accepted again as a no-op.
     `output_kind` and `classes` say how its scores are read where the probe cannot tell (or overrule
-    it); `threads` fixes onnxruntime's threads for this version (default EVALGATE_INFERENCE_THREADS)."""
+    it); `threads` fixes onnxruntime's threads for this version (default EVALGATE_INFERENCE_THREADS);
+    `output_policy` what jobs may see of its scores (full, rounded:D, top_k:K, labels); `lifetime_bits`
+    and `lifetime_rows` its own lifetime caps per partner (default: derived from its size)."""
     _check_name(name, version)
+    policy = output_policy_from_text(output_policy)
     sha, path, size = storage.store_stream(settings.data_dir, stream, settings.model_max_bytes, errors.ModelTooLarge)
     existing = repo.by_name_version(session, ModelVersion, name, version)
     if existing is not None:
@@ -105,6 +129,9 @@ def register_model(
         signature=signature,
         contract=contract.as_dict(),
         inference=inference,
+        output_policy=policy,
+        lifetime_bits=lifetime_bits,
+        lifetime_rows=lifetime_rows,
     )
     session.add(row)
     session.flush()
@@ -113,7 +140,15 @@ def register_model(
         actor=actor,
         action="model.registered",
         subject=f"model:{row.ref}",
-        data={"sha256": sha, "size_bytes": size, "contract": contract.as_dict(), "inference": inference},
+        data={
+            "sha256": sha,
+            "size_bytes": size,
+            "contract": contract.as_dict(),
+            "inference": inference,
+            "output_policy": policy,
+            "lifetime_bits": lifetime_bits,
+            "lifetime_rows": lifetime_rows,
+        },
     )
     return row, True
 
@@ -142,6 +177,7 @@ def register_dataset(
     stream: BinaryIO,
     actor: str,
     allow_nan: bool = False,
+    lifetime_bits: float | None = None,
 ) -> tuple[DatasetVersion, bool]:
     """Returns (row, created). Refuses a file that is not a clean dataset (see registry.datasets);
     `allow_nan` accepts NaN features knowingly, with a warning kept for operators."""
@@ -175,6 +211,7 @@ def register_dataset(
         features_sha256=datasets.store_features(settings.data_dir, path),
         class_counts=found.class_counts,
         warnings=found.warnings,
+        lifetime_bits=lifetime_bits,
     )
     session.add(row)
     session.flush()
@@ -250,7 +287,16 @@ def upload_suite(
 ) -> tuple[SuiteVersion, bool]:
     data = storage.read_capped(stream, settings.bundle_max_bytes, errors.BundleTooLarge)
     bundle = bundles.extract_bundle(data, settings.data_dir / "suites", _limits(settings))
-    approved = role == Role.OPERATOR or not settings.custom_suites_require_approval
+    try:
+        _check_leakage_policy(settings, bundle)
+    except errors.SuiteExceedsLeakagePolicy:
+        if repo.suite_with_digest(session, bundle.sha256) is None:  # a refused upload leaves nothing behind
+            bundles.remove_tree(bundle.path)
+        raise
+    # A metrics-mode suite's code sees the labels: it runs only once an operator has approved it. A
+    # rows-mode suite's code never does, so the deployment may let those run unapproved.
+    needs_approval = bundle.manifest.mode == "metrics" or settings.custom_suites_require_approval
+    approved = role == Role.OPERATOR or not needs_approval
     return _record_suite(session, bundle, builtin=False, approved=approved, owner_id=owner_id, actor=actor)
 
 
@@ -258,6 +304,21 @@ def builtin_ref(name: str) -> str:
     """name@version of the built-in suite shipped as `name` in this release."""
     manifest = bundles.load_manifest_file(BUILTIN_DIR / name / bundles.MANIFEST)
     return f"{manifest.name}@{manifest.version}"
+
+
+def _check_leakage_policy(settings: Settings, bundle: bundles.Bundle) -> None:
+    """A metrics-mode suite's declarations are bounded by policy before any job runs: each metric, on
+    the largest dataset allowed, may carry at most EVALGATE_METRIC_MAX_BITS."""
+    too_wide = []
+    for name, decl in bundle.manifest.metrics.items():
+        b = catalogue.bits(decl, settings.max_dataset_rows, settings.release_decimals, None, extra_outcomes=2)
+        if b > settings.metric_max_bits:
+            too_wide.append(f"{name} ({decl.kind}): {b:.1f} bits")
+    if too_wide:
+        raise errors.SuiteExceedsLeakagePolicy(
+            f"metrics carry more than {settings.metric_max_bits:g} bits each: {'; '.join(too_wide)}",
+            alternatives=["declare narrower ranges (min, max)", "use a proportion or a count"],
+        )
 
 
 def ensure_builtin_suites(session: Session, settings: Settings) -> list[SuiteVersion]:

@@ -182,14 +182,31 @@ def _noise_for(decl: MetricDecl, n_eff: int, epsilon: float, policy: Policy) -> 
     )
 
 
+def snap_rows(n: int, dataset_rows: int) -> int:
+    """The rows the noise of a metric the job says it computed on n rows is calibrated to: all of the
+    dataset's (which the service knows), or n rounded down to a power of two. The noise disclosed
+    then says which of these few the job chose, and max_bits charges for that choice."""
+    if n >= dataset_rows:
+        return dataset_rows
+    return 1 << max(0, n.bit_length() - 1)
+
+
+def noise_grid_bits(dataset_rows: int) -> float:
+    """What the choice of snap_rows carries: one of the powers of two up to the rows, or the rows."""
+    return math.log2(dataset_rows.bit_length() + 1)
+
+
 def max_bits(decls: dict[str, MetricDecl], dataset_rows: int, epsilon: float, policy: Policy) -> float:
     """The most a release of these metrics can carry: each metric on all rows with the least noise, or
-    withheld for one of two reasons. `epsilon` is per noised metric."""
+    withheld for one of two reasons; and, for each noised one, which rows its noise was calibrated to
+    (the job's choice, disclosed with the noise). `epsilon` is per noised metric."""
     chosen = set(noised(decls, policy))
     total = 0.0
     for name, d in decls.items():
         scale = _noise_for(d, dataset_rows, epsilon, policy).scale if name in chosen else None
         total += bits(d, dataset_rows, policy.decimals, scale, extra_outcomes=len(SUPPRESSION_REASONS))
+        if name in chosen:
+            total += noise_grid_bits(dataset_rows)
     return total
 
 
@@ -234,10 +251,14 @@ def release(
     policy: Policy,
     noised_metrics: list[str] | None = None,
     add_noise: AddNoise = privacy.add_noise,
+    dataset_rows: int | None = None,
 ) -> Release:
-    """`epsilon` is per noised metric; `noised_metrics` is the plan admitted (policy decides if None)."""
+    """`epsilon` is per noised metric; `noised_metrics` is the plan admitted (policy decides if None);
+    `dataset_rows`: the dataset's rows (default: the most any entry reports)."""
     out = Release()
     chosen = set(noised(decls, policy) if noised_metrics is None else noised_metrics)
+    if dataset_rows is None:
+        dataset_rows = max((r.n for r in reported.values()), default=1)
     for name in sorted(reported):
         r, d = reported[name], decls[name]
         why = _suppression(r, d, policy)
@@ -248,7 +269,9 @@ def release(
         if name in chosen and epsilon > 0:
             n_eff = r.min_class_n if d.per_class else r.n
             assert n_eff is not None  # check_kind: a per-class metric's entry has min_class_n
-            noise = _noise_for(d, n_eff, epsilon, policy)
+            # Calibrated to rows the service knows or a coarse grid the charge covers, never to the
+            # job's exact count (its sensitivity, disclosed, would carry that count).
+            noise = _noise_for(d, snap_rows(n_eff, dataset_rows), epsilon, policy)
             value = add_noise(value, noise, integer=d.integer)
             out.noise[name] = noise.as_dict()
         out.metrics[name] = _on_grid(value, d, r.n, policy.decimals)
@@ -284,17 +307,33 @@ def release_rows(
     *,
     epsilon: float,
     policy: Policy,
+    slices: dict[str, np.ndarray] | None = None,
     add_noise: AddNoise = privacy.add_noise,
     add_noise_vector: AddNoiseVector = privacy.add_noise_vector,
 ) -> Release:
     """Every requested metric from the rows and the labels; each one noised with `epsilon` (unless
     policy says no noise), put on its grid, or withheld when a class it is about is too small (judged
-    on the noisy counts: post-processing, no further privacy cost)."""
+    on the noisy counts: post-processing, no further privacy cost). A metric on a slice (`slices`:
+    its rows' mask) is computed on those rows; a mean there is the ratio of its noisy total and the
+    slice's noisy count (each with half the metric's ε), and withheld if that count is too small."""
     out = Release()
     n = truth.n
+    noisy = policy.mechanism is not None and epsilon > 0
     for c in sorted(chosen, key=lambda c: c.name):
-        stat, decl = c.spec.compute(rows, truth, c.index), c.spec.decl
-        noisy = policy.mechanism is not None and epsilon > 0
+        decl = c.spec.decl
+        if c.slice is not None:
+            assert slices is not None and c.slice in slices  # admission checked the names
+            part_rows, part_truth = metrics.restrict(rows, truth, slices[c.slice])
+            stat = c.spec.compute(part_rows, part_truth, c.index)
+            if isinstance(stat, metrics.Mean):
+                value_or_why = _slice_mean(stat, epsilon if noisy else 0.0, policy, add_noise, out, c.name)
+                if isinstance(value_or_why, str):
+                    out.suppressed.append({"metric": c.name, "reason": value_or_why})
+                else:
+                    out.metrics[c.name] = _on_grid(value_or_why, decl, n, policy.decimals)
+                continue
+        else:
+            stat = c.spec.compute(rows, truth, c.index)
         noise = _rows_noise(stat, n, epsilon, policy, decl.integer) if noisy else None
         if isinstance(stat, metrics.Counts):
             counts = stat.counts
@@ -316,6 +355,32 @@ def release_rows(
     return out
 
 
+def _slice_mean(
+    stat: metrics.Mean, epsilon: float, policy: Policy, add_noise: AddNoise, out: Release, name: str
+) -> float | str:
+    """A mean on a slice: noisy total / noisy count, or the reason it is withheld."""
+    total, count = stat.total, float(stat.n)
+    if epsilon > 0:
+        assert policy.mechanism is not None
+        half = epsilon / 2
+        total_noise = privacy.calibrate(
+            policy.mechanism, epsilon=half, sensitivity=stat.width, integer=False, delta=policy.delta
+        )
+        count_noise = privacy.calibrate(
+            policy.mechanism, epsilon=half, sensitivity=1.0, integer=False, delta=policy.delta
+        )
+        total, count = add_noise(total, total_noise, integer=False), add_noise(count, count_noise, integer=False)
+        out.noise[name] = {
+            **total_noise.as_dict(),
+            "epsilon": epsilon,
+            "on": "slice total and count",
+            "count_scale": count_noise.scale,
+        }
+    if count < policy.min_rows:
+        return f"computed on fewer than {policy.min_rows} rows"
+    return total / count
+
+
 def rows_max_bits(chosen: list[metrics.Chosen], n: int, epsilon: float, policy: Policy) -> float:
     """The most a rows-mode release can carry: each metric a value on its grid (or on its noise
     scale where that is coarser; for metrics made from noisy counts, the grid), or withheld."""
@@ -323,7 +388,7 @@ def rows_max_bits(chosen: list[metrics.Chosen], n: int, epsilon: float, policy: 
     for c in chosen:
         decl = c.spec.decl
         scale = None
-        if policy.mechanism is not None and epsilon > 0 and not c.spec.needs_counts:
+        if policy.mechanism is not None and epsilon > 0 and not c.spec.needs_counts and c.slice is None:
             width = c.spec.width
             sensitivity = width if c.spec.shape == "total" else width / n
             scale = privacy.calibrate(

@@ -28,7 +28,7 @@ import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -86,10 +86,17 @@ class Rows:
 
 @dataclass(frozen=True)
 class Mean:
-    """(1/n) Σ contribution_i with each contribution in [0, width]: sensitivity width / n."""
+    """A total over the rows divided by their number: replacing one row moves the total by at most
+    `width`, so the mean over n (public) rows by at most width / n. Over a slice, whose number of rows
+    is private, the total and the count are noised apart and the mean is their ratio."""
 
-    value: float
+    total: float
+    n: int
     width: float
+
+    @property
+    def value(self) -> float:
+        return self.total / self.n if self.n else 0.0
 
 
 @dataclass(frozen=True)
@@ -176,7 +183,7 @@ def _ratio_counts(rows: Rows, truth: Truth, pick: Callable[[np.ndarray, np.ndarr
 
 
 def _accuracy(rows: Rows, truth: Truth, _: int) -> Statistic:
-    return Mean(float(np.mean(rows.predicted() == truth.y)), 1.0)
+    return Mean(float(np.sum(rows.predicted() == truth.y)), truth.n, 1.0)
 
 
 def _misclassified(rows: Rows, truth: Truth, _: int) -> Statistic:
@@ -207,14 +214,14 @@ def _balanced_accuracy(rows: Rows, truth: Truth, _: int) -> Statistic:
 def _log_loss(rows: Rows, truth: Truth, _: int) -> Statistic:
     assert rows.probabilities is not None
     p = np.clip(rows.probabilities[np.arange(truth.n), truth.y.astype(np.int64)], PROB_EPS, 1.0)
-    return Mean(float(np.mean(-np.log(p))), LOG_LOSS_MAX)
+    return Mean(float(np.sum(-np.log(p))), truth.n, LOG_LOSS_MAX)
 
 
 def _brier(rows: Rows, truth: Truth, _: int) -> Statistic:
     """Multiclass Brier score: Σ_c (p_c - [y = c])² per row, in [0, 2]."""
     assert rows.probabilities is not None
     onehot = np.eye(truth.classes)[truth.y.astype(np.int64)]
-    return Mean(float(np.mean(np.sum((rows.probabilities - onehot) ** 2, axis=1))), 2.0)
+    return Mean(float(np.sum((rows.probabilities - onehot) ** 2)), truth.n, 2.0)
 
 
 def _ece(rows: Rows, truth: Truth, _: int) -> Statistic:
@@ -227,7 +234,7 @@ def _ece(rows: Rows, truth: Truth, _: int) -> Statistic:
     bins = np.clip(np.ceil(conf * ECE_BINS).astype(np.int64) - 1, 0, ECE_BINS - 1)
     gaps = np.zeros(ECE_BINS)
     np.add.at(gaps, bins, correct - conf)
-    return Mean(float(np.sum(np.abs(gaps)) / truth.n), 2.0)
+    return Mean(float(np.sum(np.abs(gaps))), truth.n, 2.0)
 
 
 def _auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -336,11 +343,11 @@ def regression_specs(lo: float, hi: float) -> dict[str, Spec]:
 
     def mae(rows: Rows, truth: Truth, _: int) -> Statistic:
         assert rows.values is not None
-        return Mean(float(np.mean(np.minimum(np.abs(rows.values - truth.y), width))), width)
+        return Mean(float(np.sum(np.minimum(np.abs(rows.values - truth.y), width))), truth.n, width)
 
     def mse(rows: Rows, truth: Truth, _: int) -> Statistic:
         assert rows.values is not None
-        return Mean(float(np.mean(np.minimum((rows.values - truth.y) ** 2, width**2))), width**2)
+        return Mean(float(np.sum(np.minimum((rows.values - truth.y) ** 2, width**2))), truth.n, width**2)
 
     return {
         "mae": Spec("mae", "regression", "values", MetricDecl(kind="nonnegative", max=width), mae, "mean", width),
@@ -350,15 +357,24 @@ def regression_specs(lo: float, hi: float) -> dict[str, Spec]:
 
 @dataclass(frozen=True)
 class Chosen:
-    """A requested metric resolved against the catalogue: its spec and which class (or cell) it is about."""
+    """A requested metric resolved against the catalogue: its spec, which class (or cell) it is about,
+    and the slice of rows it is computed on (None: all of them)."""
 
     name: str
     spec: Spec
     index: int = 0
+    slice: str | None = None
 
 
 def resolve(name: str, rows: RowsKind, classes: int, value_range: tuple[float, float] | None = None) -> Chosen | None:
-    """The catalogue's metric of that name for these rows, or None if there is none."""
+    """The catalogue's metric of that name for these rows, or None if there is none. `metric@slice`
+    is the metric on the rows of a slice the job defines."""
+    base, at, slice_name = name.partition("@")
+    if at:
+        chosen = resolve(base, rows, classes, value_range)
+        if chosen is None or not _SLICE_RE.match(slice_name):
+            return None
+        return Chosen(name, chosen.spec, chosen.index, slice_name)
     if rows == "regression":
         spec = regression_specs(*value_range).get(name) if value_range else None
         return Chosen(name, spec) if spec else None
@@ -374,6 +390,36 @@ def resolve(name: str, rows: RowsKind, classes: int, value_range: tuple[float, f
     return None
 
 
+# -- slices: rows chosen by predicates on the features ----------------------------------------------------------
+
+_SLICE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+OPS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "<": np.less,
+    "<=": np.less_equal,
+    ">": np.greater,
+    ">=": np.greater_equal,
+    "==": np.equal,
+    "!=": np.not_equal,
+}
+
+
+def slice_mask(x: np.ndarray, predicates: list[dict[str, Any]]) -> np.ndarray:
+    """Rows where every predicate {feature, op, value} holds (a NaN feature satisfies none)."""
+    mask = np.ones(len(x), dtype=bool)
+    for p in predicates:
+        column = x[:, int(p["feature"])].astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            mask &= OPS[p["op"]](column, float(p["value"])) & ~np.isnan(column)
+    return mask
+
+
+def restrict(rows: Rows, truth: Truth, mask: np.ndarray) -> tuple[Rows, Truth]:
+    def part(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a[mask]
+
+    return Rows(part(rows.probabilities), part(rows.labels), part(rows.values)), Truth(truth.y[mask], truth.classes)
+
+
 def families(rows: RowsKind) -> list[str]:
     """The catalogue's metric families for these rows (a family is a metric, or per class / per cell)."""
     if rows == "regression":
@@ -382,6 +428,7 @@ def families(rows: RowsKind) -> list[str]:
 
 
 def family_of(name: str) -> str:
+    name = name.partition("@")[0]
     if m := _PER_CLASS_RE.match(name):
         return m.group(1)
     if _CONFUSION_RE.match(name):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from service import __version__
@@ -45,6 +46,7 @@ class Case:
     submitted_at: datetime
     runtime: str  # the sandbox runtime family it ran under
     truth: metrics.Truth | None = None  # rows mode: the dataset's labels
+    features: np.ndarray | None = None  # rows mode with slices: the dataset's features
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,10 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
             epsilon=privacy["epsilon_per_metric"],
             policy=policy,
             noised_metrics=privacy["noised_metrics"],
+            dataset_rows=case.dataset_rows,
         )
-    usage = {"rows": int(outcome.usage.get("rows", 0)), "requests": int(outcome.usage.get("requests", 0))}
+    # How many rows the job queried is its own choice: kept for operators (the job's outcome), never
+    # in what a partner reads.
     provenance = {
         "spec_sha256": case.spec_sha256,
         "suite": case.spec["suite"],
@@ -126,7 +130,6 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
         "inference": outcome.usage.get("inference"),
         "service_version": __version__,
         "seed": case.spec["seed"],
-        "queries": usage,
         "submitted_at": case.submitted_at.isoformat(),
         # Padded, as the partner sees it: the real run time would be a side channel.
         "completed_within_s": timing.padded_duration(
@@ -159,7 +162,14 @@ def _gate_rows(case: Case, raw: bytes, epsilon: float, policy: gate.Policy) -> g
     chosen = [metrics.resolve(name, rows_spec["kind"], classes, value_range) for name in case.spec["metrics"]]
     if any(c is None for c in chosen):  # admission checked them; a spec that changed is a bug
         raise metrics.RowsRejected(f"metrics {case.spec['metrics']} are not all in the catalogue")
-    return gate.release_rows(rows, case.truth, [c for c in chosen if c is not None], epsilon=epsilon, policy=policy)
+    slices = {
+        name: metrics.slice_mask(case.features, predicates)
+        for name, predicates in (rows_spec.get("slices") or {}).items()
+        if case.features is not None
+    }
+    return gate.release_rows(
+        rows, case.truth, [c for c in chosen if c is not None], epsilon=epsilon, policy=policy, slices=slices
+    )
 
 
 def statement(

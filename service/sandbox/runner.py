@@ -90,6 +90,8 @@ class JobSandbox:
     command: list[str] | None = None
     result_name: str = RESULT_NAME  # the one file collected from /output (ROWS_NAME in rows mode)
     sidecar_threads: int = 1  # onnxruntime's threads: the model version's, whatever the job's CPUs
+    output_policy: dict[str, Any] = field(default_factory=lambda: {"kind": "full"})  # the operator's, per model
+    score_outputs: tuple[str, ...] = ()  # the outputs it applies to
 
 
 @dataclass
@@ -223,6 +225,9 @@ class Sandbox:
                 Env.SHARED_MEMORY: "1" if spec.runtime.family == "runc" else "0",
                 # The model version's own thread count: its numbers never depend on the job's CPUs.
                 Env.THREADS: str(spec.sidecar_threads),
+                # What a job may see of the scores (full, rounded, top-k, labels): against extraction.
+                Env.OUTPUT_POLICY: json.dumps(spec.output_policy),
+                Env.SCORE_OUTPUTS: ",".join(spec.score_outputs),
             },
             mounts=[
                 Mount(MODEL_PATH, str(spec.model_path), type="bind", read_only=True),

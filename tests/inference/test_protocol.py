@@ -482,3 +482,61 @@ def test_large_requests_and_answers_in_flight_do_not_deadlock(tmp_path):
         span = c.predict_batched({"x": x}, 100)["y"]  # in-band spans of 16 MB, answers as large
     np.testing.assert_array_equal(np.concatenate(out), x)
     np.testing.assert_array_equal(span, x)
+
+
+@pytest.mark.parametrize(
+    "policy, check",
+    [
+        ({"kind": "full"}, lambda out, ref: np.array_equal(out, ref)),
+        ({"kind": "rounded", "digits": 2}, lambda out, ref: np.array_equal(out, np.round(ref, 2))),
+        (
+            {"kind": "top_k", "k": 1},
+            lambda out, ref: np.all((out > 0).sum(axis=1) == 1) and np.allclose(out.max(axis=1), ref.max(axis=1)),
+        ),
+        ({"kind": "labels"}, lambda out, ref: out.dtype == np.int64 and np.array_equal(out, ref.argmax(axis=1))),
+    ],
+    ids=["full", "rounded", "top_k", "labels"],
+)
+def test_the_output_policy_is_what_a_job_can_see(tmp_path, demo_files, data, policy, check):
+    """The operator's output policy, enforced by the sidecar: nothing finer ever crosses the socket."""
+    import onnxruntime as ort
+
+    x, _ = data
+    ref = ort.InferenceSession(str(demo_files["model"]), providers=["CPUExecutionProvider"]).run(
+        None, {"features": x[:200]}
+    )[0]
+    with (
+        serving(
+            tmp_path / "policy.sock",
+            demo_files["model"],
+            max_rows=10_000,
+            output_policy=policy,
+            score_outputs=["probabilities"],
+        ) as (path, _),
+        Client(path) as c,
+    ):
+        meta = c.metadata()
+        out = c.predict({"features": x[:200]})["probabilities"]
+        batched = c.predict_batched({"features": x[:200]}, 64)["probabilities"]
+    assert check(out, ref) and np.array_equal(out, batched)
+    assert meta["output_policy"] == policy
+    if policy["kind"] == "labels":
+        assert meta["outputs"][0] == {"name": "probabilities", "dtype": "int64", "shape": [None]}
+
+
+def test_a_zipmap_output_is_served_as_a_tensor_in_label_order(tmp_path):
+    from skl2onnx import to_onnx
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = make_classification(n_samples=200, n_features=5, n_informative=3, n_classes=3, random_state=0)
+    x = x.astype(np.float32)
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    path = tmp_path / "zipmap.onnx"
+    path.write_bytes(to_onnx(model, x[:1], target_opset=17).SerializeToString())
+    with serving(tmp_path / "zip.sock", path, max_rows=1000) as (sock, _), Client(sock) as c:
+        meta = c.metadata()
+        outs = c.predict({"X": x[:50]})
+    assert {"name": "output_probability", "dtype": "float32", "shape": [None, None], "zipmap": True} in meta["outputs"]
+    np.testing.assert_allclose(outs["output_probability"], model.predict_proba(x[:50]), atol=1e-5)
+    assert outs["output_label"].tolist() == model.predict(x[:50]).tolist()

@@ -23,7 +23,7 @@ def test_valid_job_is_committed_then_enqueued_with_a_canonical_spec(api):
     r = submit(api)
     assert r.status_code == 202, r.text
     job = r.json()
-    assert job["state"] == "queued"
+    assert job["state"] == "running"  # what its partner sees until its padded end: not when it leaves the queue
     assert api.dispatcher.enqueued == [(job["id"], "queued")]  # visible from another connection at enqueue time
     assert job["spec_sha256"] == digest(job["spec"])
     assert job["spec"]["metrics"] == ["accuracy", "log_loss"] and job["spec"]["seed"] == 5
@@ -46,6 +46,26 @@ def test_valid_job_is_committed_then_enqueued_with_a_canonical_spec(api):
         ({"unexpected": 1}, 422, "invalid_request", None),
         ({"metrics": []}, 422, "invalid_request", None),
         ({"seed": -1}, 422, "invalid_request", None),
+        ({"metrics": ["accuracy@old"]}, 422, "invalid_slice", None),
+        (
+            {"metrics": ["accuracy@old"], "slices": {"old": [{"feature": 99, "op": ">", "value": 1}]}},
+            422,
+            "invalid_slice",
+            None,
+        ),
+        (
+            {"metrics": ["accuracy"], "slices": {"Old": [{"feature": 1, "op": ">", "value": 1}]}},
+            422,
+            "invalid_request",
+            None,
+        ),
+        (
+            {"metrics": ["accuracy"], "slices": {"old": [{"feature": 1, "op": "~", "value": 1}]}},
+            422,
+            "invalid_request",
+            None,
+        ),
+        ({"output": "no-such-output"}, 422, "unknown_model_output", "probabilities"),
     ],
 )
 def test_bad_jobs_get_a_clear_error_and_nothing_is_written(api, changes, status, code, alternative):
@@ -135,7 +155,7 @@ def test_embedded_worker_without_docker_fails_the_job_instead_of_hanging(db_sett
         a.register_demo(demo_files)
         job = a.submit(CLASSIFICATION, ["accuracy"])
         deadline = time.monotonic() + 30
-        while (j := client.get(f"/v1/jobs/{job['id']}", headers=a.partner).json())["state"] == "queued":
+        while (j := client.get(f"/v1/jobs/{job['id']}", headers=a.partner).json())["state"] == "running":
             assert time.monotonic() < deadline
             time.sleep(0.1)
     assert (j["state"], j["error_class"]) == ("failed", "internal_error")

@@ -3,14 +3,9 @@ the jobs, the real runner runs them on the real database and budgets."""
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable
-
-import numpy as np
 import pytest
 
 from service.jobs import runner
-from service.jobs.context import WorkerContext
 from service.jobs.models import Job
 from service.jobs.states import JobState
 from service.quotas.models import BudgetReservation
@@ -18,73 +13,22 @@ from service.release import service as release_service
 from service.release.models import Result
 from service.release.outcomes import ErrorClass
 from service.sandbox.errors import ImageMissing, SandboxError
-from service.sandbox.runner import JobSandbox, Outcome
-from service.sandbox.runtimes import Runtime
-
-
-def rows_file(labels: np.ndarray, wrong: int) -> bytes:
-    """A rows file of one-hot probabilities: right for all rows but the last `wrong`."""
-    predicted = labels.copy()
-    predicted[len(labels) - wrong :] = (predicted[len(labels) - wrong :] + 1) % 3
-    buf = io.BytesIO()
-    np.savez(buf, probabilities=np.eye(3, dtype=np.float32)[predicted])
-    return buf.getvalue()
+from service.sandbox.runner import Outcome
+from tests.stubs import StubSandbox, context, released_outcome
 
 
 @pytest.fixture(scope="module")
 def GOOD(demo_files) -> Outcome:
-    with np.load(demo_files["data"]) as npz:
-        labels = npz["y"]
-    return Outcome(
-        exit_code=0,
-        result=rows_file(labels, wrong=100),  # accuracy 500 / 600
-        usage={"rows": 600, "requests": 3, "budget_exceeded": False},
-        images={"job": "sha256:job", "sidecar": "sha256:sidecar"},
-    )
+    return released_outcome(demo_files["data"])
 
 
 class WorkerDied(BaseException):
     """Stands for kill -9: nothing after it runs, no handler sees it."""
 
 
-class StubSandbox:
-    def __init__(self, *outcomes: Outcome | BaseException):
-        self.outcomes = list(outcomes)
-        self.runs: list[JobSandbox] = []
-        self.removed: list[str] = []
-
-    def image_id(self, tag: str) -> str:
-        return f"sha256:{tag}"
-
-    def run(self, spec: JobSandbox, should_cancel: Callable[[], bool] = lambda: False) -> Outcome:
-        self.runs.append(spec)
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    def remove(self, job_id: str) -> None:
-        self.removed.append(job_id)
-
-    def sweep(self, keep: Callable[[str], bool]) -> list[str]:
-        return []
-
-
-def context(api, sandbox: StubSandbox) -> WorkerContext:
-    state = api.client.app.state
-    return WorkerContext(
-        settings=api.settings,
-        sessions=state.sessionmaker,
-        sandbox=sandbox,
-        signer=state.signer,
-        runtime=Runtime("runc", "runc", "runc", "{}"),
-        budgets=state.budgets,
-    )
-
-
 def queued(api) -> str:
     r = api.post_job(metrics=["accuracy"], resources={"query_budget": 1000})
-    assert r.status_code == 202 and r.json()["state"] == "queued", r.text
+    assert r.status_code == 202 and r.json()["state"] == "running", r.text
     return r.json()["id"]
 
 
@@ -104,10 +48,11 @@ def test_queued_job_runs_to_a_signed_release_and_settles_once(api, GOOD):
     job_id, sandbox = queued(api), StubSandbox(GOOD)
     assert runner.run_job(context(api, sandbox), job_id) == JobState.RELEASED
     job, reservation, result = row(api, job_id)
-    assert result.metrics == {"accuracy": 0.8333} and result.provenance["queries"] == {"rows": 600, "requests": 3}
+    assert result.metrics == {"accuracy": 0.8333} and "queries" not in result.provenance  # the job's choice
+    assert job.outcome["usage"]["rows"] == 600  # kept for operators
     assert len(sandbox.runs) == 1 and sandbox.runs[0].query_budget_rows == 1000
     assert sandbox.removed.count(job_id) >= 1
-    assert (reservation.settled, reservation.ran, reservation.rows_used) == (True, True, 600)
+    assert (reservation.ended, reservation.ran, reservation.rows_used) == (True, True, 600)
     assert job.attempts == 1 and job.result_raw is None  # pre-noise values are not kept
     assert runner.run_job(context(api, StubSandbox()), job_id) == JobState.RELEASED  # redelivered: nothing again
 
@@ -120,7 +65,7 @@ def test_job_left_running_by_a_dead_worker_resumes_on_redelivery(api, GOOD):
     sandbox = StubSandbox(GOOD)  # the real sandbox finds the containers the first attempt left
     assert runner.run_job(context(api, sandbox), job_id) == JobState.RELEASED
     job, reservation, _ = row(api, job_id)
-    assert job.attempts == 2 and len(sandbox.runs) == 1 and reservation.settled
+    assert job.attempts == 2 and len(sandbox.runs) == 1 and reservation.ended
 
 
 def test_crash_inside_gating_is_judged_again_from_the_recorded_outcome(api, monkeypatch, GOOD):
@@ -134,7 +79,7 @@ def test_crash_inside_gating_is_judged_again_from_the_recorded_outcome(api, monk
         runner.run_job(context(api, sandbox), job_id)
     job, reservation, result = row(api, job_id)
     assert job.state == JobState.GATING and job.outcome["usage"]["rows"] == 600 and job.result_raw is not None
-    assert result is None and not reservation.settled
+    assert result is None and not reservation.ended
     monkeypatch.undo()
     again = StubSandbox()  # no sandbox run is needed for a job in the gate
     assert runner.run_job(context(api, again), job_id) == JobState.RELEASED
@@ -151,7 +96,7 @@ def test_an_error_inside_gating_fails_the_job_and_releases_nothing(api, monkeypa
     assert runner.run_job(context(api, StubSandbox(GOOD)), job_id) == JobState.FAILED
     job, reservation, result = row(api, job_id)
     assert job.error_class == ErrorClass.INTERNAL_ERROR and "a bug in the gate" in job.operator_log
-    assert result is None and (reservation.settled, reservation.ran) == (True, True)
+    assert result is None and (reservation.ended, reservation.ran) == (True, True)
 
 
 def test_a_job_delivered_more_than_the_allowed_attempts_fails_without_running(api, GOOD):
@@ -161,7 +106,7 @@ def test_a_job_delivered_more_than_the_allowed_attempts_fails_without_running(ap
     assert runner.run_job(context(api, sandbox), job_id) == JobState.FAILED
     job, reservation, _ = row(api, job_id)
     assert job.error_class == ErrorClass.INTERNAL_ERROR and "gave up" in job.operator_log
-    assert sandbox.runs == [] and reservation.settled and reservation.ran is False  # it never started
+    assert sandbox.runs == [] and reservation.ended and reservation.ran is False  # it never started
 
 
 def test_cancel_before_start_gives_back_everything(api, GOOD):
@@ -171,7 +116,7 @@ def test_cancel_before_start_gives_back_everything(api, GOOD):
     assert runner.run_job(context(api, sandbox), job_id) == JobState.CANCELLED
     job, reservation, _ = row(api, job_id)
     assert job.error_class == ErrorClass.CANCELLED and job.started_at is None and sandbox.runs == []
-    assert (reservation.settled, reservation.ran) == (True, False)
+    assert (reservation.ended, reservation.ran) == (True, False)
 
 
 def test_cancel_that_arrives_while_the_gate_waits_wins(api, monkeypatch, GOOD):
@@ -193,7 +138,7 @@ def test_a_sandbox_that_raises_fails_the_job_and_is_cleaned_up(api):
     assert job.error_class == ErrorClass.INTERNAL_ERROR and "engine went away" in job.operator_log
     assert job_id in sandbox.removed
     # it ran (its code may have seen data), and its row use is unknown: everything stays spent
-    assert (reservation.settled, reservation.ran, reservation.rows_used) == (True, True, None)
+    assert (reservation.ended, reservation.ran, reservation.rows_used) == (True, True, None)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +160,7 @@ def test_each_sandbox_outcome_ends_in_its_class(api, outcome, error_class):
     job_id = queued(api)
     state = runner.run_job(context(api, StubSandbox(outcome)), job_id)
     job, reservation, result = row(api, job_id)
-    assert (state, job.error_class) == (job.state, error_class) and result is None and reservation.settled
+    assert (state, job.error_class) == (job.state, error_class) and result is None and reservation.ended
 
 
 def test_jobs_that_are_not_a_workers_to_run_are_left_alone(api, GOOD):
@@ -232,7 +177,7 @@ def test_a_sidecar_that_never_served_the_model_fails_the_job_and_charges_nothing
     assert runner.run_job(context(api, StubSandbox(never)), job_id) == JobState.FAILED
     job, reservation, _ = row(api, job_id)
     assert job.error_class == ErrorClass.INTERNAL_ERROR and "never served the model" in job.operator_log
-    assert (reservation.settled, reservation.ran) == (True, False)  # the partner's code never ran
+    assert (reservation.ended, reservation.ran) == (True, False)  # the partner's code never ran
 
 
 def test_a_missing_image_fails_the_job_before_any_container_and_charges_nothing(api):
@@ -247,7 +192,7 @@ def test_a_missing_image_fails_the_job_before_any_container_and_charges_nothing(
     job, reservation, _ = row(api, job_id)
     assert job.error_class == ErrorClass.INTERNAL_ERROR and "images build" in job.operator_log
     assert sandbox.runs == [] and sandbox.outcomes == [GOOD_UNUSED]
-    assert (reservation.settled, reservation.ran) == (True, False)
+    assert (reservation.ended, reservation.ran) == (True, False)
 
 
 def test_the_exit_code_of_no_model_is_not_trusted_once_the_model_was_served(api):
@@ -255,4 +200,4 @@ def test_the_exit_code_of_no_model_is_not_trusted_once_the_model_was_served(api)
     job_id = queued(api)
     assert runner.run_job(context(api, StubSandbox(Outcome(exit_code=4))), job_id) == JobState.FAILED
     job, reservation, _ = row(api, job_id)
-    assert job.error_class == ErrorClass.CRASHED and (reservation.settled, reservation.ran) == (True, True)
+    assert job.error_class == ErrorClass.CRASHED and (reservation.ended, reservation.ran) == (True, True)

@@ -1,5 +1,7 @@
 """The job state machine: every move checked and on the ledger, endings final and settled."""
 
+import time
+
 import pytest
 
 from service.jobs.models import Job
@@ -32,6 +34,10 @@ def test_happy_path_is_audited_idempotent_and_settles_once(api):
         assert end(s, budgets(api), job, None, actor="t") == JobState.RELEASED
         assert end(s, budgets(api), job, ErrorClass.CRASHED, actor="t") == JobState.RELEASED  # an ending is final
         assert job.finished_at is not None and job.error_class is None
+        assert s.get(BudgetReservation, job_id).ended is True
+    time.sleep(api.settings.timing_buckets_s[0])  # what the ending gives back moves at its padded time
+    with api.db() as s:
+        api.client.app.state.budgets.apply_due(s, None)
         assert s.get(BudgetReservation, job_id).settled is True
         events = ledger.events_for(s, f"job:{job_id}")
     moves = [(e["data"]["from"], e["data"]["to"]) for e in events if e["action"] == "job.transition"]

@@ -111,3 +111,25 @@ def test_refused_upload_leaves_no_blob(api):
     )
     assert r.status_code == 422
     assert not storage.blob_path(api.settings.data_dir, hashlib.sha256(junk).hexdigest()).exists()
+
+
+def test_suites_whose_code_sees_labels_always_wait_for_an_operator(tmp_path, demo_files):
+    from tests import factories
+    from tests.factories import rows_bundle, suite_bundle, unique
+    from tests.harness import harness
+
+    gen = harness(factories.settings(tmp_path / "data", custom_suites_require_approval=False), demo_files)
+    h = next(gen)
+    try:
+        rows = h.client.post(
+            "/v1/suites", headers=h.partner, files={"file": ("s.tar.gz", rows_bundle(unique("rows"), "pass"))}
+        )
+        metrics = h.client.post(
+            "/v1/suites",
+            headers=h.partner,
+            files={"file": ("s.tar.gz", suite_bundle(unique("labels"), "pass", ["score"]))},
+        )
+        assert rows.json()["approved"] is True and rows.json()["mode"] == "rows"
+        assert metrics.json()["approved"] is False and metrics.json()["mode"] == "metrics"
+    finally:
+        gen.close()

@@ -147,11 +147,30 @@ def test_partners_see_padded_completion_times(noisy):
     assert (seen["state"], seen["finished_at"], seen["result"], seen["started_at"]) == ("running", None, None, None)
     listed = s.client.get("/v1/jobs", headers=s.partner, params={"state": "released"}).json()["jobs"]
     assert job["id"] not in [j["id"] for j in listed]
-    # A cancel now must not reveal that it has ended.
-    assert s.client.post(f"/v1/jobs/{job['id']}/cancel", headers=s.partner).json()["state"] == "running"
-
     done = s.wait(job["id"])
     assert done["state"] == "released"
     assert datetime.fromisoformat(done["finished_at"].replace("Z", "+00:00")) - created == timedelta(seconds=BUCKET_S)
     assert done["result"]["provenance"]["completed_within_s"] == BUCKET_S
     assert "started_at" not in done["result"]["provenance"] and "finished_at" not in done["result"]["provenance"]
+
+
+def test_a_cancel_asked_before_the_padded_end_is_what_the_partner_sees(noisy):
+    """Whether a job had already ended when its partner asked to cancel it would say when it ended:
+    so a cancel asked before the padded end always shows as cancelled, and never a release."""
+    s = noisy
+    suite = s.upload_suite(
+        suite_bundle(unique("late"), "import evalgate\nevalgate.report({'overall': 0.5})\n", {"overall": "proportion"})
+    )
+    job = s.submit(f"{suite['name']}@{suite['version']}", ["overall"])
+    deadline = time.monotonic() + 60
+    while s.client.get(f"/v1/jobs/{job['id']}", headers=s.operator).json()["state"] != "released":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    answer = s.client.post(f"/v1/jobs/{job['id']}/cancel", headers=s.partner).json()
+    assert answer["state"] == "running"  # as for a job still running
+    done = s.wait(job["id"])
+    assert (done["state"], done["error_class"], done["result"]) == ("cancelled", "cancelled", None)
+    assert s.client.get(f"/v1/jobs/{job['id']}", headers=s.operator).json()["state"] == "released"
+    # Asked again, it is the same question: the same (cancelled) job, never fresh noise.
+    again = s.post_job(suite=f"{suite['name']}@{suite['version']}", metrics=["overall"])
+    assert again.status_code == 200 and again.json()["id"] == job["id"] and again.json()["state"] == "cancelled"

@@ -157,7 +157,7 @@ def test_one_row_moves_each_statistic_at_most_its_sensitivity(pair, name):
         assert np.sum(np.abs(diff)) <= a.l1 + 1e-9 and np.sqrt(np.sum(diff**2)) <= a.l2 + 1e-9
     elif isinstance(a, Mean):
         assert isinstance(b, Mean)
-        assert abs(a.value - b.value) <= a.width / t1.n + 1e-9
+        assert abs(a.total - b.total) <= a.width + 1e-9 and abs(a.value - b.value) <= a.width / t1.n + 1e-9
     else:
         assert isinstance(a, Total) and isinstance(b, Total)
         assert abs(a.value - b.value) <= a.width + 1e-9
@@ -186,3 +186,48 @@ def test_per_class_metrics_on_a_tiny_class_are_withheld():
     out = gate.release_rows(rows, truth, [c for c in chosen if c], epsilon=0.0, policy=gate.Policy(mechanism=None))
     assert [s["metric"] for s in out.suppressed] == ["f1_class_1"]
     assert set(out.metrics) == {"accuracy", "f1_class_0"}
+
+
+def test_metrics_on_a_slice_are_those_of_its_rows():
+    rows, truth, p32 = sample(n=600, k=3, seed=9)
+    x = np.random.default_rng(9).normal(size=(600, 4))
+    predicates = [{"feature": 2, "op": ">", "value": 0.0}, {"feature": 0, "op": "<=", "value": 1.0}]
+    mask = metrics.slice_mask(x, predicates)
+    assert 100 < mask.sum() < 400
+    names = ["accuracy@pos", "macro_f1@pos", "misclassified@pos", "log_loss@pos"]
+    chosen = [metrics.resolve(n, "classification", 3) for n in names]
+    assert all(c is not None and c.slice == "pos" for c in chosen)
+    policy = gate.Policy(mechanism=None, decimals=8)
+    out = gate.release_rows(rows, truth, [c for c in chosen if c], epsilon=0.0, policy=policy, slices={"pos": mask})
+    y, pred = truth.y[mask], p32[mask].argmax(axis=1)
+    assert out.metrics["accuracy@pos"] == pytest.approx(sk.accuracy_score(y, pred), abs=1e-7)
+    assert out.metrics["macro_f1@pos"] == pytest.approx(sk.f1_score(y, pred, average="macro"), abs=1e-7)
+    assert out.metrics["misclassified@pos"] == float(np.sum(pred != y))
+    assert out.metrics["log_loss@pos"] == pytest.approx(sk.log_loss(y, p32[mask], labels=[0, 1, 2]), abs=1e-6)
+
+
+def test_a_slices_size_is_private_so_its_mean_is_a_ratio_of_noisy_sums():
+    rows, truth, _ = sample(n=2000, k=3, seed=4)
+    mask = np.zeros(2000, dtype=bool)
+    mask[:700] = True
+    chosen = metrics.resolve("accuracy@head", "classification", 3)
+    assert chosen is not None
+    out = gate.release_rows(rows, truth, [chosen], epsilon=1.0, policy=gate.Policy(), slices={"head": mask})
+    noise = out.noise["accuracy@head"]
+    assert noise["on"] == "slice total and count" and noise["epsilon"] == 1.0
+    assert (
+        noise["sensitivity"] == 1.0
+        and noise["scale"] == pytest.approx(2.0)
+        and noise["count_scale"] == pytest.approx(2.0)
+    )
+    tiny = np.zeros(2000, dtype=bool)
+    tiny[:10] = True
+    out = gate.release_rows(rows, truth, [chosen], epsilon=1.0, policy=gate.Policy(), slices={"head": tiny})
+    assert out.suppressed == [{"metric": "accuracy@head", "reason": "computed on fewer than 50 rows"}]
+
+
+def test_slice_names_and_nan_features():
+    assert metrics.resolve("accuracy@Bad-Name", "classification", 3) is None
+    assert metrics.resolve("weights@ok", "classification", 3) is None
+    x = np.array([[np.nan], [1.0], [2.0]])
+    assert metrics.slice_mask(x, [{"feature": 0, "op": "!=", "value": 5.0}]).tolist() == [False, True, True]

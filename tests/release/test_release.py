@@ -7,7 +7,16 @@ import pytest
 
 from service.release import privacy
 from service.release.catalogue import MetricDecl
-from service.release.gate import Policy, Reported, max_bits, noised, outcome_bits, release
+from service.release.gate import (
+    Policy,
+    Reported,
+    max_bits,
+    noise_grid_bits,
+    noised,
+    outcome_bits,
+    release,
+    snap_rows,
+)
 
 PROP, COUNT = MetricDecl(kind="proportion"), MetricDecl(kind="count")
 PER_CLASS = MetricDecl(kind="proportion", per_class=True, sensitivity=4)
@@ -72,10 +81,23 @@ def test_noise_comes_from_opendp_with_its_parameters_attached():
     assert 0 <= out.metrics["a"] <= 1 and 0 <= out.metrics["n"] <= 1000
 
 
-def test_per_class_metrics_are_calibrated_to_the_smallest_class():
-    out = release({"f1": Reported(0.7, 1000, 100)}, {"f1": PER_CLASS}, epsilon=0.5, policy=Policy())
-    assert out.noise["f1"]["sensitivity"] == pytest.approx(4 / 100)
-    assert out.noise["f1"]["scale"] == pytest.approx(4 / 100 / 0.5)
+def test_per_class_metrics_are_calibrated_to_the_smallest_class_on_a_coarse_grid():
+    """The job reports its smallest class (100 rows): the noise is calibrated to 64, the power of two
+    below, so the sensitivity it discloses says only which power of two the job chose."""
+    out = release({"f1": Reported(0.7, 1000, 100)}, {"f1": PER_CLASS}, epsilon=0.5, policy=Policy(), dataset_rows=1000)
+    assert out.noise["f1"]["sensitivity"] == pytest.approx(4 / 64)
+    assert out.noise["f1"]["scale"] == pytest.approx(4 / 64 / 0.5)
+
+
+def test_noise_is_calibrated_from_what_the_service_knows_not_the_jobs_exact_count():
+    seen = set()
+    for n in [*range(600, 1000, 7), 1000]:  # a job choosing its n to encode a secret
+        out = release({"a": Reported(0.5, n)}, {"a": PROP}, epsilon=0.5, policy=Policy(), dataset_rows=1000)
+        seen.add(round(1 / out.noise["a"]["sensitivity"]))
+    # Two values only (all rows: 1/1000; fewer: 1/512): what max_bits charges for, not 58 of them.
+    assert seen == {1000, 512}
+    assert snap_rows(1000, 1000) == 1000 and snap_rows(999, 1000) == 512 and snap_rows(1, 1000) == 1
+    assert noise_grid_bits(1000) == pytest.approx(math.log2(11))
 
 
 def test_the_noise_has_the_spread_its_scale_promises():
@@ -111,8 +133,9 @@ def test_clamping_keeps_noisy_values_in_range():
 def test_noise_narrows_what_a_release_can_carry():
     decls = {"a": PROP, "n": COUNT, "loss": LOSS}
     exact, noisy = max_bits(decls, 1000, 0.1, EXACT), max_bits(decls, 1000, 0.1, Policy())
-    # Laplace scale 0.01 on the proportion (101 + 2 outcomes) and 10 on the count (101 + 2).
-    assert noisy == pytest.approx(2 * math.log2(103) + math.log2(280_003))
+    # Laplace scale 0.01 on the proportion (101 + 2 outcomes) and 10 on the count (101 + 2), each
+    # with which of 11 calibrations its noise disclosed (1000 rows, or a power of two below).
+    assert noisy == pytest.approx(2 * math.log2(103) + math.log2(280_003) + 2 * math.log2(11))
     assert noisy < exact
     assert noised(decls, Policy()) == ["a", "n"] and noised(decls, EXACT) == []
 

@@ -54,4 +54,5 @@ def test_nothing_persists_to_the_next_job(stack):
     second = attack(stack, LOOK, ["found"])
     assert released(second) == {"found": 0.0}
     # a fresh sidecar too: its query count starts from zero
-    assert second["result"]["provenance"]["queries"] == {"rows": 1, "requests": 1}
+    usage = stack.usage(second["id"])
+    assert (usage["rows"], usage["requests"]) == (1, 1)

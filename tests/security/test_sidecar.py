@@ -163,7 +163,8 @@ def test_a_batched_request_is_charged_batch_by_batch_and_refused_whole(stack):
         resources={"query_budget": 520},
     )
     assert released(job) == {"rows": 520.0, "refused": 1.0}
-    assert job["result"]["provenance"]["queries"] == {"rows": 520, "requests": 12}
+    usage = stack.usage(job["id"])
+    assert (usage["rows"], usage["requests"]) == (520, 12)
 
 
 def test_handing_the_sidecar_hostile_descriptors(stack):

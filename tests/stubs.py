@@ -1,0 +1,72 @@
+"""A sandbox that runs nothing (for tests of the state machine and of what partners see, without
+Docker), and the outcomes it hands back."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from service.jobs.context import WorkerContext
+from service.sandbox.runner import JobSandbox, Outcome
+from service.sandbox.runtimes import Runtime
+from tests.harness import Harness
+
+
+class StubSandbox:
+    def __init__(self, *outcomes: Outcome | BaseException):
+        self.outcomes = list(outcomes)
+        self.runs: list[JobSandbox] = []
+        self.removed: list[str] = []
+
+    def image_id(self, tag: str) -> str:
+        return f"sha256:{tag}"
+
+    def run(self, spec: JobSandbox, should_cancel: Callable[[], bool] = lambda: False) -> Outcome:
+        self.runs.append(spec)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def remove(self, job_id: str) -> None:
+        self.removed.append(job_id)
+
+    def sweep(self, keep: Callable[[str], bool]) -> list[str]:
+        return []
+
+
+def context(h: Harness, sandbox: StubSandbox) -> WorkerContext:
+    """A worker context on the harness's own database, budgets and key, with the stub sandbox."""
+    state = h.client.app.state
+    return WorkerContext(
+        settings=h.settings,
+        sessions=state.sessionmaker,
+        sandbox=sandbox,
+        signer=state.signer,
+        runtime=Runtime("runc", "runc", "runc", "{}"),
+        budgets=state.budgets,
+    )
+
+
+def rows_file(labels: np.ndarray, wrong: int, classes: int = 3) -> bytes:
+    """A rows file of one-hot probabilities: right for all rows but the last `wrong`."""
+    predicted = labels.copy()
+    predicted[len(labels) - wrong :] = (predicted[len(labels) - wrong :] + 1) % classes
+    buf = io.BytesIO()
+    np.savez(buf, probabilities=np.eye(classes, dtype=np.float32)[predicted])
+    return buf.getvalue()
+
+
+def released_outcome(dataset: Path) -> Outcome:
+    """What a built-in job on the demo dataset leaves when it ran well: accuracy 500 / 600."""
+    with np.load(dataset) as npz:
+        labels = npz["y"]
+    return Outcome(
+        exit_code=0,
+        result=rows_file(labels, wrong=100),
+        usage={"rows": 600, "requests": 3, "budget_exceeded": False},
+        images={"job": "sha256:job", "sidecar": "sha256:sidecar"},
+    )
