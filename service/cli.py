@@ -232,7 +232,21 @@ def suites_upload(path: Path) -> None:
     except EvalgateError as e:
         _fail(f"{e.code}: {e.detail}")
     state = "approved" if suite["approved"] else "waiting for operator approval"
-    click.echo(f"suite {suite['name']}@{suite['version']} sha256:{suite['sha256']} ({state})")
+    click.echo(f"suite {suite['ref']} sha256:{suite['sha256']} ({state})")
+
+
+@suites.command("publish")
+@click.argument("ref")
+@click.option("--withdraw", is_flag=True, help="unpublish: other partners' new jobs may no longer use it")
+def suites_publish(ref: str, withdraw: bool) -> None:
+    """Let every partner use one of your suite versions, given as owner/name@version."""
+    from service.client import ApiError
+
+    try:
+        suite = _api().publish_suite(ref, published=not withdraw)
+    except (ApiError, ValueError) as e:
+        _fail(str(e))
+    click.echo(f"suite {suite['ref']} {'published' if suite['published'] else 'not published'}")
 
 
 @main.command()

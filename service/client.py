@@ -49,6 +49,15 @@ class Api:
         """A .tar.gz or .zip bundle; the server tells the format from its content."""
         return self._json(self.http.post("/v1/suites", files={"file": ("suite-bundle", bundle)}))
 
+    def publish_suite(self, ref: str, published: bool = True) -> dict[str, Any]:
+        """Publish (or withdraw) one of your suite versions, given as owner/name@version."""
+        owner, slash, rest = ref.partition("/")
+        name, at, version = rest.partition("@")
+        if not (owner and slash and name and at and version):
+            raise ValueError(f"give the suite as owner/name@version, got {ref!r}")
+        action = "publish" if published else "unpublish"
+        return self._json(self.http.post(f"/v1/suites/{owner}/{name}/{version}/{action}"))
+
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._json(self.http.post("/v1/jobs", json=spec))
 

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     # Where per-partner counters live; defaults to the broker when that is Redis. Unset: the database.
     redis_url: str | None = None
 
-    docker_runtime: Runtime = "runc"
+    docker_runtime: Runtime = "auto"  # gVisor whenever the engine has it (`evalgate sandbox setup`)
     job_image: str = "evalgate-job:latest"
     sidecar_image: str = "evalgate-sidecar:latest"
     signing_key_path: Path | None = None
@@ -92,10 +92,19 @@ class Settings(BaseSettings):
     # {"acme": {"rows_per_day": 50000, "epsilon_budget": 2.0, "bits_per_day": 1024}}
     partner_quotas: dict[str, PartnerLimitsOverride] = Field(default_factory=dict)
     pids_limit: int = 128
+    # Each running job's container runs as a host uid of its own, from this range, so per-user kernel
+    # limits and counters are per job (jobs.repository.allocate_sandbox_uid).
+    sandbox_uid_base: int = 300000
+    sandbox_uid_count: int = 65536
     tmp_size_mb: int = 64
     output_dir_bytes: int = 1 << 20
     output_dir_inodes: int = 64
     sidecar_memory_mb: int = 1024
+    # Of the sidecar's memory, what it keeps for itself (interpreter, onnxruntime, one batch's working
+    # memory; the model counts twice its file size on top). The rest is what a job's requests may
+    # hold there at once; past it they are answered `busy`.
+    sidecar_reserve_mb: int = 256
+    sidecar_max_connections: int = 8
     log_cap_bytes: int = 64 << 10
 
     # Release gate.
@@ -145,8 +154,24 @@ class Settings(BaseSettings):
     bundle_max_bytes: int = 5 << 20
     bundle_max_files: int = 200
     bundle_max_unpacked_bytes: int = 20 << 20
+    # Every other dimension of a suite bundle is bounded too (service/registry/bundles.py): directories
+    # (named or implied by a path), components per path, bytes per path and per name component (the
+    # filesystem's NAME_MAX is 255), bytes per file, and how much more it unpacks to than it packs.
+    bundle_max_dirs: int = Field(default=100, ge=0)
+    bundle_max_depth: int = Field(default=16, ge=1)
+    bundle_max_path_bytes: int = Field(default=1024, ge=1, le=3072)
+    bundle_max_name_bytes: int = Field(default=255, ge=1, le=255)
+    bundle_max_file_bytes: int = Field(default=10 << 20, ge=1)
+    bundle_max_ratio: int = Field(default=100, ge=1)
     model_max_bytes: int = 512 << 20
     dataset_max_bytes: int = 512 << 20
+
+    # API ingress (service/ingress.py), checked before a request's body is read: the most a JSON body
+    # may hold (an upload is bounded by its own limit above), and failed authentications per client
+    # address per minute, per API process, over at most this many remembered addresses.
+    json_max_bytes: int = Field(default=1 << 20, ge=1)
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+    auth_failure_addresses: int = Field(default=10_000, ge=1)
 
     # Rows-mode suites of partners wait for an operator (metrics-mode ones, whose code sees the labels, always do).
     custom_suites_require_approval: bool = True

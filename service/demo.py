@@ -156,7 +156,9 @@ def run_demo(settings: Settings) -> int:
     say("6. provenance:")
     say(f"     spec     sha256:{p['spec_sha256']}")
     for part in ("suite", "model", "dataset"):
-        say(f"     {part:8s} {p[part]['name']}@{p[part]['version']} sha256:{p[part]['sha256']}")
+        # A suite is recorded as owner/name@version (its `ref`): the bare name the job used is not enough.
+        ref = p[part].get("ref") or f"{p[part]['name']}@{p[part]['version']}"
+        say(f"     {part:8s} {ref} sha256:{p[part]['sha256']}")
     say(f"     job image     {p['images']['job']}")
     say(f"     sidecar image {p['images']['sidecar']}")
     say(f"     seed {p['seed']}; inference {p['inference']}")

@@ -17,7 +17,13 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """A session per request; committed when the endpoint returns, rolled back on any error."""
+    """A session per request; committed when the endpoint returns, rolled back on any error.
+
+    Its scope is the endpoint function (`SessionDep`), not the request: FastAPI closes a
+    request-scoped `yield` dependency only after the response has been sent, so a client acting on a
+    201 could look for what it created before it was committed. A function-scoped one is closed once
+    the endpoint's answer is serialized and before it is sent; a failed commit is then a 500, never
+    a success that did not happen."""
     session = request.app.state.sessionmaker()
     try:
         yield session
@@ -29,5 +35,5 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

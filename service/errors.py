@@ -85,6 +85,14 @@ class InvalidRequest(Unprocessable):
     code = "invalid_request"
 
 
+class BodyTooLarge(PayloadTooLarge):
+    """The request body is larger than the route takes: `EVALGATE_JSON_MAX_BYTES` for a JSON body,
+    nothing at all for a route without one (uploads answer with their own codes). Refused before the
+    body is read; the connection is closed."""
+
+    code = "body_too_large"
+
+
 class InternalError(EvalgateError):
     """An unexpected error on the server. Nothing was changed; `detail` carries a request id that
     operators can find in the logs."""

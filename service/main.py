@@ -22,6 +22,7 @@ from service.auth.dependencies import AnyCaller
 from service.config import Settings, get_settings
 from service.db import make_engine, migrate, session_scope
 from service.errors import EvalgateError, InternalError, InvalidRequest
+from service.ingress import Ingress
 from service.jobs import repository as jobs_repo
 from service.jobs.context import LazyContext, build_context
 from service.jobs.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
@@ -133,6 +134,8 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         lifespan=lifespan,
         description="Sandboxed remote evaluation: scanned aggregate metrics out, weights and data never.",
     )
+    # Added first, so it runs inside RequestIds: its refusals carry the request id.
+    app.add_middleware(Ingress, router=app.router, settings=settings)
     app.add_middleware(RequestIds)
 
     @app.exception_handler(EvalgateError)

@@ -23,6 +23,7 @@ from service.registry.models import DatasetVersion
 
 # The built-in classification suite as shipped in this release.
 CLASSIFICATION = registry.builtin_ref("classification")
+CLASSIFICATION_REF = f"evalgate/{CLASSIFICATION}"  # as records and alternatives name it
 CLASSIFICATION_METRICS = ["accuracy", "ece", "log_loss", "macro_f1", "misclassified"]
 # The built-in suite runs in rows mode: the service computes every metric from the labels, so every one is noised.
 NOISED = CLASSIFICATION_METRICS
@@ -58,6 +59,7 @@ def settings(data_dir: Path, **overrides: Any) -> Settings:
         dp_epsilon_budget=1e6,
         releases_per_window=100_000,
         max_concurrent_jobs=1000,
+        docker_runtime="runc",  # tests name their runtime; the security battery runs both
     )
     base.update(overrides)
     return Settings(**base)

@@ -145,7 +145,9 @@ class Harness:
         assert r.status_code in (200, 201), r.text
         suite = r.json()
         if approve and not suite["approved"]:
-            r = self.client.post(f"/v1/suites/{suite['name']}/{suite['version']}/approve", headers=self.operator)
+            r = self.client.post(
+                f"/v1/suites/{suite['owner']}/{suite['name']}/{suite['version']}/approve", headers=self.operator
+            )
             assert r.status_code == 200, r.text
         return suite
 
@@ -188,6 +190,13 @@ class Harness:
             job = s.get(Job, job_id)
             assert job is not None and job.outcome is not None
             return dict(job.outcome["usage"])
+
+    def outcome(self, job_id: str) -> dict[str, Any]:
+        """The sandbox's facts about the job: exit code, OOM flags, the sidecar's memory (operators' view)."""
+        with self.db() as s:
+            job = s.get(Job, job_id)
+            assert job is not None and job.outcome is not None
+            return dict(job.outcome)
 
     def operator_log(self, job_id: str) -> str:
         with self.db() as s:

@@ -15,6 +15,8 @@ PARTNER_ENDPOINTS = {
     ("get", "/v1/datasets"): "DatasetRead[]",
     ("get", "/v1/suites"): "SuiteRead[]",
     ("post", "/v1/suites"): "SuiteRead",
+    ("post", "/v1/suites/{owner}/{name}/{version}/publish"): "SuiteRead",
+    ("post", "/v1/suites/{owner}/{name}/{version}/unpublish"): "SuiteRead",
     ("post", "/v1/jobs"): "JobRead",
     ("get", "/v1/jobs"): "JobList",
     ("get", "/v1/jobs/{job_id}"): "JobRead",

@@ -102,7 +102,7 @@ def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):
         (suite_dir / "main.py").write_text("import evalgate\nevalgate.report({'score': 1})\n")
         up = evalgate("suites", "upload", str(suite_dir), env=client_env)
         assert up.returncode == 0, up.stderr
-        assert re.search(r"suite mine@0.1.0 sha256:[0-9a-f]{64} \(waiting for operator approval\)", up.stdout)
+        assert re.search(r"suite acme/mine@0.1.0 sha256:[0-9a-f]{64} \(waiting for operator approval\)", up.stdout)
         (suite_dir / "evil").symlink_to("/etc/passwd")
         refused = evalgate("suites", "upload", str(suite_dir), env=client_env)
         assert refused.returncode == 1 and "bundle_link" in refused.stderr and "Traceback" not in refused.stderr

@@ -6,6 +6,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from service.db import Base, make_engine, migrate
 from tests import factories
@@ -104,4 +105,46 @@ def test_budget_migration_gives_unfinished_jobs_their_reservations(tmp_path):
         ("queued-1", 400_000, 52_000, 900, rows[0][4], 0),
         ("running-1", 400_000, 52_000, 700, "20261126", 0),
     ]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_namespace_migration_puts_suites_in_their_owners_namespaces(db, tmp_path, request):
+    url = request.getfixturevalue("postgres_url") if db == "postgres" else factories.settings(tmp_path).database_url
+    migrate(url, "0006")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for pid, name in ((1, "acme"), (2, "globex")):
+            conn.execute(
+                text(
+                    "INSERT INTO principals (id, name, role, created_at) VALUES (:id, :name, 'partner', '2026-11-28')"
+                ),
+                {"id": pid, "name": name},
+            )
+        for sid, name, builtin, owner in ((1, "classification", True, None), (2, "mine", False, 1), (3, "x", False, 2)):
+            conn.execute(
+                text(
+                    "INSERT INTO suite_versions (id, name, version, sha256, entrypoint, metrics, builtin, approved, "
+                    "owner_id, mode, created_at) VALUES (:id, :name, '1.0.0', 'ab', 'main.py', '{}', :builtin, "
+                    "true, :owner, 'metrics', '2026-11-28')"
+                ),
+                {"id": sid, "name": name, "builtin": builtin, "owner": owner},
+            )
+    migrate(url)
+    with engine.begin() as conn:
+        rows = conn.execute(text("SELECT id, namespace, published FROM suite_versions ORDER BY id")).all()
+        assert [(i, ns, bool(p)) for i, ns, p in rows] == [
+            (1, "evalgate", True),
+            (2, "acme", False),
+            (3, "globex", False),
+        ]
+        # The same name@version may now live in another namespace, but not twice in one.
+        insert = text(
+            "INSERT INTO suite_versions (id, namespace, name, version, sha256, entrypoint, metrics, builtin, "
+            "approved, published, owner_id, mode, created_at) VALUES (:id, :ns, 'mine', '1.0.0', 'cd', 'main.py', "
+            "'{}', false, false, false, 2, 'metrics', '2026-11-28')"
+        )
+        conn.execute(insert, {"id": 4, "ns": "globex"})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert, {"id": 5, "ns": "acme"})
     engine.dispose()

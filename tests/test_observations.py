@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from service.jobs import runner
+from tests.factories import suite_bundle, unique
 from tests.observations import PARTNER_ENDPOINTS, json_paths, normalise, schema_paths
 from tests.stubs import StubSandbox, context, released_outcome
 
@@ -66,6 +67,9 @@ def test_every_field_a_partner_really_reads_is_in_the_inventory(api, demo_files)
     runner.run_job(context(api, StubSandbox(released_outcome(demo_files["data"]))), job["id"])
     time.sleep(api.settings.timing_buckets_s[0] + 0.05)
     p = api.partner
+    suite = api.upload_suite(suite_bundle(unique("seen"), "pass", ["score"]), approve=False)
+    published = api.client.post(f"/v1/suites/{suite['owner']}/{suite['name']}/{suite['version']}/publish", headers=p)
+    assert published.status_code == 200 and published.json()["published"] is True
     answers = {
         "Health": api.client.get("/healthz").json(),
         "Whoami": api.client.get("/v1/whoami", headers=p).json(),
@@ -73,6 +77,7 @@ def test_every_field_a_partner_really_reads_is_in_the_inventory(api, demo_files)
         "ModelRead[]": api.client.get("/v1/models", headers=p).json(),
         "DatasetRead[]": api.client.get("/v1/datasets", headers=p).json(),
         "SuiteRead[]": api.client.get("/v1/suites", headers=p).json(),
+        "SuiteRead": published.json(),
         "JobRead": api.client.get(f"/v1/jobs/{job['id']}", headers=p).json(),
         "JobList": api.client.get("/v1/jobs", headers=p).json(),
         "BudgetRead": api.client.get("/v1/budget", headers=p).json(),

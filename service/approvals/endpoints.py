@@ -16,11 +16,11 @@ from service.registry.schemas import SuiteRead
 router = APIRouter(prefix="/v1", tags=["registry"])
 
 
-@router.post("/suites/{name}/{version}/approve", response_model=SuiteRead)
+@router.post("/suites/{owner}/{name}/{version}/approve", response_model=SuiteRead)
 def approve_suite(
-    name: str, version: str, caller: Operator, session: SessionDep, dispatcher: DispatcherDep
+    owner: str, name: str, version: str, caller: Operator, session: SessionDep, dispatcher: DispatcherDep
 ) -> SuiteRead:
     """Approve custom code to run (operators); jobs waiting on it are queued."""
-    row = registry.approve_suite(session, f"{name}@{version}", caller.actor)
+    row = registry.approve_suite(session, f"{owner}/{name}@{version}", caller.actor)
     commit_then_enqueue(session, dispatcher, jobs_service.queue_approved(session, row.id, caller.actor))
     return SuiteRead.model_validate(row)

@@ -1,6 +1,8 @@
-"""Who may call. `current_caller` authenticates once per request (FastAPI caches it); each role set
-is a dependency on top of it, so a resource dependency can ask for the caller too without a second
-lookup. A denial is audited in its own transaction: the request's own rolls back with the error."""
+"""Who may call. Ingress (service/ingress.py) authenticates before the body is read and leaves the
+caller in the request's state; `current_caller` takes it from there (and authenticates itself only in
+an app without ingress). Each role set is a dependency on top of it, so a resource dependency can ask
+for the caller too without a second lookup. A denial is audited in its own transaction: the request's
+own rolls back with the error."""
 
 from __future__ import annotations
 
@@ -16,31 +18,30 @@ from service.auth.roles import Role
 from service.auth.service import Caller
 from service.deps import SessionDep
 from service.errors import EvalgateError
-from service.ledger import service as ledger
+
+# Where ingress leaves the authenticated caller: request.state.caller.
+CALLER_STATE = "caller"
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token(authorization: str) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header's value."""
+    scheme, _, token = authorization.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
 
 
 def _audit_denial(request: Request, session: Session, error: EvalgateError, who: str) -> None:
     """Nothing else of the request has been written yet; the denial is committed on its own."""
     session.rollback()
-    ledger.append(
-        session,
-        actor=who,
-        action="access.denied",
-        subject=f"route:{request.method} {request.url.path}",
-        data={"reason": error.code},
-    )
+    auth_service.record_denial(session, actor=who, route=f"{request.method} {request.url.path}", reason=error.code)
     session.commit()
 
 
 def current_caller(request: Request, session: SessionDep) -> Caller:
+    found = getattr(request.state, CALLER_STATE, None)
+    if isinstance(found, Caller):
+        return found
     try:
-        return auth_service.authenticate(session, _bearer(request))
+        return auth_service.authenticate(session, bearer_token(request.headers.get("authorization", "")))
     except EvalgateError as e:
         _audit_denial(request, session, e, "anonymous")
         raise

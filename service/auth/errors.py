@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.errors import Forbidden, NotFound, Unauthorized, Unprocessable
+from service.errors import Forbidden, NotFound, TooManyRequests, Unauthorized, Unprocessable
 
 
 class MissingKey(Unauthorized):
@@ -29,6 +29,14 @@ class KeyExpired(Unauthorized):
     code = "key_expired"
 
 
+class TooManyAuthFailures(TooManyRequests):
+    """Too many failed authentications from this client address in the last minute
+    (`EVALGATE_AUTH_FAILURES_PER_MINUTE`, per API process); wait `Retry-After` seconds. Refused before
+    the key is looked up; a key that authenticated on this process before is still checked."""
+
+    code = "too_many_auth_failures"
+
+
 class WrongRole(Forbidden):
     """The key's role may not do this; `alternatives` names the roles that may."""
 
@@ -51,6 +59,12 @@ class InvalidPrincipalName(Unprocessable):
     """A principal's name is not 1-64 characters of a-z, 0-9, `_`, `.` and `-`."""
 
     code = "invalid_principal_name"
+
+
+class PrincipalNameReserved(Unprocessable):
+    """The name is reserved for the service itself (`evalgate`, the namespace of the built-in suites)."""
+
+    code = "principal_name_reserved"
 
 
 class RoleMismatch(Unprocessable):

@@ -7,6 +7,11 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base, UTCDateTime, utcnow
 
+# The service's own name, which no principal may take: a principal's name is the namespace of the
+# suites it uploads (`owner/name@version`, so names never hold `/` or `@`), and built-in suites live
+# in this one.
+RESERVED_NAME = "evalgate"
+
 
 class Principal(Base):
     __tablename__ = "principals"

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.auth import errors
 from service.auth import repository as repo
-from service.auth.models import ApiKey, Principal
+from service.auth.models import RESERVED_NAME, ApiKey, Principal
 from service.auth.roles import Role
 from service.db import utcnow
 from service.ledger import service as ledger
@@ -60,6 +60,10 @@ def create_key(
     role = Role(role)
     if not _NAME_RE.match(name):
         raise errors.InvalidPrincipalName("name must be 1-64 of a-z 0-9 _ . -")
+    if name == RESERVED_NAME:
+        raise errors.PrincipalNameReserved(
+            f"{name!r} is the namespace of the built-in suites", alternatives=["choose another name"]
+        )
     principal = repo.principal_by_name(session, name)
     if principal is None:
         principal = Principal(name=name, role=role)
@@ -103,6 +107,13 @@ def revoke_key(session: Session, key_id: str, actor: str = "cli") -> ApiKey:
             data={"key_id": key_id},
         )
     return key
+
+
+def record_denial(session: Session, *, actor: str, route: str, reason: str | None, **data: str) -> None:
+    """Audit a refused request (`access.denied`) in the session's transaction; the caller commits it."""
+    ledger.append(
+        session, actor=actor, action="access.denied", subject=f"route:{route}", data={"reason": reason, **data}
+    )
 
 
 def authenticate(session: Session, token: str | None, now: datetime | None = None) -> Caller:

@@ -1,5 +1,5 @@
-"""What both sides of the sandbox wall agree on: paths, environment names, the lines the sidecar
-prints for the worker, exit codes, the channel's error codes and its error type.
+"""What both sides of the sandbox wall agree on: paths, environment names, the status files the
+sidecar writes for the worker, exit codes, the channel's error codes and its error type.
 
 Standard library only. The worker's sandbox runner (service.sandbox) imports it as
 `service.inference.contract`; inside both images it is `evalgate_inference.contract`, beside the
@@ -14,6 +14,11 @@ from typing import Any
 # -- paths inside the containers ---------------------------------------------------------------------
 SOCKET_DIR = "/run/evalgate"  # a per-job volume: the sidecar's socket, read-only in the job
 SOCKET_PATH = f"{SOCKET_DIR}/model.sock"
+# A per-job volume mounted in the sidecar only: what the sidecar tells the worker (that it serves, and
+# the job's query usage) travels here, out of reach of the job, never through a log it could flood.
+STATUS_DIR = "/run/evalgate-status"
+READY_NAME = "ready.json"  # written once the model is loaded and the socket listens
+USAGE_NAME = "usage.json"  # written when the worker asks (SIGUSR1), after the job's connections ended
 MODEL_PATH = "/model/model.onnx"  # mounted into the sidecar only
 DATASET_PATH = "/data/dataset.npz"  # mounted read-only into the job
 SUITE_DIR = "/suite"  # the partner's code, read-only
@@ -53,14 +58,12 @@ class Env(StrEnum):
     MAX_BODY = "EVALGATE_MAX_BODY"
     MAX_REQUESTS_PER_S = "EVALGATE_MAX_REQUESTS_PER_S"
     SHARED_MEMORY = "EVALGATE_SHARED_MEMORY"
+    STATUS_DIR = "EVALGATE_STATUS_DIR"
+    MAX_CONNECTIONS = "EVALGATE_MAX_CONNECTIONS"  # connections a job may hold open at once
+    ALLOWANCE_BYTES = "EVALGATE_ALLOWANCE_BYTES"  # memory the job's requests may hold in the sidecar
     THREADS = "EVALGATE_THREADS"
     OUTPUT_POLICY = "EVALGATE_OUTPUT_POLICY"  # JSON: what a job may see of the score outputs
     SCORE_OUTPUTS = "EVALGATE_SCORE_OUTPUTS"  # the outputs the policy applies to, comma-separated
-
-
-# -- what the sidecar prints on stdout, read only by the worker ------------------------------------------
-READY = "EVALGATE_READY"  # once listening
-USAGE = "EVALGATE_USAGE"  # then JSON of the budget's use, when it stops (SIGTERM)
 
 
 class Exit(IntEnum):
@@ -83,6 +86,9 @@ class ErrorCode(StrEnum):
     SHAPE_MISMATCH = "shape_mismatch"
     BUDGET_EXCEEDED = "budget_exceeded"
     INFERENCE_FAILED = "inference_failed"
+    EMPTY_BATCH = "empty_batch"  # a predict of no rows: refused, not charged
+    BUSY = "busy"  # the job's connections or memory allowance in the sidecar are all in use
+    INTERNAL = "internal"  # the sidecar failed on this request; the connection goes on
     # Seen by the client only: the connection, not an answer.
     UNAVAILABLE = "unavailable"
     CLOSED = "closed"

@@ -21,7 +21,7 @@ import mmap
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
@@ -72,13 +72,19 @@ def _recv_into(sock: socket.socket, view: memoryview) -> bool:
     return True
 
 
+class BadHeader(ModelError):
+    """A whole frame arrived but its header is not a JSON object: the stream is still in step."""
+
+
 class FrameReader:
     """Reads frames from one connection into one reused buffer: no page faults or zero-fill per
     request, and the model reads warm memory. A frame's tensors are views into that buffer, valid
     until the next read on this connection (the server answers a connection's requests in order)."""
 
-    def __init__(self, sock: socket.socket, max_body: int = MAX_BODY):
-        self.sock, self.max_body = sock, max_body
+    def __init__(self, sock: socket.socket, max_body: int = MAX_BODY, grow: Callable[[int], None] | None = None):
+        """`grow(n)` is told before the buffer grows by n bytes, and may refuse by raising ModelError
+        (the sidecar charges it to the job's memory allowance)."""
+        self.sock, self.max_body, self._grow = sock, max_body, grow
         self._prefix = memoryview(bytearray(PREFIX.size))
         self._buf = np.empty(0, dtype=np.uint8)
 
@@ -94,9 +100,17 @@ class FrameReader:
         self._prefix[: len(data)] = data
         return len(data) == PREFIX.size or _recv_into(self.sock, self._prefix[len(data) :]) or _short()
 
+    @property
+    def capacity(self) -> int:
+        return len(self._buf)
+
     def _buffer(self, n: int) -> memoryview:
         if n > len(self._buf):
-            self._buf = np.empty(max(n, 2 * len(self._buf)), dtype=np.uint8)
+            size = min(max(n, 2 * len(self._buf)), max(n, self.max_body))
+            if self._grow is not None:
+                self._grow(size - len(self._buf))
+            self._buf = np.empty(0, dtype=np.uint8)  # the old buffer goes before the new one comes
+            self._buf = np.empty(size, dtype=np.uint8)
         return memoryview(self._buf)[:n]  # type: ignore[arg-type]  # numpy declares __buffer__ only for 3.12+
 
     def read(self) -> tuple[dict[str, Any], memoryview] | None:
@@ -115,9 +129,9 @@ class FrameReader:
         try:
             header = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise ModelError(ErrorCode.BAD_FRAME, "header is not UTF-8 JSON") from None
+            raise BadHeader(ErrorCode.BAD_FRAME, "header is not UTF-8 JSON") from None
         if not isinstance(header, dict):
-            raise ModelError(ErrorCode.BAD_FRAME, "header is not a JSON object")
+            raise BadHeader(ErrorCode.BAD_FRAME, "header is not a JSON object")
         return header, body
 
 
@@ -131,19 +145,32 @@ def _short() -> NoReturn:
 
 
 # Shared memory: the client writes a batch into a memfd it shares once per connection, and sends only
-# the header. The sidecar maps it read-only, and only if it is a memfd sealed against shrinking: a
-# mapping whose file can shrink would let the client crash the sidecar with SIGBUS.
-def map_shared(fd: int) -> mmap.mmap:
+# the header. The sidecar maps it read-only, and only if it is a memfd sealed against shrinking (a
+# mapping whose file can shrink would let the client crash the sidecar with SIGBUS) and fully backed:
+# pages the client wrote are charged to the client's memory, but the sidecar touching a hole would
+# allocate a page charged to the sidecar's. A client may still punch holes after the check, so the
+# sidecar also counts every mapped byte against the job's memory allowance (see server.Allowance).
+MAX_SHARED = MAX_BODY * 2
+
+
+def shared_size(fd: int) -> int:
+    """The size of a memfd the sidecar may map, or ModelError saying why not."""
     try:
         seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)  # EINVAL for anything but a memfd
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
     except OSError:
         raise ModelError(ErrorCode.BAD_FRAME, "shared memory must be a memfd") from None
     if not seals & fcntl.F_SEAL_SHRINK:
         raise ModelError(ErrorCode.BAD_FRAME, "shared memory must be sealed against shrinking")
-    if size <= 0 or size > MAX_BODY * 2:
-        raise ModelError(ErrorCode.TOO_LARGE, "shared memory size out of bounds")
-    # MAP_POPULATE: fault every page in now, once, rather than on first touch during a run.
+    if st.st_size <= 0 or st.st_size > MAX_SHARED:
+        raise ModelError(ErrorCode.TOO_LARGE, f"shared memory must be 1 to {MAX_SHARED} bytes")
+    if st.st_blocks * 512 < st.st_size:
+        raise ModelError(ErrorCode.BAD_FRAME, "shared memory must be fully written (it has holes)")
+    return st.st_size
+
+
+def map_shared(fd: int, size: int) -> mmap.mmap:
+    # MAP_POPULATE: map every (already written) page now, once, rather than on first touch in a run.
     return mmap.mmap(fd, size, mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), mmap.PROT_READ)
 
 
@@ -163,6 +190,8 @@ class SharedBuffer:
         size = max(1 << 20, 1 << (n - 1).bit_length())
         self.fd = os.memfd_create("evalgate-batch", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         os.ftruncate(self.fd, size)
+        # Backed in full now (by this side's memory): the sidecar refuses a memfd with holes.
+        os.posix_fallocate(self.fd, 0, size)
         fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
         self.map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         return True

@@ -1,7 +1,8 @@
 """The inference sidecar: serves one ONNX model on a unix socket to one job, within a row budget.
 
-Runs inside the sidecar container (no network, model mounted read-only). Its stdout is read only by
-the worker: a READY line once listening, a USAGE line when it stops.
+Runs inside the sidecar container (no network, model mounted read-only). It tells the worker what
+the worker needs through files in a volume the job never sees (contract.STATUS_DIR): ready.json once
+it serves, usage.json when asked with SIGUSR1. It prints nothing a job could make it print.
 """
 
 from __future__ import annotations
@@ -22,14 +23,25 @@ from typing import Any, NoReturn
 import numpy as np
 import onnxruntime as ort
 
-from .contract import MODEL_PATH, READY, USAGE, Env, ErrorCode, ModelError, parse_output_policy
+from .contract import (
+    MODEL_PATH,
+    READY_NAME,
+    STATUS_DIR,
+    USAGE_NAME,
+    Env,
+    ErrorCode,
+    ModelError,
+    parse_output_policy,
+)
 from .protocol import (
     MAX_BODY,
     ORT_TO_NUMPY,
+    BadHeader,
     FrameReader,
     decode_tensors,
     describe,
     map_shared,
+    shared_size,
     tune,
     write_frame,
 )
@@ -42,7 +54,7 @@ class Budget:
 
     def __init__(self, max_rows: int, max_requests: int):
         self.max_rows, self.max_requests = max_rows, max_requests
-        self.rows = self.requests = self.refused = 0
+        self.rows = self.requests = self.refused = self.internal_errors = 0
         self.exceeded = False
         self._lock = threading.Lock()
 
@@ -57,12 +69,17 @@ class Budget:
             self.requests += requests
             return True
 
+    def note_internal_error(self) -> None:
+        with self._lock:
+            self.internal_errors += 1
+
     def snapshot(self) -> dict[str, int | bool]:
         with self._lock:
             return {
                 "rows": self.rows,
                 "requests": self.requests,
                 "refused": self.refused,
+                "internal_errors": self.internal_errors,
                 "budget_exceeded": self.exceeded,
                 "max_rows": self.max_rows,
             }
@@ -124,12 +141,15 @@ class Model:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # fatal only: a job's bad input must not write to the sidecar's log
         # Spin inside a run (fast hand-offs between its parallel sections), but stop when the run
         # ends, so the socket I/O between runs gets the CPU. Measured in bench/inference_channel.py:
         # better than spinning always (which starves the I/O) or never (futex wake-ups in each run).
         opts.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        # One run at a time, whatever the number of connections: the model's working memory is that
+        # of one batch (and its threads are the model version's, not multiplied by connections).
+        self._run_lock = threading.Lock()
         self.config = inference_config(threads)
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self._dtypes = {
@@ -176,7 +196,8 @@ class Model:
     def run(self, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
         names = names or self.output_names
         try:
-            raw = self.session.run(names, feeds)
+            with self._run_lock:
+                raw = self.session.run(names, feeds)
         except Exception:  # onnxruntime's own error types; the text may describe the graph
             raise ModelError(ErrorCode.INFERENCE_FAILED, "the model could not run on this input") from None
         arrays = [
@@ -210,6 +231,7 @@ class Model:
         pace: Callable[[], None],
         max_bytes: int,
         names: list[str] | None = None,
+        hold: Callable[[int], None] = lambda n: None,
     ) -> list[np.ndarray]:
         """Rows [0, rows) in batches of `batch`, each run on its own exactly as a predict of that
         batch would be; the outputs concatenated. Each batch after the first waits its turn under
@@ -217,14 +239,17 @@ class Model:
 
         The loop is here rather than in the client because a request crossing the socket costs
         about 0.1 ms of Python on each side, a tenth of the inference time of 256 rows of a small
-        model (bench/inference_channel.py). So it is kept lean."""
+        model (bench/inference_channel.py). So it is kept lean. `hold(n)` is told of each batch's
+        output bytes as they pile up, and may refuse them (the sidecar's memory allowance)."""
         names = names or self.output_names
         parts: list[list[np.ndarray]] = [[] for _ in names]
         size = 0
         for i in range(0, max(rows, 1), batch):
             if i:
                 pace()
-            for part, out in zip(parts, self.run({k: v[i : i + batch] for k, v in feeds.items()}, names), strict=True):
+            outs = self.run({k: v[i : i + batch] for k, v in feeds.items()}, names)
+            hold(sum(out.nbytes for out in outs))
+            for part, out in zip(parts, outs, strict=True):
                 part.append(out)
                 size += out.nbytes
             if size > max_bytes:
@@ -234,6 +259,8 @@ class Model:
         for name, part in zip(names, parts, strict=True):
             if part[0].ndim == 0:
                 raise ModelError(ErrorCode.SHAPE_MISMATCH, f"output {name} is a scalar, not rows: use predict")
+        if any(len(p) > 1 for p in parts):
+            hold(size)  # the joined copy, while the parts still live
         return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
 
     def check(self, feeds: dict[str, np.ndarray]) -> int:
@@ -270,44 +297,102 @@ def zipmap_array(rows: list[dict[int, float]]) -> np.ndarray:
     return np.array([[row[label] for label in labels] for row in rows], dtype=np.float32).reshape(len(rows), -1)
 
 
+class Allowance:
+    """The memory a job's requests may hold in the sidecar at once, across all its connections:
+    receive buffers, attached shared memory (counted in full: the job could punch holes in it that
+    the sidecar would fill) and outputs on their way back. Sized by the worker so that the model,
+    the interpreter and one batch's working memory fit beside it under the container's limit: past
+    it, a request is answered `busy` rather than the sidecar being OOM-killed."""
+
+    def __init__(self, total: int):
+        self.total, self.used = total, 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            if self.used + n > self.total:
+                raise ModelError(ErrorCode.BUSY, f"the job holds {self.used} of {self.total} bytes in the sidecar")
+            self.used += n
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+class Held:
+    """What one connection (or one request) holds of the allowance; all given back at once."""
+
+    def __init__(self, allowance: Allowance):
+        self.allowance, self.bytes = allowance, 0
+
+    def take(self, n: int) -> None:
+        self.allowance.take(n)
+        self.bytes += n
+
+    def give(self, n: int) -> None:
+        self.allowance.give(n)
+        self.bytes -= n
+
+    def release(self) -> None:
+        self.allowance.give(self.bytes)
+        self.bytes = 0
+
+
 def make_handler(
-    model: Model, budget: Budget, max_batch: int, max_body: int, rate: RateLimit, shared_memory: bool
+    model: Model,
+    budget: Budget,
+    max_batch: int,
+    max_body: int,
+    rate: RateLimit,
+    shared_memory: bool,
+    allowance: Allowance,
 ) -> type[socketserver.BaseRequestHandler]:
     class Handler(socketserver.BaseRequestHandler):
-        shared: dict[int, mmap.mmap]  # this connection's shared-memory mappings by slot
+        shared: dict[int, tuple[mmap.mmap, int]]  # this connection's shared-memory mappings by slot, with sizes
+        held: Held  # the receive buffer's and the mappings' share of the allowance
 
         def handle(self) -> None:
             sock: socket.socket = tune(self.request)
-            reader = FrameReader(sock, max_body)
+            self.held = Held(allowance)
+            reader = FrameReader(sock, max_body, grow=self.held.take)
             self.shared = {}
             try:
                 self._loop(sock, reader)
             finally:
                 for slot in list(self.shared):
-                    self._attach(slot, None)
+                    self._detach(slot)
+                self.held.release()
 
-        def _attach(self, slot: int, new: mmap.mmap | None) -> None:
+        def _detach(self, slot: int) -> None:
             old = self.shared.pop(slot, None)
-            if new is not None:
-                self.shared[slot] = new
             if old is not None:
+                mapping, size = old
                 try:
-                    old.close()
+                    mapping.close()
                 except BufferError:
                     pass  # a view is still alive; the mapping goes with it
+                self.held.give(size)
 
         def _loop(self, sock: socket.socket, reader: FrameReader) -> None:
             while True:
                 try:
                     frame = reader.read()
+                except BadHeader as e:  # the frame was read whole: answer, and go on
+                    _close_all(reader)
+                    if not self._error(sock, e):
+                        return
+                    continue
                 except ModelError as e:
                     # A bad or oversized frame leaves the stream out of step: answer, then close
                     # this connection only.
+                    _close_all(reader)
                     self._error(sock, e)
                     return
                 except OSError:
+                    _close_all(reader)
                     return
                 if frame is None:
+                    _close_all(reader)
                     return
                 header, body = frame
                 fds, reader.fds = reader.fds, []
@@ -315,14 +400,19 @@ def make_handler(
                     if header.get("op") == "attach":
                         self._serve_attach(sock, header, fds)
                     else:
-                        for fd in fds:  # descriptors are only accepted with an attach
-                            os.close(fd)
+                        _close(fds)  # descriptors are only accepted with an attach
                         self._serve(sock, header, body)
                 except ModelError as e:
                     if not self._error(sock, e):
                         return
                 except OSError:
                     return
+                except Exception:  # a failure of ours: this request only, and no traceback anywhere
+                    budget.note_internal_error()
+                    if not self._error(sock, ModelError(ErrorCode.INTERNAL, "the sidecar failed on this request")):
+                        return
+                finally:
+                    del header, body  # no view into the receive buffer outlives its request
 
         def _error(self, sock: socket.socket, e: ModelError) -> bool:
             try:
@@ -338,10 +428,16 @@ def make_handler(
                 slot = header.get("slot", 0)
                 if len(fds) != 1 or slot not in SLOTS:
                     raise ModelError(ErrorCode.BAD_FRAME, "attach carries exactly one memfd and a slot 0-4")
-                self._attach(slot, map_shared(fds[0]))
+                size = shared_size(fds[0])
+                self._detach(slot)
+                self.held.take(size)
+                try:
+                    self.shared[slot] = (map_shared(fds[0], size), size)
+                except (OSError, ValueError):
+                    self.held.give(size)
+                    raise ModelError(ErrorCode.BAD_FRAME, "the shared memory could not be mapped") from None
             finally:
-                for fd in fds:
-                    os.close(fd)
+                _close(fds)
             write_frame(sock, {"ok": True})
 
         def _serve(self, sock: socket.socket, header: dict[str, Any], body: memoryview) -> None:
@@ -360,15 +456,18 @@ def make_handler(
             elif op in ("predict", "predict_batched"):
                 rate.wait()
                 if header.get("shm"):
-                    mapping = self.shared.get(header.get("slot", 0))
-                    if mapping is None:
+                    slot = header.get("slot", 0)
+                    attached = self.shared.get(slot) if slot in SLOTS else None
+                    if attached is None:
                         raise ModelError(ErrorCode.BAD_FRAME, "no shared memory attached at that slot")
                     feeds = decode_tensors(
-                        header.get("inputs"), memoryview(mapping), exact=False, start=header.get("at", 0)
+                        header.get("inputs"), memoryview(attached[0]), exact=False, start=header.get("at", 0)
                     )
                 else:
                     feeds = decode_tensors(header.get("inputs"), body)
                 rows = model.check(feeds)
+                if rows == 0:
+                    raise ModelError(ErrorCode.EMPTY_BATCH, "a request must carry at least one row")
                 batch: object  # the header's "batch" is untrusted JSON until checked
                 if op == "predict":  # one batch: all the rows
                     batch, requests = rows, 1
@@ -379,26 +478,82 @@ def make_handler(
                     requests = max(1, -(-rows // batch))
                 if batch > max_batch:
                     raise ModelError(ErrorCode.TOO_LARGE, f"batch of {batch} rows; at most {max_batch}")
+                names = model.served(header.get("outputs"))
                 if not budget.spend(rows, requests):
                     raise ModelError(ErrorCode.BUDGET_EXCEEDED, "the job's model query budget is spent")
-                names = model.served(header.get("outputs"))
-                if op == "predict":
-                    arrays = model.run(feeds, names)
-                else:
-                    arrays = model.run_batched(feeds, rows, batch, rate.wait, MAX_BODY, names)
-                write_frame(
-                    sock, {"ok": True, "outputs": [describe(n, a) for n, a in zip(names, arrays, strict=True)]}, arrays
-                )
+                outputs = Held(allowance)  # the answer's arrays, held until they are sent
+                try:
+                    if op == "predict":
+                        arrays = model.run(feeds, names)
+                        outputs.take(sum(a.nbytes for a in arrays))
+                    else:
+                        arrays = model.run_batched(feeds, rows, batch, rate.wait, MAX_BODY, names, hold=outputs.take)
+                    write_frame(
+                        sock,
+                        {"ok": True, "outputs": [describe(n, a) for n, a in zip(names, arrays, strict=True)]},
+                        arrays,
+                    )
+                finally:
+                    outputs.release()
             else:
                 raise ModelError(ErrorCode.UNKNOWN_OP, "operations: metadata, predict, predict_batched, attach")
 
     return Handler
 
 
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _close_all(reader: FrameReader) -> None:
+    """Descriptors that came with a frame the sidecar will not serve."""
+    fds, reader.fds = reader.fds, []
+    _close(fds)
+
+
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Serves at most `max_connections` connections at once: one more is answered `busy` and closed.
+    A handler's failure never reaches stderr (a job could flood the sidecar's log with tracebacks)."""
+
     daemon_threads = True
     allow_reuse_address = True
     model: Model
+    allowance: Allowance
+    max_connections: int = 8
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._lock = threading.Lock()
+        self._open: set[int] = set()
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        with self._lock:
+            if len(self._open) < self.max_connections:
+                self._open.add(id(request))
+                return True
+        try:  # a small frame to a fresh socket: it never blocks
+            request.settimeout(0.1)
+            write_frame(request, {"ok": False, "error": ErrorCode.BUSY, "detail": "too many connections to the model"})
+        except OSError:
+            pass
+        return False
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._open.discard(id(request))
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # counted by the handler (Budget.internal_errors); nothing printed
 
 
 def make_server(
@@ -414,25 +569,49 @@ def make_server(
     shared_memory: bool = False,
     output_policy: dict[str, Any] | None = None,
     score_outputs: Iterable[str] = (),
+    max_connections: int = 8,
+    allowance_bytes: int = 512 << 20,
 ) -> tuple[Server, Budget]:
     budget = Budget(max_rows, max_requests)
     model = Model(model_path, threads, output_policy, score_outputs)
     rate = RateLimit(max_rate)
+    allowance = Allowance(allowance_bytes)
     if os.path.exists(socket_path):
         os.unlink(socket_path)
     # The job runs as another uid and gets the directory read-only, so the socket must be 0666.
     # Set through the umask at bind time: gVisor does not allow chmod on a host socket afterwards.
     old_umask = os.umask(0o111)
     try:
-        server = Server(socket_path, make_handler(model, budget, max_batch, max_body, rate, shared_memory))
+        server = Server(socket_path, make_handler(model, budget, max_batch, max_body, rate, shared_memory, allowance))
     finally:
         os.umask(old_umask)
     server.model = model
+    server.allowance = allowance
+    server.max_connections = max_connections
     return server, budget
+
+
+def write_status(directory: str, name: str, data: dict[str, Any]) -> None:
+    """A status file for the worker, replaced whole (the worker never reads half of one)."""
+    tmp = os.path.join(directory, f".{name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, os.path.join(directory, name))
+
+
+def report_usage(server: Server, budget: Budget, directory: str, drain_s: float = 20.0) -> None:
+    """The job's query usage, once its connections have ended (a request read before the job stopped
+    is charged before the count is taken). The worker asks only after the job container stopped."""
+    deadline = time.monotonic() + drain_s
+    while server.open_connections and time.monotonic() < deadline:
+        time.sleep(0.02)
+    usage = {**budget.snapshot(), "connections_open": server.open_connections, "inference": server.model.config}
+    write_status(directory, USAGE_NAME, usage)
 
 
 def main() -> int:
     env = os.environ
+    status_dir = env.get(Env.STATUS_DIR, STATUS_DIR)
     server, budget = make_server(
         env[Env.SOCKET],
         env.get(Env.MODEL, MODEL_PATH),
@@ -445,17 +624,20 @@ def main() -> int:
         shared_memory=env.get(Env.SHARED_MEMORY) == "1",
         output_policy=json.loads(env.get(Env.OUTPUT_POLICY, '{"kind": "full"}')),
         score_outputs=[n for n in env.get(Env.SCORE_OUTPUTS, "").split(",") if n],
+        max_connections=int(env.get(Env.MAX_CONNECTIONS, "8")),
+        allowance_bytes=int(env.get(Env.ALLOWANCE_BYTES, str(512 << 20))),
     )
 
     def stop(signum: int, frame: FrameType | None) -> NoReturn:
         raise SystemExit(0)
 
+    def usage(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=report_usage, args=(server, budget, status_dir), daemon=True).start()
+
     signal.signal(signal.SIGTERM, stop)
-    print(READY, flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        print(USAGE + " " + json.dumps({**budget.snapshot(), "inference": server.model.config}), flush=True)
+    signal.signal(signal.SIGUSR1, usage)
+    write_status(status_dir, READY_NAME, {"inference": server.model.config})
+    server.serve_forever(poll_interval=0.2)
     return 0
 
 

@@ -30,7 +30,7 @@ from service.jobs.states import JobState
 from service.ledger import service as ledger
 from service.quotas import leakage, lifetime
 from service.quotas.service import Budgets, Partner, Plan
-from service.registry import fit
+from service.registry import fit, suites
 from service.registry import service as registry
 from service.registry.errors import DatasetTooSmall, ModelDatasetMismatch
 from service.registry.models import DatasetVersion, SuiteVersion
@@ -209,7 +209,7 @@ def _privacy(
 def submit(session: Session, settings: Settings, budgets: Budgets, caller: Caller, req: JobCreate) -> tuple[Job, bool]:
     """Record an admitted job, or return the partner's earlier job for the same release (True)."""
     limits = budgets.limits(caller.name)
-    suite = registry.visible_suite(session, req.suite, caller.principal_id, caller.role)
+    suite = suites.visible_suite(session, req.suite, caller.principal_id, caller.role)
     model = registry.usable_model(session, req.model)
     dataset = registry.resolve_dataset(session, req.dataset)
     if len(set(req.metrics)) != len(req.metrics):
@@ -227,7 +227,14 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
     else:
         judged = _metrics_mode(req, suite, dataset, settings, limits, policy)
     refs = (
-        {"name": suite.name, "version": suite.version, "sha256": suite.sha256},
+        # The full owner/name@version: what a bare reference meant when it was admitted, for good.
+        {
+            "ref": suite.ref,
+            "owner": suite.namespace,
+            "name": suite.name,
+            "version": suite.version,
+            "sha256": suite.sha256,
+        },
         {
             "name": model.name,
             "version": model.version,

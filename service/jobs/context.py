@@ -60,7 +60,7 @@ def build_context(settings: Settings, sessions: sessionmaker[Session], budgets: 
     return WorkerContext(
         settings=settings,
         sessions=sessions,
-        sandbox=Sandbox(client, deployment=settings.queue),
+        sandbox=Sandbox(client, deployment=settings.queue, state_dir=settings.data_dir / "sandbox"),
         signer=Signer.load_or_create(settings.signing_key_path),
         runtime=resolve(client, settings.docker_runtime),
         budgets=budgets or Budgets.build(settings, sessions),

@@ -28,6 +28,8 @@ class Job(Base):
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The host uid its sandbox runs as while it runs (jobs.repository.allocate_sandbox_uid).
+    sandbox_uid: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # For operators only: capped container output and internal error text. Never shown to partners.
     operator_log: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
+
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.jobs.models import Job
@@ -43,3 +46,30 @@ def runnable_ids(session: Session) -> list[str]:
     """Jobs a worker should be running: queued, running or in the gate, oldest first."""
     q = select(Job.id).where(Job.state.in_(RUNNABLE)).order_by(Job.created_at)
     return list(session.execute(q).scalars())
+
+
+class NoSandboxUid(RuntimeError):
+    """Every uid of the deployment's range is held by a running job."""
+
+
+def allocate_sandbox_uid(session: Session, job: Job, base: int, count: int) -> int:
+    """A host uid for the job's sandbox that no other job holds, kept on the job until it leaves
+    `running`. The unique index settles a race between two workers: the loser tries another."""
+    if job.sandbox_uid is not None:
+        return job.sandbox_uid
+    held = set(session.execute(select(Job.sandbox_uid).where(Job.sandbox_uid.is_not(None))).scalars())
+    for _ in range(16):
+        free = count - len(held)
+        if free <= 0:
+            break
+        uid = base + secrets.randbelow(count)
+        while uid in held:  # the range is far larger than the jobs running at once: this ends fast
+            uid = base + (uid - base + 1) % count
+        try:
+            with session.begin_nested():
+                job.sandbox_uid = uid
+                session.flush()
+            return uid
+        except IntegrityError:
+            held.add(uid)
+    raise NoSandboxUid(f"no free sandbox uid in {base}..{base + count - 1}")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope
 from service.inference.contract import RESULT_NAME, ROWS_NAME, Env
+from service.jobs import repository as jobs_repo
 from service.jobs import service as jobs_service
 from service.jobs.context import WorkerContext
 from service.jobs.models import Job
@@ -94,7 +95,8 @@ def _run(ctx: WorkerContext, job_id: str) -> JobState:
         if job.state != JobState.RUNNING:
             return job.state
         try:
-            spec = _sandbox_spec(ctx, job, ctx.budgets.rows_granted(s, job_id))
+            uid = jobs_repo.allocate_sandbox_uid(s, job, ctx.settings.sandbox_uid_base, ctx.settings.sandbox_uid_count)
+            spec = _sandbox_spec(ctx, job, ctx.budgets.rows_granted(s, job_id), uid)
         except Exception as e:  # no container was made: the partner's code never ran
             log.exception("job %s: preparing its sandbox failed", job_id)
             note = f"{type(e).__name__}: {e}"[: ctx.settings.log_cap_bytes]
@@ -194,7 +196,7 @@ def rows_file_bound(n: int, classes: int) -> int:
     return n * max(classes, 1) * 8 + (64 << 10)
 
 
-def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int) -> JobSandbox:
+def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int, uid: int) -> JobSandbox:
     s = ctx.settings
     res = job.spec["resources"]
     env: dict[str, str] = {Env.SEED: str(job.spec["seed"]), Env.METRICS: ",".join(job.spec["metrics"])}
@@ -227,6 +229,7 @@ def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int) -> JobSandbox:
         sidecar_threads=int(inference.get("intra_op_threads", s.inference_threads)),
         output_policy=job.spec["model"].get("output_policy") or {"kind": "full"},
         score_outputs=tuple((job.model.contract or {}).get("scores", [])),
+        job_user=f"{uid}:{uid}",
         limits=Limits(
             memory_mb=res["memory_mb"],
             cpus=res["cpus"],
@@ -237,6 +240,8 @@ def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int) -> JobSandbox:
             output_inodes=s.output_dir_inodes,
             log_cap_bytes=s.log_cap_bytes,
             sidecar_memory_mb=s.sidecar_memory_mb,
+            sidecar_reserve_mb=s.sidecar_reserve_mb,
+            max_connections=s.sidecar_max_connections,
             result_max_bytes=result_max,
             max_requests=s.max_requests_per_job,
             max_batch_rows=s.max_batch_rows,

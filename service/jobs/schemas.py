@@ -35,7 +35,12 @@ class Predicate(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    suite: str = Field(examples=["classification@1.1.1"])
+    suite: str = Field(
+        max_length=200,
+        examples=["classification@2.0.0", "acme/my-suite@1.0.0"],
+        description="owner/name@version, or name@version: your own suite of that name if you have one, "
+        "else the built-in one",
+    )
     model: str = Field(examples=["demo-classifier@1"])
     dataset: str = Field(examples=["demo-blobs@1"])
     metrics: list[str] = Field(min_length=1, max_length=64, description="names, or metric@slice in rows mode")

@@ -99,6 +99,8 @@ def _move(
     if to not in TRANSITIONS.get(job.state, frozenset()):
         raise InvalidTransition(f"job {job.id} is {job.state} and cannot become {to}")
     frm, job.state = job.state, to
+    if frm == JobState.RUNNING:
+        job.sandbox_uid = None  # its containers have stopped: the uid is free for another job
     now = utcnow()
     if to == JobState.RUNNING:
         job.started_at = now

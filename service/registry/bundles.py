@@ -1,11 +1,22 @@
 """Suite bundles: safe extraction of partner-supplied tar.gz or zip archives.
 
-Everything is checked from the archive's own metadata before a byte is written, and checked again
-while writing: a bundle may contain only regular files and directories with relative, clean names.
+Extraction reads the archive twice. The first pass reads only its metadata and checks every bound
+before a byte is written: member types (regular files and directories only), names, the number of
+files and directories, depth, path and name lengths, declared sizes and compression ratios. The
+second pass writes, counting the bytes again, because declared sizes can lie. A .tar.gz is inflated
+in both passes through a reader that stops at the bound, so a small archive holding a huge tar is cut
+while it is read, not after.
+
+A name is bytes that must decode as UTF-8: a tar's raw name bytes (PAX and GNU long names too), and
+a zip member's name bytes whether or not it sets the UTF-8 flag (never read as CP437). Paths that
+differ only in case or Unicode normalisation are refused, so a bundle means the same tree on every
+filesystem. Errors name the member escaped and cut short (`_show`).
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import io
 import math
@@ -15,11 +26,13 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any, Literal, cast
 
 import yaml
@@ -34,12 +47,27 @@ MANIFEST = "suite.yaml"
 NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 SEMVER_RE = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]{1,32})?$"
 METRIC_RE = r"^[a-z][a-z0-9_]{0,63}$"
+# Up to this many bytes, a bundle may unpack to any multiple of its packed size: a tar of a few tiny
+# files is mostly headers and padding, and compresses far better than code does.
+RATIO_FREE_BYTES = 1 << 20
+SHOW_MAX = 80  # characters of a member's name shown in an error
+# Unicode categories refused in names: controls (C0, DEL, C1), invisible format characters such as
+# bidirectional overrides, and line and paragraph separators.
+INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 class BundleLimits(BaseModel):
+    """Bounds on one bundle; the service takes them from the EVALGATE_BUNDLE_* settings."""
+
     max_files: int
     max_unpacked_bytes: int
     max_metrics: int
+    max_dirs: int  # named by a member or implied by a path
+    max_depth: int  # components of a path
+    max_path_bytes: int  # UTF-8 bytes of a path
+    max_name_bytes: int  # UTF-8 bytes of one component
+    max_file_bytes: int
+    max_ratio: int  # unpacked over packed size (beyond RATIO_FREE_BYTES), of a zip member and of the bundle
 
 
 class RowsDecl(BaseModel):
@@ -134,17 +162,56 @@ class Bundle:
     path: Path
 
 
-def _clean_name(name: str) -> str:
-    """Return the normalized relative name or raise: no absolute paths, no '..', no odd characters."""
-    if not name or "\x00" in name or "\\" in name:
-        raise errors.BundleBadPath(f"bad member name {name!r}")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise errors.BundleAbsolutePath(f"absolute path {name!r} in bundle")
-    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise errors.BundlePathTraversal(f"path {name!r} leaves the bundle")
-    if not parts:
-        raise errors.BundleBadPath(f"bad member name {name!r}")
+def _show(name: str | bytes, *, escape_all: bool = False) -> str:
+    """A member's name for a message: quoted and escaped as repr does (as ascii does with
+    `escape_all`), so no control character or undecodable byte reaches a log or a terminal raw; a
+    long name keeps its start and its end, about SHOW_MAX characters in all."""
+    if isinstance(name, bytes):
+        raw = name
+    else:
+        try:
+            raw = name.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = name.encode("utf-8", "backslashreplace")
+    text: str | bytes
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw  # shown as b'...\xff...'
+    quote = ascii if escape_all else repr
+    if len(quote(text)) <= SHOW_MAX:
+        return quote(text)
+    keep = SHOW_MAX // 2
+    while keep > 1 and len(quote(text[:keep])) + len(quote(text[-keep:])) > SHOW_MAX - 3:
+        keep -= 1
+    return f"{quote(text[:keep])}...{quote(text[-keep:])}"
+
+
+def _clean_name(name: str, *, is_dir: bool = False) -> str | None:
+    """The member's path inside the bundle, or None for a directory entry naming the archive's own
+    root (`.`). Refused: names that are not UTF-8 or hold a NUL, a backslash or a control character;
+    absolute paths; `..`; empty or `.` components (a single leading `./`, as `tar -C dir .` writes,
+    is dropped). A directory may end with one `/`, as zip directories do."""
+    shown = _show(name)
+    try:
+        text = name.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:  # tar hands over undecodable bytes surrogate-escaped
+        raise errors.BundleNameNotUtf8(f"member name {shown} is not UTF-8") from None
+    if not text or "\x00" in text or "\\" in text:
+        raise errors.BundleBadPath(f"bad member name {shown}")
+    if any(unicodedata.category(c) in INVISIBLE for c in text):
+        raise errors.BundleNameControlCharacter(f"member name {shown} holds a control character")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise errors.BundleAbsolutePath(f"absolute path {shown} in bundle")
+    if is_dir and text in (".", "./"):
+        return None
+    if is_dir and text.endswith("/"):
+        text = text[:-1]
+    parts = text.removeprefix("./").split("/")
+    if ".." in parts:
+        raise errors.BundlePathTraversal(f"path {shown} leaves the bundle")
+    if "" in parts or "." in parts:
+        raise errors.BundleNonCanonicalPath(f"path {shown} has an empty or '.' component")
     return "/".join(parts)
 
 
@@ -158,101 +225,279 @@ def tree_digest(root: Path) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-# An archive member: its name, whether it is a directory, its declared size, and how to open it.
-Member = tuple[str, bool, int, Callable[..., IO[bytes]]]
+@dataclass(frozen=True)
+class _Entry:
+    """An archive member as its metadata declares it."""
+
+    name: str  # as the archive names it (tar: undecodable bytes surrogate-escaped)
+    is_dir: bool
+    size: int  # unpacked bytes; 0 for a directory
+    packed: int | None  # compressed bytes of a zip member; None in a tar, whose gzip stream is bounded whole
 
 
-def _members_tar(data: bytes) -> Iterator[Member]:
+Opener = Callable[[], IO[bytes]]
+# Reads the archive front to back; called twice, once to check and once to write.
+Members = Callable[[], Iterator[tuple[_Entry, Opener]]]
+
+
+def _ratio_cap(limits: BundleLimits, packed: int) -> int:
+    return limits.max_ratio * packed + RATIO_FREE_BYTES
+
+
+def _check_sizes(limits: BundleLimits, entry: _Entry, size: int, total: int, packed_total: int) -> None:
+    """Refuse a file of `size` bytes that brings the bundle to `total`: run on the declared sizes
+    before anything is written, and again on the bytes as they are written."""
+    if total > limits.max_unpacked_bytes:
+        raise errors.BundleTooLargeUnpacked(
+            f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes (at member {_show(entry.name)})"
+        )
+    if size > limits.max_file_bytes:
+        raise errors.BundleFileTooLarge(
+            f"member {_show(entry.name)} unpacks to more than {limits.max_file_bytes} bytes"
+        )
+    if entry.packed is not None and size > _ratio_cap(limits, entry.packed):
+        raise errors.BundleTooCompressed(
+            f"member {_show(entry.name)} unpacks to more than {limits.max_ratio} times its {entry.packed} packed bytes"
+        )
+    if total > _ratio_cap(limits, packed_total):
+        raise errors.BundleTooCompressed(
+            f"bundle unpacks to more than {limits.max_ratio} times its {packed_total} bytes"
+            f" (at member {_show(entry.name)})"
+        )
+
+
+class _Plan:
+    """Pass one: every bound checked from the archive's metadata, before a byte is written."""
+
+    def __init__(self, limits: BundleLimits, packed_total: int):
+        self.limits = limits
+        self.packed_total = packed_total
+        self.entries: list[tuple[_Entry, str | None]] = []  # each member and its clean path
+        self.files: set[str] = set()
+        self.dirs: dict[str, bool] = {}  # path -> named by a member (True) or only implied by a path (False)
+        self.folded: dict[str, str] = {}  # NFC-normalised, case-folded path -> the path first seen
+        self.declared = 0
+
+    def add(self, entry: _Entry) -> None:
+        lim = self.limits
+        shown = _show(entry.name)
+        name = _clean_name(entry.name, is_dir=entry.is_dir)
+        self.entries.append((entry, name))
+        if name is None:
+            return
+        parts = name.split("/")
+        if any(len(p.encode()) > lim.max_name_bytes for p in parts):
+            raise errors.BundleNameTooLong(f"member {shown} has a name longer than {lim.max_name_bytes} bytes")
+        if len(name.encode()) > lim.max_path_bytes:
+            raise errors.BundlePathTooLong(f"member {shown} has a path longer than {lim.max_path_bytes} bytes")
+        if len(parts) > lim.max_depth:
+            raise errors.BundleTooDeep(f"member {shown} is {len(parts)} levels deep; the limit is {lim.max_depth}")
+        if (entry.is_dir and self.dirs.get(name)) or (not entry.is_dir and name in self.files):
+            raise errors.BundleDuplicateMember(f"member {shown} appears twice")
+        parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        clash = next((p for p in parents if p in self.files), None)
+        if clash is None and (name in self.files if entry.is_dir else name in self.dirs):
+            clash = name
+        if clash is not None:
+            raise errors.BundleFileDirCollision(f"member {shown}: {_show(clash)} would be both a file and a directory")
+        for path in [*parents, name]:
+            first = self.folded.setdefault(unicodedata.normalize("NFC", path).casefold(), path)
+            if first != path:
+                raise errors.BundleNameCollision(
+                    f"member {shown}: {_show(path, escape_all=True)} and {_show(first, escape_all=True)}"
+                    " differ only in case or Unicode normalisation"
+                )
+        for p in parents:
+            self.dirs.setdefault(p, False)
+        if entry.is_dir:
+            self.dirs[name] = True
+        else:
+            self.files.add(name)
+        if len(self.dirs) > lim.max_dirs:
+            raise errors.BundleTooManyDirs(f"bundle has more than {lim.max_dirs} directories (at member {shown})")
+        if len(self.files) > lim.max_files:
+            raise errors.BundleTooManyFiles(f"bundle has more than {lim.max_files} files (at member {shown})")
+        if not entry.is_dir:
+            if entry.size < 0:
+                raise errors.BundleUnreadable(f"member {shown} declares a negative size")
+            self.declared += entry.size
+            _check_sizes(lim, entry, entry.size, self.declared, self.packed_total)
+
+
+class _BoundedGunzip(io.RawIOBase):
+    """The tar stream inside a .tar.gz, cut as soon as it inflates past its bound, not after: the
+    members' bytes, a header (and PAX or GNU long-name records) per member, and end padding; and
+    no more than the ratio allows."""
+
+    def __init__(self, data: bytes, limits: BundleLimits):
+        super().__init__()
+        self._gz = gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb")
+        headers = (limits.max_files + limits.max_dirs + 2) * (4 * tarfile.BLOCKSIZE + 2 * limits.max_path_bytes)
+        self._size_cap = limits.max_unpacked_bytes + headers + tarfile.RECORDSIZE
+        self._ratio_cap = _ratio_cap(limits, len(data))
+        self._max_ratio = limits.max_ratio
+        self._inflated = 0
+        self.member: str | None = None  # the member last read, named when the stream is cut
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        cap = min(self._size_cap, self._ratio_cap)
+        want = cap - self._inflated + 1 if size < 0 else min(size, cap - self._inflated + 1)
+        chunk = self._gz.read(want)  # GzipFile inflates no more than it is asked for
+        self._inflated += len(chunk)
+        if self._inflated > cap:
+            where = "before its first member" if self.member is None else f"at or after member {_show(self.member)}"
+            if self._ratio_cap < self._size_cap:
+                raise errors.BundleTooCompressed(
+                    f"the gzip stream inflates to more than {self._max_ratio} times the bundle's size, {where}"
+                )
+            raise errors.BundleTooLargeUnpacked(f"the tar stream inflates to more than {self._size_cap} bytes, {where}")
+        return chunk
+
+
+def _tar_opener(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Opener:
+    # Opened only when regular (directories never are), so extractfile gives a file.
+    return lambda: cast(IO[bytes], tar.extractfile(m))
+
+
+def _tar_stream(data: bytes, limits: BundleLimits) -> Iterator[tuple[_Entry, Opener]]:
+    stream = _BoundedGunzip(data, limits)
     try:
-        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115 - closed by the `with` below
-    except (tarfile.TarError, OSError, EOFError) as e:
+        # "r|": one pass, front to back, through the bounded stream. Names come as raw bytes,
+        # surrogate-escaped where they are not UTF-8, so that _clean_name can refuse them.
+        tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise errors.BundleUnreadable(f"not a readable tar archive: {type(e).__name__}") from None
     with tar:
         try:
             for m in tar:
+                stream.member = m.name
+                shown = _show(m.name)
                 if m.issym() or m.islnk():
-                    raise errors.BundleLink(f"link {m.name!r} in bundle")
+                    raise errors.BundleLink(f"link {shown} in bundle")
                 if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
-                    raise errors.BundleSpecialFile(f"device or fifo {m.name!r} in bundle")
+                    raise errors.BundleSpecialFile(f"device or fifo {shown} in bundle")
+                if m.issparse():  # its holes would unpack to zeros the gzip stream never held
+                    raise errors.BundleSpecialFile(f"sparse file {shown} in bundle")
                 if not (m.isreg() or m.isdir()):
-                    raise errors.BundleSpecialFile(f"unsupported member type for {m.name!r}")
-                # Opened only when regular (directories never are), so extractfile gives a file.
-                yield m.name, m.isdir(), m.size, (lambda m=m: cast(IO[bytes], tar.extractfile(m)))
+                    raise errors.BundleSpecialFile(f"unsupported member type for {shown}")
+                yield _Entry(m.name, m.isdir(), 0 if m.isdir() else m.size, None), _tar_opener(tar, m)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            raise errors.BundleUnreadable(f"corrupt tar archive: {type(e).__name__}") from None
+            where = "" if stream.member is None else f" after member {_show(stream.member)}"
+            raise errors.BundleUnreadable(f"corrupt tar archive{where}: {type(e).__name__}") from None
 
 
-def _members_zip(data: bytes) -> Iterator[Member]:
+@contextmanager
+def _tar_members(data: bytes, limits: BundleLimits) -> Iterator[Members]:
+    yield lambda: _tar_stream(data, limits)
+
+
+@contextmanager
+def _zip_members(data: bytes) -> Iterator[Members]:
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError) as e:
+        # metadata_encoding: a name without the UTF-8 flag is decoded as strict UTF-8 too, never as CP437.
+        zf = zipfile.ZipFile(io.BytesIO(data), metadata_encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise errors.BundleNameNotUtf8(f"member name {_show(bytes(e.object))} is not UTF-8") from None
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError) as e:
         raise errors.BundleUnreadable(f"not a readable zip archive: {type(e).__name__}") from None
-    with zf:
+
+    def members() -> Iterator[tuple[_Entry, Opener]]:
         for info in zf.infolist():
+            name = info.orig_filename  # zipfile cuts `filename` at a NUL; this is the whole name
+            shown = _show(name)
             kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver recorded no Unix type
             if kind == stat.S_IFLNK:
-                raise errors.BundleLink(f"link {info.filename!r} in bundle")
+                raise errors.BundleLink(f"link {shown} in bundle")
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise errors.BundleSpecialFile(f"device or fifo {info.filename!r} in bundle")
+                raise errors.BundleSpecialFile(f"device or fifo {shown} in bundle")
             if info.flag_bits & 0x1:
-                raise errors.BundleEncrypted("encrypted zip members are not accepted")
-            yield info.filename, info.is_dir(), info.file_size, (lambda info=info: zf.open(info))
+                raise errors.BundleEncrypted(f"zip member {shown} is encrypted; encrypted members are not accepted")
+            is_dir = name.endswith("/")
+            if not is_dir and info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise errors.BundleUnreadable(f"zip member {shown} is neither stored nor deflated")
+            entry = _Entry(name, is_dir, 0 if is_dir else info.file_size, info.compress_size)
+            yield entry, functools.partial(zf.open, info)
+
+    with zf:
+        yield members
+
+
+# What reading a member may raise when the archive is corrupt (never a disk error while writing).
+_CORRUPT = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    gzip.BadGzipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    UnicodeDecodeError,
+)
+
+
+def _write(tmp: Path, plan: _Plan, members: Iterator[tuple[_Entry, Opener]]) -> None:
+    """Pass two: write what pass one allowed, counting the bytes again (declared sizes can lie)."""
+    limits, total = plan.limits, 0
+    for i, (entry, opener) in enumerate(members):
+        if i >= len(plan.entries) or plan.entries[i][0] != entry:
+            raise errors.BundleUnreadable(f"member {_show(entry.name)} differs between two reads of the bundle")
+        name = plan.entries[i][1]
+        if name is None:
+            continue
+        target = tmp / name
+        if entry.is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL|O_NOFOLLOW: never write through something already there.
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        written = 0
+        try:
+            with os.fdopen(fd, "wb") as out, opener() as src:
+                while chunk := src.read(1 << 16):
+                    written += len(chunk)
+                    total += len(chunk)
+                    if written > entry.size:
+                        raise errors.BundleUnreadable(f"member {_show(entry.name)} holds more than its declared size")
+                    _check_sizes(limits, entry, written, total, plan.packed_total)
+                    out.write(chunk)
+        except _CORRUPT as e:
+            raise errors.BundleUnreadable(f"corrupt archive member {_show(entry.name)}: {type(e).__name__}") from None
 
 
 def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bundle:
+    """Check the bundle from its metadata, then write it under `suites_root/<tree digest>`, read-only.
+    A refused bundle leaves nothing behind."""
+    opened: AbstractContextManager[Members]
     if data[:4] == b"PK\x03\x04":
-        members = _members_zip(data)
+        opened = _zip_members(data)
     elif data[:2] == b"\x1f\x8b":
-        members = _members_tar(data)
+        opened = _tar_members(data, limits)
     else:
         raise errors.BundleUnknownFormat("bundle must be a .tar.gz or a .zip archive")
 
-    suites_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=suites_root, prefix=".extract-"))
-    try:
-        files = 0
-        total = 0
-        seen: set[str] = set()
-        for raw_name, is_dir, declared_size, opener in members:
-            name = _clean_name(raw_name)
-            if name in seen:
-                raise errors.BundleDuplicateMember(f"member {name!r} appears twice")
-            seen.add(name)
-            target = tmp / name
-            if is_dir:
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            files += 1
-            if files > limits.max_files:
-                raise errors.BundleTooManyFiles(f"bundle has more than {limits.max_files} files")
-            if total + declared_size > limits.max_unpacked_bytes:
-                raise errors.BundleTooLargeUnpacked(f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # O_EXCL|O_NOFOLLOW: never write through something already there.
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            try:
-                with os.fdopen(fd, "wb") as out, opener() as src:
-                    while chunk := src.read(1 << 16):
-                        total += len(chunk)  # count real bytes too: declared sizes can lie
-                        if total > limits.max_unpacked_bytes:
-                            raise errors.BundleTooLargeUnpacked(
-                                f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes"
-                            )
-                        out.write(chunk)
-            except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as e:
-                raise errors.BundleUnreadable(f"corrupt archive member {name!r}: {type(e).__name__}") from None
-        manifest = load_manifest(tmp, limits)
-        digest = tree_digest(tmp)
-        final = suites_root / digest
-        if final.exists():
-            shutil.rmtree(tmp)
-        else:
-            _make_read_only(tmp)
-            os.replace(tmp, final)
-        return Bundle(manifest=manifest, sha256=digest, path=final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with opened as members:
+        plan = _Plan(limits, len(data))
+        for entry, _ in members():
+            plan.add(entry)
+        suites_root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=suites_root, prefix=".extract-"))
+        try:
+            _write(tmp, plan, members())
+            manifest = load_manifest(tmp, limits)
+            digest = tree_digest(tmp)
+            final = suites_root / digest
+            if final.exists():
+                shutil.rmtree(tmp)
+            else:
+                _make_read_only(tmp)
+                os.replace(tmp, final)
+            return Bundle(manifest=manifest, sha256=digest, path=final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def load_manifest_file(path: Path) -> SuiteManifest:
@@ -315,8 +560,6 @@ def install_directory(src: Path, suites_root: Path, limits: BundleLimits) -> Bun
 def pack_directory(src: Path) -> bytes:
     """A suite directory as a reproducible .tar.gz: regular files only, sorted, no owners or times.
     Links and special files are refused here, as the server would refuse them."""
-    import gzip
-
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         for path in sorted(src.rglob("*")):

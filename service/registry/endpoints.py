@@ -10,7 +10,8 @@ from service.auth.dependencies import AnyCaller, Operator, PartnerOrOperator
 from service.auth.roles import Role
 from service.deps import SessionDep, SettingsDep
 from service.errors import PayloadTooLarge
-from service.registry import errors
+from service.ingress import upload_limit
+from service.registry import errors, suites
 from service.registry import repository as repo
 from service.registry import service as registry
 from service.registry.schemas import DatasetRead, DatasetRegistered, ModelRead, ModelStatusUpdate, SuiteRead
@@ -25,7 +26,12 @@ def _refuse_oversized(request: Request, limit: int, too_large: type[PayloadTooLa
         raise too_large(f"the file is larger than {limit} bytes")
 
 
-@router.post("/models", response_model=ModelRead, status_code=201)
+@router.post(
+    "/models",
+    response_model=ModelRead,
+    status_code=201,
+    openapi_extra=upload_limit("model_max_bytes", errors.ModelTooLarge),
+)
 def register_model(
     request: Request,
     response: Response,
@@ -77,7 +83,12 @@ def set_model_status(
     return ModelRead.model_validate(registry.set_model_status(session, f"{name}@{version}", body.status, caller.actor))
 
 
-@router.post("/datasets", response_model=DatasetRegistered, status_code=201)
+@router.post(
+    "/datasets",
+    response_model=DatasetRegistered,
+    status_code=201,
+    openapi_extra=upload_limit("dataset_max_bytes", errors.DatasetTooLarge),
+)
 def register_dataset(
     request: Request,
     response: Response,
@@ -115,7 +126,12 @@ def list_datasets(caller: AnyCaller, session: SessionDep) -> list[DatasetRead]:
     return [DatasetRead.model_validate(r) for r in repo.datasets(session)]
 
 
-@router.post("/suites", response_model=SuiteRead, status_code=201)
+@router.post(
+    "/suites",
+    response_model=SuiteRead,
+    status_code=201,
+    openapi_extra=upload_limit("bundle_max_bytes", errors.BundleTooLarge),
+)
 def upload_suite(
     request: Request,
     response: Response,
@@ -124,10 +140,16 @@ def upload_suite(
     settings: SettingsDep,
     file: UploadFile = File(),
 ) -> SuiteRead:
-    """Upload a suite bundle (.tar.gz or .zip with suite.yaml at its top)."""
+    """Upload a suite bundle (.tar.gz or .zip with suite.yaml at its top) as your-name/name@version."""
     _refuse_oversized(request, settings.bundle_max_bytes, errors.BundleTooLarge)
     row, created = registry.upload_suite(
-        session, settings, stream=file.file, owner_id=caller.principal_id, role=caller.role, actor=caller.actor
+        session,
+        settings,
+        stream=file.file,
+        owner_id=caller.principal_id,
+        owner=caller.name,
+        role=caller.role,
+        actor=caller.actor,
     )
     if not created:
         response.status_code = 200
@@ -136,6 +158,34 @@ def upload_suite(
 
 @router.get("/suites", response_model=list[SuiteRead])
 def list_suites(caller: AnyCaller, session: SessionDep) -> list[SuiteRead]:
-    """Suites the caller may use: built-in ones and, for a partner, its own uploads."""
-    mine = caller.principal_id if caller.role == Role.PARTNER else None
+    """Suites the caller may use: built-in, published and its own (operators: every suite)."""
+    mine = None if caller.role == Role.OPERATOR else caller.principal_id
     return [SuiteRead.model_validate(r) for r in repo.suites_usable_by(session, mine)]
+
+
+@router.post("/suites/{owner}/{name}/{version}/publish", response_model=SuiteRead)
+def publish_suite(owner: str, name: str, version: str, caller: PartnerOrOperator, session: SessionDep) -> SuiteRead:
+    """Let every partner use a suite version (its owner or an operator); idempotent."""
+    row = suites.set_published(
+        session,
+        f"{owner}/{name}@{version}",
+        True,
+        principal_id=caller.principal_id,
+        role=caller.role,
+        actor=caller.actor,
+    )
+    return SuiteRead.model_validate(row)
+
+
+@router.post("/suites/{owner}/{name}/{version}/unpublish", response_model=SuiteRead)
+def unpublish_suite(owner: str, name: str, version: str, caller: PartnerOrOperator, session: SessionDep) -> SuiteRead:
+    """Withdraw a published suite version from other partners' new jobs (jobs admitted keep it)."""
+    row = suites.set_published(
+        session,
+        f"{owner}/{name}@{version}",
+        False,
+        principal_id=caller.principal_id,
+        role=caller.role,
+        actor=caller.actor,
+    )
+    return SuiteRead.model_validate(row)

@@ -20,7 +20,8 @@ class InvalidVersion(Unprocessable):
 
 
 class InvalidReference(Unprocessable):
-    """A model, dataset or suite is not given as `name@version`."""
+    """A model, dataset or suite is not given as `name@version` (a suite may also be given as
+    `owner/name@version`)."""
 
     code = "invalid_reference"
 
@@ -38,16 +39,38 @@ class UnknownDatasetVersion(NotFound):
 
 
 class UnknownSuiteVersion(NotFound):
-    """No suite version of that name and version that the caller may use; `alternatives` lists the
-    versions of that name the caller may use."""
+    """No suite version by that reference that the caller may use (its own, published or built-in;
+    another partner's unpublished suite answers exactly as one that does not exist); `alternatives`
+    lists, as `owner/name@version`, the versions of that name the caller may use."""
 
     code = "unknown_suite_version"
 
 
 class VersionTaken(Conflict):
-    """This name@version is already registered with different content; register it under a new version."""
+    """This name@version is already registered with different content (for a suite: in the uploader's
+    own namespace); register it under a new version."""
 
     code = "version_taken"
+
+
+class SuiteNameReserved(Forbidden):
+    """The suite is named like a built-in suite (their names are reserved, unless you uploaded suites
+    of that name before the built-in one shipped), or the uploader's name is the built-in namespace;
+    upload it under another name."""
+
+    code = "suite_name_reserved"
+
+
+class NotSuiteOwner(Forbidden):
+    """Only a suite's owner or an operator may publish or withdraw it."""
+
+    code = "not_suite_owner"
+
+
+class BuiltinSuiteAlwaysPublished(Conflict):
+    """A built-in suite is usable by every partner and cannot be withdrawn."""
+
+    code = "builtin_suite_always_published"
 
 
 # -- models and datasets -------------------------------------------------------------------------------------
@@ -228,6 +251,79 @@ class BundleTooManyFiles(Unprocessable):
     """The bundle holds more files than the limit (`EVALGATE_BUNDLE_MAX_FILES`)."""
 
     code = "bundle_too_many_files"
+
+
+class BundleTooManyDirs(Unprocessable):
+    """The bundle holds more directories, named or implied by its members' paths, than the limit
+    (`EVALGATE_BUNDLE_MAX_DIRS`)."""
+
+    code = "bundle_too_many_dirs"
+
+
+class BundleTooDeep(Unprocessable):
+    """A member's path has more components than the limit (`EVALGATE_BUNDLE_MAX_DEPTH`)."""
+
+    code = "bundle_too_deep"
+
+
+class BundlePathTooLong(Unprocessable):
+    """A member's path is longer, in UTF-8 bytes, than the limit (`EVALGATE_BUNDLE_MAX_PATH_BYTES`)."""
+
+    code = "bundle_path_too_long"
+
+
+class BundleNameTooLong(Unprocessable):
+    """One component of a member's path is longer, in UTF-8 bytes, than the limit
+    (`EVALGATE_BUNDLE_MAX_NAME_BYTES`, at most 255)."""
+
+    code = "bundle_name_too_long"
+
+
+class BundleNameNotUtf8(Unprocessable):
+    """A member's name is not valid UTF-8 (tar: the raw name bytes, long names included; zip: the
+    name bytes, whether or not the archive flags them as UTF-8)."""
+
+    code = "bundle_name_not_utf8"
+
+
+class BundleNameControlCharacter(Unprocessable):
+    """A member's name holds a control character (newline, escape, DEL, C1) or an invisible format
+    character (such as a bidirectional override or a line separator)."""
+
+    code = "bundle_name_control_character"
+
+
+class BundleNonCanonicalPath(Unprocessable):
+    """A member's path has an empty (`a//b`) or `.` (`a/./b`) component; only one leading `./`, as
+    `tar -C dir .` writes, is accepted."""
+
+    code = "bundle_non_canonical_path"
+
+
+class BundleFileDirCollision(Unprocessable):
+    """One path is both a file and a directory in the bundle (members `a` and `a/b`, in either order)."""
+
+    code = "bundle_file_dir_collision"
+
+
+class BundleNameCollision(Unprocessable):
+    """Two members' paths differ only in letter case or Unicode normalisation form, and would be one
+    file on many filesystems."""
+
+    code = "bundle_name_collision"
+
+
+class BundleFileTooLarge(PayloadTooLarge):
+    """A file of the bundle unpacks to more than the limit (`EVALGATE_BUNDLE_MAX_FILE_BYTES`)."""
+
+    code = "bundle_file_too_large"
+
+
+class BundleTooCompressed(PayloadTooLarge):
+    """The bundle, or one zip member, unpacks to more than `EVALGATE_BUNDLE_MAX_RATIO` times its packed
+    size (plus 1 MiB): a decompression bomb. For `.tar.gz` the gzip stream is cut as it is read."""
+
+    code = "bundle_too_compressed"
 
 
 class BundleNoManifest(Unprocessable):

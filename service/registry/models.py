@@ -69,10 +69,16 @@ class DatasetVersion(Base):
 
 
 class SuiteVersion(Base):
+    """A suite version is `namespace/name@version`: the namespace is its uploader's principal name, or
+    the reserved one of the built-in suites, so one partner's names never collide with another's."""
+
     __tablename__ = "suite_versions"
-    __table_args__ = (UniqueConstraint("name", "version"),)
+    __table_args__ = (
+        UniqueConstraint("namespace", "name", "version", name="uq_suite_versions_namespace_name_version"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64), index=True)  # tree digest of the extracted files
@@ -86,11 +92,13 @@ class SuiteVersion(Base):
     rows: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     approved: Mapped[bool] = mapped_column(Boolean, default=False)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("principals.id"), nullable=True)
+    # Usable by every partner (built-in suites always are); otherwise by its owner and operators only.
+    published: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
     def ref(self) -> str:
-        return f"{self.name}@{self.version}"
+        return f"{self.namespace}/{self.name}@{self.version}"
 
     @property
     def metric_decls(self) -> dict[str, MetricDecl]:

@@ -51,14 +51,34 @@ def datasets_by_id(session: Session, ids: list[int]) -> dict[int, DatasetVersion
 
 
 def suites_usable_by(session: Session, principal_id: int | None, name: str | None = None) -> list[SuiteVersion]:
-    """Built-in suites and the principal's own uploads (every suite when principal_id is None), all
-    versions or those of one name."""
-    q = select(SuiteVersion).order_by(SuiteVersion.name, SuiteVersion.version)
+    """Built-in and published suites and the principal's own uploads (every suite when principal_id
+    is None), all versions or those of one name."""
+    q = select(SuiteVersion).order_by(SuiteVersion.name, SuiteVersion.namespace, SuiteVersion.version)
     if name is not None:
         q = q.where(SuiteVersion.name == name)
     if principal_id is not None:
-        q = q.where(SuiteVersion.builtin.is_(True) | (SuiteVersion.owner_id == principal_id))
+        q = q.where(
+            SuiteVersion.builtin.is_(True) | SuiteVersion.published.is_(True) | (SuiteVersion.owner_id == principal_id)
+        )
     return list(session.execute(q).scalars())
+
+
+def suite(session: Session, namespace: str, name: str, version: str) -> SuiteVersion | None:
+    q = select(SuiteVersion).where(
+        SuiteVersion.namespace == namespace, SuiteVersion.name == name, SuiteVersion.version == version
+    )
+    return session.execute(q).scalar_one_or_none()
+
+
+def own_suite_namespace(session: Session, principal_id: int, name: str) -> str | None:
+    """The namespace of the principal's own suites of this name, if it has uploaded any."""
+    q = select(SuiteVersion.namespace).where(SuiteVersion.owner_id == principal_id, SuiteVersion.name == name)
+    return session.execute(q.limit(1)).scalar_one_or_none()
+
+
+def builtin_suite_named(session: Session, name: str) -> bool:
+    q = select(SuiteVersion.id).where(SuiteVersion.builtin.is_(True), SuiteVersion.name == name)
+    return session.execute(q.limit(1)).first() is not None
 
 
 def suite_with_digest(session: Session, sha256: str) -> SuiteVersion | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 
 class ModelRead(BaseModel):
@@ -51,6 +51,11 @@ class DatasetRegistered(DatasetRead):
 class SuiteRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
+    ref: str = Field(description="owner/name@version: how a job names it wherever it is used from")
+    owner: str = Field(
+        validation_alias=AliasChoices("namespace", "owner"),
+        description="its namespace: the name of the principal that uploaded it, or `evalgate` (built in)",
+    )
     name: str
     version: str
     sha256: str
@@ -60,4 +65,5 @@ class SuiteRead(BaseModel):
     rows: dict[str, Any] | None = Field(description="rows mode: what the rows are and the metrics offered")
     builtin: bool
     approved: bool
+    published: bool = Field(description="usable by every partner (built-in suites always are)")
     created_at: datetime

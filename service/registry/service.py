@@ -14,7 +14,7 @@ from service.errors import EvalgateError
 from service.inference.contract import parse_output_policy as server_policy
 from service.inference.model_info import InvalidModel, OutputKind, describe_model
 from service.ledger import service as ledger
-from service.registry import bundles, datasets, errors, storage
+from service.registry import bundles, datasets, errors, storage, suites
 from service.registry import repository as repo
 from service.registry.models import MODEL_STATUSES, DatasetVersion, ModelVersion, SuiteVersion
 from service.release import catalogue
@@ -239,19 +239,34 @@ def _limits(settings: Settings) -> bundles.BundleLimits:
         max_files=settings.bundle_max_files,
         max_unpacked_bytes=settings.bundle_max_unpacked_bytes,
         max_metrics=settings.max_metrics,
+        max_dirs=settings.bundle_max_dirs,
+        max_depth=settings.bundle_max_depth,
+        max_path_bytes=settings.bundle_max_path_bytes,
+        max_name_bytes=settings.bundle_max_name_bytes,
+        max_file_bytes=settings.bundle_max_file_bytes,
+        max_ratio=settings.bundle_max_ratio,
     )
 
 
 def _record_suite(
-    session: Session, bundle: bundles.Bundle, *, builtin: bool, approved: bool, owner_id: int | None, actor: str
+    session: Session,
+    bundle: bundles.Bundle,
+    *,
+    namespace: str,
+    builtin: bool,
+    approved: bool,
+    owner_id: int | None,
+    actor: str,
 ) -> tuple[SuiteVersion, bool]:
     m = bundle.manifest
-    existing = repo.by_name_version(session, SuiteVersion, m.name, m.version)
+    # Only the uploader's own namespace is looked at: a conflict never tells of another's suites.
+    existing = repo.suite(session, namespace, m.name, m.version)
     if existing is not None:
         if existing.sha256 != bundle.sha256:
-            raise _taken("suite", f"{m.name}@{m.version}")
+            raise _taken("suite", f"{namespace}/{m.name}@{m.version}")
         return existing, False
     row = SuiteVersion(
+        namespace=namespace,
         name=m.name,
         version=m.version,
         sha256=bundle.sha256,
@@ -262,6 +277,7 @@ def _record_suite(
         builtin=builtin,
         approved=approved,
         owner_id=owner_id,
+        published=builtin,
     )
     session.add(row)
     session.flush()
@@ -283,13 +299,15 @@ def _record_suite(
 
 
 def upload_suite(
-    session: Session, settings: Settings, *, stream: BinaryIO, owner_id: int, role: Role, actor: str
+    session: Session, settings: Settings, *, stream: BinaryIO, owner_id: int, owner: str, role: Role, actor: str
 ) -> tuple[SuiteVersion, bool]:
+    """Record an upload as `owner/name@version`, `owner` being the uploader's principal name."""
     data = storage.read_capped(stream, settings.bundle_max_bytes, errors.BundleTooLarge)
     bundle = bundles.extract_bundle(data, settings.data_dir / "suites", _limits(settings))
     try:
+        suites.check_upload_name(session, owner_id, owner, bundle.manifest.name)
         _check_leakage_policy(settings, bundle)
-    except errors.SuiteExceedsLeakagePolicy:
+    except (errors.SuiteNameReserved, errors.SuiteExceedsLeakagePolicy):
         if repo.suite_with_digest(session, bundle.sha256) is None:  # a refused upload leaves nothing behind
             bundles.remove_tree(bundle.path)
         raise
@@ -297,11 +315,14 @@ def upload_suite(
     # rows-mode suite's code never does, so the deployment may let those run unapproved.
     needs_approval = bundle.manifest.mode == "metrics" or settings.custom_suites_require_approval
     approved = role == Role.OPERATOR or not needs_approval
-    return _record_suite(session, bundle, builtin=False, approved=approved, owner_id=owner_id, actor=actor)
+    return _record_suite(
+        session, bundle, namespace=owner, builtin=False, approved=approved, owner_id=owner_id, actor=actor
+    )
 
 
 def builtin_ref(name: str) -> str:
-    """name@version of the built-in suite shipped as `name` in this release."""
+    """name@version of the built-in suite shipped as `name` in this release (a bare reference: every
+    partner without an upload of that name means the built-in one by it)."""
     manifest = bundles.load_manifest_file(BUILTIN_DIR / name / bundles.MANIFEST)
     return f"{manifest.name}@{manifest.version}"
 
@@ -326,35 +347,28 @@ def ensure_builtin_suites(session: Session, settings: Settings) -> list[SuiteVer
     rows = []
     for src in sorted(p for p in BUILTIN_DIR.iterdir() if (p / bundles.MANIFEST).is_file()):
         bundle = bundles.install_directory(src, settings.data_dir / "suites", _limits(settings))
-        row, _ = _record_suite(session, bundle, builtin=True, approved=True, owner_id=None, actor="system")
+        row, _ = _record_suite(
+            session,
+            bundle,
+            namespace=suites.BUILTIN_NAMESPACE,
+            builtin=True,
+            approved=True,
+            owner_id=None,
+            actor="system",
+        )
         rows.append(row)
     return rows
 
 
 def approve_suite(session: Session, ref: str, actor: str) -> SuiteVersion:
-    row = resolve_suite(session, ref)
+    """Let custom code run (operators); `ref` is owner/name@version."""
+    row = suites.resolve_suite(session, ref)
     if not row.approved:
         row.approved = True
         ledger.append(
-            session, actor=actor, action="suite.approved", subject=f"suite:{ref}", data={"sha256": row.sha256}
+            session, actor=actor, action="suite.approved", subject=f"suite:{row.ref}", data={"sha256": row.sha256}
         )
     return row
-
-
-def visible_suite(session: Session, ref: str, principal_id: int, role: Role) -> SuiteVersion:
-    """A partner may use built-in suites and its own uploads. Another partner's suite is 'unknown',
-    and the versions offered instead are only those the caller may use."""
-    name, version = parse_ref(ref, "suite")
-    usable = repo.suites_usable_by(session, principal_id if role == Role.PARTNER else None, name=name)
-    for row in usable:
-        if row.version == version:
-            return row
-    raise errors.UnknownSuiteVersion(f"unknown suite {ref}", alternatives=[s.ref for s in usable])
-
-
-def resolve_suite(session: Session, ref: str) -> SuiteVersion:
-    """Any suite version by name@version (operators)."""
-    return visible_suite(session, ref, 0, Role.OPERATOR)
 
 
 def usable_model(session: Session, ref: str) -> ModelVersion:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import stat
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,13 +32,14 @@ from service.inference.contract import (
     JOB_USER,
     MODEL_PATH,
     OUTPUT_DIR,
-    READY,
+    READY_NAME,
     RESULT_NAME,
     SIDECAR_USER,
     SOCKET_DIR,
     SOCKET_PATH,
+    STATUS_DIR,
     SUITE_DIR,
-    USAGE,
+    USAGE_NAME,
     Env,
 )
 from service.sandbox.errors import ImageMissing, SandboxError
@@ -51,6 +56,59 @@ NO_RESULT = "no result file"
 
 # Go's os.FileMode type bits, as the Docker API reports them in the path stat header.
 _GO_TYPE_BITS = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
+
+# Under runc a container shares the host's kernel, and /proc and /sys show host-wide counters: how
+# many processes the host forked, its memory, load, uptime, disk and interrupt activity, how many
+# cgroups and open files exist. A job could watch them to learn about other jobs. These paths are
+# masked (empty files, empty read-only directories); what stays visible is listed in SECURITY.md.
+# Setting MaskedPaths replaces Docker's default list, so that list comes first. gVisor's /proc is
+# its own kernel's and shows the sandbox only.
+DOCKER_MASKED_PATHS = (
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+HOST_COUNTERS_MASKED = (
+    "/proc/stat",
+    "/proc/loadavg",
+    "/proc/uptime",
+    "/proc/meminfo",
+    "/proc/vmstat",
+    "/proc/zoneinfo",
+    "/proc/buddyinfo",
+    "/proc/pagetypeinfo",
+    "/proc/slabinfo",
+    "/proc/vmallocinfo",
+    "/proc/diskstats",
+    "/proc/partitions",
+    "/proc/swaps",
+    "/proc/interrupts",
+    "/proc/softirqs",
+    "/proc/schedstat",
+    "/proc/locks",
+    "/proc/cgroups",
+    "/proc/key-users",
+    "/proc/pressure",
+    "/proc/sys/fs/file-nr",
+    "/proc/sys/fs/inode-nr",
+    "/proc/sys/fs/inode-state",
+    "/proc/sys/fs/dentry-state",
+    "/proc/sys/fs/aio-nr",
+    "/proc/sys/kernel/random/entropy_avail",
+    "/sys/devices/system/node",
+    "/sys/kernel/mm",
+    "/sys/block",
+    "/sys/class/block",
+)
+MASKED_PATHS = [*DOCKER_MASKED_PATHS, *HOST_COUNTERS_MASKED]
 
 
 @dataclass(frozen=True)
@@ -70,6 +128,10 @@ class Limits:
     max_requests: int = 1_000_000
     max_batch_rows: int = 65536
     max_requests_per_s: float = 2000.0
+    max_connections: int = 8  # connections a job may hold to its sidecar at once
+    # What the sidecar needs besides the job's requests: the interpreter, onnxruntime and one batch's
+    # working memory (twice the model file is added for the model itself).
+    sidecar_reserve_mb: int = 256
 
 
 @dataclass(frozen=True)
@@ -92,6 +154,7 @@ class JobSandbox:
     sidecar_threads: int = 1  # onnxruntime's threads: the model version's, whatever the job's CPUs
     output_policy: dict[str, Any] = field(default_factory=lambda: {"kind": "full"})  # the operator's, per model
     score_outputs: tuple[str, ...] = ()  # the outputs it applies to
+    job_user: str = JOB_USER  # uid:gid the job runs as: the worker allocates one per job
 
 
 @dataclass
@@ -112,6 +175,10 @@ class Outcome:
     # sidecar that never served the model means the partner's code never ran (and saw no data).
     sidecar_ready: bool = True
     job_started: bool = True
+    # For operators: whether the sidecar stayed within its memory (a job must never be able to push
+    # it out), and its peak in bytes where the engine reports one (cgroup v1).
+    sidecar_oom: bool = False
+    sidecar_memory_peak: int | None = None
 
     @property
     def partner_code_ran(self) -> bool:
@@ -129,6 +196,8 @@ class Outcome:
             "images": self.images,
             "sidecar_ready": self.sidecar_ready,
             "job_started": self.job_started,
+            "sidecar_oom": self.sidecar_oom,
+            "sidecar_memory_peak": self.sidecar_memory_peak,
         }
 
     @classmethod
@@ -136,17 +205,39 @@ class Outcome:
         return cls(result=result, **facts)
 
 
+def allowance_bytes(limits: Limits, model_bytes: int) -> int:
+    """The memory a job's requests may hold in its sidecar: the sidecar's limit less what the sidecar
+    needs for itself and the model (at least 16 MiB, so a small limit still serves small batches)."""
+    return max(16 << 20, ((limits.sidecar_memory_mb - limits.sidecar_reserve_mb) << 20) - 2 * model_bytes)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def names(job_id: str) -> dict[str, str]:
     base = f"evalgate-{job_id}"
-    return {"sidecar": f"{base}-sidecar", "job": f"{base}-job", "sock": f"{base}-sock", "out": f"{base}-out"}
+    return {
+        "sidecar": f"{base}-sidecar",
+        "job": f"{base}-job",
+        "sock": f"{base}-sock",
+        "out": f"{base}-out",
+        "status": f"{base}-status",
+    }
 
 
 class Sandbox:
     """`deployment` names the service these sandboxes belong to (its queue): a sweep removes only its
     own, so two deployments, or a demo beside a service, can share one Docker engine."""
 
-    def __init__(self, client: docker.DockerClient, deployment: str = "evalgate"):
+    def __init__(self, client: docker.DockerClient, deployment: str = "evalgate", state_dir: Path | None = None):
+        """`state_dir`: where each job's sidecar writes its status files (a host directory the Docker
+        engine can bind-mount, as it does the model and dataset files)."""
         self.client, self.deployment = client, deployment
+        self.state_dir = private_dir((state_dir or default_state_dir()) / deployment)
 
     def image_id(self, tag: str) -> str:
         """Jobs run images by id, so the digest recorded in provenance is exactly what ran."""
@@ -182,9 +273,21 @@ class Sandbox:
         except NotFound:
             return None
 
-    def _common(self, spec: JobSandbox, role: str) -> dict[str, Any]:
-        return dict(
-            labels=self._labels(spec.job_id, role),
+    def _create(
+        self,
+        spec: JobSandbox,
+        role: str,
+        *,
+        image: str,
+        name: str,
+        user: str,
+        environment: dict[str, str],
+        command: list[str] | None = None,
+        **host: Any,
+    ) -> Container:
+        """Create (not start) one of the job's containers, with what both have in common. Through the
+        low-level API: the high-level one cannot set MaskedPaths."""
+        host_config = self.client.api.create_host_config(
             network_mode="none",  # no interface but loopback: no egress, no metadata service, no DNS
             read_only=True,  # the image cannot be altered; writable places are listed explicitly
             cap_drop=["ALL"],  # no capability at all, even inside the container's user namespace
@@ -204,18 +307,34 @@ class Sandbox:
                 "type": "json-file",
                 "config": {"max-size": str(max(spec.limits.log_cap_bytes, 16 << 10)), "max-file": "1"},
             },
-            detach=True,
+            **host,
         )
+        if spec.runtime.family == "runc":
+            host_config["MaskedPaths"] = MASKED_PATHS
+        created = self.client.api.create_container(
+            image,
+            command=command,
+            name=name,
+            user=user,
+            environment=environment,
+            labels=self._labels(spec.job_id, role),
+            host_config=host_config,
+            use_config_proxy=False,  # nothing of the host's Docker client configuration goes in
+        )
+        return self.client.containers.get(created["Id"])
 
     def _start_sidecar(self, spec: JobSandbox, n: dict[str, str]) -> Container:
         lim = spec.limits
-        container = self.client.containers.create(
-            spec.sidecar_image,
+        container = self._create(
+            spec,
+            "sidecar",
+            image=spec.sidecar_image,
             name=n["sidecar"],
             user=SIDECAR_USER,
             environment={
                 Env.SOCKET: SOCKET_PATH,
                 Env.MODEL: MODEL_PATH,
+                Env.STATUS_DIR: STATUS_DIR,
                 Env.QUERY_BUDGET_ROWS: str(spec.query_budget_rows),
                 Env.MAX_REQUESTS: str(lim.max_requests),
                 Env.MAX_BATCH: str(lim.max_batch_rows),
@@ -228,46 +347,83 @@ class Sandbox:
                 # What a job may see of the scores (full, rounded, top-k, labels): against extraction.
                 Env.OUTPUT_POLICY: json.dumps(spec.output_policy),
                 Env.SCORE_OUTPUTS: ",".join(spec.score_outputs),
+                # Whatever the job sends, the sidecar stays under its memory limit (see allowance_bytes).
+                Env.MAX_CONNECTIONS: str(lim.max_connections),
+                Env.ALLOWANCE_BYTES: str(allowance_bytes(lim, _size(spec.model_path))),
             },
             mounts=[
                 Mount(MODEL_PATH, str(spec.model_path), type="bind", read_only=True),
                 Mount(SOCKET_DIR, n["sock"], type="volume"),
+                # Readiness and usage, for the worker only: the job never sees this directory, and
+                # it outlives the container (a sidecar that died still says whether it had served).
+                Mount(STATUS_DIR, str(self._status_dir(spec.job_id, create=True)), type="bind"),
                 # Holds the job's output volume so it outlives the job container until collected.
                 Mount(COLLECT_DIR, n["out"], type="volume", read_only=True),
             ],
             tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"},
+            ulimits=[Ulimit(name="core", soft=0, hard=0), Ulimit(name="fsize", soft=1 << 20, hard=1 << 20)],
             mem_limit=f"{lim.sidecar_memory_mb}m",
             memswap_limit=f"{lim.sidecar_memory_mb}m",
             nano_cpus=int(max(spec.sidecar_threads, 1) * 1e9),  # the model owner's CPUs, one per thread
             pids_limit=64 + spec.runtime.extra_pids,
-            **self._common(spec, "sidecar"),
         )
         container.start()
         return container
 
-    @staticmethod
-    def _is_ready(container: Container) -> bool:
-        return READY in container.logs(stdout=True, stderr=False, tail=200).decode(errors="replace")
+    def _status_dir(self, job_id: str, create: bool = False) -> Path:
+        path = self.state_dir / job_id
+        if create:
+            path.mkdir(mode=0o700, exist_ok=True)
+            uid = int(SIDECAR_USER.split(":")[0])
+            try:
+                os.chown(path, uid, uid)
+            except PermissionError:  # a worker not running as root: the parent is private to it
+                path.chmod(0o777)
+        return path
 
-    def _wait_ready(self, container: Container, timeout_s: float = 60) -> bool:
+    def _status(self, job_id: str, name: str, max_bytes: int = 16 << 10) -> dict[str, Any] | None:
+        """A status file the sidecar wrote (ready.json, usage.json), or None while there is none."""
+        path = self._status_dir(job_id) / name
+        try:
+            # O_NOFOLLOW: the sidecar's own directory, but the worker trusts no link in it.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    return None
+                parsed = json.loads(f.read(max_bytes + 1)[: max_bytes + 1])
+        except (OSError, ValueError):
+            return None
+        return parsed if isinstance(parsed, dict) else None
+
+    def _is_ready(self, job_id: str) -> bool:
+        return self._status(job_id, READY_NAME) is not None
+
+    def _wait_ready(self, job_id: str, container: Container, timeout_s: float = 60) -> bool:
         """Whether the sidecar served the model (it may still be loading if the job never asked)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._is_ready(container):
+            if self._is_ready(job_id):
                 return True
             container.reload()
             if container.status not in ("created", "running"):
-                return self._is_ready(container)
+                return self._is_ready(job_id)
             time.sleep(0.05)
         return False
 
     def _start_job(self, spec: JobSandbox, n: dict[str, str]) -> Container:
         lim = spec.limits
-        container = self.client.containers.create(
-            spec.job_image,
+        container = self._create(
+            spec,
+            "job",
+            image=spec.job_image,
             command=spec.command,
             name=n["job"],
-            user=JOB_USER,  # not root; the uid owns nothing in the image
+            # Not root, and a host uid of its own (allocated per job): per-user kernel limits and
+            # counters (processes, inotify instances, message queues, ...) are the job's alone.
+            user=spec.job_user,
             environment={
                 **spec.env,
                 Env.ENTRYPOINT: spec.entrypoint,
@@ -297,12 +453,11 @@ class Sandbox:
                     soft=max(lim.tmp_mb << 20, lim.output_bytes),
                     hard=max(lim.tmp_mb << 20, lim.output_bytes),
                 ),
-                # gVisor's guest tasks are not host threads, so the pids cgroup does not see a thread
-                # bomb; its own kernel enforces RLIMIT_NPROC per sandbox. (Under runc nproc would
-                # count every process of the uid on the host, across jobs: there the cgroup does it.)
-                *([Ulimit(name="nproc", soft=lim.pids, hard=lim.pids)] if spec.runtime.family == "runsc" else []),
+                # The job's uid is its own, so RLIMIT_NPROC counts this job's processes only (under
+                # runc: on the host; under gVisor: in its kernel, where guest tasks are not host
+                # threads and the pids cgroup does not see a thread bomb).
+                Ulimit(name="nproc", soft=lim.pids, hard=lim.pids),
             ],
-            **self._common(spec, "job"),
         )
         container.start()
         return container
@@ -313,13 +468,15 @@ class Sandbox:
         """Run (or resume) the job and collect its outcome. Does not remove anything: call remove()."""
         n = names(spec.job_id)
         try:
-            self._volume(n["sock"], spec.job_id, "socket", "size=64k,nr_inodes=16,uid=10001,gid=10001,mode=0755")
+            side = "uid={0},gid={0}".format(SIDECAR_USER.split(":")[0])
+            job_uid = spec.job_user.split(":")[0]
+            self._volume(n["sock"], spec.job_id, "socket", f"size=64k,nr_inodes=16,{side},mode=0755")
             lim = spec.limits
             self._volume(
                 n["out"],
                 spec.job_id,
                 "output",
-                f"size={lim.output_bytes},nr_inodes={lim.output_inodes},uid=10002,gid=10002,mode=0700",
+                f"size={lim.output_bytes},nr_inodes={lim.output_inodes},uid={job_uid},gid={job_uid},mode=0700",
             )
             sidecar = self._get(n["sidecar"]) or self._start_sidecar(spec, n)
             job = self._get(n["job"])
@@ -329,7 +486,7 @@ class Sandbox:
                 job = self._start_job(spec, n)
             elif job.status == "created":
                 job.start()
-            outcome = self._wait(job, sidecar, spec.limits.timeout_s, should_cancel)
+            outcome = self._wait(spec.job_id, job, sidecar, spec.limits.timeout_s, should_cancel)
             outcome.images = {"job": job.attrs["Image"], "sidecar": sidecar.attrs["Image"]}
             job.reload()
             state = job.attrs["State"]
@@ -337,7 +494,7 @@ class Sandbox:
             outcome.oom = bool(state.get("OOMKilled"))
             outcome.job_started = not str(state.get("StartedAt") or "0001").startswith("0001")
             outcome.job_log = self._tail(job, spec.limits.log_cap_bytes)
-            outcome.sidecar_ready = self._wait_ready(sidecar)
+            outcome.sidecar_ready = self._wait_ready(spec.job_id, sidecar)
             if not outcome.sidecar_ready:
                 outcome.job_log += f"\n--- sidecar (never served the model) ---\n{self._tail(sidecar, 4000)}"
             sidecar.reload()
@@ -345,14 +502,25 @@ class Sandbox:
                 outcome.result, outcome.result_problem = self._collect(
                     sidecar, spec.result_name, spec.limits.result_max_bytes
                 )
+                outcome.usage = self._usage(spec.job_id, sidecar)
+                outcome.sidecar_memory_peak = _memory_peak(sidecar)
             else:
                 outcome.result_problem = "sidecar stopped before the result was collected"
-            outcome.usage = self._stop_sidecar(sidecar)
+                outcome.usage = self._status(spec.job_id, USAGE_NAME) or {}
+                outcome.job_log += f"\n--- sidecar (stopped early) ---\n{self._tail(sidecar, 4000)}"
+            try:
+                sidecar.stop(timeout=5)
+            except APIError:
+                pass
+            sidecar.reload()
+            outcome.sidecar_oom = bool(sidecar.attrs["State"].get("OOMKilled"))
             return outcome
         except (APIError, requests.exceptions.RequestException) as e:
             raise SandboxError(f"docker: {e}") from e
 
-    def _wait(self, job: Container, sidecar: Container, timeout_s: int, should_cancel: Callable[[], bool]) -> Outcome:
+    def _wait(
+        self, job_id: str, job: Container, sidecar: Container, timeout_s: int, should_cancel: Callable[[], bool]
+    ) -> Outcome:
         outcome = Outcome()
         job.reload()
         started = job.attrs["State"].get("StartedAt") or ""
@@ -367,7 +535,7 @@ class Sandbox:
                 outcome.cancelled = True
             elif time.monotonic() >= deadline:
                 outcome.timed_out = True
-            elif self._sidecar_died_unready(sidecar):
+            elif self._sidecar_died_unready(job_id, sidecar):
                 pass  # the job's runner is waiting for a model that will never come: stop it now
             else:
                 continue
@@ -378,17 +546,21 @@ class Sandbox:
             job.wait(timeout=30)
             return outcome
 
-    def _sidecar_died_unready(self, sidecar: Container) -> bool:
+    def _sidecar_died_unready(self, job_id: str, sidecar: Container) -> bool:
         sidecar.reload()
-        return sidecar.status not in ("created", "running") and not self._is_ready(sidecar)
+        return sidecar.status not in ("created", "running") and not self._is_ready(job_id)
 
     def _collect(self, sidecar: Container, name: str, max_bytes: int) -> tuple[bytes | None, str | None]:
-        """Read the result file through the Docker API, after the job container has stopped.
+        """Read the result file through the Docker API, after the job container has stopped."""
+        return self._read_file(sidecar, f"{COLLECT_DIR}/{name}", max_bytes)
+
+    def _read_file(self, container: Container, path: str, max_bytes: int) -> tuple[bytes | None, str | None]:
+        """One regular file of a running container, through the Docker API.
 
         The stat header is checked before any content is read; the tar member type is checked again,
         so a symlink, FIFO, device or directory never gets read, and size is capped before reading."""
         try:
-            stream, stat = sidecar.get_archive(f"{COLLECT_DIR}/{name}")
+            stream, stat = container.get_archive(path)
         except NotFound:
             return None, NO_RESULT
         mode = int(stat.get("mode", 0))
@@ -414,21 +586,24 @@ class Sandbox:
             assert extracted is not None  # a regular file (checked above) always extracts
             return extracted.read(max_bytes + 1), None
 
-    def _stop_sidecar(self, sidecar: Container) -> dict[str, Any]:
-        """Stop the sidecar; it prints its query usage when it gets SIGTERM."""
+    def _usage(self, job_id: str, sidecar: Container, timeout_s: float = 30) -> dict[str, Any]:
+        """The job's query usage, from the sidecar, once the job's connections have ended: asked with
+        SIGUSR1, answered in usage.json (out of the job's reach). Empty if the sidecar cannot say
+        (the worker then charges the whole grant)."""
         try:
-            sidecar.stop(timeout=5)
+            sidecar.kill(signal="SIGUSR1")
         except APIError:
-            pass
-        text = sidecar.logs(stdout=True, stderr=False, tail=20).decode(errors="replace")
-        for line in reversed(text.splitlines()):
-            if line.startswith(USAGE + " "):
-                try:
-                    usage: dict[str, Any] = json.loads(line[len(USAGE) + 1 :])
-                    return usage
-                except ValueError:
-                    break
-        return {}
+            return {}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            usage = self._status(job_id, USAGE_NAME)
+            if usage is not None:
+                return usage
+            sidecar.reload()
+            if sidecar.status != "running":
+                break
+            time.sleep(0.02)
+        return self._status(job_id, USAGE_NAME) or {}
 
     @staticmethod
     def _tail(container: Container, cap: int) -> str:
@@ -461,6 +636,7 @@ class Sandbox:
                 self.client.volumes.get(n[key]).remove(force=True)
             except NotFound:
                 pass
+        shutil.rmtree(self._status_dir(job_id), ignore_errors=True)
 
     def sweep(self, keep: Callable[[str], bool]) -> list[str]:
         """Remove every container and volume of this deployment whose job `keep` does not claim."""
@@ -468,11 +644,37 @@ class Sandbox:
         mine = {"label": [LABEL_JOB, f"{LABEL_DEPLOYMENT}={self.deployment}"]}
         found = {c.labels.get(LABEL_JOB) for c in self.client.containers.list(all=True, filters=mine)}
         found |= {v.attrs.get("Labels", {}).get(LABEL_JOB) for v in self.client.volumes.list(filters=mine)}
+        found |= {p.name for p in self.state_dir.iterdir() if p.is_dir()}
         for job_id in found - {None}:
             if not keep(job_id):
                 self.remove(job_id)
                 removed.add(job_id)
         return sorted(removed)
+
+
+def _memory_peak(container: Container) -> int | None:
+    """The most memory the container has used, if the engine says (cgroup v1 reports it)."""
+    try:
+        stats = container.stats(stream=False, one_shot=True)
+    except (APIError, requests.exceptions.RequestException):
+        return None
+    peak = (stats.get("memory_stats") or {}).get("max_usage")
+    return int(peak) if isinstance(peak, int) else None
+
+
+def default_state_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"evalgate-sandbox-{os.getuid()}"
+
+
+def private_dir(path: Path) -> Path:
+    """A directory only this user can enter (made if missing; refused if someone else's, or a link)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise SandboxError(f"{path} is not a directory of this user")
+    if st.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
 
 
 def _drain_close(stream: object) -> None:

@@ -8,6 +8,7 @@ at all (--network=none) and apply evalgate's seccomp profile inside gVisor (--oc
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ import docker
 
 from service.sandbox.errors import SandboxError
 
+log = logging.getLogger(__name__)
 SECCOMP_DIR = Path(__file__).resolve().parents[2] / "sandbox_images" / "seccomp"
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 RUNSC_JOB = "evalgate-runsc-job"
@@ -63,6 +65,11 @@ def resolve(client: docker.DockerClient, wanted: str) -> Runtime:
     """runc, runsc, or auto (runsc when the engine has evalgate's runsc runtimes)."""
     if wanted == "auto":
         wanted = "runsc" if runsc_available(client) else "runc"
+        if wanted == "runc":
+            log.warning(
+                "gVisor (runsc) is not registered with the Docker engine: jobs run under runc, which shares "
+                "the host's kernel. Run `evalgate sandbox setup` as root for the stronger sandbox."
+            )
     if wanted == "runsc":
         if not runsc_available(client):
             raise SandboxError(

@@ -186,6 +186,7 @@ def test_shared_memory_must_be_a_sealed_memfd(sidecar, tmp_path, demo_files):
     plain_file = os.open(demo_files["data"], os.O_RDONLY)
     sealed = os.memfd_create("y", os.MFD_ALLOW_SEALING)
     os.ftruncate(sealed, 1 << 20)
+    os.posix_fallocate(sealed, 0, 1 << 20)  # fully backed: a memfd with holes is refused too
     fcntl.fcntl(sealed, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
     try:
         assert _attach(sidecar[0], plain_file)["error"] in ("bad_frame", "unknown_op")
@@ -241,12 +242,15 @@ def test_an_offset_outside_the_shared_memory_is_refused(sidecar, at):
 
     fd = os.memfd_create("d", os.MFD_ALLOW_SEALING)
     os.ftruncate(fd, 1 << 20)
+    os.posix_fallocate(fd, 0, 1 << 20)
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
     s = raw(sidecar[0])
     try:
         send_frame_with_fd(s, {"op": "attach", "slot": 4}, fd)
-        if read_frame(s)[0].get("error") == "unknown_op":
+        attached = read_frame(s)[0]
+        if attached.get("error") == "unknown_op":
             return  # shared memory is off in this run
+        assert attached == {"ok": True}
         header = json.dumps(
             {
                 "op": "predict",

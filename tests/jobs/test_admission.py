@@ -3,7 +3,7 @@
 import pytest
 
 from service.canonical import digest
-from tests.factories import CLASSIFICATION, suite_bundle, unique
+from tests.factories import CLASSIFICATION, CLASSIFICATION_REF, suite_bundle, unique
 from tests.harness import Harness
 
 SPEC = {
@@ -36,7 +36,7 @@ def test_valid_job_is_committed_then_enqueued_with_a_canonical_spec(api):
     [
         ({"model": "demo-classifier@9"}, 404, "unknown_model_version", "demo-classifier@1"),
         ({"dataset": "demo-blobs@2"}, 404, "unknown_dataset_version", "demo-blobs@1"),
-        ({"suite": "classification@9.0.0"}, 404, "unknown_suite_version", CLASSIFICATION),
+        ({"suite": "classification@9.0.0"}, 404, "unknown_suite_version", CLASSIFICATION_REF),
         ({"model": "no-version"}, 422, "invalid_reference", None),
         ({"metrics": ["accuracy", "weights"]}, 422, "undeclared_metric", "accuracy"),
         ({"metrics": ["accuracy", "accuracy"]}, 422, "undeclared_metric", None),
@@ -129,8 +129,8 @@ def test_custom_suite_waits_for_approval_then_is_enqueued(api):
     assert job["state"] == "awaiting_approval" and api.dispatcher.enqueued == []
     # another partner cannot even see (or use) it
     assert submit(api, headers=api.other, suite=f"{name}@1.0.0", metrics=["score"]).status_code == 404
-    assert api.client.post(f"/v1/suites/{name}/1.0.0/approve", headers=api.partner).status_code == 403
-    assert api.client.post(f"/v1/suites/{name}/1.0.0/approve", headers=api.operator).status_code == 200
+    assert api.client.post(f"/v1/suites/acme/{name}/1.0.0/approve", headers=api.partner).status_code == 403
+    assert api.client.post(f"/v1/suites/acme/{name}/1.0.0/approve", headers=api.operator).status_code == 200
     assert api.dispatcher.enqueued == [(job["id"], "queued")]
 
 

@@ -26,8 +26,8 @@ class WorkerDied(BaseException):
     """Stands for kill -9: nothing after it runs, no handler sees it."""
 
 
-def queued(api) -> str:
-    r = api.post_job(metrics=["accuracy"], resources={"query_budget": 1000})
+def queued(api, metric: str = "accuracy") -> str:
+    r = api.post_job(metrics=[metric], resources={"query_budget": 1000})
     assert r.status_code == 202 and r.json()["state"] == "running", r.text
     return r.json()["id"]
 
@@ -201,3 +201,49 @@ def test_the_exit_code_of_no_model_is_not_trusted_once_the_model_was_served(api)
     assert runner.run_job(context(api, StubSandbox(Outcome(exit_code=4))), job_id) == JobState.FAILED
     job, reservation, _ = row(api, job_id)
     assert job.error_class == ErrorClass.CRASHED and (reservation.ended, reservation.ran) == (True, True)
+
+
+def test_each_running_job_runs_as_a_host_uid_of_its_own_given_back_when_it_stops(api, GOOD):
+    """Two jobs in the sandbox at once hold two different uids of the deployment's range; a job that
+    left `running` holds none."""
+    first, second = queued(api), queued(api, "macro_f1")
+    holds: dict[str, int | None] = {}
+
+    class Watching(StubSandbox):
+        def run(self, spec, should_cancel=lambda: False):  # type: ignore[no-untyped-def]
+            if not holds:  # while the first job runs, the second one runs too
+                holds[first] = int(spec.job_user.split(":")[0])
+                assert runner.run_job(context(api, StubSandbox(GOOD)), second) == JobState.RELEASED
+            return super().run(spec, should_cancel)
+
+    sandbox = Watching(GOOD)
+    assert runner.run_job(context(api, sandbox), first) == JobState.RELEASED
+    base, count = api.settings.sandbox_uid_base, api.settings.sandbox_uid_count
+    with api.db() as s:
+        uids = [s.get(Job, j).sandbox_uid for j in (first, second)]
+    assert uids == [None, None]  # given back
+    assert base <= holds[first] < base + count
+    assert sandbox.runs[0].job_user == f"{holds[first]}:{holds[first]}"
+
+
+def test_a_uid_taken_by_another_worker_meanwhile_is_skipped(api, monkeypatch):
+    """Two workers pick the same free uid: the unique index refuses the second, which takes another."""
+    from service.jobs import repository
+
+    a, b = queued(api), queued(api, "macro_f1")
+    base = api.settings.sandbox_uid_base
+    calls = []
+
+    def racing(n: int) -> int:
+        if not calls:  # another worker takes base+7 between this one's read and its write
+            with api.db() as other:
+                other.get(Job, a).sandbox_uid = base + 7
+        calls.append(n)
+        return 7
+
+    monkeypatch.setattr(repository.secrets, "randbelow", racing)
+    with api.db() as s:
+        uid = repository.allocate_sandbox_uid(s, s.get(Job, b), base, api.settings.sandbox_uid_count)
+    assert uid == base + 8  # 7 was refused by the index, and then known as held
+    with api.db() as s:
+        assert (s.get(Job, a).sandbox_uid, s.get(Job, b).sandbox_uid) == (base + 7, base + 8)

@@ -11,7 +11,17 @@ from service.errors import PayloadTooLarge, Unprocessable
 from service.registry.bundles import BundleLimits, extract_bundle, tree_digest
 from tests.factories import manifest, tar_gz, zip_bytes
 
-LIMITS = BundleLimits(max_files=20, max_unpacked_bytes=1 << 20, max_metrics=8)
+LIMITS = BundleLimits(
+    max_files=20,
+    max_unpacked_bytes=1 << 20,
+    max_metrics=8,
+    max_dirs=20,
+    max_depth=8,
+    max_path_bytes=512,
+    max_name_bytes=128,
+    max_file_bytes=1 << 20,
+    max_ratio=100,
+)
 GOOD = {"suite.yaml": manifest("ok", ["accuracy"]), "main.py": "print('hi')\n", "lib/util.py": "X = 1\n"}
 
 

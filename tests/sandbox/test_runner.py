@@ -129,8 +129,9 @@ def test_container_hardening_flags(tmp_path, demo_files, docker_client):
         seccomp = next(o for o in hc["SecurityOpt"] if o.startswith("seccomp="))
         assert '"defaultAction":"SCMP_ACT_ERRNO"' in seccomp and '"ptrace"' not in seccomp
         assert hc["Memory"] == hc["MemorySwap"] == 256 << 20 and hc["PidsLimit"] == 128 and hc["Init"] is True
-        assert {u["Name"] for u in hc["Ulimits"]} == {"nofile", "core", "fsize"}
+        assert {u["Name"] for u in hc["Ulimits"]} == {"nofile", "core", "fsize", "nproc"}
         assert cfg["User"] == "10002:10002" and hc["LogConfig"]["Config"]["max-file"] == "1"
+        assert {"/proc/stat", "/proc/meminfo", "/proc/uptime", "/proc/kcore"} <= set(hc["MaskedPaths"])
         assert not any("docker.sock" in str(m) or ".onnx" in str(m.get("Source", "")) for m in found[0].attrs["Mounts"])
         assert all(not e.startswith(("EVALGATE_DATABASE", "EVALGATE_BROKER")) for e in cfg["Env"])
     finally:
