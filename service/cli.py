@@ -69,6 +69,9 @@ def worker(concurrency: int, loglevel: str) -> None:
         [
             "worker",
             f"--concurrency={concurrency}",
+            # Threads, not forked children: one process holds its jobs' leases and runs the
+            # recovery loop, and kill -9 of it ends all of them at once (jobs.leases).
+            "--pool=threads",
             f"--loglevel={loglevel}",
             "--without-gossip",
             "--without-mingle",

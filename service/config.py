@@ -52,7 +52,8 @@ def _default_timing_buckets_s() -> list[float]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EVALGATE_", extra="ignore")
+    # "null" in the environment is None: how a process passes "unset" to another (tests, compose).
+    model_config = SettingsConfigDict(env_prefix="EVALGATE_", extra="ignore", env_parse_none_str="null")
 
     data_dir: Path = Path(".evalgate")
     # Default: a SQLite file inside data_dir. Production: postgresql+psycopg://...
@@ -106,6 +107,13 @@ class Settings(BaseSettings):
     sidecar_reserve_mb: int = 256
     sidecar_max_connections: int = 8
     log_cap_bytes: int = 64 << 10
+
+    # Crashes (jobs.leases, jobs.recovery). A worker renews its claim on each job it runs every
+    # lease_s / 3; a job whose claim ran out is recovered by the reaper in every worker (and the
+    # embedded API) within two lease periods. A job committed as runnable that no worker holds or
+    # has been handed for reconcile_after_s is handed to one again.
+    lease_s: float = Field(default=10.0, ge=1.0, le=600.0)
+    reconcile_after_s: float = Field(default=30.0, ge=1.0)
 
     # Release gate.
     result_max_bytes: int = 64 << 10

@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
@@ -21,13 +23,15 @@ from service.approvals.endpoints import router as approvals_router
 from service.auth.dependencies import AnyCaller
 from service.config import Settings, get_settings
 from service.db import make_engine, migrate, session_scope
-from service.errors import EvalgateError, InternalError, InvalidRequest
+from service.errors import EvalgateError, InternalError, InvalidRequest, MalformedBody
 from service.ingress import Ingress
-from service.jobs import repository as jobs_repo
 from service.jobs.context import LazyContext, build_context
 from service.jobs.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
 from service.jobs.endpoints import router as jobs_router
-from service.jobs.runner import fail_job, run_job, sweep_orphans
+from service.jobs.recovery import Recovery, RecoveryLoop, for_worker
+from service.jobs.runner import fail_job, run_job
+from service.openapi import declare_errors
+from service.outages import as_error
 from service.quotas.endpoints import router as budget_router
 from service.quotas.service import Budgets
 from service.registry import service as registry
@@ -41,36 +45,41 @@ log = logging.getLogger(__name__)
 REQUEST_ID = "X-Request-ID"
 
 
-def _embedded_dispatcher(app: FastAPI, settings: Settings) -> Dispatcher:
-    """One worker thread in this process, on the same sessions and budgets as the API."""
+def _embedded_worker(app: FastAPI, settings: Settings) -> tuple[Dispatcher, RecoveryLoop]:
+    """One worker thread in this process, on the same sessions and budgets as the API, and the
+    recovery loop (jobs.recovery) beside it."""
     sessions, budgets = app.state.sessionmaker, app.state.budgets
     context = LazyContext(lambda: build_context(settings, sessions, budgets))
-    swept = False
 
     def run(job_id: str) -> object:
-        nonlocal swept
         try:
             ctx = context.get()
         except SandboxError as e:  # no Docker engine: the job cannot run, and must not wait forever
             log.error("cannot run job %s: %s", job_id, e)
             return fail_job(sessions, budgets, job_id, e)
-        if not swept:
-            sweep_orphans(ctx)
-            swept = True
         return run_job(ctx, job_id)
 
     dispatcher = EmbeddedDispatcher(run)
-    # Jobs a previous process left unfinished are resumed, as Celery would redeliver them.
-    with session_scope(sessions) as s:
-        for job_id in jobs_repo.runnable_ids(s):
-            dispatcher.enqueue(job_id)
-    return dispatcher
+
+    def recovery() -> Recovery:
+        try:
+            return for_worker(context.get(), dispatcher)
+        except SandboxError:  # no engine (yet): recover jobs; sandboxes wait for the engine
+            return Recovery(settings, sessions, budgets, dispatcher)
+
+    # What a previous process left: its leftovers go, and jobs it never took are handed over now
+    # (the ones it held are the reaper's once their claims run out).
+    first = recovery()
+    first.sweep_leftovers()
+    first.reconcile(older_than_s=0)
+    return dispatcher, RecoveryLoop(recovery, every_s=settings.lease_s / 2).start()
 
 
 class RequestIds:
     """Gives every request an id (the client's X-Request-ID if it sent a sane one), echoes it in the
-    answer, and turns an unexpected exception into a 500 in the API's error shape that names the id,
-    never a traceback."""
+    answer, and turns an exception into the API's error shape, never a traceback: an outage (the
+    database, Redis, a full disk; service.outages) into its 503 or 507 with Retry-After, anything
+    else into a 500 that names the id."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -93,12 +102,17 @@ class RequestIds:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("request %s failed", request_id)
+        except Exception as e:
+            outage = as_error(e)
+            if outage is None:
+                log.exception("request %s failed", request_id)
+            else:  # expected while a dependency is away: one line, no traceback
+                log.warning("request %s: %s (%s: %s)", request_id, outage.code, type(e).__name__, str(e)[:200])
             if started:
                 raise
-            error = InternalError(f"an unexpected error occurred; request id {request_id}")
-            response = JSONResponse(status_code=500, content=error.to_dict(), headers={REQUEST_ID: request_id})
+            error = outage or InternalError(f"an unexpected error occurred; request id {request_id}")
+            headers = {**(error.headers() or {}), REQUEST_ID: request_id}
+            response = JSONResponse(status_code=error.status_code, content=error.to_dict(), headers=headers)
             await response(scope, receive, send)
 
 
@@ -118,13 +132,16 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         assert settings.signing_key_path is not None
         app.state.signer = Signer.load_or_create(settings.signing_key_path)
         app.state.budgets = Budgets.build(settings, app.state.sessionmaker)
+        loop = None
         if dispatcher is not None:
             app.state.dispatcher = dispatcher
         elif settings.embedded:
-            app.state.dispatcher = _embedded_dispatcher(app, settings)
+            app.state.dispatcher, loop = _embedded_worker(app, settings)
         else:
             app.state.dispatcher = CeleryDispatcher(settings)
         yield
+        if loop is not None:
+            loop.stop()
         app.state.dispatcher.close()
         engine.dispose()
 
@@ -142,6 +159,13 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     async def _domain_error(request: Request, exc: EvalgateError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content=exc.to_dict(), headers=exc.headers())
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == MalformedBody.status_code:  # FastAPI's own: a body it cannot parse
+            error = MalformedBody(f"the body cannot be read: {exc.detail}")
+            return JSONResponse(status_code=error.status_code, content=error.to_dict())
+        return await http_exception_handler(request, exc)  # the router's 404 and 405
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems: Any = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
@@ -152,6 +176,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     app.include_router(approvals_router)
     app.include_router(jobs_router)
     app.include_router(budget_router)
+    declare_errors(app)  # every route's error answers, in the OpenAPI document (service/openapi.py)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:

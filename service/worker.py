@@ -1,5 +1,7 @@
 """The Celery worker's entry point: the app (configured as the API's, in jobs.dispatch), the one
-worker context of this process, and what happens when the worker is ready."""
+worker context of this process, and what happens when the worker is ready: the schema is brought up
+to date, leftovers of dead workers are swept, and the recovery loop (reaper, reconciler, sweep;
+jobs.recovery) starts."""
 
 from __future__ import annotations
 
@@ -9,20 +11,29 @@ from celery import signals
 
 from service.config import get_settings
 from service.db import make_engine, migrate
-from service.jobs import tasks
-from service.jobs.context import LazyContext, build_context
-from service.jobs.dispatch import make_celery
-from service.jobs.runner import sweep_orphans
+from service.jobs import recovery, tasks
+from service.jobs.context import Lazy, LazyContext, build_context
+from service.jobs.dispatch import CeleryDispatcher, make_celery
 from service.schema import make_sessionmaker
 
 settings = get_settings()
 celery_app = make_celery(settings)
 context = LazyContext(lambda: build_context(settings, make_sessionmaker(make_engine(str(settings.database_url)))))
 tasks.use_context(context)
+_recovery = Lazy(lambda: recovery.for_worker(context.get(), CeleryDispatcher(settings)))
+_loop: recovery.RecoveryLoop | None = None
 
 
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]  # Celery ships no type information
 def _on_worker_ready(**_kw: Any) -> None:
-    """Bring the schema up to date and remove what dead workers of this deployment left behind."""
+    global _loop
     migrate(str(settings.database_url))
-    sweep_orphans(context.get())
+    rec = _recovery.get()
+    rec.sweep_leftovers()
+    _loop = recovery.RecoveryLoop(_recovery.get, every_s=settings.lease_s / 2).start()
+
+
+@signals.worker_shutting_down.connect  # type: ignore[untyped-decorator]
+def _on_shutdown(**_kw: Any) -> None:
+    if _loop is not None:
+        _loop.stop()

@@ -54,16 +54,21 @@ def require_redis() -> None:
         unavailable("Redis", e)
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as the EVALGATE_* environment a process of the service reads them from (None as
+    "null", which Settings reads back as None)."""
+    return {
+        f"EVALGATE_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
+        for k, v in settings.model_dump(mode="json").items()
+    }
+
+
 class WorkerProcess:
     """`evalgate worker` as a subprocess, consuming a queue of its own on the real Redis, with
     exactly the test's settings."""
 
     def __init__(self, settings: Settings, log_path: Path):
-        env = {
-            f"EVALGATE_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
-            for k, v in settings.model_dump(mode="json").items()
-            if v is not None
-        }
+        env = settings_env(settings)
         self.log_path = log_path
         self.log = log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -106,6 +111,9 @@ class RecordingDispatcher:
         with self.sessions() as s:
             job = s.get(Job, job_id)
             self.enqueued.append((job_id, job.state if job else None))
+
+    def waiting(self) -> set[str]:
+        return set()
 
     def close(self) -> None:
         pass

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from service.jobs.context import WorkerContext
+from service.jobs.leases import Leases
 from service.sandbox.runner import JobSandbox, Outcome
 from service.sandbox.runtimes import Runtime
 from tests.harness import Harness
@@ -48,6 +49,7 @@ def context(h: Harness, sandbox: StubSandbox) -> WorkerContext:
         signer=state.signer,
         runtime=Runtime("runc", "runc", "runc", "{}"),
         budgets=state.budgets,
+        leases=Leases(state.sessionmaker, h.settings.lease_s),
     )
 
 

@@ -10,6 +10,8 @@ from service.deps import SessionDep
 from service.jobs import service as jobs_service
 from service.jobs.dependencies import DispatcherDep
 from service.jobs.dispatch import commit_then_enqueue
+from service.openapi import raises
+from service.registry import errors
 from service.registry import service as registry
 from service.registry.schemas import SuiteRead
 
@@ -17,6 +19,7 @@ router = APIRouter(prefix="/v1", tags=["registry"])
 
 
 @router.post("/suites/{owner}/{name}/{version}/approve", response_model=SuiteRead)
+@raises(errors.InvalidReference, errors.UnknownSuiteVersion)
 def approve_suite(
     owner: str, name: str, version: str, caller: Operator, session: SessionDep, dispatcher: DispatcherDep
 ) -> SuiteRead:

@@ -18,6 +18,7 @@ from service.auth.roles import Role
 from service.auth.service import Caller
 from service.deps import SessionDep
 from service.errors import EvalgateError
+from service.openapi import raises
 
 # Where ingress leaves the authenticated caller: request.state.caller.
 CALLER_STATE = "caller"
@@ -57,7 +58,8 @@ def require_role(*roles: Role) -> Callable[..., Caller]:
             raise error
         return caller
 
-    return dependency
+    # A check that admits every role refuses no one: only a narrower one can answer 403.
+    return raises(errors.WrongRole)(dependency) if set(roles) != set(Role) else dependency
 
 
 Partner = Annotated[Caller, Depends(require_role(Role.PARTNER))]

@@ -1,4 +1,5 @@
-"""What a worker needs to run jobs: settings, sessions, the sandbox, the signing key, budgets.
+"""What a worker needs to run jobs: settings, sessions, the sandbox, the signing key, budgets, and
+the leases it holds on the jobs it runs.
 
 Built lazily, once, by whoever runs jobs in this process: the Celery worker (jobs.tasks) or the
 API's embedded dispatcher (main.py). Lazily, because building it needs a Docker engine, and a
@@ -11,16 +12,19 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db import session_scope
+from service.jobs.leases import Leases
 from service.quotas.service import Budgets
 from service.release.signing import Signer
 from service.sandbox.runner import JobSandbox, Outcome
 from service.sandbox.runtimes import Runtime
+
+T = TypeVar("T")
 
 
 class SandboxPort(Protocol):
@@ -43,6 +47,7 @@ class WorkerContext:
     signer: Signer
     runtime: Runtime
     budgets: Budgets
+    leases: Leases
 
     def session(self) -> AbstractContextManager[Session]:
         """One unit of work: committed at the end, rolled back on any error."""
@@ -64,19 +69,23 @@ def build_context(settings: Settings, sessions: sessionmaker[Session], budgets: 
         signer=Signer.load_or_create(settings.signing_key_path),
         runtime=resolve(client, settings.docker_runtime),
         budgets=budgets or Budgets.build(settings, sessions),
+        leases=Leases(sessions, settings.lease_s),
     )
 
 
-class LazyContext:
-    """Builds the context on first use and keeps it; a failed build is tried again next time."""
+class Lazy(Generic[T]):
+    """Builds a value on first use and keeps it; a failed build is tried again next time."""
 
-    def __init__(self, build: Callable[[], WorkerContext]):
+    def __init__(self, build: Callable[[], T]):
         self._build = build
-        self._ctx: WorkerContext | None = None
+        self._value: T | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> WorkerContext:
+    def get(self) -> T:
         with self._lock:
-            if self._ctx is None:
-                self._ctx = self._build()
-            return self._ctx
+            if self._value is None:
+                self._value = self._build()
+            return self._value
+
+
+LazyContext = Lazy[WorkerContext]

@@ -7,9 +7,11 @@ from fastapi import Depends, Request
 from service.auth.dependencies import current_caller
 from service.auth.service import Caller
 from service.deps import SessionDep
+from service.jobs import errors
 from service.jobs import service as jobs_service
 from service.jobs.dispatch import Dispatcher
 from service.jobs.models import Job
+from service.openapi import raises
 
 
 def get_dispatcher(request: Request) -> Dispatcher:
@@ -17,6 +19,7 @@ def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher  # type: ignore[no-any-return]
 
 
+@raises(errors.JobNotFound)
 def visible_job(job_id: str, session: SessionDep, caller: Annotated[Caller, Depends(current_caller)]) -> Job:
     """The job, if the caller may see it; 404 otherwise (never 403: that would say it exists)."""
     return jobs_service.get_visible(session, caller, job_id)

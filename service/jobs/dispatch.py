@@ -6,7 +6,10 @@ committed (`commit_then_enqueue`), so a worker always finds the row it was told 
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -23,14 +26,24 @@ TASK_RUN = "jobs.run"
 class Dispatcher(Protocol):
     def enqueue(self, job_id: str) -> None: ...
 
+    def waiting(self) -> set[str]:
+        """The jobs handed over and not yet taken by a worker (for the reconciler, jobs.recovery)."""
+        ...
+
     def close(self) -> None: ...
 
 
 def commit_then_enqueue(session: Session, dispatcher: Dispatcher, job_ids: Iterable[str]) -> None:
-    """Commit the caller's transaction, then hand each job to a worker."""
+    """Commit the caller's transaction, then hand each job to a worker. A broker that is away loses
+    nothing: the job is committed, and the reconciler (jobs.recovery) hands it over later."""
     session.commit()
     for job_id in job_ids:
-        dispatcher.enqueue(job_id)
+        try:
+            dispatcher.enqueue(job_id)
+        except Exception:
+            log.warning(
+                "job %s is committed but the broker did not take it; the reconciler will", job_id, exc_info=True
+            )
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -48,6 +61,10 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=settings.queue,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # A broker that is away must not hold an API request for long: the job is committed, and
+        # the reconciler hands it over when the broker is back.
+        broker_connection_timeout=3,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
     )
     return app
 
@@ -55,9 +72,31 @@ def make_celery(settings: Settings) -> Celery:
 class CeleryDispatcher:
     def __init__(self, settings: Settings):
         self.app = make_celery(settings)
+        self.queue = settings.queue
+        self.broker_url = settings.broker_url
 
     def enqueue(self, job_id: str) -> None:
-        self.app.send_task(TASK_RUN, args=[job_id])
+        # The task id starts with the job id, so `waiting` can tell which jobs have a message.
+        self.app.send_task(TASK_RUN, args=[job_id], task_id=f"{job_id}.{secrets.token_hex(4)}")
+
+    def waiting(self) -> set[str]:
+        """Jobs with a message in the queue (Redis: a list per priority level, named after the queue).
+        Messages a worker has taken are not counted: if that worker died, the job must be handed
+        over again, and if it lives, the duplicate is harmless."""
+        import redis
+
+        assert self.broker_url is not None
+        client = redis.Redis.from_url(self.broker_url, socket_timeout=5, socket_connect_timeout=3)
+        found: set[str] = set()
+        try:
+            for key in [self.queue, *(f"{self.queue}\x06\x16{p}" for p in range(1, 10))]:
+                messages: list[bytes] = client.lrange(key, 0, -1)  # type: ignore[assignment]  # sync client
+                for raw in messages:
+                    task_id = str(json.loads(raw).get("headers", {}).get("id", ""))
+                    found.add(task_id.split(".", 1)[0])
+        finally:
+            client.close()
+        return found
 
     def close(self) -> None:
         pass
@@ -69,11 +108,21 @@ class EmbeddedDispatcher:
     def __init__(self, run: Callable[[str], object]):
         self._run = run
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalgate-worker")
+        self._waiting: set[str] = set()
+        self._lock = threading.Lock()
 
     def enqueue(self, job_id: str) -> None:
+        with self._lock:
+            self._waiting.add(job_id)
         self._pool.submit(self._safe_run, job_id)
 
+    def waiting(self) -> set[str]:
+        with self._lock:
+            return set(self._waiting)
+
     def _safe_run(self, job_id: str) -> None:
+        with self._lock:
+            self._waiting.discard(job_id)
         try:
             self._run(job_id)
         except Exception:

@@ -8,7 +8,7 @@ from service.auth.dependencies import AnyCaller, Partner, PartnerOrOperator
 from service.auth.roles import Role
 from service.deps import SessionDep, SettingsDep
 from service.errors import EvalgateError
-from service.jobs import admission
+from service.jobs import admission, errors
 from service.jobs import repository as repo
 from service.jobs import service as jobs_service
 from service.jobs.dependencies import DispatcherDep, VisibleJob
@@ -16,7 +16,10 @@ from service.jobs.dispatch import commit_then_enqueue
 from service.jobs.schemas import JobCreate, JobList, JobRead
 from service.jobs.states import JobState
 from service.jobs.views import to_read
+from service.openapi import raises
+from service.quotas import errors as quota_errors
 from service.quotas.dependencies import BudgetsDep
+from service.registry import errors as registry_errors
 from service.release import service as release_service
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -27,6 +30,35 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     response_model=JobRead,
     status_code=202,
     responses={200: {"model": JobRead, "description": "the same release was made or is on its way"}},
+)
+@raises(
+    # the suite, model and dataset named, and whether they fit one another
+    registry_errors.InvalidReference,
+    registry_errors.UnknownSuiteVersion,
+    registry_errors.UnknownModelVersion,
+    registry_errors.UnknownDatasetVersion,
+    registry_errors.ModelRetired,
+    registry_errors.DatasetTooSmall,
+    registry_errors.ModelDatasetMismatch,
+    registry_errors.ModelContractUnknown,
+    registry_errors.UnknownModelOutput,
+    registry_errors.ModelOutputAmbiguous,
+    # what is asked of them
+    errors.UndeclaredMetric,
+    errors.MetricNeedsProbabilities,
+    errors.InvalidSlice,
+    errors.ResourcesExceedLimit,
+    errors.EpsilonAbovePolicy,
+    errors.ReleaseExceedsLeakageCap,
+    # the partner's budgets
+    quota_errors.AdmissionBusy,
+    quota_errors.TooManyConcurrentJobs,
+    quota_errors.DailyQueryBudgetExhausted,
+    quota_errors.PrivacyBudgetExhausted,
+    quota_errors.LeakageBudgetExhausted,
+    quota_errors.LifetimeLeakageExhausted,
+    quota_errors.LifetimeRowsExhausted,
+    quota_errors.ReleaseRateExceeded,
 )
 def submit_job(
     body: JobCreate,
@@ -79,6 +111,7 @@ def read_job(job: VisibleJob, caller: AnyCaller, session: SessionDep, settings: 
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
+@raises(errors.JobFinished)
 def cancel_job(
     job: VisibleJob, caller: PartnerOrOperator, session: SessionDep, settings: SettingsDep, budgets: BudgetsDep
 ) -> JobRead:

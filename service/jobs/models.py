@@ -31,6 +31,9 @@ class Job(Base):
     # The host uid its sandbox runs as while it runs (jobs.repository.allocate_sandbox_uid).
     sandbox_uid: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The worker running the job, and when its claim runs out unless renewed (jobs.leases).
+    lease_owner: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     # For operators only: capped container output and internal error text. Never shown to partners.
     operator_log: Mapped[str | None] = mapped_column(Text, nullable=True)
     # What the sandbox left, recorded when the job entered `gating`, so a worker that dies in the gate

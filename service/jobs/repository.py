@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.jobs.models import Job
-from service.jobs.states import RUNNABLE, JobState
+from service.jobs.states import JobState
 
 # A job with one of these endings made no release, so the same request may run again.
 NOT_RELEASED = frozenset({JobState.REJECTED, JobState.FAILED, JobState.CANCELLED})
@@ -40,12 +40,6 @@ def same_release(session: Session, principal_id: int, release_key: str) -> Job |
 def awaiting_suite(session: Session, suite_version_id: int) -> list[Job]:
     q = select(Job).where(Job.suite_version_id == suite_version_id, Job.state == JobState.AWAITING_APPROVAL)
     return list(session.execute(q.order_by(Job.created_at)).scalars())
-
-
-def runnable_ids(session: Session) -> list[str]:
-    """Jobs a worker should be running: queued, running or in the gate, oldest first."""
-    q = select(Job.id).where(Job.state.in_(RUNNABLE)).order_by(Job.created_at)
-    return list(session.execute(q).scalars())
 
 
 class NoSandboxUid(RuntimeError):

@@ -3,12 +3,14 @@
     queued ──start──▶ running ──run the sandbox──▶ gating ──release.conclude──▶ released | rejected
                                                                                 | failed | cancelled
 
-`run_job` counts the attempt, then loops: it reads the job's state and does that state's step; each
-step re-reads the job in its own transaction, acts only if the job is still in the state the step
-is for, commits, and returns the state it left the job in. Any error ends the job as
+`run_job` first claims the job (jobs.leases): a job another worker holds is left to it. Then it
+counts the attempt and loops: it reads the job's state and does that state's step; each step re-reads
+the job in its own transaction, acts only if the job is still in the state the step is for and still
+this worker's, commits, and returns the state it left the job in. Any error ends the job as
 `internal_error` (operators see why). So it is safe to call again for the same job at any point (a
-Celery redelivery, a restarted worker): the sandbox resumes the containers an earlier attempt left,
-and a job in `gating` is judged from the outcome recorded when it entered it.
+Celery redelivery, a message the reconciler sent again): a job in `gating` is judged from the
+outcome recorded when it entered it. A worker that dies stops renewing its claim, and the reaper
+(jobs.recovery) recovers the job by the same rules.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import logging
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import faults
 from service.db import session_scope
 from service.inference.contract import RESULT_NAME, ROWS_NAME, Env
 from service.jobs import repository as jobs_repo
 from service.jobs import service as jobs_service
 from service.jobs.context import WorkerContext
+from service.jobs.leases import LeaseLost
 from service.jobs.models import Job
 from service.jobs.states import RUNNABLE, TERMINAL, JobState
 from service.quotas.service import Budgets
@@ -38,9 +42,26 @@ ACTOR = "worker"
 
 
 def run_job(ctx: WorkerContext, job_id: str) -> JobState | None:
-    """Take the job as far as it goes: to its end, or to a state that waits for someone else.
-    Returns that state (None for an unknown job)."""
-    state = _attempt(ctx, job_id)
+    """Take the job as far as it goes: to its end, or to a state that waits for someone else (or
+    for the worker that holds it). Returns that state (None for an unknown job)."""
+    if not ctx.leases.claim(job_id):
+        return _state_of(ctx, job_id)  # not runnable, or another worker's
+    try:
+        state = _steps(ctx, job_id)
+    except BaseException:  # as after kill -9: the claim runs out and the reaper recovers the job
+        ctx.leases.forget(job_id)
+        raise
+    ctx.leases.let_go(job_id)
+    if state in TERMINAL:
+        _remove_sandbox(ctx, job_id)
+    return state
+
+
+def _steps(ctx: WorkerContext, job_id: str) -> JobState | None:
+    try:
+        state = _attempt(ctx, job_id)
+    except LeaseLost:
+        return _state_of(ctx, job_id)
     while state in RUNNABLE:
         try:
             match state:
@@ -53,12 +74,19 @@ def run_job(ctx: WorkerContext, job_id: str) -> JobState | None:
             if new == state:
                 raise RuntimeError(f"the {state} step left the job {state}")
             state = new
+        except LeaseLost as e:  # another worker, or the reaper, has the job now: step aside
+            log.error("job %s: %s", job_id, e)
+            return _state_of(ctx, job_id)
         except Exception as e:  # a bug or a sandbox failure must not leave the job unfinished
             log.exception("job %s: %s step failed", job_id, state)
             state = fail(ctx, job_id, e)
-    if state in TERMINAL:
-        _remove_sandbox(ctx, job_id)
     return state
+
+
+def _state_of(ctx: WorkerContext, job_id: str) -> JobState | None:
+    with ctx.session() as s:
+        job = s.get(Job, job_id)
+        return None if job is None else job.state
 
 
 def _attempt(ctx: WorkerContext, job_id: str) -> JobState | None:
@@ -70,6 +98,7 @@ def _attempt(ctx: WorkerContext, job_id: str) -> JobState | None:
             return None
         if job.state not in RUNNABLE:
             return job.state
+        ctx.leases.check(s, job)
         job.attempts += 1
         if job.attempts > MAX_ATTEMPTS:
             return _end(ctx, s, job, ErrorClass.INTERNAL_ERROR, note=f"gave up after {MAX_ATTEMPTS} attempts")
@@ -79,7 +108,7 @@ def _attempt(ctx: WorkerContext, job_id: str) -> JobState | None:
 def _start(ctx: WorkerContext, job_id: str) -> JobState:
     """queued → running, unless a cancel came first."""
     with ctx.session() as s:
-        job = _load(s, job_id)
+        job = _load(ctx, s, job_id)
         if job.state != JobState.QUEUED:
             return job.state
         if job.cancel_requested:
@@ -91,7 +120,7 @@ def _start(ctx: WorkerContext, job_id: str) -> JobState:
 def _run(ctx: WorkerContext, job_id: str) -> JobState:
     """Run (or resume) the sandbox, record its outcome: running → gating."""
     with ctx.session() as s:
-        job = _load(s, job_id)
+        job = _load(ctx, s, job_id)
         if job.state != JobState.RUNNING:
             return job.state
         try:
@@ -101,10 +130,13 @@ def _run(ctx: WorkerContext, job_id: str) -> JobState:
             log.exception("job %s: preparing its sandbox failed", job_id)
             note = f"{type(e).__name__}: {e}"[: ctx.settings.log_cap_bytes]
             return jobs_service.end(s, ctx.budgets, job, ErrorClass.INTERNAL_ERROR, actor=ACTOR, note=note, ran=False)
-    outcome = ctx.sandbox.run(spec, should_cancel=lambda: _cancel_requested(ctx, job_id))
+    # A lost claim stops the sandbox as a cancel would; then nothing of it is recorded.
+    outcome = ctx.sandbox.run(
+        spec, should_cancel=lambda: not ctx.leases.holds(job_id) or _cancel_requested(ctx, job_id)
+    )
     with ctx.session() as s:
-        job = _load(s, job_id)
-        if job.state != JobState.RUNNING:  # ended meanwhile (an operator, a reaper)
+        job = _load(ctx, s, job_id)
+        if job.state != JobState.RUNNING:  # ended meanwhile (an operator)
             return job.state
         usage = {"rows": int(outcome.usage.get("rows", 0)), "requests": int(outcome.usage.get("requests", 0))}
         job.operator_log = _operator_log(outcome)
@@ -118,7 +150,7 @@ def _run(ctx: WorkerContext, job_id: str) -> JobState:
 def _gate(ctx: WorkerContext, job_id: str) -> JobState:
     """gating → the job's end, as the release domain judges the recorded outcome."""
     with ctx.session() as s:
-        job = _load(s, job_id)
+        job = _load(ctx, s, job_id)
         if job.state != JobState.GATING:
             return job.state
         if job.outcome is None:
@@ -144,24 +176,32 @@ def _gate(ctx: WorkerContext, job_id: str) -> JobState:
         )
         outcome = Outcome.from_facts(job.outcome, job.result_raw)
         ending = release_service.conclude(s, ctx.signer, ctx.settings, case, outcome)
-        return _end(ctx, s, job, ending.error_class, note=ending.note)
+        state = _end(ctx, s, job, ending.error_class, note=ending.note)
+        faults.point("gate")  # a crash here rolls the release back: the job is judged again, once
+        return state
 
 
 def fail(ctx: WorkerContext, job_id: str, error: Exception) -> JobState | None:
     """End a job as internal_error (operators see why; partners see only the class)."""
-    return fail_job(ctx.sessions, ctx.budgets, job_id, error, ctx.settings.log_cap_bytes)
+    return fail_job(ctx.sessions, ctx.budgets, job_id, error, ctx.settings.log_cap_bytes, owner=ctx.leases.owner)
 
 
 def fail_job(
-    sessions: sessionmaker[Session], budgets: Budgets, job_id: str, error: Exception, log_cap: int = 64 << 10
+    sessions: sessionmaker[Session],
+    budgets: Budgets,
+    job_id: str,
+    error: Exception,
+    log_cap: int = 64 << 10,
+    owner: str | None = None,
 ) -> JobState | None:
-    """The same, without a worker context (the embedded dispatcher when no Docker engine answers)."""
+    """The same, without a worker context (the embedded dispatcher when no Docker engine answers).
+    Only a job this worker holds (`owner`), or that no worker holds, is failed."""
     with session_scope(sessions) as s:
         job = s.get(Job, job_id)
         if job is None:
             return None
-        if job.state not in RUNNABLE:
-            return job.state  # ended already, or not ours to run yet
+        if job.state not in RUNNABLE or job.lease_owner not in (None, owner):
+            return job.state  # ended already, not ours to run yet, or another worker's
         note = f"{type(error).__name__}: {error}"[:log_cap]
         return jobs_service.end(s, budgets, job, ErrorClass.INTERNAL_ERROR, actor=ACTOR, note=note)
 
@@ -170,10 +210,13 @@ def _end(ctx: WorkerContext, s: Session, job: Job, error_class: ErrorClass | Non
     return jobs_service.end(s, ctx.budgets, job, error_class, actor=ACTOR, note=note or None)
 
 
-def _load(s: Session, job_id: str) -> Job:
+def _load(ctx: WorkerContext, s: Session, job_id: str) -> Job:
+    """The job, still held by this worker (else LeaseLost)."""
     job = s.get(Job, job_id)
     if job is None:
         raise LookupError(f"job {job_id} vanished")
+    if job.state in RUNNABLE:
+        ctx.leases.check(s, job)
     return job
 
 
@@ -257,18 +300,3 @@ def _operator_log(outcome: Outcome) -> str:
         f"cancelled={outcome.cancelled} result_problem={outcome.result_problem} usage={outcome.usage}"
     )
     return f"{facts}\n--- job output (capped) ---\n{outcome.job_log}"
-
-
-def sweep_orphans(ctx: WorkerContext) -> list[str]:
-    """Remove sandbox leftovers of jobs that have ended or do not exist. Jobs still runnable keep
-    theirs: their task will be redelivered and resume."""
-
-    def keep(job_id: str) -> bool:
-        with ctx.session() as s:
-            job = s.get(Job, job_id)
-            return job is not None and job.state not in TERMINAL
-
-    removed = ctx.sandbox.sweep(keep)
-    if removed:
-        log.info("swept sandbox leftovers of %d jobs", len(removed))
-    return removed

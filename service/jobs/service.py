@@ -107,6 +107,7 @@ def _move(
     if to in TERMINAL:
         job.finished_at = now
         job.error_class = error_class
+        job.lease_owner, job.lease_expires_at = None, None  # no worker holds an ended job
     ledger.append(
         session,
         actor=actor,

@@ -9,6 +9,7 @@ from service.auth.dependencies import AnyCaller
 from service.auth.errors import WrongRole
 from service.auth.roles import Role
 from service.deps import SessionDep
+from service.openapi import raises
 from service.quotas import errors
 from service.quotas.dependencies import BudgetsDep
 from service.quotas.schemas import BudgetRead
@@ -18,6 +19,7 @@ router = APIRouter(prefix="/v1/budget", tags=["budget"])
 
 
 @router.get("", response_model=BudgetRead)
+@raises(errors.PartnerRequired, WrongRole, errors.PartnerNotFound)
 def read_budget(caller: AnyCaller, session: SessionDep, budgets: BudgetsDep, partner: str | None = None) -> BudgetRead:
     """Bits, ε, model rows, releases and jobs in progress: used and left. Operators may name a partner."""
     if partner is None or partner == caller.name:

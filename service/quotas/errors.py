@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.errors import Forbidden, NotFound, TooManyRequests
+from service.errors import Forbidden, NotFound, ServiceUnavailable, TooManyRequests
 
 
 class PrivacyBudgetExhausted(Forbidden):
@@ -69,3 +69,11 @@ class PartnerNotFound(NotFound):
     """No partner of that name."""
 
     code = "partner_not_found"
+
+
+class RateLimiterUnavailable(ServiceUnavailable):
+    """The store that counts the partners' budgets and rates (Redis) does not answer. A job is never
+    admitted without its limits checked, so submissions wait until it is back; reads of jobs and
+    results go on. Retry after `Retry-After` seconds."""
+
+    code = "rate_limiter_unavailable"

@@ -39,7 +39,9 @@ class AdmissionGuards:
         if redis_url:
             import redis
 
-            self._redis: redis.Redis | None = redis.Redis.from_url(redis_url, socket_timeout=10)
+            self._redis: redis.Redis | None = redis.Redis.from_url(
+                redis_url, socket_timeout=10, socket_connect_timeout=3
+            )
         else:
             self._redis = None
             self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
@@ -66,6 +68,30 @@ class AdmissionGuards:
             yield
         finally:
             lock.release()
+
+    @contextmanager
+    def rebuild_lock(self) -> Iterator[None]:
+        """One process at a time puts lost counters back (Budgets.ensure_counters)."""
+        if self._redis is None:
+            yield
+            return
+        lock = self._redis.lock(f"{self.namespace}:rebuild", timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_WAIT_S)
+        if not lock.acquire():
+            raise AdmissionBusy(
+                "the service is restoring its counters", alternatives=["retry in a moment"], retry_after_s=1
+            )
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def restore_releases(self, principal_id: int, admitted: int, limit: int) -> None:
+        """After Redis lost the window: count the partner's admissions of the last window again, as
+        taken now (so the window closes later than it would have: the safe direction)."""
+        if limit > 0 and admitted > 0:
+            self._limiter.hit(
+                self._item(limit), self.namespace, "releases", str(principal_id), cost=min(admitted, limit)
+            )
 
     def take_release(self, principal_id: int, limit: int) -> bool:
         """Count one release against the partner's window; False (and nothing counted) when it is full.

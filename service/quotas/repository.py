@@ -164,3 +164,18 @@ def due(session: Session, principal_id: int | None, now: datetime) -> list[str]:
     if principal_id is not None:
         q = q.where(BudgetReservation.principal_id == principal_id)
     return list(session.execute(q.order_by(BudgetReservation.settle_at)).scalars())
+
+
+def reservations_of_day(session: Session, day: str) -> list[BudgetReservation]:
+    """Every reservation counted on the UTC day `day` (to rebuild the daily counters)."""
+    return list(session.execute(select(BudgetReservation).where(BudgetReservation.day == day)).scalars())
+
+
+def admissions_since(session: Session, since: datetime) -> dict[int, int]:
+    """Jobs admitted per partner since `since` (to rebuild the release window)."""
+    q = (
+        select(BudgetReservation.principal_id, func.count())
+        .where(BudgetReservation.created_at >= since)
+        .group_by(BudgetReservation.principal_id)
+    )
+    return {int(p): int(n) for p, n in session.execute(q).all()}

@@ -19,15 +19,17 @@ went to Redis is given back if that transaction rolls back.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.auth.models import Principal
 from service.config import PartnerLimits, Settings
 from service.db import on_rollback, utcnow
 from service.ledger import service as ledger
@@ -45,6 +47,8 @@ from service.quotas.schemas import (
 )
 from service.quotas.store import DailyQuota, make_quota, seconds_to_reset, today
 from service.registry import repository as registry_repo
+
+log = logging.getLogger(__name__)
 
 MICRO = repo.MICRO
 
@@ -104,6 +108,37 @@ class Budgets:
             yield
 
     # -- admission ---------------------------------------------------------------------------------
+
+    def ensure_counters(self, session: Session) -> bool:
+        """Redis keeps the daily counters and the release window, and may lose them (a restart
+        without persistence, a flush). The database keeps every reservation: put the counters back
+        from it before they are used. Returns whether anything was restored."""
+        if self.rows.intact() and self.bits.intact():
+            return False
+        with self.guards.rebuild_lock():
+            if self.rows.intact() and self.bits.intact():
+                return False  # another process did it meanwhile
+            day = today()
+            rows: dict[tuple[int, str], int] = {}
+            bits: dict[tuple[int, str], int] = {}
+            open_rows, open_bits = [], []
+            for r in repo.reservations_of_day(session, day):
+                key = (r.principal_id, r.day)
+                kept = (not r.settled) or bool(r.ran)  # what the counter holds for it: all, or nothing
+                rows[key] = rows.get(key, 0) + (r.rows if kept else 0)
+                bits[key] = bits.get(key, 0) + (r.millibits if kept else 0)
+                if not r.settled:
+                    open_rows.append((r.job_id, r.principal_id, r.day, r.rows))
+                    open_bits.append((r.job_id, r.principal_id, r.day, r.millibits))
+            since = utcnow() - timedelta(seconds=self.settings.release_window_s)
+            for principal_id, admitted in repo.admissions_since(session, since).items():
+                principal = session.get(Principal, principal_id)
+                name = principal.name if principal is not None else ""
+                self.guards.restore_releases(principal_id, admitted, self.limits(name).releases_per_window)
+            self.rows.restore(rows, open_rows)
+            self.bits.restore(bits, open_bits)
+        log.warning("restored the budget counters of %s from %d reservations", day, len(open_rows) + len(rows))
+        return True
 
     def reserve(self, session: Session, partner: Partner, job_id: str, plan: Plan) -> BudgetReservation:
         """Reserve everything the job may spend, in the caller's transaction, or raise a refusal."""
@@ -297,7 +332,9 @@ class Budgets:
 
     def apply_due(self, session: Session, principal_id: int | None, *, actor: str = "quotas") -> int:
         """Apply every ended reservation (of one partner, or all) whose time has come. Called where a
-        partner could observe the effect (its admissions, its budget), and by the worker."""
+        partner could observe the effect (its admissions, its budget), and by the worker. Counters
+        Redis lost are put back first."""
+        self.ensure_counters(session)
         applied = 0
         for job_id in repo.due(session, principal_id, utcnow()):
             r = repo.claim_settlement(session, job_id)

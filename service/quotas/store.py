@@ -8,6 +8,7 @@ service has one (API and workers share it); embedded mode keeps them in the data
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,11 @@ class DailyQuota(Protocol):
     ) -> int: ...
     def settle(self, job_id: str, used: int, session: Session | None = None) -> int | None: ...
 
+    # Whether the counters are all there (False after Redis lost its data), and putting them back
+    # from the database's reservations: {(principal, day): charged}, and the grants still open.
+    def intact(self) -> bool: ...
+    def restore(self, counts: dict[tuple[int, str], int], open_grants: list[tuple[str, int, str, int]]) -> None: ...
+
 
 # KEYS[1] usage counter, KEYS[2] grants hash. ARGV: job id, want, cap, ttl, partial (1/0).
 # A refused all-or-nothing reservation leaves no record: the job it was for is never created.
@@ -84,7 +90,7 @@ class RedisDailyQuota:
     def __init__(self, url: str, prefix: str = "evalgate", resource: str = "rows"):
         import redis
 
-        self.r = redis.Redis.from_url(url, socket_timeout=10)
+        self.r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=3)
         self.prefix, self.resource = prefix, resource
         self._reserve = self.r.register_script(_RESERVE)
         self._settle = self.r.register_script(_SETTLE)
@@ -112,6 +118,26 @@ class RedisDailyQuota:
     def settle(self, job_id: str, used: int, session: Session | None = None) -> int | None:
         refund = int(self._settle(keys=[self._grants], args=[job_id, used]))
         return None if refund < 0 else refund
+
+    @property
+    def _mark(self) -> str:
+        return f"{self.prefix}:{self.resource}-intact"
+
+    def intact(self) -> bool:
+        """The mark is written with the counters: a Redis that restarted empty, or was flushed, has
+        lost it with them."""
+        return bool(self.r.exists(self._mark))
+
+    def restore(self, counts: dict[tuple[int, str], int], open_grants: list[tuple[str, int, str, int]]) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        for (principal_id, day), n in counts.items():
+            pipe.set(self._key(principal_id, day), n, ex=GRANT_TTL_S)
+        for job_id, principal_id, day, granted in open_grants:
+            pipe.hset(self._grants, job_id, json.dumps({"granted": granted, "key": self._key(principal_id, day)}))
+        if open_grants:
+            pipe.expire(self._grants, GRANT_TTL_S)
+        pipe.set(self._mark, 1)
+        pipe.execute()
 
 
 class SqlDailyQuota:
@@ -159,6 +185,12 @@ class SqlDailyQuota:
             usage.amount += grant
             s.add(DailyGrant(job_id=job_id, resource=self.resource, principal_id=principal_id, day=day, granted=grant))
             return grant
+
+    def intact(self) -> bool:
+        return True  # the database's counters are in the database's transactions
+
+    def restore(self, counts: dict[tuple[int, str], int], open_grants: list[tuple[str, int, str, int]]) -> None:
+        pass
 
     def settle(self, job_id: str, used: int, session: Session | None = None) -> int | None:
         with self._scope(session) as s:

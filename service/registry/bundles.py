@@ -467,6 +467,36 @@ def _write(tmp: Path, plan: _Plan, members: Iterator[tuple[_Entry, Opener]]) -> 
             raise errors.BundleUnreadable(f"corrupt archive member {_show(entry.name)}: {type(e).__name__}") from None
 
 
+# Every case a bundle is refused with, here and by the manifest's loading (an upload of a suite can
+# answer any of them; a test keeps this in step with the `raise`s of this module).
+REFUSALS: tuple[type[EvalgateError], ...] = (
+    errors.BundleUnknownFormat,
+    errors.BundleUnreadable,
+    errors.BundleEncrypted,
+    errors.BundleBadPath,
+    errors.BundleAbsolutePath,
+    errors.BundlePathTraversal,
+    errors.BundleNonCanonicalPath,
+    errors.BundleNameNotUtf8,
+    errors.BundleNameControlCharacter,
+    errors.BundleNameTooLong,
+    errors.BundlePathTooLong,
+    errors.BundleTooDeep,
+    errors.BundleLink,
+    errors.BundleSpecialFile,
+    errors.BundleDuplicateMember,
+    errors.BundleFileDirCollision,
+    errors.BundleNameCollision,
+    errors.BundleTooManyFiles,
+    errors.BundleTooManyDirs,
+    errors.BundleFileTooLarge,
+    errors.BundleTooLargeUnpacked,
+    errors.BundleTooCompressed,
+    errors.BundleNoManifest,
+    errors.BundleBadManifest,
+)
+
+
 def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bundle:
     """Check the bundle from its metadata, then write it under `suites_root/<tree digest>`, read-only.
     A refused bundle leaves nothing behind."""

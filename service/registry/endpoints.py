@@ -11,7 +11,8 @@ from service.auth.roles import Role
 from service.deps import SessionDep, SettingsDep
 from service.errors import PayloadTooLarge
 from service.ingress import upload_limit
-from service.registry import errors, suites
+from service.openapi import raises
+from service.registry import bundles, errors, suites
 from service.registry import repository as repo
 from service.registry import service as registry
 from service.registry.schemas import DatasetRead, DatasetRegistered, ModelRead, ModelStatusUpdate, SuiteRead
@@ -30,7 +31,21 @@ def _refuse_oversized(request: Request, limit: int, too_large: type[PayloadTooLa
     "/models",
     response_model=ModelRead,
     status_code=201,
+    responses={
+        200: {
+            "model": ModelRead,
+            "description": "the same name@version with the same bytes was registered before: nothing changed",
+        }
+    },
     openapi_extra=upload_limit("model_max_bytes", errors.ModelTooLarge),
+)
+@raises(
+    errors.ModelTooLarge,
+    errors.InvalidName,
+    errors.InvalidVersion,
+    errors.InvalidOutputPolicy,
+    errors.VersionTaken,
+    errors.InvalidModel,
 )
 def register_model(
     request: Request,
@@ -76,6 +91,7 @@ def list_models(caller: AnyCaller, session: SessionDep) -> list[ModelRead]:
 
 
 @router.post("/models/{name}/{version}/status", response_model=ModelRead)
+@raises(errors.InvalidReference, errors.UnknownModelVersion, errors.InvalidStatus, errors.InvalidTransition)
 def set_model_status(
     name: str, version: str, body: ModelStatusUpdate, caller: Operator, session: SessionDep
 ) -> ModelRead:
@@ -87,7 +103,24 @@ def set_model_status(
     "/datasets",
     response_model=DatasetRegistered,
     status_code=201,
+    responses={
+        200: {
+            "model": DatasetRegistered,
+            "description": "the same name@version with the same bytes was registered before: nothing changed",
+        }
+    },
     openapi_extra=upload_limit("dataset_max_bytes", errors.DatasetTooLarge),
+)
+@raises(
+    errors.DatasetTooLarge,
+    errors.InvalidName,
+    errors.InvalidVersion,
+    errors.InvalidVisibility,
+    errors.VersionTaken,
+    errors.InvalidDataset,
+    errors.DatasetTooSmall,
+    errors.DatasetHasNan,
+    errors.DatasetEmptyClass,
 )
 def register_dataset(
     request: Request,
@@ -130,7 +163,20 @@ def list_datasets(caller: AnyCaller, session: SessionDep) -> list[DatasetRead]:
     "/suites",
     response_model=SuiteRead,
     status_code=201,
+    responses={
+        200: {
+            "model": SuiteRead,
+            "description": "the same bundle was uploaded before as your-name/name@version: nothing changed",
+        }
+    },
     openapi_extra=upload_limit("bundle_max_bytes", errors.BundleTooLarge),
+)
+@raises(
+    errors.BundleTooLarge,
+    *bundles.REFUSALS,
+    errors.SuiteNameReserved,
+    errors.SuiteExceedsLeakagePolicy,
+    errors.VersionTaken,
 )
 def upload_suite(
     request: Request,
@@ -164,6 +210,7 @@ def list_suites(caller: AnyCaller, session: SessionDep) -> list[SuiteRead]:
 
 
 @router.post("/suites/{owner}/{name}/{version}/publish", response_model=SuiteRead)
+@raises(errors.InvalidReference, errors.UnknownSuiteVersion, errors.NotSuiteOwner)
 def publish_suite(owner: str, name: str, version: str, caller: PartnerOrOperator, session: SessionDep) -> SuiteRead:
     """Let every partner use a suite version (its owner or an operator); idempotent."""
     row = suites.set_published(
@@ -178,6 +225,7 @@ def publish_suite(owner: str, name: str, version: str, caller: PartnerOrOperator
 
 
 @router.post("/suites/{owner}/{name}/{version}/unpublish", response_model=SuiteRead)
+@raises(errors.InvalidReference, errors.UnknownSuiteVersion, errors.NotSuiteOwner, errors.BuiltinSuiteAlwaysPublished)
 def unpublish_suite(owner: str, name: str, version: str, caller: PartnerOrOperator, session: SessionDep) -> SuiteRead:
     """Withdraw a published suite version from other partners' new jobs (jobs admitted keep it)."""
     row = suites.set_published(

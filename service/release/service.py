@@ -61,6 +61,8 @@ def classify(outcome: Outcome) -> ErrorClass | None:
         return ErrorClass.CANCELLED
     if not outcome.partner_code_ran:  # the model never came up (or the job never started): not the job's doing
         return ErrorClass.INTERNAL_ERROR
+    if outcome.sidecar_died or outcome.sidecar_oom:  # a job cannot bring its sidecar down: not its doing
+        return ErrorClass.INTERNAL_ERROR
     if outcome.timed_out:
         return ErrorClass.TIMEOUT
     if outcome.oom:
@@ -80,6 +82,8 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
     error_class = classify(outcome)
     if error_class is not None:
         note = "" if outcome.partner_code_ran else "the sidecar never served the model (see its output above)"
+        if outcome.partner_code_ran and (outcome.sidecar_died or outcome.sidecar_oom):
+            note = "the sidecar stopped while the job ran (see its output above)"
         return Ending(error_class, note)
     assert outcome.result is not None
     privacy = case.spec["privacy"]  # the plan admitted is the plan applied, whatever the settings now

@@ -179,6 +179,9 @@ class Outcome:
     # it out), and its peak in bytes where the engine reports one (cgroup v1).
     sidecar_oom: bool = False
     sidecar_memory_peak: int | None = None
+    # The sidecar stopped before the job did (killed from outside, or a bug of ours): the job's
+    # failure is then not its own doing.
+    sidecar_died: bool = False
 
     @property
     def partner_code_ran(self) -> bool:
@@ -198,6 +201,7 @@ class Outcome:
             "job_started": self.job_started,
             "sidecar_oom": self.sidecar_oom,
             "sidecar_memory_peak": self.sidecar_memory_peak,
+            "sidecar_died": self.sidecar_died,
         }
 
     @classmethod
@@ -505,6 +509,7 @@ class Sandbox:
                 outcome.usage = self._usage(spec.job_id, sidecar)
                 outcome.sidecar_memory_peak = _memory_peak(sidecar)
             else:
+                outcome.sidecar_died = outcome.sidecar_ready
                 outcome.result_problem = "sidecar stopped before the result was collected"
                 outcome.usage = self._status(spec.job_id, USAGE_NAME) or {}
                 outcome.job_log += f"\n--- sidecar (stopped early) ---\n{self._tail(sidecar, 4000)}"

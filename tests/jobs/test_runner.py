@@ -3,10 +3,14 @@ the jobs, the real runner runs them on the real database and budgets."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
+from service.db import utcnow
 from service.jobs import runner
 from service.jobs.models import Job
+from service.jobs.recovery import Recovery
 from service.jobs.states import JobState
 from service.quotas.models import BudgetReservation
 from service.release import service as release_service
@@ -57,15 +61,44 @@ def test_queued_job_runs_to_a_signed_release_and_settles_once(api, GOOD):
     assert runner.run_job(context(api, StubSandbox()), job_id) == JobState.RELEASED  # redelivered: nothing again
 
 
-def test_job_left_running_by_a_dead_worker_resumes_on_redelivery(api, GOOD):
+def expire_lease(api, job_id: str) -> None:
+    """As if the worker holding the job stopped renewing its claim a lease and a half ago."""
+    set_job(api, job_id, lease_expires_at=utcnow() - timedelta(seconds=api.settings.lease_s * 1.5))
+
+
+def reaper(api, sandbox: StubSandbox | None = None) -> Recovery:
+    state = api.client.app.state
+    return Recovery(
+        api.settings,
+        state.sessionmaker,
+        state.budgets,
+        api.dispatcher,
+        remove=(sandbox or StubSandbox()).remove,
+    )
+
+
+def test_a_job_left_running_by_a_dead_worker_is_ended_by_the_reaper_and_stays_charged(api, GOOD):
     job_id = queued(api)
+    dead = context(api, StubSandbox(WorkerDied()))
     with pytest.raises(WorkerDied):
-        runner.run_job(context(api, StubSandbox(WorkerDied())), job_id)
-    assert row(api, job_id)[0].state == JobState.RUNNING
-    sandbox = StubSandbox(GOOD)  # the real sandbox finds the containers the first attempt left
-    assert runner.run_job(context(api, sandbox), job_id) == JobState.RELEASED
-    job, reservation, _ = row(api, job_id)
-    assert job.attempts == 2 and len(sandbox.runs) == 1 and reservation.ended
+        runner.run_job(dead, job_id)
+    job = row(api, job_id)[0]
+    assert job.state == JobState.RUNNING and job.lease_owner == dead.leases.owner
+    other = StubSandbox(GOOD)  # a redelivery to another worker while the claim holds: it steps aside
+    assert runner.run_job(context(api, other), job_id) == JobState.RUNNING
+    assert other.runs == [] and row(api, job_id)[0].attempts == 1
+    sandbox = StubSandbox()
+    assert reaper(api, sandbox).reap() == {}  # the claim has not run out yet
+    expire_lease(api, job_id)
+    assert reaper(api, sandbox).reap() == {job_id: JobState.FAILED}
+    job, reservation, result = row(api, job_id)
+    assert job.error_class == ErrorClass.INTERNAL_ERROR and "stopped renewing its lease" in job.operator_log
+    # Its code ran, and the sidecar that counted its queries is gone: nothing is given back.
+    assert (reservation.ended, reservation.ran) == (True, True) and result is None
+    assert sandbox.removed == [job_id] and job.lease_owner is None
+    assert reaper(api, sandbox).reap() == {}  # a second reaper finds nothing to do
+    expired = [e["data"] for e in api.events(job_id) if e["action"] == "job.lease_expired"]
+    assert [(e["owner"], e["state"]) for e in expired] == [(dead.leases.owner, "running")]
 
 
 def test_crash_inside_gating_is_judged_again_from_the_recorded_outcome(api, monkeypatch, GOOD):
@@ -81,9 +114,64 @@ def test_crash_inside_gating_is_judged_again_from_the_recorded_outcome(api, monk
     assert job.state == JobState.GATING and job.outcome["usage"]["rows"] == 600 and job.result_raw is not None
     assert result is None and not reservation.ended
     monkeypatch.undo()
+    expire_lease(api, job_id)
+    assert reaper(api).reap() == {job_id: JobState.GATING}
+    assert api.dispatcher.enqueued[-1] == (job_id, JobState.GATING)  # handed to a worker again
     again = StubSandbox()  # no sandbox run is needed for a job in the gate
     assert runner.run_job(context(api, again), job_id) == JobState.RELEASED
     assert again.runs == [] and row(api, job_id)[2].metrics == {"accuracy": 0.8333}
+
+
+def test_two_workers_handed_the_same_job_one_runs_it_and_the_other_steps_aside(api, GOOD):
+    job_id = queued(api)
+    second = StubSandbox(GOOD)
+    seen = []
+
+    class First(StubSandbox):
+        def run(self, spec, should_cancel=lambda: False):  # type: ignore[no-untyped-def]
+            seen.append(runner.run_job(context(api, second), job_id))  # the redelivery, meanwhile
+            return super().run(spec, should_cancel)
+
+    first = First(GOOD)
+    assert runner.run_job(context(api, first), job_id) == JobState.RELEASED
+    assert seen == [JobState.RUNNING] and second.runs == [] and len(first.runs) == 1
+    with api.db() as s:
+        ends = [e for e in api.events(job_id) if e["action"] == "job.transition" and e["data"]["to"] == "released"]
+        assert len(ends) == 1 and s.get(Job, job_id).attempts == 1
+
+
+def test_a_worker_whose_claim_was_taken_records_nothing_and_stops_its_sandbox(api, GOOD):
+    """Cut off from the database for longer than a lease: the reaper ended the job meanwhile, and the
+    worker's sandbox is told to stop; what it returns afterwards is not recorded."""
+    job_id = queued(api)
+    stops = []
+
+    class Slow(StubSandbox):
+        def run(self, spec, should_cancel=lambda: False):  # type: ignore[no-untyped-def]
+            expire_lease(api, job_id)
+            assert reaper(api).reap() == {job_id: JobState.FAILED}
+            ctx.leases.renew()  # the next renewal finds the claim gone
+            stops.append(should_cancel())
+            return super().run(spec, should_cancel)
+
+    ctx = context(api, Slow(GOOD))
+    assert runner.run_job(ctx, job_id) == JobState.FAILED
+    job, reservation, result = row(api, job_id)
+    assert stops == [True] and job.outcome is None and result is None
+    assert job.error_class == ErrorClass.INTERNAL_ERROR and reservation.ran is True
+
+
+def test_a_claim_taken_by_another_worker_mid_run_leaves_the_job_to_it(api, GOOD):
+    job_id = queued(api)
+
+    class Robbed(StubSandbox):
+        def run(self, spec, should_cancel=lambda: False):  # type: ignore[no-untyped-def]
+            set_job(api, job_id, lease_owner="another-worker")
+            return super().run(spec, should_cancel)
+
+    assert runner.run_job(context(api, Robbed(GOOD)), job_id) == JobState.RUNNING
+    job = row(api, job_id)[0]
+    assert job.outcome is None and job.lease_owner == "another-worker"  # nothing recorded, not cleared
 
 
 def test_an_error_inside_gating_fails_the_job_and_releases_nothing(api, monkeypatch, GOOD):
@@ -126,6 +214,8 @@ def test_cancel_that_arrives_while_the_gate_waits_wins(api, monkeypatch, GOOD):
         runner.run_job(context(api, StubSandbox(GOOD)), job_id)
     monkeypatch.undo()
     set_job(api, job_id, cancel_requested=True)
+    expire_lease(api, job_id)
+    reaper(api).reap()
     assert runner.run_job(context(api, StubSandbox()), job_id) == JobState.CANCELLED
     assert row(api, job_id)[2] is None
 
@@ -147,6 +237,9 @@ def test_a_sandbox_that_raises_fails_the_job_and_is_cleaned_up(api):
         (Outcome(exit_code=137, oom=True), ErrorClass.OOM),
         (Outcome(exit_code=137, timed_out=True), ErrorClass.TIMEOUT),
         (Outcome(exit_code=1), ErrorClass.CRASHED),
+        # Its sidecar was killed under it (a job cannot bring it down): the service's failure.
+        (Outcome(exit_code=1, sidecar_died=True), ErrorClass.INTERNAL_ERROR),
+        (Outcome(exit_code=1, sidecar_oom=True), ErrorClass.INTERNAL_ERROR),
         (Outcome(exit_code=3), ErrorClass.QUERY_BUDGET_EXCEEDED),
         (Outcome(exit_code=0, result_problem="no result file"), ErrorClass.MISSING_OUTPUT),
         (Outcome(exit_code=0, result_problem="result is not a regular file"), ErrorClass.OUTPUT_REJECTED),

@@ -1,5 +1,7 @@
 """Bundle validation: every hostile archive is refused with a clear code and leaves nothing behind."""
 
+import ast
+import inspect
 import io
 import stat
 import tarfile
@@ -8,6 +10,7 @@ import zipfile
 import pytest
 
 from service.errors import PayloadTooLarge, Unprocessable
+from service.registry import bundles
 from service.registry.bundles import BundleLimits, extract_bundle, tree_digest
 from tests.factories import manifest, tar_gz, zip_bytes
 
@@ -221,3 +224,19 @@ def test_packing_refuses_links(tmp_path):
     with pytest.raises(Unprocessable) as e:
         pack_directory(src)
     assert e.value.code == "bundle_link"
+
+
+def test_every_refusal_of_a_bundle_is_declared_for_its_upload():
+    """`REFUSALS` (what POST /v1/suites declares in the OpenAPI document) names every error case this
+    module raises, and nothing else."""
+    raised = {
+        node.exc.func.attr
+        for node in ast.walk(ast.parse(inspect.getsource(bundles)))
+        if isinstance(node, ast.Raise)
+        and isinstance(node.exc, ast.Call)
+        and isinstance(node.exc.func, ast.Attribute)
+        and isinstance(node.exc.func.value, ast.Name)
+        and node.exc.func.value.id == "errors"
+    }
+    assert len(raised) > 20
+    assert raised == {e.__name__ for e in bundles.REFUSALS}

@@ -1,0 +1,61 @@
+"""Redis keeps the daily counters and the release window, and may lose them (a restart without
+persistence, a flush). The database keeps every reservation: the counters come back from it, exactly,
+before anything reads or spends them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from service.jobs import runner
+from tests import factories
+from tests.harness import REDIS_URL, Harness, harness, require_redis
+from tests.stubs import StubSandbox, context, released_outcome
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def counted(tmp_path: Path, demo_files) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    require_redis()
+    settings = factories.settings(tmp_path / "data", redis_url=REDIS_URL, releases_per_window=5)
+    yield from harness(settings, demo_files)
+
+
+def forget_everything(h: Harness) -> None:
+    """What a Redis restart does to this deployment's keys."""
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{h.settings.queue}*")) + list(client.scan_iter(f"LIMITS*{h.settings.queue}*"))
+    assert keys
+    client.delete(*keys)
+
+
+def test_counters_lost_with_redis_come_back_from_the_reservations(counted: Harness, demo_files) -> None:  # type: ignore[no-untyped-def]
+    h = counted
+    ran = h.post_job(metrics=["accuracy"], resources={"query_budget": 1000}).json()["id"]
+    open_ = h.post_job(metrics=["macro_f1"], resources={"query_budget": 700}).json()["id"]
+    cancelled = h.post_job(metrics=["log_loss"], resources={"query_budget": 300}).json()["id"]
+    assert runner.run_job(context(h, StubSandbox(released_outcome(demo_files["data"]))), ran) == "released"
+    assert h.client.post(f"/v1/jobs/{cancelled}/cancel", headers=h.partner).status_code in (200, 202)
+    time.sleep(0.3)  # what an ending gives back moves at its padded time
+    before = h.budget()
+    assert before["model_rows"]["used"] == 1000 + 700  # the cancelled job's rows came back
+
+    forget_everything(h)
+    after = h.budget()
+    assert (after["model_rows"], after["leakage_bits"]) == (before["model_rows"], before["leakage_bits"])
+    # The open job's grant is back too: when it ends without running, its rows come back once.
+    with h.db() as s:
+        from service.jobs import service as jobs_service
+        from service.jobs.models import Job
+        from service.release.outcomes import ErrorClass
+
+        jobs_service.end(s, h.client.app.state.budgets, s.get(Job, open_), ErrorClass.CANCELLED, actor="t", ran=False)
+    time.sleep(0.3)
+    assert h.budget()["model_rows"]["used"] == 1000
+    # The release window: the three admissions of this window count again (5 allowed, 3 taken).
+    assert h.budget()["releases"]["left"] == 2
