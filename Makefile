@@ -47,6 +47,14 @@ bench-channel: images
 bench-overhead: images
 	$(BIN)/python -m bench.job_overhead --jobs 20
 
+# The API under load (reads, a burst of submissions, jobs per minute) and a soak with worker kills.
+.PHONY: bench-load bench-soak
+bench-load: images
+	$(BIN)/python -m bench.api_load
+
+bench-soak: images
+	$(BIN)/python -m bench.soak --minutes 30 --kill-every-min 5
+
 serve: images
 	$(BIN)/evalgate serve
 

@@ -15,6 +15,7 @@ import yaml
 from service.auth.roles import Role
 from service.config import get_settings
 from service.jobs.states import JobState
+from service.policies import commands as policy_commands
 
 if TYPE_CHECKING:
     import docker
@@ -51,14 +52,20 @@ def serve(host: str, port: int) -> None:
     import uvicorn
 
     from service.main import create_app
+    from service.observability import logs
 
-    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="info")
+    settings = get_settings()
+    logs.configure(settings.log_format, settings.log_level, service="api")
+    # Our logging as configured above (log_config=None); each request is logged, with its id, by
+    # service/observability/http.py, so uvicorn's own access line (which has no id) is off.
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_config=None, log_level=settings.log_level.lower(), access_log=False)
 
 
 @main.command()
 @click.option("--concurrency", default=1, show_default=True, type=int, help="jobs at once on this worker")
-@click.option("--loglevel", default="INFO", show_default=True)
-def worker(concurrency: int, loglevel: str) -> None:
+@click.option("--loglevel", default=None, help="default: EVALGATE_LOG_LEVEL (INFO)")
+def worker(concurrency: int, loglevel: str | None) -> None:
     """Run a Celery worker that consumes jobs from EVALGATE_BROKER_URL."""
     settings = get_settings()
     if settings.embedded:
@@ -67,12 +74,13 @@ def worker(concurrency: int, loglevel: str) -> None:
 
     celery_app.worker_main(
         [
+            *(["--quiet"] if settings.log_format == "json" else []),  # no banner: every line is JSON
             "worker",
             f"--concurrency={concurrency}",
             # Threads, not forked children: one process holds its jobs' leases and runs the
             # recovery loop, and kill -9 of it ends all of them at once (jobs.leases).
             "--pool=threads",
-            f"--loglevel={loglevel}",
+            f"--loglevel={loglevel or settings.log_level}",
             "--without-gossip",
             "--without-mingle",
             "-n",
@@ -144,6 +152,11 @@ def _sessions() -> sessionmaker[Session]:
     return make_sessionmaker(make_engine(settings.database_url))
 
 
+main.add_command(policy_commands.quotas)
+main.add_command(policy_commands.policy)
+main.add_command(policy_commands.usage)
+
+
 @main.group()
 def keys() -> None:
     """API keys."""
@@ -183,6 +196,50 @@ def keys_revoke(key_id: str) -> None:
     except EvalgateError as e:
         _fail(f"{e.code}: {e.detail}")
     click.echo(f"revoked {key_id}")
+
+
+@keys.command("list")
+@click.option("--name", default=None, help="one principal's keys")
+def keys_list(name: str | None) -> None:
+    """Every key: id, principal, role, created, expires, revoked (never a secret)."""
+    from service.auth import repository as auth_repo
+    from service.db import utcnow
+
+    now = utcnow()
+    with _sessions()() as s:
+        for k in auth_repo.keys(s, name):
+            state = "revoked" if k.revoked_at else "expired" if k.expires_at <= now else "active"
+            click.echo(
+                f"{k.key_id}  {k.principal.name:20s} {k.principal.role:10s} {state:8s} "
+                f"created {k.created_at:%Y-%m-%d %H:%M} expires {k.expires_at:%Y-%m-%d %H:%M}"
+            )
+
+
+@keys.command("rotate")
+@click.argument("key_id")
+@click.option("--expires", default="30d", show_default=True, help="the new key's lifetime, e.g. 12h, 30d, 2w")
+@click.option("--grace", default=None, help="how long the old key keeps working, e.g. 12h (default: not at all)")
+def keys_rotate(key_id: str, expires: str, grace: str | None) -> None:
+    """A new key for the same principal and role; the old one is revoked (or expires after --grace)."""
+    from datetime import timedelta
+
+    from service.auth import service as auth
+    from service.db import session_scope
+    from service.errors import EvalgateError
+
+    try:
+        with session_scope(_sessions()) as s:
+            key, plaintext = auth.rotate_key(
+                s,
+                key_id,
+                expires_in=auth.parse_duration(expires),
+                grace=auth.parse_duration(grace) if grace else timedelta(0),
+            )
+            new_id = key.key_id
+    except EvalgateError as e:
+        _fail(f"{e.code}: {e.detail}")
+    click.echo(f"rotated {key_id} -> {new_id} (shown once):", err=True)
+    click.echo(plaintext)
 
 
 def _api() -> Api:
@@ -315,6 +372,54 @@ def errors_table() -> None:
     from service.errors import catalogue_markdown
 
     click.echo(catalogue_markdown(), nl=False)
+
+
+# `evalgate verify`'s exit codes (README, "Verifying a result").
+VERIFIED, VERIFY_FAILED, VERIFY_USAGE, VERIFY_INCOMPLETE = 0, 1, 2, 3
+
+
+@main.command("verify")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", "key", help="the service's public key: a note verifier key, base64, or a file holding one")
+@click.option(
+    "--since",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="a checkpoint saved earlier: check that the log still extends it",
+)
+def verify(bundle: Path, key: str | None, since: Path | None) -> None:
+    """Verify a result offline: signature, statement, checkpoint, inclusion and (--since) consistency.
+
+    Exit 0: verified; 1: a check failed (the message names it); 2: unusable arguments or files;
+    3: what could be checked holds, but not everything was (no --key, or a bundle without a log proof).
+    """
+    from service.transparency import note
+    from service.transparency.verify import VerificationFailed, parse_key, verify_bundle
+
+    try:
+        data = json.loads(bundle.read_text())
+        key_text = key
+        if key is not None and Path(key).is_file():
+            key_text = Path(key).read_text()
+        public_key = parse_key(key_text) if key_text is not None else None
+        saved = since.read_text() if since is not None else None
+    except note.NoteError as e:
+        _fail(f"--key: {e}", VERIFY_USAGE)
+    except (OSError, UnicodeError, ValueError) as e:  # JSON's errors are ValueErrors
+        _fail(f"cannot read the input: {e}", VERIFY_USAGE)
+    try:
+        report = verify_bundle(data, public_key, saved)
+    except VerificationFailed as e:
+        _fail(f"FAILED {e.check}: {e.reason}", VERIFY_FAILED)
+    where = f" (entry {report.leaf_index} of {report.tree_size})" if report.tree_size is not None else ""
+    click.echo(f"job {report.job_id}{where}: verified {', '.join(report.checked)}")
+    if not report.key_trusted:
+        click.secho("not trusted: no --key given, checked against the bundle's own key", fg="yellow", err=True)
+    if report.not_checked:
+        missing = ", ".join(report.not_checked)
+        click.secho(f"not checked: {missing} (the bundle has no log proof)", fg="yellow", err=True)
+    if not report.complete:
+        sys.exit(VERIFY_INCOMPLETE)
+    click.secho("OK", fg="green")
 
 
 @main.group()

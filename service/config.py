@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     job_image: str = "evalgate-job:latest"
     sidecar_image: str = "evalgate-sidecar:latest"
     signing_key_path: Path | None = None
+    # The transparency log's origin: the first line of its checkpoints and the name of their key.
+    # Unset: `evalgate.<queue>`. Name the deployment (e.g. `evalgate.example.org/log`): no spaces, no +.
+    log_origin: str | None = None
+
+    # Observability (service/observability). Logs: one JSON object a line (request_id, job_id,
+    # partner), or plain text for a person at a terminal.
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # A worker's own Prometheus endpoint (unauthenticated: keep it on a private network; it carries
+    # no per-partner data). None: off. The API serves GET /metrics to operators instead.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     # Resource defaults and the ceiling a partner may ask for.
     default_memory_mb: int = 512
@@ -181,6 +193,10 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(default=20, ge=1)
     auth_failure_addresses: int = Field(default=10_000, ge=1)
 
+    # The results site (service/site): its session cookie is marked Secure when the request came over
+    # HTTPS, and always with this set (behind a TLS proxy that does not pass the scheme on).
+    site_cookie_secure: bool = False
+
     # Rows-mode suites of partners wait for an operator (metrics-mode ones, whose code sees the labels, always do).
     custom_suites_require_approval: bool = True
 
@@ -193,6 +209,10 @@ class Settings(BaseSettings):
             self.redis_url = self.broker_url
         if self.signing_key_path is None:
             self.signing_key_path = self.data_dir / "keys" / "attestation.ed25519"
+        if self.log_origin is None:
+            self.log_origin = f"evalgate.{self.queue}"
+        if not self.log_origin or "+" in self.log_origin or any(c.isspace() for c in self.log_origin):
+            raise ValueError("log_origin must be non-empty, without spaces or +")
         if not self.timing_buckets_s or any(b <= 0 for b in self.timing_buckets_s):
             raise ValueError("timing_buckets_s needs at least one positive bucket")
         self.timing_buckets_s = sorted(self.timing_buckets_s)

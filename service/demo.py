@@ -5,13 +5,16 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import click
 
 from service.auth.roles import Role
 from service.config import Settings
 from service.jobs.states import JobState
+
+if TYPE_CHECKING:
+    from service.jobs.dispatch import Dispatcher
 
 
 def _free_port() -> int:
@@ -24,13 +27,15 @@ def _free_port() -> int:
 class LocalServer:
     """uvicorn in a thread on a free loopback port (embedded worker: no Redis needed)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, dispatcher: Dispatcher | None = None):
+        """`dispatcher` replaces the one from settings (tests record jobs instead of running them)."""
         import uvicorn
 
         from service.main import create_app
 
         self.port = _free_port()
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
+        app = create_app(settings, dispatcher=dispatcher)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -164,6 +169,8 @@ def run_demo(settings: Settings) -> int:
     say(f"     seed {p['seed']}; inference {p['inference']}")
     attestation = result["attestation"]
     say(f"     signature     {attestation['signature'][:32]}… (ed25519, key {attestation['key_id']})")
+    # The demo's server has stopped by now: `evalgate serve` serves the same page (sign in with a key).
+    say(f"     results site  /site/jobs/{job['id']} (under `evalgate serve`, e.g. http://127.0.0.1:8000)")
     with session_scope(sessions) as s:
         v = ledger.verify(s)
     say(f"7. audit log: {'intact' if v.ok else 'BROKEN: ' + str(v.problem)}, {v.size} events, head {v.head_hash[:16]}…")

@@ -9,7 +9,8 @@ The status families below carry no code of their own; each domain's `errors.py` 
 from __future__ import annotations
 
 import inspect
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 
 class EvalgateError(Exception):
@@ -36,6 +37,29 @@ class EvalgateError(Exception):
         return {"error": self.code, "detail": self.detail, "alternatives": self.alternatives}
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+_DECLARED: dict[Callable[..., Any], tuple[type[EvalgateError], ...]] = {}
+
+
+def raises(*errors: type[EvalgateError]) -> Callable[[F], F]:
+    """Declare the error cases an endpoint or a dependency raises itself (beyond those every route of
+    its kind can give, which service.openapi derives). Put it under the route's decorator."""
+    for error in errors:
+        if error.__dict__.get("code") is None:
+            raise TypeError(f"{error.__name__} is a family of errors; declare its cases")
+
+    def declare(fn: F) -> F:
+        _DECLARED[fn] = _DECLARED.get(fn, ()) + errors
+        return fn
+
+    return declare
+
+
+def declared(fn: Callable[..., Any]) -> tuple[type[EvalgateError], ...]:
+    """The error cases `fn` was declared with (`raises`)."""
+    return _DECLARED.get(fn, ())
+
+
 # -- families, by status --------------------------------------------------------------------------------
 
 
@@ -59,12 +83,20 @@ class Conflict(EvalgateError):
     status_code = 409
 
 
+class PreconditionFailed(EvalgateError):
+    status_code = 412
+
+
 class PayloadTooLarge(EvalgateError):
     status_code = 413
 
 
 class Unprocessable(EvalgateError):
     status_code = 422
+
+
+class PreconditionRequired(EvalgateError):
+    status_code = 428
 
 
 class TooManyRequests(EvalgateError):
@@ -133,6 +165,8 @@ ERROR_MODULES = (
     "service.registry.errors",
     "service.jobs.errors",
     "service.quotas.errors",
+    "service.policies.errors",
+    "service.transparency.errors",
 )
 
 

@@ -9,9 +9,11 @@ headers alone, in this order:
    answers without reading the body, and the request goes on untouched;
 2. body limit: a declared `Content-Length` over the route's limit is refused (413) unread. A route
    without a body takes 0 bytes, a JSON route `json_max_bytes`, an upload the setting its decorator
-   names (`upload_limit`, in `openapi_extra`) plus multipart overhead;
+   names (`upload_limit`, in `openapi_extra`) plus multipart overhead, a form of the results site
+   what its `form_limit` says (4 KiB);
 3. authentication, for every route whose dependencies ask who calls (`current_caller`); the others
-   are public (health, the attestation key, the OpenAPI document and its pages). Failures are
+   are public (health, the attestation key, the OpenAPI document and its pages) or pages of the
+   results site, which check their session cookie before they read a form (service/site). Failures are
    rate-limited per client address (`AuthFailures`: 429 with Retry-After, decided before any database
    lookup); a missing or bad key gets the 401 the dependency gave, audited as `access.denied` as it
    was. The caller found is put in the request's state, where `current_caller` takes it;
@@ -57,6 +59,11 @@ log = logging.getLogger(__name__)
 UPLOAD = "x-evalgate-upload"
 MULTIPART_OVERHEAD = 64 << 10  # form fields, part headers and boundaries around an upload's one file
 UploadLimit = Literal["bundle_max_bytes", "model_max_bytes", "dataset_max_bytes"]
+FORM = "x-evalgate-form"
+FORM_MAX_BYTES = 4096  # the results site's forms: a key or nothing, and a CSRF token
+# Where ingress leaves its limiter of failed authentications: request.state.auth_failures (the site's
+# sign-in, which takes a key from a form, counts its failures in the same buckets).
+FAILURES_STATE = "auth_failures"
 
 
 def upload_limit(setting: UploadLimit, too_large: type[PayloadTooLarge]) -> dict[str, Any]:
@@ -65,10 +72,17 @@ def upload_limit(setting: UploadLimit, too_large: type[PayloadTooLarge]) -> dict
     return {UPLOAD: {"limit": setting, "too_large": too_large.code}}
 
 
+def form_limit(max_bytes: int = FORM_MAX_BYTES) -> dict[str, Any]:
+    """The `openapi_extra` of a route that reads a small urlencoded form itself, declaring no body
+    parameter (the results site's forms): its limit, checked on the headers like any other."""
+    return {FORM: {"limit": max_bytes}}
+
+
 class Body(StrEnum):
     NONE = "none"
     JSON = "json"
     UPLOAD = "upload"
+    FORM = "form"
 
 
 @dataclass(frozen=True)
@@ -82,17 +96,22 @@ class RoutePolicy:
     authenticated: bool
     limit_setting: str | None = None  # uploads: the Settings field bounding the file
     too_large: type[PayloadTooLarge] = BodyTooLarge
+    form_bytes: int = 0  # forms: their limit (form_limit)
 
     def limit(self, settings: Settings) -> int:
         """Read on every request, so a changed setting applies at once."""
         if self.body is Body.UPLOAD:
             assert self.limit_setting is not None
             return int(getattr(settings, self.limit_setting)) + MULTIPART_OVERHEAD
+        if self.body is Body.FORM:
+            return self.form_bytes
         return settings.json_max_bytes if self.body is Body.JSON else 0
 
     def refusal(self, settings: Settings) -> PayloadTooLarge:
         if self.body is Body.UPLOAD:
             return self.too_large(f"the file is larger than {getattr(settings, str(self.limit_setting))} bytes")
+        if self.body is Body.FORM:
+            return self.too_large(f"the form is larger than {self.form_bytes} bytes")
         if self.body is Body.JSON:
             return self.too_large(f"the JSON body is larger than {settings.json_max_bytes} bytes")
         return self.too_large("this route takes no request body")
@@ -114,7 +133,10 @@ def route_policies(routes: Sequence[BaseRoute]) -> list[RoutePolicy]:
         dependant: Dependant | None = getattr(ctx, "dependant", None)
         authenticated = dependant is not None and _asks_who_calls(dependant)
         body_field = getattr(ctx, "body_field", None)
-        if body_field is None:
+        form = (getattr(ctx, "openapi_extra", None) or {}).get(FORM)
+        if body_field is None and form is not None:
+            policies.append(RoutePolicy(ctx, methods, path, Body.FORM, authenticated, form_bytes=int(form["limit"])))
+        elif body_field is None:
             policies.append(RoutePolicy(ctx, methods, path, Body.NONE, authenticated))
         elif isinstance(body_field.field_info, params.Form):  # File is a Form too: multipart
             marker = (getattr(ctx, "openapi_extra", None) or {}).get(UPLOAD) or {}
@@ -270,6 +292,7 @@ class Ingress:
         if policy is None:
             await self.app(scope, receive, send)
             return
+        scope.setdefault("state", {})[FAILURES_STATE] = self.failures
         headers = Headers(scope=scope)
         declared = _declared_length(headers)
         unread = bool(declared) or "transfer-encoding" in headers  # a body the client may be sending

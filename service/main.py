@@ -30,8 +30,13 @@ from service.jobs.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatch
 from service.jobs.endpoints import router as jobs_router
 from service.jobs.recovery import Recovery, RecoveryLoop, for_worker
 from service.jobs.runner import fail_job, run_job
+from service.observability import metrics
+from service.observability.http import CallerObserved, RequestObserved
+from service.observability.http import router as metrics_router
+from service.observability.work import run_observed
 from service.openapi import declare_errors
 from service.outages import as_error
+from service.policies.endpoints import router as policies_router
 from service.quotas.endpoints import router as budget_router
 from service.quotas.service import Budgets
 from service.registry import service as registry
@@ -40,6 +45,8 @@ from service.release.dependencies import SignerDep
 from service.release.signing import Signer
 from service.sandbox.errors import SandboxError
 from service.schema import make_sessionmaker
+from service.site.endpoints import router as site_router
+from service.transparency.endpoints import router as transparency_router
 
 log = logging.getLogger(__name__)
 REQUEST_ID = "X-Request-ID"
@@ -52,6 +59,9 @@ def _embedded_worker(app: FastAPI, settings: Settings) -> tuple[Dispatcher, Reco
     context = LazyContext(lambda: build_context(settings, sessions, budgets))
 
     def run(job_id: str) -> object:
+        return run_observed(sessions, job_id, lambda: run_one(job_id))
+
+    def run_one(job_id: str) -> object:
         try:
             ctx = context.get()
         except SandboxError as e:  # no Docker engine: the job cannot run, and must not wait forever
@@ -151,8 +161,12 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         lifespan=lifespan,
         description="Sandboxed remote evaluation: scanned aggregate metrics out, weights and data never.",
     )
-    # Added first, so it runs inside RequestIds: its refusals carry the request id.
+    metrics.install()  # counts what this process commits (service/observability/metrics.py)
+    # Added first, so it runs inside RequestIds: its refusals carry the request id. CallerObserved
+    # runs inside ingress (it logs who called), RequestObserved outside it (it times every answer).
+    app.add_middleware(CallerObserved)
     app.add_middleware(Ingress, router=app.router, settings=settings)
+    app.add_middleware(RequestObserved)
     app.add_middleware(RequestIds)
 
     @app.exception_handler(EvalgateError)
@@ -176,6 +190,10 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     app.include_router(approvals_router)
     app.include_router(jobs_router)
     app.include_router(budget_router)
+    app.include_router(policies_router)
+    app.include_router(transparency_router)
+    app.include_router(metrics_router)
+    app.include_router(site_router)  # the results site's pages (service/site), not in the OpenAPI
     declare_errors(app)  # every route's error answers, in the OpenAPI document (service/openapi.py)
 
     @app.get("/healthz", tags=["meta"])

@@ -20,8 +20,8 @@ Each status's schema restricts `error` to the codes declared for it, so the sche
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
@@ -38,9 +38,10 @@ from service.errors import (
     TooManyRequests,
     Unauthorized,
     catalogue,
+    declared,
 )
+from service.ingress import route_policies
 
-F = TypeVar("F", bound=Callable[..., Any])
 # What any request that reaches the database can meet when something the service depends on is away
 # (service.outages): the database or the rate limiter (503), disk space (507).
 OUTAGES = (ServiceUnavailable.status_code, 507)
@@ -48,22 +49,6 @@ RETRY_AFTER = (TooManyRequests.status_code, *OUTAGES)  # statuses whose answers 
 SCHEMAS = "#/components/schemas/"
 # FastAPI's own 422 shape, which this app never answers with (main.py renders validation errors as ErrorRead).
 FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
-
-_DECLARED: dict[Callable[..., Any], tuple[type[EvalgateError], ...]] = {}
-
-
-def raises(*errors: type[EvalgateError]) -> Callable[[F], F]:
-    """Declare the error cases an endpoint or a dependency raises itself (beyond those every route of
-    its kind can give, which are derived). Put it under the route's decorator."""
-    for error in errors:
-        if error.__dict__.get("code") is None:
-            raise TypeError(f"{error.__name__} is a family of errors; declare its cases")
-
-    def declare(fn: F) -> F:
-        _DECLARED[fn] = _DECLARED.get(fn, ()) + errors
-        return fn
-
-    return declare
 
 
 class ValidationProblem(BaseModel):
@@ -108,7 +93,7 @@ def route_errors(
         found.add(TooManyAuthFailures)
     for d in _dependants(dependant):
         if d.call is not None:
-            found.update(_DECLARED.get(d.call, ()))
+            found.update(declared(d.call))
     return found
 
 
@@ -134,9 +119,6 @@ def _validates(dependant: Dependant) -> bool:
 
 
 def _add_errors(document: dict[str, Any], app: FastAPI) -> None:
-    # ingress imports the auth dependencies, which import `raises` from here: read it at build time.
-    from service.ingress import route_policies
-
     for policy in route_policies(app.router.routes):
         dependant: Dependant | None = getattr(policy.route, "dependant", None)
         if dependant is None or not getattr(policy.route, "include_in_schema", False):

@@ -5,18 +5,22 @@ jobs.recovery) starts."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import signals
+from prometheus_client import start_http_server
 
 from service.config import get_settings
 from service.db import make_engine, migrate
 from service.jobs import recovery, tasks
 from service.jobs.context import Lazy, LazyContext, build_context
 from service.jobs.dispatch import CeleryDispatcher, make_celery
+from service.observability import logs, metrics
 from service.schema import make_sessionmaker
 
 settings = get_settings()
+metrics.install()  # counts what this worker commits; served on EVALGATE_METRICS_PORT if set
 celery_app = make_celery(settings)
 context = LazyContext(lambda: build_context(settings, make_sessionmaker(make_engine(str(settings.database_url)))))
 tasks.use_context(context)
@@ -24,9 +28,19 @@ _recovery = Lazy(lambda: recovery.for_worker(context.get(), CeleryDispatcher(set
 _loop: recovery.RecoveryLoop | None = None
 
 
-@signals.worker_ready.connect  # type: ignore[untyped-decorator]  # Celery ships no type information
+@signals.setup_logging.connect  # type: ignore[untyped-decorator]  # Celery ships no type information
+def _on_setup_logging(loglevel: str | int | None = None, **_kw: Any) -> None:
+    """Connected, so Celery leaves logging to us: the same lines as the API's (JSON by default)."""
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
+    logs.configure(settings.log_format, str(level or settings.log_level), service="worker")
+
+
+@signals.worker_ready.connect  # type: ignore[untyped-decorator]
 def _on_worker_ready(**_kw: Any) -> None:
     global _loop
+    if settings.metrics_port is not None:
+        # Unauthenticated, so it carries no per-partner value (service/observability/metrics.py).
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     migrate(str(settings.database_url))
     rec = _recovery.get()
     rec.sweep_leftovers()

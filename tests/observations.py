@@ -20,8 +20,11 @@ PARTNER_ENDPOINTS = {
     ("post", "/v1/jobs"): "JobRead",
     ("get", "/v1/jobs"): "JobList",
     ("get", "/v1/jobs/{job_id}"): "JobRead",
+    ("get", "/v1/jobs/{job_id}/attestation"): "AttestationBundle",
     ("post", "/v1/jobs/{job_id}/cancel"): "JobRead",
     ("get", "/v1/budget"): "BudgetRead",
+    ("get", "/v1/policies/partners/{partner}"): "PartnerPolicyRead",
+    ("get", "/v1/policies/datasets/{name}/{version}"): "DatasetPolicyRead",
 }
 
 

@@ -70,7 +70,12 @@ def test_every_field_a_partner_really_reads_is_in_the_inventory(api, demo_files)
     suite = api.upload_suite(suite_bundle(unique("seen"), "pass", ["score"]), approve=False)
     published = api.client.post(f"/v1/suites/{suite['owner']}/{suite['name']}/{suite['version']}/publish", headers=p)
     assert published.status_code == 200 and published.json()["published"] is True
+    policy = {"public_name": "Acme Labs", "models": ["demo-classifier"], "datasets": ["demo-blobs@1"], "reason": "t"}
+    put = api.client.put("/v1/policies/partners/acme", headers=api.operator | {"If-Match": '"0"'}, json=policy)
+    assert put.status_code == 200, put.text
     answers = {
+        "PartnerPolicyRead": api.client.get("/v1/policies/partners/acme", headers=p).json(),
+        "DatasetPolicyRead": api.client.get("/v1/policies/datasets/demo-blobs/1", headers=p).json(),
         "Health": api.client.get("/healthz").json(),
         "Whoami": api.client.get("/v1/whoami", headers=p).json(),
         "AttestationKey": api.client.get("/v1/attestation-key").json(),
@@ -80,10 +85,12 @@ def test_every_field_a_partner_really_reads_is_in_the_inventory(api, demo_files)
         "SuiteRead": published.json(),
         "JobRead": api.client.get(f"/v1/jobs/{job['id']}", headers=p).json(),
         "JobList": api.client.get("/v1/jobs", headers=p).json(),
+        "AttestationBundle": api.client.get(f"/v1/jobs/{job['id']}/attestation", headers=p).json(),
         "BudgetRead": api.client.get("/v1/budget", headers=p).json(),
         "Error": api.client.get("/v1/jobs/nope", headers=p).json(),
     }
     assert answers["JobRead"]["state"] == "released"
+    assert answers["AttestationBundle"]["log"] is None  # the log's positions are not shown to partners
     missing = set()
     for name, value in answers.items():
         if isinstance(value, list):

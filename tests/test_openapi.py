@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from service.config import Settings
-from service.errors import NotFound, catalogue
-from service.openapi import raises
+from service.errors import NotFound, catalogue, raises
 
 
 @pytest.fixture

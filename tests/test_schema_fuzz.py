@@ -23,6 +23,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.errors import FailureGroup
 from schemathesis.python import asgi
+from schemathesis.specs.openapi import schemas as _openapi_schemas  # noqa: F401  # imported here, at the top
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,

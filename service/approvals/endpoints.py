@@ -7,10 +7,10 @@ from fastapi import APIRouter
 
 from service.auth.dependencies import Operator
 from service.deps import SessionDep
+from service.errors import raises
 from service.jobs import service as jobs_service
 from service.jobs.dependencies import DispatcherDep
 from service.jobs.dispatch import commit_then_enqueue
-from service.openapi import raises
 from service.registry import errors
 from service.registry import service as registry
 from service.registry.schemas import SuiteRead

@@ -17,8 +17,7 @@ from service.auth import service as auth_service
 from service.auth.roles import Role
 from service.auth.service import Caller
 from service.deps import SessionDep
-from service.errors import EvalgateError
-from service.openapi import raises
+from service.errors import EvalgateError, raises
 
 # Where ingress leaves the authenticated caller: request.state.caller.
 CALLER_STATE = "caller"

@@ -18,3 +18,17 @@ def principal_by_name(session: Session, name: str, role: Role | None = None) -> 
 
 def key_by_id(session: Session, key_id: str) -> ApiKey | None:
     return session.execute(select(ApiKey).where(ApiKey.key_id == key_id)).scalar_one_or_none()
+
+
+def keys(session: Session, name: str | None = None) -> list[ApiKey]:
+    """Every key (of one principal), oldest first."""
+    q = select(ApiKey).join(Principal, Principal.id == ApiKey.principal_id)
+    if name is not None:
+        q = q.where(Principal.name == name)
+    return list(session.execute(q.order_by(ApiKey.id)).scalars())
+
+
+def names_with_role(session: Session, role: Role) -> list[str]:
+    return list(
+        session.execute(select(Principal.name).where(Principal.role == role).order_by(Principal.name)).scalars()
+    )

@@ -109,6 +109,36 @@ def revoke_key(session: Session, key_id: str, actor: str = "cli") -> ApiKey:
     return key
 
 
+def rotate_key(
+    session: Session, key_id: str, *, expires_in: timedelta, grace: timedelta = timedelta(0), actor: str = "cli"
+) -> tuple[ApiKey, str]:
+    """A new key for the same principal and role; the old one stops working after `grace` (at once
+    by default). Returns the new key and its plaintext, which is never stored."""
+    old = repo.key_by_id(session, key_id)
+    if old is None:
+        raise errors.KeyNotFound(f"no key {key_id}")
+    if old.revoked_at is not None:
+        raise errors.KeyRevoked(f"key {key_id} is revoked", alternatives=["create a new key"])
+    principal = old.principal
+    key, plaintext = create_key(session, name=principal.name, role=principal.role, expires_in=expires_in, actor=actor)
+    if grace > timedelta(0):
+        old.expires_at = min(old.expires_at, utcnow() + grace)
+    else:
+        old.revoked_at = utcnow()
+    ledger.append(
+        session,
+        actor=actor,
+        action="key.rotated",
+        subject=f"principal:{principal.name}",
+        data={
+            "old_key_id": key_id,
+            "new_key_id": key.key_id,
+            "old_stops_at": (old.revoked_at or old.expires_at).isoformat(),
+        },
+    )
+    return key, plaintext
+
+
 def record_denial(session: Session, *, actor: str, route: str, reason: str | None, **data: str) -> None:
     """Audit a refused request (`access.denied`) in the session's transaction; the caller commits it."""
     ledger.append(

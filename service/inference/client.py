@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
+from . import rows as dataset_rows
 from .contract import ErrorCode, ModelError, channel_error
 from .protocol import (
     MAX_BODY,
@@ -25,13 +26,12 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
-    import numpy.typing as npt
+    pass
 
 SHARED_MIN_BYTES = 64 << 10  # below this a copy through the socket is cheaper than the bookkeeping
 SPAN_BYTES = 16 << 20  # the most input one batched request copies, and the most output it asks back
 SPAN_UNKNOWN_BATCHES = 16  # batches a request spans when the model's output row size is not declared
 MAX_SLOTS = 4
-DATA_SLOT = 4  # a buffer the job fills once (its dataset); requests point into it
 
 
 def connect(path: str, timeout: float | None, wait_s: float) -> socket.socket:
@@ -64,6 +64,7 @@ class Client:
         self._metadata: dict[str, Any] | None = None
         self._max_body = MAX_BODY  # the sidecar's frame limit, from its metadata
         self._max_batch: int | None = None  # the most rows the sidecar runs at once, from its metadata
+        self._row_bytes: dict[tuple[str, ...] | None, tuple[int, bool]] = {}
 
     def close(self) -> None:
         for buf in self._shared.values():
@@ -155,22 +156,57 @@ class Client:
         """All rows of `inputs` in batches of `batch_size`, batched by the sidecar: one request
         carries a span of many batches, and the sidecar runs them one by one, each exactly as
         predict() would. Same outputs and the same budget (rows, and one request per batch) as
-        predicting batch by batch, without a round trip per batch. A slice of the shared dataset is
-        one span, however long (nothing is copied); other inputs go in spans of at most SPAN_BYTES."""
+        predicting batch by batch, without a round trip per batch. Inputs go in spans of at most
+        SPAN_BYTES; rows of the job's dataset are better named than sent (predict_rows)."""
         names = list(inputs)
         arrays = {n: np.ascontiguousarray(inputs[n]) for n in names}
         rows = len(arrays[names[0]]) if names and arrays[names[0]].ndim else 0
         if rows == 0 or any(a.ndim == 0 or len(a) != rows for a in arrays.values()):
             return self.predict(arrays, outputs)  # the sidecar says what is wrong, or answers the empty batch
-        span = self._span_rows(list(arrays.values()), rows, batch_size, outputs)
+        span = self._span_rows(sum(a.nbytes for a in arrays.values()) // rows, batch_size, outputs)
         spans = ({n: a[i : i + span] for n, a in arrays.items()} for i in range(0, rows, span))
         outs = list(self._stream(spans, depth, {**_op("predict_batched", outputs), "batch": batch_size}))
         return outs[0] if len(outs) == 1 else {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
-    def _span_rows(self, arrays: list[np.ndarray], rows: int, batch_size: int, outputs: list[str] | None) -> int:
-        """Rows per request: whole batches, within SPAN_BYTES of copied input and of output."""
-        data = self._shared.get(DATA_SLOT)
-        copied = 0 if data is not None and data.offset_of(arrays) is not None else sum(a.nbytes for a in arrays) // rows
+    def predict_rows(
+        self,
+        rows: range | np.ndarray,
+        batch_size: int,
+        depth: int = 2,
+        outputs: list[str] | None = None,
+        copied_row_bytes: int = 0,
+    ) -> dict[str, np.ndarray]:
+        """Rows of the job's dataset, named instead of sent (rows.py): answers and charges exactly as
+        predict_batched() on the same rows. A range is one request however long, unless the sidecar
+        must copy its rows (`copied_row_bytes`: their size there, when its dtype is not the model's);
+        an index goes in requests of whole batches within SPAN_BYTES (8 bytes a row, plus the copy)."""
+        n = len(rows)
+        if n == 0:
+            raise ModelError(ErrorCode.EMPTY_BATCH, "no rows to predict")
+        per_row = copied_row_bytes + (0 if isinstance(rows, range) and rows.step == 1 else 8 + copied_row_bytes)
+        span = self._span_rows(per_row, batch_size, outputs)
+        spans = (rows[i : i + span] for i in range(0, n, span))
+        op = {**_op("predict_batched", outputs), "batch": batch_size}
+        outs = list(self._stream((_RowsRequest(r) for r in spans), depth, op))
+        return outs[0] if len(outs) == 1 else {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+    def _span_rows(self, copied: int, batch_size: int, outputs: list[str] | None) -> int:
+        """Rows per request: whole batches, within SPAN_BYTES of copied input (`copied` bytes a row)
+        and of output."""
+        out_row, declared = self._output_row_bytes(outputs)
+        span_bytes = min(SPAN_BYTES, self._max_body)  # what one frame may carry, either way
+        batches = span_bytes // max(copied, out_row, 1) // batch_size
+        if not declared:  # the output's size is unknown: a few batches a request
+            batches = min(batches, SPAN_UNKNOWN_BATCHES)
+        return max(1, batches) * batch_size
+
+    def _output_row_bytes(self, outputs: list[str] | None) -> tuple[int, bool]:
+        """Bytes of output a row gives (of `outputs`, or all), and whether the model declares it;
+        worked out once per set of outputs (a job asks the same many times)."""
+        key = None if outputs is None else tuple(outputs)
+        known = self._row_bytes.get(key)
+        if known is not None:
+            return known
         out_row, declared = 0, True
         for o in (self._metadata or self.metadata())["outputs"]:
             if outputs is not None and o["name"] not in outputs:
@@ -180,14 +216,11 @@ class Client:
                 declared = False
                 break
             out_row += int(np.prod(dims, dtype=np.int64)) * np.dtype(o["dtype"]).itemsize
-        span_bytes = min(SPAN_BYTES, self._max_body)  # what one frame may carry, either way
-        batches = span_bytes // max(copied, out_row, 1) // batch_size
-        if not declared:  # the output's size is unknown: a few batches a request
-            batches = min(batches, SPAN_UNKNOWN_BATCHES)
-        return max(1, batches) * batch_size
+        self._row_bytes[key] = (out_row, declared)
+        return out_row, declared
 
     def _stream(
-        self, requests: Iterable[dict[str, np.ndarray]], depth: int, op: dict[str, Any]
+        self, requests: Iterable[dict[str, np.ndarray] | _RowsRequest], depth: int, op: dict[str, Any]
     ) -> Iterator[dict[str, np.ndarray]]:
         depth = max(1, min(depth, MAX_SLOTS))
         pending: deque[str] = deque()  # "attach" or "predict", in the order their replies will come
@@ -207,27 +240,22 @@ class Client:
             if out is not None:
                 yield out
 
-    def shared_array(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray | None:
-        """An array in memory the sidecar maps too, or None where that is not possible (gVisor).
-        Predicting on slices of it sends only their offset: no byte is copied."""
-        if not self._use_shared():
-            return None
-        buf = self._shared.setdefault(DATA_SLOT, SharedBuffer())
-        arr = buf.array(shape, dtype)
-        send_frame_with_fd(self.sock, {"op": "attach", "slot": DATA_SLOT}, buf.fd)
-        self._reply()
-        return arr
-
-    def _send(self, inputs: dict[str, np.ndarray], slot: int, pending: deque[str], op: dict[str, Any]) -> None:
+    def _send(
+        self, inputs: dict[str, np.ndarray] | _RowsRequest, slot: int, pending: deque[str], op: dict[str, Any]
+    ) -> None:
+        if isinstance(inputs, _RowsRequest):  # dataset rows: name them
+            fields, index = dataset_rows.header(inputs.rows)
+            if index is None:
+                self._write({**op, **fields}, [], owed=len(pending))
+            else:
+                self._write({**op, **fields, "inputs": [describe(dataset_rows.INDEX, index)]}, [index], len(pending))
+            pending.append("predict")
+            return
         names = list(inputs)
         arrays = [np.ascontiguousarray(inputs[n]) for n in names]
         header = {**op, "inputs": [describe(n, a) for n, a in zip(names, arrays, strict=True)]}
         total = sum(a.nbytes for a in arrays)
-        data = self._shared.get(DATA_SLOT)
-        at = data.offset_of(arrays) if data is not None else None
-        if at is not None:  # already in shared memory: send where, not what
-            write_frame(self.sock, {**header, "shm": True, "slot": DATA_SLOT, "at": at})
-        elif total >= SHARED_MIN_BYTES and self._use_shared():
+        if total >= SHARED_MIN_BYTES and self._use_shared():
             buf = self._shared.setdefault(slot, SharedBuffer())
             if buf.ensure(total):  # a new memfd for this slot: hand it over once
                 send_frame_with_fd(self.sock, {"op": "attach", "slot": slot}, buf.fd)
@@ -247,6 +275,15 @@ class Client:
         if self._shared_ok is None:
             self.metadata()
         return bool(self._shared_ok)
+
+
+class _RowsRequest:
+    """One request naming dataset rows (a range, or an index array)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: range | np.ndarray):
+        self.rows = rows
 
 
 def _op(op: str, outputs: list[str] | None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import numpy as np
 from .contract import ErrorCode, ModelError
 
 if TYPE_CHECKING:
-    import numpy.typing as npt
+    pass
 
 PREFIX = struct.Struct(">II")
 MAX_HEADER = 64 << 10
@@ -180,7 +180,6 @@ class SharedBuffer:
     def __init__(self) -> None:
         self.fd = -1
         self.map: mmap.mmap | None = None
-        self._base: int | None = None  # the mapping's address, for offset_of on every request
 
     def ensure(self, n: int) -> bool:
         """Make room for n bytes. True when a new memfd was made (it must be sent to the server)."""
@@ -195,30 +194,6 @@ class SharedBuffer:
         fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
         self.map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         return True
-
-    def array(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
-        """An array living in this buffer (from its start): slices of it reach the sidecar by offset,
-        with no copy at all."""
-        dt = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
-        self.ensure(max(1, count * dt.itemsize))
-        assert self.map is not None  # ensure() maps it
-        return np.frombuffer(self.map, dtype=dt, count=count).reshape(shape)
-
-    def offset_of(self, arrays: list[np.ndarray]) -> int | None:
-        """Where these arrays start in this buffer, if they lie in it back to back; None otherwise."""
-        if self.map is None or not arrays:
-            return None
-        if self._base is None:
-            self._base = np.frombuffer(self.map, dtype=np.uint8).ctypes.data
-        base = self._base
-        start = arrays[0].ctypes.data - base
-        at = start
-        for a in arrays:
-            if not a.flags.c_contiguous or a.ctypes.data - base != at:
-                return None
-            at += a.nbytes
-        return start if start >= 0 and at <= len(self.map) else None
 
     def write(self, arrays: list[np.ndarray]) -> None:
         assert self.map is not None  # the caller made room with ensure() first
@@ -235,9 +210,8 @@ class SharedBuffer:
             try:
                 self.map.close()
             except BufferError:
-                pass  # an array from array() still lives; the mapping goes with the last of them
+                pass  # a view still lives; the mapping goes with the last of them
             self.map = None
-            self._base = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -45,6 +45,7 @@ from .protocol import (
     tune,
     write_frame,
 )
+from .rows import INDEX, Features
 
 SLOTS = (0, 1, 2, 3, 4)  # 0-3: batches in flight; 4: the job's dataset, loaded into shared memory
 
@@ -263,6 +264,16 @@ class Model:
             hold(size)  # the joined copy, while the parts still live
         return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
 
+    def only_input(self) -> tuple[str, np.dtype[Any]]:
+        """The model's one input, for requests that name dataset rows (rows.py)."""
+        if len(self.inputs) != 1:
+            raise ModelError(ErrorCode.UNKNOWN_INPUT, "dataset rows by reference need a model with exactly one input")
+        name = next(iter(self.inputs))
+        dtype = self._dtypes[name]
+        if dtype is None:
+            raise ModelError(ErrorCode.DTYPE_MISMATCH, f"{name} takes a dtype the channel does not carry")
+        return name, dtype
+
     def check(self, feeds: dict[str, np.ndarray]) -> int:
         """Validate feeds against the signature; return the batch (row) count."""
         if set(feeds) != set(self.inputs):
@@ -346,6 +357,7 @@ def make_handler(
     rate: RateLimit,
     shared_memory: bool,
     allowance: Allowance,
+    features: Features,
 ) -> type[socketserver.BaseRequestHandler]:
     class Handler(socketserver.BaseRequestHandler):
         shared: dict[int, tuple[mmap.mmap, int]]  # this connection's shared-memory mappings by slot, with sizes
@@ -455,48 +467,74 @@ def make_handler(
                 )
             elif op in ("predict", "predict_batched"):
                 rate.wait()
-                if header.get("shm"):
-                    slot = header.get("slot", 0)
-                    attached = self.shared.get(slot) if slot in SLOTS else None
-                    if attached is None:
-                        raise ModelError(ErrorCode.BAD_FRAME, "no shared memory attached at that slot")
-                    feeds = decode_tensors(
-                        header.get("inputs"), memoryview(attached[0]), exact=False, start=header.get("at", 0)
-                    )
-                else:
-                    feeds = decode_tensors(header.get("inputs"), body)
-                rows = model.check(feeds)
-                if rows == 0:
-                    raise ModelError(ErrorCode.EMPTY_BATCH, "a request must carry at least one row")
-                batch: object  # the header's "batch" is untrusted JSON until checked
-                if op == "predict":  # one batch: all the rows
-                    batch, requests = rows, 1
-                else:
-                    batch = header.get("batch")
-                    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-                        raise ModelError(ErrorCode.BAD_FRAME, "batch must be a positive integer")
-                    requests = max(1, -(-rows // batch))
-                if batch > max_batch:
-                    raise ModelError(ErrorCode.TOO_LARGE, f"batch of {batch} rows; at most {max_batch}")
-                names = model.served(header.get("outputs"))
-                if not budget.spend(rows, requests):
-                    raise ModelError(ErrorCode.BUDGET_EXCEEDED, "the job's model query budget is spent")
-                outputs = Held(allowance)  # the answer's arrays, held until they are sent
+                inputs = Held(allowance)  # rows gathered or cast here, held until answered
                 try:
-                    if op == "predict":
-                        arrays = model.run(feeds, names)
-                        outputs.take(sum(a.nbytes for a in arrays))
-                    else:
-                        arrays = model.run_batched(feeds, rows, batch, rate.wait, MAX_BODY, names, hold=outputs.take)
-                    write_frame(
-                        sock,
-                        {"ok": True, "outputs": [describe(n, a) for n, a in zip(names, arrays, strict=True)]},
-                        arrays,
-                    )
+                    self._predict(sock, op, header, body, inputs)
                 finally:
-                    outputs.release()
+                    inputs.release()
             else:
                 raise ModelError(ErrorCode.UNKNOWN_OP, "operations: metadata, predict, predict_batched, attach")
+
+        def _rows(self, header: dict[str, Any], body: memoryview, held: Held) -> dict[str, np.ndarray]:
+            """The feeds of a request that names dataset rows instead of carrying them (rows.py)."""
+            name, want = model.only_input()
+            spec = header.get("rows")
+            index = None
+            if isinstance(spec, dict) and "index" in spec:
+                index = decode_tensors(header.get("inputs"), body).get(INDEX)
+            x = features.array()
+            row_bytes = int(np.prod(x.shape[1:], dtype=np.int64)) * x.dtype.itemsize
+            if index is not None:
+                held.take(len(index) * row_bytes)  # before the gather is made: checked, then allocated
+            rows = features.select(spec, index)
+            if rows.dtype != want:
+                held.take(len(rows) * row_bytes // x.dtype.itemsize * want.itemsize)
+                rows = rows.astype(want)
+            return {name: rows}
+
+        def _predict(self, sock: socket.socket, op: str, header: dict[str, Any], body: memoryview, held: Held) -> None:
+            if "rows" in header:
+                feeds = self._rows(header, body, held)
+            elif header.get("shm"):
+                slot = header.get("slot", 0)
+                attached = self.shared.get(slot) if slot in SLOTS else None
+                if attached is None:
+                    raise ModelError(ErrorCode.BAD_FRAME, "no shared memory attached at that slot")
+                feeds = decode_tensors(
+                    header.get("inputs"), memoryview(attached[0]), exact=False, start=header.get("at", 0)
+                )
+            else:
+                feeds = decode_tensors(header.get("inputs"), body)
+            rows = model.check(feeds)
+            if rows == 0:
+                raise ModelError(ErrorCode.EMPTY_BATCH, "a request must carry at least one row")
+            batch: object  # the header's "batch" is untrusted JSON until checked
+            if op == "predict":  # one batch: all the rows
+                batch, requests = rows, 1
+            else:
+                batch = header.get("batch")
+                if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+                    raise ModelError(ErrorCode.BAD_FRAME, "batch must be a positive integer")
+                requests = max(1, -(-rows // batch))
+            if batch > max_batch:
+                raise ModelError(ErrorCode.TOO_LARGE, f"batch of {batch} rows; at most {max_batch}")
+            names = model.served(header.get("outputs"))
+            if not budget.spend(rows, requests):
+                raise ModelError(ErrorCode.BUDGET_EXCEEDED, "the job's model query budget is spent")
+            outputs = Held(allowance)  # the answer's arrays, held until they are sent
+            try:
+                if op == "predict":
+                    arrays = model.run(feeds, names)
+                    outputs.take(sum(a.nbytes for a in arrays))
+                else:
+                    arrays = model.run_batched(feeds, rows, batch, rate.wait, MAX_BODY, names, hold=outputs.take)
+                write_frame(
+                    sock,
+                    {"ok": True, "outputs": [describe(n, a) for n, a in zip(names, arrays, strict=True)]},
+                    arrays,
+                )
+            finally:
+                outputs.release()
 
     return Handler
 
@@ -571,18 +609,21 @@ def make_server(
     score_outputs: Iterable[str] = (),
     max_connections: int = 8,
     allowance_bytes: int = 512 << 20,
+    dataset_path: str | None = None,
 ) -> tuple[Server, Budget]:
     budget = Budget(max_rows, max_requests)
     model = Model(model_path, threads, output_policy, score_outputs)
     rate = RateLimit(max_rate)
     allowance = Allowance(allowance_bytes)
+    features = Features(dataset_path, take=allowance.take)
     if os.path.exists(socket_path):
         os.unlink(socket_path)
     # The job runs as another uid and gets the directory read-only, so the socket must be 0666.
     # Set through the umask at bind time: gVisor does not allow chmod on a host socket afterwards.
     old_umask = os.umask(0o111)
     try:
-        server = Server(socket_path, make_handler(model, budget, max_batch, max_body, rate, shared_memory, allowance))
+        handler = make_handler(model, budget, max_batch, max_body, rate, shared_memory, allowance, features)
+        server = Server(socket_path, handler)
     finally:
         os.umask(old_umask)
     server.model = model
@@ -626,6 +667,7 @@ def main() -> int:
         score_outputs=[n for n in env.get(Env.SCORE_OUTPUTS, "").split(",") if n],
         max_connections=int(env.get(Env.MAX_CONNECTIONS, "8")),
         allowance_bytes=int(env.get(Env.ALLOWANCE_BYTES, str(512 << 20))),
+        dataset_path=env.get(Env.DATASET),
     )
 
     def stop(signum: int, frame: FrameType | None) -> NoReturn:

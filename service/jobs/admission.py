@@ -28,6 +28,8 @@ from service.jobs.schemas import JobCreate
 from service.jobs.service import transition
 from service.jobs.states import JobState
 from service.ledger import service as ledger
+from service.policies import service as policies
+from service.policies.schemas import DatasetRules
 from service.quotas import leakage, lifetime
 from service.quotas.service import Budgets, Partner, Plan
 from service.registry import fit, suites
@@ -103,7 +105,7 @@ def _metrics_mode(
     req: JobCreate,
     suite: SuiteVersion,
     dataset: DatasetVersion,
-    settings: Settings,
+    rules: DatasetRules,
     limits: PartnerLimits,
     policy: gate.Policy,
 ) -> Judged:
@@ -117,7 +119,7 @@ def _metrics_mode(
             f"metrics {unknown} are not declared by suite {suite.ref}", alternatives=list(declared)
         )
     decls = {m: declared[m] for m in sorted(req.metrics)}
-    privacy = _privacy(req, settings, limits, gate.noised(decls, policy), policy)
+    privacy = _privacy(req, rules, limits, gate.noised(decls, policy), policy)
     return Judged(decls, privacy, gate.max_bits(decls, dataset.rows, privacy["epsilon_per_metric"], policy))
 
 
@@ -127,7 +129,7 @@ def _rows_mode(
     contract: Contract,
     output_policy: dict[str, Any],
     dataset: DatasetVersion,
-    settings: Settings,
+    rules: DatasetRules,
     limits: PartnerLimits,
     policy: gate.Policy,
 ) -> Judged:
@@ -170,7 +172,7 @@ def _rows_mode(
             )
         chosen.append(c)
     decls = {c.name: c.spec.decl for c in chosen}
-    privacy = _privacy(req, settings, limits, sorted(decls) if policy.mechanism else [], policy)
+    privacy = _privacy(req, rules, limits, sorted(decls) if policy.mechanism else [], policy)
     rows = {
         "kind": kind,
         "output": output,
@@ -187,12 +189,12 @@ def _rows_mode(
 
 
 def _privacy(
-    req: JobCreate, settings: Settings, limits: PartnerLimits, noised: list[str], policy: gate.Policy
+    req: JobCreate, rules: DatasetRules, limits: PartnerLimits, noised: list[str], policy: gate.Policy
 ) -> dict[str, Any]:
     if not noised:
         return {"mechanism": None, "epsilon_per_metric": 0.0, "epsilon_total": 0.0, "noised_metrics": []}
-    ceiling = limits.max_epsilon_per_metric
-    eps = req.epsilon if req.epsilon is not None else min(settings.dp_epsilon_per_metric, ceiling)
+    ceiling = policies.epsilon_ceiling(limits, rules)
+    eps = req.epsilon if req.epsilon is not None else min(rules.epsilon_per_metric, ceiling)
     if eps > ceiling:
         raise errors.EpsilonAbovePolicy(
             f"epsilon {eps} per metric is above your policy's {ceiling}", alternatives=[f"epsilon <= {ceiling}"]
@@ -208,24 +210,28 @@ def _privacy(
 
 def submit(session: Session, settings: Settings, budgets: Budgets, caller: Caller, req: JobCreate) -> tuple[Job, bool]:
     """Record an admitted job, or return the partner's earlier job for the same release (True)."""
-    limits = budgets.limits(caller.name)
+    # The partner's limits and the dataset's policy as an operator last set them (service.policies):
+    # read now, so a change applies from the next admission on.
+    limits = budgets.limits(caller.name, session)
     suite = suites.visible_suite(session, req.suite, caller.principal_id, caller.role)
     model = registry.usable_model(session, req.model)
     dataset = registry.resolve_dataset(session, req.dataset)
+    policies.check_access(session, caller.name, model, dataset)
+    rules = policies.dataset_rules(session, settings, dataset.id)
     if len(set(req.metrics)) != len(req.metrics):
         raise errors.UndeclaredMetric(f"metrics {req.metrics} are asked more than once", alternatives=[])
-    if dataset.rows < settings.min_dataset_rows:
+    if dataset.rows < rules.min_dataset_rows:
         raise DatasetTooSmall(
-            f"dataset {dataset.ref} has fewer than {settings.min_dataset_rows} rows",
+            f"dataset {dataset.ref} has fewer than {rules.min_dataset_rows} rows",
             alternatives=["choose a larger dataset"],
         )
     contract = fit.check(session, settings, model, dataset)  # before anything is reserved
     resources = _resources(req, settings, limits, dataset)
-    policy = gate.Policy.from_settings(settings)
+    policy = policies.gate_policy(settings, rules)
     if suite.mode == "rows":
-        judged = _rows_mode(req, suite, contract, model.output_policy, dataset, settings, limits, policy)
+        judged = _rows_mode(req, suite, contract, model.output_policy, dataset, rules, limits, policy)
     else:
-        judged = _metrics_mode(req, suite, dataset, settings, limits, policy)
+        judged = _metrics_mode(req, suite, dataset, rules, limits, policy)
     refs = (
         # The full owner/name@version: what a bare reference meant when it was admitted, for good.
         {

@@ -7,11 +7,12 @@ from fastapi import Depends, Request
 from service.auth.dependencies import current_caller
 from service.auth.service import Caller
 from service.deps import SessionDep
+from service.errors import raises
 from service.jobs import errors
 from service.jobs import service as jobs_service
 from service.jobs.dispatch import Dispatcher
 from service.jobs.models import Job
-from service.openapi import raises
+from service.observability import logs
 
 
 def get_dispatcher(request: Request) -> Dispatcher:
@@ -22,7 +23,9 @@ def get_dispatcher(request: Request) -> Dispatcher:
 @raises(errors.JobNotFound)
 def visible_job(job_id: str, session: SessionDep, caller: Annotated[Caller, Depends(current_caller)]) -> Job:
     """The job, if the caller may see it; 404 otherwise (never 403: that would say it exists)."""
-    return jobs_service.get_visible(session, caller, job_id)
+    job = jobs_service.get_visible(session, caller, job_id)
+    logs.bind(job_id=job.id)
+    return job
 
 
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]

@@ -18,6 +18,7 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from service.config import Settings
+from service.observability import logs
 
 log = logging.getLogger(__name__)
 TASK_RUN = "jobs.run"
@@ -38,8 +39,10 @@ def commit_then_enqueue(session: Session, dispatcher: Dispatcher, job_ids: Itera
     nothing: the job is committed, and the reconciler (jobs.recovery) hands it over later."""
     session.commit()
     for job_id in job_ids:
+        logs.bind(job_id=job_id)  # the request that made it runnable: its lines name the job
         try:
             dispatcher.enqueue(job_id)
+            log.info("job %s handed to a worker", job_id)
         except Exception:
             log.warning(
                 "job %s is committed but the broker did not take it; the reconciler will", job_id, exc_info=True

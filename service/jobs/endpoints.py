@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from service.auth.dependencies import AnyCaller, Partner, PartnerOrOperator
 from service.auth.roles import Role
 from service.deps import SessionDep, SettingsDep
-from service.errors import EvalgateError
+from service.errors import EvalgateError, raises
 from service.jobs import admission, errors
 from service.jobs import repository as repo
 from service.jobs import service as jobs_service
@@ -16,7 +16,7 @@ from service.jobs.dispatch import commit_then_enqueue
 from service.jobs.schemas import JobCreate, JobList, JobRead
 from service.jobs.states import JobState
 from service.jobs.views import to_read
-from service.openapi import raises
+from service.policies import errors as policy_errors
 from service.quotas import errors as quota_errors
 from service.quotas.dependencies import BudgetsDep
 from service.registry import errors as registry_errors
@@ -50,6 +50,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     errors.ResourcesExceedLimit,
     errors.EpsilonAbovePolicy,
     errors.ReleaseExceedsLeakageCap,
+    # the partner's policy: the models and datasets it may use
+    policy_errors.ModelNotAllowed,
+    policy_errors.DatasetNotAllowed,
     # the partner's budgets
     quota_errors.AdmissionBusy,
     quota_errors.TooManyConcurrentJobs,

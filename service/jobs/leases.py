@@ -106,6 +106,13 @@ class Leases:
         except Exception:  # the claim then simply runs out, and the reaper looks at the job
             log.warning("job %s: could not clear this worker's lease", job_id, exc_info=True)
 
+    def close(self) -> None:
+        """Stop renewing anything (the claims in the rows run out)."""
+        with self._lock:
+            self._held.clear()
+            self._lost.clear()
+        self._wake.set()
+
     def forget(self, job_id: str) -> None:
         """Stop renewing, and leave the row as it is: the claim runs out (after a crash)."""
         self._forget(job_id)
@@ -144,6 +151,7 @@ class Leases:
     def _renew_loop(self) -> None:
         while True:
             self._wake.wait(self.period_s / 3)
+            self._wake.clear()
             with self._lock:
                 if not self._held:
                     self._thread = None

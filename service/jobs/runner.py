@@ -143,7 +143,8 @@ def _run(ctx: WorkerContext, job_id: str) -> JobState:
         job.outcome = outcome.facts()
         job.result_raw = outcome.result
         jobs_service.transition(s, job, JobState.GATING, actor=ACTOR, data={"queries": usage})
-    _remove_sandbox(ctx, job_id)  # the outcome is recorded: nothing more is needed from the containers
+    # The outcome is recorded: the stopped containers are removed once the job has ended, after the
+    # gate, so their removal is not on the way to the partner's result.
     return JobState.GATING
 
 

@@ -7,6 +7,7 @@ from celery import shared_task
 from service.jobs.context import LazyContext
 from service.jobs.dispatch import TASK_RUN
 from service.jobs.runner import run_job
+from service.observability.work import run_observed
 
 # The worker process's one context, handed over by its entry point (service/worker.py), which
 # knows the settings and the database; built on the first job the process receives.
@@ -24,4 +25,5 @@ def run(job_id: str) -> str | None:
     """Run one job to its end. Idempotent: safe to receive twice."""
     if _context is None:
         raise RuntimeError("no worker context: run jobs through `evalgate worker` (service.worker)")
-    return run_job(_context.get(), job_id)
+    ctx = _context.get()
+    return run_observed(ctx.sessions, job_id, lambda: run_job(ctx, job_id))

@@ -9,7 +9,7 @@ from service.auth.dependencies import AnyCaller
 from service.auth.errors import WrongRole
 from service.auth.roles import Role
 from service.deps import SessionDep
-from service.openapi import raises
+from service.errors import raises
 from service.quotas import errors
 from service.quotas.dependencies import BudgetsDep
 from service.quotas.schemas import BudgetRead

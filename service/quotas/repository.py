@@ -179,3 +179,11 @@ def admissions_since(session: Session, since: datetime) -> dict[int, int]:
         .group_by(BudgetReservation.principal_id)
     )
     return {int(p): int(n) for p, n in session.execute(q).all()}
+
+
+def reservations_since(session: Session, day: str, principal_id: int | None = None) -> list[BudgetReservation]:
+    """Reservations counted on `day` (YYYYMMDD) or later, of one partner or all."""
+    query = select(BudgetReservation).where(BudgetReservation.day >= day)
+    if principal_id is not None:
+        query = query.where(BudgetReservation.principal_id == principal_id)
+    return list(session.execute(query.order_by(BudgetReservation.day)).scalars())

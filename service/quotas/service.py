@@ -33,6 +33,7 @@ from service.auth.models import Principal
 from service.config import PartnerLimits, Settings
 from service.db import on_rollback, utcnow
 from service.ledger import service as ledger
+from service.policies import service as policies
 from service.quotas import errors, leakage, lifetime
 from service.quotas import repository as repo
 from service.quotas.guards import AdmissionGuards
@@ -85,8 +86,16 @@ class Plan:
 class Budgets:
     """The one owner of every budget, built once per process (API, worker)."""
 
-    def __init__(self, settings: Settings, rows: DailyQuota, bits: DailyQuota, guards: AdmissionGuards):
+    def __init__(
+        self,
+        settings: Settings,
+        rows: DailyQuota,
+        bits: DailyQuota,
+        guards: AdmissionGuards,
+        sessions: sessionmaker[Session] | None = None,
+    ):
         self.settings, self.rows, self.bits, self.guards = settings, rows, bits, guards
+        self.sessions = sessions  # for reading a partner's limits where the caller has no session
 
     @classmethod
     def build(cls, settings: Settings, sessions: sessionmaker[Session]) -> Budgets:
@@ -94,11 +103,26 @@ class Budgets:
             redis_url=settings.redis_url, namespace=settings.queue, window_s=settings.release_window_s
         )
         return cls(
-            settings, make_quota(settings, sessions, "rows"), make_quota(settings, sessions, "millibits"), guards
+            settings,
+            make_quota(settings, sessions, "rows"),
+            make_quota(settings, sessions, "millibits"),
+            guards,
+            sessions,
         )
 
-    def limits(self, partner: str) -> PartnerLimits:
-        return self.settings.limits_for(partner)
+    def limits(self, partner: str, session: Session | None = None) -> PartnerLimits:
+        """A partner's limits now, as an operator last set them (service.policies), read from the
+        database at every call: a change applies to the next admission on every process."""
+        if session is not None:
+            return policies.partner_limits(session, self.settings, partner)
+        if self.sessions is None:
+            return self.settings.limits_for(partner)
+        with self.sessions() as own:
+            return policies.partner_limits(own, self.settings, partner)
+
+    def epsilon_budget(self, session: Session, limits: PartnerLimits, dataset_id: int) -> float:
+        """The partner's ε budget on one dataset version: its own or the dataset's, the smaller."""
+        return policies.epsilon_budget(limits, policies.dataset_rules(session, self.settings, dataset_id))
 
     @contextmanager
     def admission(self, partner_id: int) -> Iterator[None]:
@@ -134,7 +158,7 @@ class Budgets:
             for principal_id, admitted in repo.admissions_since(session, since).items():
                 principal = session.get(Principal, principal_id)
                 name = principal.name if principal is not None else ""
-                self.guards.restore_releases(principal_id, admitted, self.limits(name).releases_per_window)
+                self.guards.restore_releases(principal_id, admitted, self.limits(name, session).releases_per_window)
             self.rows.restore(rows, open_rows)
             self.bits.restore(bits, open_bits)
         log.warning("restored the budget counters of %s from %d reservations", day, len(open_rows) + len(rows))
@@ -142,7 +166,7 @@ class Budgets:
 
     def reserve(self, session: Session, partner: Partner, job_id: str, plan: Plan) -> BudgetReservation:
         """Reserve everything the job may spend, in the caller's transaction, or raise a refusal."""
-        limits = self.limits(partner.name)
+        limits = self.limits(partner.name, session)
         self.apply_due(session, partner.id)
         active = repo.open_reservations(session, partner.id)
         if active >= limits.max_concurrent_jobs:
@@ -159,9 +183,8 @@ class Budgets:
             )
         epsilon_micro = to_micro(plan.epsilon_total)
         if epsilon_micro > 0:
-            if not repo.try_spend_epsilon(
-                session, partner.id, plan.dataset_id, epsilon_micro, to_micro(limits.epsilon_budget)
-            ):
+            budget = self.epsilon_budget(session, limits, plan.dataset_id)
+            if not repo.try_spend_epsilon(session, partner.id, plan.dataset_id, epsilon_micro, to_micro(budget)):
                 self._refuse_epsilon(session, partner, plan, limits)
             ledger.append(
                 session,
@@ -172,7 +195,7 @@ class Budgets:
                     "dataset": plan.dataset_ref,
                     "epsilon": plan.epsilon_total,
                     "spent": repo.epsilon_spent_micro(session, partner.id, plan.dataset_id) / MICRO,
-                    "budget": limits.epsilon_budget,
+                    "budget": budget,
                 },
             )
         millibits = self._reserve_bits(session, partner, job_id, plan, limits)
@@ -279,7 +302,7 @@ class Budgets:
             )
 
     def _refuse_epsilon(self, session: Session, partner: Partner, plan: Plan, limits: PartnerLimits) -> None:
-        budget = limits.epsilon_budget
+        budget = self.epsilon_budget(session, limits, plan.dataset_id)
         spent = repo.epsilon_spent_by_dataset(session, partner.id)
         left = max(0.0, budget - spent.get(plan.dataset_id, 0) / MICRO)
         per_metric, k = plan.epsilon_per_metric, len(plan.noised_metrics)
@@ -295,7 +318,9 @@ class Budgets:
         others = [
             d.ref
             for d in registry_repo.datasets(session, exclude_id=plan.dataset_id)
-            if d.rows >= self.settings.min_dataset_rows and budget - spent.get(d.id, 0) / MICRO >= plan.epsilon_total
+            for rules in [policies.dataset_rules(session, self.settings, d.id)]
+            if d.rows >= rules.min_dataset_rows
+            and policies.epsilon_budget(limits, rules) - spent.get(d.id, 0) / MICRO >= plan.epsilon_total
         ][:10]
         if others:
             alternatives.append(f"use another dataset version with enough budget left: {', '.join(others)}")
@@ -382,7 +407,7 @@ class Budgets:
 
     def read(self, session: Session, partner: Partner) -> BudgetRead:
         """What the partner has used and has left, of every budget."""
-        limits = self.limits(partner.name)
+        limits = self.limits(partner.name, session)
         self.apply_due(session, partner.id)
         window = self.guards.release_window(partner.id, limits.releases_per_window)
         spent = repo.epsilon_spent_by_dataset(session, partner.id)
@@ -396,10 +421,11 @@ class Budgets:
                 EpsilonRead(
                     dataset=d.ref,
                     spent=spent[d.id] / MICRO,
-                    budget=eps,
-                    left=round(max(0.0, eps - spent[d.id] / MICRO), 6),
+                    budget=budget,
+                    left=round(max(0.0, budget - spent[d.id] / MICRO), 6),
                 )
                 for d in sorted(datasets.values(), key=lambda d: (d.name, d.version))
+                for budget in [self.epsilon_budget(session, limits, d.id)]
             ],
             epsilon_budget_per_dataset=eps,
             epsilon_per_metric_default=min(self.settings.dp_epsilon_per_metric, limits.max_epsilon_per_metric),

@@ -9,9 +9,8 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from service.auth.dependencies import AnyCaller, Operator, PartnerOrOperator
 from service.auth.roles import Role
 from service.deps import SessionDep, SettingsDep
-from service.errors import PayloadTooLarge
+from service.errors import PayloadTooLarge, raises
 from service.ingress import upload_limit
-from service.openapi import raises
 from service.registry import bundles, errors, suites
 from service.registry import repository as repo
 from service.registry import service as registry

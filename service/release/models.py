@@ -23,4 +23,8 @@ class Result(Base):
     signature: Mapped[str] = mapped_column(String(128))
     key_id: Mapped[str] = mapped_column(String(64))
     ledger_seq: Mapped[int] = mapped_column(Integer)
+    # The DSSE envelope of its in-toto statement, and its leaf in the transparency log; null for a
+    # release made before the log existed.
+    envelope: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    leaf_index: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -9,7 +9,8 @@ error class the partner will be told. Here, in order:
 2. the result file: missing, or refused by the sandbox (a link, a FIFO, too large);
 3. the release gate (gate.py): parse and type the result, withhold small cells, add the admitted
    noise plan's noise, round;
-4. the release: signed, on the ledger, stored at most once per job.
+4. the release: signed (and a DSSE-signed in-toto statement of it), on the transparency log and the
+   ledger, stored at most once per job.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from service.config import Settings
 from service.db import utcnow
 from service.inference.contract import Exit
 from service.ledger import service as ledger
+from service.policies import service as policies
 from service.release import gate, metrics, timing
 from service.release import repository as repo
 from service.release.catalogue import MetricDecl
@@ -33,6 +35,9 @@ from service.release.models import Result
 from service.release.outcomes import ErrorClass
 from service.release.signing import Signer
 from service.sandbox.runner import NO_RESULT, Outcome
+from service.transparency import dsse
+from service.transparency import service as tlog
+from service.transparency import statement as attestation
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,11 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
         return Ending(error_class, note)
     assert outcome.result is not None
     privacy = case.spec["privacy"]  # the plan admitted is the plan applied, whatever the settings now
+    # The dataset's suppression thresholds as its operator set them now (service.policies); the noise
+    # is the plan admitted, whatever the policy or the settings say now.
+    rules = policies.dataset_rules_of(session, settings, case.spec["dataset"]["name"], case.spec["dataset"]["version"])
     policy = replace(
-        gate.Policy.from_settings(settings), mechanism=privacy["mechanism"], delta=privacy.get("delta") or 0.0
+        policies.gate_policy(settings, rules), mechanism=privacy["mechanism"], delta=privacy.get("delta") or 0.0
     )
     if case.spec.get("mode") == "rows":
         try:
@@ -140,6 +148,19 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
             (utcnow() - case.submitted_at).total_seconds(), settings.timing_buckets_s
         ),
     }
+    # What the gate applied, for the attestation: fixed at admission or by the operator.
+    facts = {
+        "metric_kinds": {name: d.get("kind") for name, d in (case.spec.get("declared") or {}).items()},
+        "gate_policy": {
+            "decimals": policy.decimals,
+            "min_rows": policy.min_rows,
+            "min_class_rows": policy.min_class_rows,
+            "mechanism": policy.mechanism,
+            "noised_kinds": sorted(policy.noised_kinds),
+            "delta": policy.delta,
+        },
+        "epsilon_spent": privacy.get("epsilon_total", 0.0),
+    }
     release(
         session,
         signer,
@@ -148,6 +169,7 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
         disclosure=gated.disclosure(case.spec["leakage_bits"]),
         provenance=provenance,
         actor="worker",
+        facts=facts,
     )
     return Ending(None)
 
@@ -202,12 +224,18 @@ def release(
     disclosure: dict[str, Any],
     provenance: dict[str, Any],
     actor: str,
+    facts: dict[str, Any] | None = None,
 ) -> Result:
-    """Sign and record a release, at most once per job (the unique job_id makes a second impossible)."""
+    """Sign and record a release, at most once per job (the unique job_id makes a second impossible):
+    its DSSE-signed in-toto statement goes on the transparency log in this same transaction, so a
+    release rolled back leaves no leaf."""
     found = existing(session, job_id)
     if found is not None:
         return found
     signature = signer.sign(statement(job_id, metrics, disclosure, provenance))
+    attested = attestation.release_statement(job_id, metrics, disclosure, provenance, facts or {})
+    envelope = dsse.seal(attested, signer.key_id, signer.sign_bytes)
+    leaf_index = tlog.append(session, attestation.RELEASE, attestation.release_leaf(envelope))
     event = ledger.append(
         session,
         actor=actor,
@@ -219,6 +247,7 @@ def release(
             "spec_sha256": provenance["spec_sha256"],
             "signature": signature,
             "key_id": signer.key_id,
+            "leaf_index": leaf_index,
         },
     )
     result = Result(
@@ -229,6 +258,8 @@ def release(
         signature=signature,
         key_id=signer.key_id,
         ledger_seq=event.seq,
+        envelope=envelope,
+        leaf_index=leaf_index,
     )
     session.add(result)
     session.flush()

@@ -22,6 +22,7 @@ class Signer:
     def __init__(self, private_key: Ed25519PrivateKey):
         self._key = private_key
         raw = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.public_key_raw = raw
         self.public_key_b64 = base64.b64encode(raw).decode()
         self.key_id = hashlib.sha256(raw).hexdigest()[:16]
 
@@ -43,6 +44,10 @@ class Signer:
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path} is not an Ed25519 private key")
         return cls(key)
+
+    def sign_bytes(self, message: bytes) -> bytes:
+        """A raw Ed25519 signature (DSSE envelopes and signed notes say what the bytes are)."""
+        return self._key.sign(message)
 
     def sign(self, statement: dict[str, Any]) -> str:
         return base64.b64encode(self._key.sign(canonical_json(statement).encode())).decode()

@@ -50,7 +50,7 @@ class ImageSpec:
         src = IMAGES_DIR / self.kind
         files = {"Dockerfile": src / "Dockerfile", "requirements.lock": src / "requirements.lock"}
         # The channel (contract, protocol, client) is one package in both images, from one source.
-        channel = ["__init__.py", "contract.py", "protocol.py", "client.py"]
+        channel = ["__init__.py", "contract.py", "protocol.py", "client.py", "rows.py"]
         if self.kind == "job":
             for p in sorted((src / "sdk").rglob("*.py")):
                 files[f"sdk/{p.relative_to(src / 'sdk').as_posix()}"] = p

@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,6 +183,9 @@ class Outcome:
     # The sidecar stopped before the job did (killed from outside, or a bug of ours): the job's
     # failure is then not its own doing.
     sidecar_died: bool = False
+    # Seconds this worker spent on the sandbox, for operators' metrics: `start` (volumes and both
+    # containers made and started), `run` (from then until the outcome was collected).
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def partner_code_ran(self) -> bool:
@@ -202,6 +206,7 @@ class Outcome:
             "sidecar_oom": self.sidecar_oom,
             "sidecar_memory_peak": self.sidecar_memory_peak,
             "sidecar_died": self.sidecar_died,
+            "timings": self.timings,
         }
 
     @classmethod
@@ -354,9 +359,12 @@ class Sandbox:
                 # Whatever the job sends, the sidecar stays under its memory limit (see allowance_bytes).
                 Env.MAX_CONNECTIONS: str(lim.max_connections),
                 Env.ALLOWANCE_BYTES: str(allowance_bytes(lim, _size(spec.model_path))),
+                # The job's own dataset file: requests may name its rows instead of carrying them.
+                Env.DATASET: DATASET_PATH,
             },
             mounts=[
                 Mount(MODEL_PATH, str(spec.model_path), type="bind", read_only=True),
+                Mount(DATASET_PATH, str(spec.dataset_path), type="bind", read_only=True),
                 Mount(SOCKET_DIR, n["sock"], type="volume"),
                 # Readiness and usage, for the worker only: the job never sees this directory, and
                 # it outlives the container (a sidecar that died still says whether it had served).
@@ -471,6 +479,7 @@ class Sandbox:
     def run(self, spec: JobSandbox, should_cancel: Callable[[], bool] = lambda: False) -> Outcome:
         """Run (or resume) the job and collect its outcome. Does not remove anything: call remove()."""
         n = names(spec.job_id)
+        began = time.monotonic()
         try:
             side = "uid={0},gid={0}".format(SIDECAR_USER.split(":")[0])
             job_uid = spec.job_user.split(":")[0]
@@ -482,15 +491,16 @@ class Sandbox:
                 "output",
                 f"size={lim.output_bytes},nr_inodes={lim.output_inodes},uid={job_uid},gid={job_uid},mode=0700",
             )
-            sidecar = self._get(n["sidecar"]) or self._start_sidecar(spec, n)
-            job = self._get(n["job"])
-            if job is None:
-                # Started at once, beside the sidecar: the SDK waits for the socket, so the model
-                # loading and the job's own start-up overlap.
-                job = self._start_job(spec, n)
-            elif job.status == "created":
-                job.start()
+            # The two containers are made and started at once, each on its own connection to the
+            # engine: the SDK waits for the socket, so the model loading and the job's own start-up
+            # overlap, and neither waits for the other's Docker calls.
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evalgate-start") as pool:
+                side_started = pool.submit(lambda: self._get(n["sidecar"]) or self._start_sidecar(spec, n))
+                job_started = pool.submit(self._job_container, spec, n)
+                sidecar, job = side_started.result(), job_started.result()
+            started = time.monotonic()
             outcome = self._wait(spec.job_id, job, sidecar, spec.limits.timeout_s, should_cancel)
+            ran = time.monotonic()
             outcome.images = {"job": job.attrs["Image"], "sidecar": sidecar.attrs["Image"]}
             job.reload()
             state = job.attrs["State"]
@@ -503,25 +513,43 @@ class Sandbox:
                 outcome.job_log += f"\n--- sidecar (never served the model) ---\n{self._tail(sidecar, 4000)}"
             sidecar.reload()
             if sidecar.status == "running":
-                outcome.result, outcome.result_problem = self._collect(
-                    sidecar, spec.result_name, spec.limits.result_max_bytes
-                )
-                outcome.usage = self._usage(spec.job_id, sidecar)
-                outcome.sidecar_memory_peak = _memory_peak(sidecar)
+                # Three reads at once, each its own call to the engine: the result file (archive
+                # API), the job's usage (SIGUSR1, then usage.json) and the sidecar's memory peak.
+                with ThreadPoolExecutor(max_workers=3, thread_name_prefix="evalgate-collect") as pool:
+                    result = pool.submit(self._collect, sidecar, spec.result_name, spec.limits.result_max_bytes)
+                    usage = pool.submit(self._usage, spec.job_id, sidecar)
+                    peak = pool.submit(_memory_peak, sidecar)
+                    outcome.result, outcome.result_problem = result.result()
+                    outcome.usage, outcome.sidecar_memory_peak = usage.result(), peak.result()
             else:
                 outcome.sidecar_died = outcome.sidecar_ready
                 outcome.result_problem = "sidecar stopped before the result was collected"
                 outcome.usage = self._status(spec.job_id, USAGE_NAME) or {}
                 outcome.job_log += f"\n--- sidecar (stopped early) ---\n{self._tail(sidecar, 4000)}"
-            try:
-                sidecar.stop(timeout=5)
-            except APIError:
-                pass
-            sidecar.reload()
+            # A sidecar the kernel OOM-killed has stopped; a running one was not. It is not stopped
+            # here: remove() kills it with its containers, after the gate, off the partner's path.
             outcome.sidecar_oom = bool(sidecar.attrs["State"].get("OOMKilled"))
+            done = time.monotonic()
+            outcome.timings = {
+                "start": round(started - began, 3),  # volumes, and both containers made and started
+                "run": round(done - started, 3),
+                # Of `run`: the job container's life, and collecting its state, output, result and
+                # the sidecar's usage and memory peak.
+                "job": round(ran - started, 3),
+                "collect": round(done - ran, 3),
+            }
             return outcome
         except (APIError, requests.exceptions.RequestException) as e:
             raise SandboxError(f"docker: {e}") from e
+
+    def _job_container(self, spec: JobSandbox, n: dict[str, str]) -> Container:
+        """The job's container, started: made now, or the one an earlier attempt left."""
+        job = self._get(n["job"])
+        if job is None:
+            return self._start_job(spec, n)
+        if job.status == "created":
+            job.start()
+        return job
 
     def _wait(
         self, job_id: str, job: Container, sidecar: Container, timeout_s: int, should_cancel: Callable[[], bool]

@@ -206,32 +206,6 @@ def test_predict_from_an_unattached_slot_is_refused(sidecar):
     assert b"bad_frame" in read_reply(s)
 
 
-def test_slices_of_a_shared_dataset_travel_by_offset(sidecar, data, demo_files):
-    """Where shared memory works, the dataset can live in it; a request then names an offset, and
-    the answers are exactly those of the same rows sent in the socket."""
-    from unittest import mock
-
-    import onnxruntime as ort
-
-    x, _ = data
-    with Client(sidecar[0]) as c:
-        shared = c.shared_array(x.shape, x.dtype)
-        if shared is None:  # in-band only: nothing to share
-            assert not c._use_shared()
-            return
-        shared[...] = x
-        with mock.patch("service.inference.protocol.SharedBuffer.write", side_effect=AssertionError("copied")):
-            batches = [
-                out["probabilities"]
-                for out in c.predict_stream(({"features": shared[i : i + 128]} for i in range(0, 512, 128)), depth=2)
-            ]
-        # A slice that is not contiguous in the buffer is copied as before, and still right.
-        strided = c.predict({"features": np.ascontiguousarray(shared[1:200:2])})["probabilities"]
-    ref = ort.InferenceSession(str(demo_files["model"]), providers=["CPUExecutionProvider"])
-    np.testing.assert_array_equal(np.concatenate(batches), ref.run(None, {"features": x[:512]})[0])
-    np.testing.assert_array_equal(strided, ref.run(None, {"features": x[1:200:2]})[0])
-
-
 @pytest.mark.parametrize("at", [-1, 1 << 40, "0", 1.5, True])
 def test_an_offset_outside_the_shared_memory_is_refused(sidecar, at):
     import fcntl
@@ -333,23 +307,6 @@ def test_batched_equals_batch_by_batch_and_is_charged_as_such(sidecar, data, dem
     assert sent == ["predict_batched"]  # one request crossed the socket
     snap = sidecar[1].snapshot()
     assert snap["rows"] == 600 and snap["requests"] == 10  # ...charged as the ten batches it ran
-
-
-def test_a_shared_dataset_goes_as_one_request_without_a_copy(tmp_path, data, demo_files):
-    from unittest import mock
-
-    x, _ = data
-    with (
-        serving(tmp_path / "shm.sock", demo_files["model"], max_rows=1000, shared_memory=True) as (path, _),
-        Client(path) as c,
-    ):
-        shared = c.shared_array(x.shape, x.dtype)
-        shared[...] = x
-        sent = _count_requests(c)
-        with mock.patch("service.inference.protocol.SharedBuffer.write", side_effect=AssertionError("copied")):
-            out = c.predict_batched({"features": shared[100:500]}, 128)["probabilities"]
-    np.testing.assert_array_equal(out, _reference(demo_files, x[100:500], 128))
-    assert sent == ["predict_batched"]
 
 
 def test_long_inputs_are_cut_into_spans_of_whole_batches(sidecar, data, demo_files, monkeypatch):

@@ -4,7 +4,10 @@ worker (a lost message) is handed over again, once, and only when it is really l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
+
+import pytest
 
 from service.db import utcnow
 from service.jobs.leases import Leases
@@ -26,8 +29,21 @@ def set_job(api, job_id: str, **values) -> None:
             setattr(job, k, v)
 
 
+MADE: list[Leases] = []
+
+
 def leases(api, owner: str) -> Leases:
-    return Leases(api.client.app.state.sessionmaker, api.settings.lease_s, owner=owner)
+    made = Leases(api.client.app.state.sessionmaker, api.settings.lease_s, owner=owner)
+    MADE.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def _stop_renewing() -> Iterator[None]:
+    """A test's leases stop renewing when it ends (its database goes with it)."""
+    yield
+    while MADE:
+        MADE.pop().close()
 
 
 class Broker:

@@ -222,6 +222,13 @@ class Stack:
     # -- lifecycle ------------------------------------------------------------------------------------
 
     def __enter__(self) -> Stack:
+        try:
+            return self._start()
+        except BaseException:  # a step failed: stop what the earlier steps started
+            self.__exit__(None, None, None)
+            raise
+
+    def _start(self) -> Stack:
         if not self.embedded:
             self.redis.start()
         if self.postgres is not None:
@@ -254,8 +261,7 @@ class Stack:
             self.api.stop()
         if self.postgres is not None:
             self.postgres.remove()
-        if not self.embedded:
-            self.redis.stop()
+        self.redis.stop()  # (not started in embedded mode: stop() does nothing then)
 
     def _worker(self, i: int) -> Process:
         argv = [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1"]

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 
 import numpy as np
 
-from evalgate_inference.client import SHARED_MIN_BYTES, Client
+from evalgate_inference import rows
+from evalgate_inference.client import Client
 from evalgate_inference.contract import (
     DATASET_PATH,
     RESULT_PATH,
@@ -55,12 +55,10 @@ def _conn() -> Client:
 
 
 def load_features() -> np.ndarray:
-    """The dataset's features x (n, d). Where the sandbox allows it, x is read straight into memory
-    the model sidecar shares, so predicting on slices of x copies nothing."""
-    path = os.environ.get(Env.DATASET, DATASET_PATH)
-    with np.load(path, allow_pickle=False) as npz:
-        x = _load_shared(path, "x")
-        return npz["x"] if x is None else x
+    """The dataset's features x (n, d), read-only. Predicting on x, a slice of it or rows of it
+    picked by an index (`x[idx]`, `x[mask]`) names the rows instead of sending them: the sidecar
+    has the dataset too. To change the rows, copy them first (`x.copy()`); a copy goes by value."""
+    return rows.load(os.environ.get(Env.DATASET, DATASET_PATH))
 
 
 def load_dataset() -> tuple[np.ndarray, np.ndarray]:
@@ -72,30 +70,6 @@ def load_dataset() -> tuple[np.ndarray, np.ndarray]:
             raise RuntimeError("this suite runs in rows mode: its code is not given the labels; use load_features()")
         y = npz["y"]
     return load_features(), y
-
-
-def _load_shared(path: str, name: str) -> np.ndarray | None:
-    """Read one array of an .npz into shared memory without a second copy; None if it cannot be."""
-    try:
-        with zipfile.ZipFile(path) as zf, zf.open(f"{name}.npy") as f:
-            fmt = np.lib.format
-            read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}[fmt.read_magic(f)]
-            shape, fortran, dtype = read_header(f)
-            if fortran or dtype.hasobject or int(np.prod(shape)) * dtype.itemsize < SHARED_MIN_BYTES:
-                return None
-            arr = _conn().shared_array(tuple(shape), dtype)
-            if arr is None:
-                return None
-            raw = arr.reshape(-1).view(np.uint8)
-            filled = 0
-            while filled < raw.size:
-                n = f.readinto(memoryview(raw[filled:]))
-                if not n:
-                    raise ValueError("truncated array")
-                filled += n
-            return arr
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile, ModelError):
-        return None
 
 
 def seed() -> int:
@@ -118,13 +92,21 @@ def predict_all(
     or a dict of arrays by input name, cast to the dtypes the model declares.
 
     The sidecar runs the rows in batches of `batch_size` (by default the largest it takes), each
-    exactly as a request of its own would run: a slice of the dataset from load_dataset() is one
-    request however long; other inputs go in requests of a few MB with `inflight` of them queued at
-    the sidecar, so it never waits for the next. The budget counts rows, and one request per batch,
-    as if each batch were sent alone."""
+    exactly as a request of its own would run. Rows of the dataset from load_features() (x, a
+    slice, or rows picked by an index or a mask) are named, not sent: a range is one request
+    however long. Other inputs go in requests of a few MB with `inflight` of them queued at the
+    sidecar, so it never waits for the next. The budget counts rows, and one request per batch, as
+    if each batch were sent alone."""
     client = _conn()
-    feeds = _feeds(inputs, model_info_cached())
-    return client.predict_batched(feeds, int(batch_size or client.max_batch), depth=inflight, outputs=outputs)
+    info = model_info_cached()
+    batch = int(batch_size or client.max_batch)
+    named = rows.reference(inputs)
+    if named is not None and len(info["inputs"]) == 1:  # rows of the dataset: name them, send nothing
+        want = np.dtype(info["inputs"][0]["dtype"])
+        copied = 0 if inputs.dtype == want else int(np.prod(inputs.shape[1:])) * want.itemsize
+        return client.predict_rows(named, batch, depth=inflight, outputs=outputs, copied_row_bytes=copied)
+    feeds = _feeds(inputs, info)
+    return client.predict_batched(feeds, batch, depth=inflight, outputs=outputs)
 
 
 def predict(inputs, batch_size: int | None = None, inflight: int = 2, output: str | None = None) -> np.ndarray:

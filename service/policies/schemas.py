@@ -1,0 +1,91 @@
+"""Policies as the API reads and writes them. An `...Update` is the whole of what the operator sets
+(PUT): a field left out or null keeps, or goes back to, the deployment's default."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.config import Mechanism, PartnerLimits
+
+ASSET = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(@[A-Za-z0-9][A-Za-z0-9_.+-]{0,31})?$"
+AssetName = Annotated[str, Field(pattern=ASSET)]
+Reason = Field(max_length=1000, description="why: recorded with the change on the audit log")
+
+
+class PartnerPolicyValues(BaseModel):
+    """What an operator set for one partner; null: the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    public_name: str | None = Field(default=None, min_length=1, max_length=128, description="shown with results")
+    rows_per_day: int | None = Field(default=None, ge=0, le=10**12)
+    max_query_budget: int | None = Field(default=None, ge=1, le=10**12)
+    epsilon_budget: float | None = Field(default=None, ge=0, le=1e6)
+    max_epsilon_per_metric: float | None = Field(default=None, gt=0, le=1e3)
+    bits_per_day: float | None = Field(default=None, ge=0, le=1e12)
+    releases_per_window: int | None = Field(default=None, ge=0, le=10**9)
+    max_concurrent_jobs: int | None = Field(default=None, ge=0, le=10**6)
+    models: list[AssetName] | None = Field(
+        default=None,
+        max_length=500,
+        description="models the partner may use (`name` for every version, or `name@version`); null: all",
+    )
+    datasets: list[AssetName] | None = Field(default=None, max_length=500, description="datasets likewise; null: all")
+
+
+class PartnerPolicyUpdate(PartnerPolicyValues):
+    reason: str = Reason
+
+
+class PartnerPolicyRead(BaseModel):
+    partner: str
+    version: int = Field(description="counts the changes; the ETag")
+    public_name: str
+    limits: PartnerLimits = Field(description="what applies now: the operator's values, else the defaults")
+    models: list[str] | None = Field(description="models the partner may use; null: all")
+    datasets: list[str] | None = Field(description="datasets the partner may use; null: all")
+    set: PartnerPolicyValues = Field(description="what an operator set (null: the default)")
+    updated_at: datetime | None
+
+
+class DatasetRules(BaseModel):
+    """What applies to jobs on one dataset version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dp_mechanism: Mechanism
+    epsilon_per_metric: float = Field(description="ε per noised metric when a job asks for none")
+    max_epsilon_per_metric: float = Field(description="the most ε a job may spend per noised metric")
+    epsilon_budget: float = Field(description="ε per partner on this dataset version, for ever")
+    suppress_below_rows: int = Field(description="a metric on fewer rows is withheld")
+    suppress_below_class_rows: int = Field(description="... or with a smaller class")
+    min_dataset_rows: int = Field(description="a dataset version with fewer rows takes no jobs")
+
+
+class DatasetPolicyValues(BaseModel):
+    """What an operator set for one dataset version; null: the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dp_mechanism: Mechanism | None = None
+    epsilon_per_metric: float | None = Field(default=None, gt=0, le=1e3)
+    max_epsilon_per_metric: float | None = Field(default=None, gt=0, le=1e3)
+    epsilon_budget: float | None = Field(default=None, ge=0, le=1e6)
+    suppress_below_rows: int | None = Field(default=None, ge=1, le=10**9)
+    suppress_below_class_rows: int | None = Field(default=None, ge=1, le=10**9)
+    min_dataset_rows: int | None = Field(default=None, ge=1, le=10**9)
+
+
+class DatasetPolicyUpdate(DatasetPolicyValues):
+    reason: str = Reason
+
+
+class DatasetPolicyRead(BaseModel):
+    dataset: str
+    version: int = Field(description="counts the changes; the ETag")
+    rules: DatasetRules = Field(description="what applies now: the operator's values, else the defaults")
+    set: DatasetPolicyValues = Field(description="what an operator set (null: the default)")
+    updated_at: datetime | None
