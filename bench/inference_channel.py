@@ -168,6 +168,7 @@ def measure(model: Path, x: np.ndarray, cpus: float, rounds: int, runtime: str) 
             env={},
             command=["/opt/venv/bin/python", "/suite/measure.py"],
             query_budget_rows=ROWS * passes,
+            sidecar_threads=threads,  # the same onnxruntime threads (and CPUs) on both sides
             limits=Limits(
                 memory_mb=2048,
                 cpus=cpus,

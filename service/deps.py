@@ -1,4 +1,6 @@
-"""Request dependencies every domain shares: the session and the settings. Each domain's own
+"""Request dependencies every domain shares: the session and the settings. A dependency that does
+no I/O is `async def`: FastAPI runs a plain `def` one in a worker thread, a hop that costs more
+than the work (profiled: dozens of hops a request). Each domain's own
 (`BudgetsDep`, `DispatcherDep`, `VisibleJob`, ...) live in its `dependencies.py`; auth's in auth/."""
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 

@@ -6,10 +6,11 @@ own rolls back with the error."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from service.auth import errors
@@ -36,10 +37,15 @@ def _audit_denial(request: Request, session: Session, error: EvalgateError, who:
     session.commit()
 
 
-def current_caller(request: Request, session: SessionDep) -> Caller:
+async def current_caller(request: Request, session: SessionDep) -> Caller:
+    """The caller ingress authenticated (no I/O: no worker thread), else authenticated here."""
     found = getattr(request.state, CALLER_STATE, None)
     if isinstance(found, Caller):
         return found
+    return await run_in_threadpool(_authenticate, request, session)
+
+
+def _authenticate(request: Request, session: Session) -> Caller:
     try:
         return auth_service.authenticate(session, bearer_token(request.headers.get("authorization", "")))
     except EvalgateError as e:
@@ -47,13 +53,15 @@ def current_caller(request: Request, session: SessionDep) -> Caller:
         raise
 
 
-def require_role(*roles: Role) -> Callable[..., Caller]:
-    def dependency(request: Request, session: SessionDep, caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+def require_role(*roles: Role) -> Callable[..., Awaitable[Caller]]:
+    async def dependency(
+        request: Request, session: SessionDep, caller: Annotated[Caller, Depends(current_caller)]
+    ) -> Caller:
         if caller.role not in roles:
             error = errors.WrongRole(
                 f"role {caller.role} may not do this", alternatives=[f"use a key with role {' or '.join(roles)}"]
             )
-            _audit_denial(request, session, error, caller.actor)
+            await run_in_threadpool(_audit_denial, request, session, error, caller.actor)
             raise error
         return caller
 

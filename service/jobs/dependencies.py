@@ -15,7 +15,7 @@ from service.jobs.models import Job
 from service.observability import logs
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     """The app's dispatcher: Celery, or the embedded worker."""
     return request.app.state.dispatcher  # type: ignore[no-any-return]
 

@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from service.quotas.service import Budgets
 
 
-def get_budgets(request: Request) -> Budgets:
+async def get_budgets(request: Request) -> Budgets:
     """The app's one Budgets object, built at start-up."""
     return request.app.state.budgets  # type: ignore[no-any-return]
 

@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from service.release.signing import Signer
 
 
-def get_signer(request: Request) -> Signer:
+async def get_signer(request: Request) -> Signer:
     """The app's attestation key, loaded at start-up."""
     return request.app.state.signer  # type: ignore[no-any-return]
 
