@@ -19,6 +19,7 @@ from service.auth import service as auth
 from service.auth.roles import Role
 from service.config import Settings
 from service.registry import service as registry
+from service.registry.bundles import BundleLimits
 from service.registry.models import DatasetVersion
 
 # The built-in classification suite as shipped in this release.
@@ -122,6 +123,20 @@ def zip_bytes(files: dict[str, bytes | str]) -> bytes:
         for name, content in files.items():
             zf.writestr(name, content)
     return buf.getvalue()
+
+
+# Small bundle limits for tests of the bundle reader (service.registry.bundles).
+BUNDLE_LIMITS = BundleLimits(
+    max_files=20,
+    max_unpacked_bytes=1 << 20,
+    max_metrics=8,
+    max_dirs=20,
+    max_depth=8,
+    max_path_bytes=512,
+    max_name_bytes=128,
+    max_file_bytes=1 << 20,
+    max_ratio=100,
+)
 
 
 def suite_bundle(name: str, code: str, metrics: list[str] | dict, version: str = "1.0.0") -> bytes:

@@ -11,20 +11,11 @@ import pytest
 
 from service.errors import PayloadTooLarge, Unprocessable
 from service.registry import bundles
-from service.registry.bundles import BundleLimits, extract_bundle, tree_digest
+from service.registry.bundles import extract_bundle, tree_digest
+from tests import factories
 from tests.factories import manifest, tar_gz, zip_bytes
 
-LIMITS = BundleLimits(
-    max_files=20,
-    max_unpacked_bytes=1 << 20,
-    max_metrics=8,
-    max_dirs=20,
-    max_depth=8,
-    max_path_bytes=512,
-    max_name_bytes=128,
-    max_file_bytes=1 << 20,
-    max_ratio=100,
-)
+LIMITS = factories.BUNDLE_LIMITS
 GOOD = {"suite.yaml": manifest("ok", ["accuracy"]), "main.py": "print('hi')\n", "lib/util.py": "X = 1\n"}
 
 

@@ -19,17 +19,7 @@ from service.registry.bundles import BundleLimits, extract_bundle, tree_digest
 from tests import factories
 from tests.factories import manifest, tar_gz, zip_bytes
 
-LIMITS = BundleLimits(
-    max_files=20,
-    max_unpacked_bytes=1 << 20,
-    max_metrics=8,
-    max_dirs=20,
-    max_depth=8,
-    max_path_bytes=512,
-    max_name_bytes=128,
-    max_file_bytes=1 << 20,
-    max_ratio=100,
-)
+LIMITS = factories.BUNDLE_LIMITS
 # Room enough that only the ratio can refuse a bomb.
 ROOMY = LIMITS.model_copy(update={"max_unpacked_bytes": 64 << 20, "max_file_bytes": 64 << 20, "max_ratio": 50})
 GOOD = [("suite.yaml", manifest("ok", ["accuracy"])), ("main.py", "print('hi')\n")]
