@@ -159,9 +159,10 @@ def test_a_gather_larger_than_the_allowance_is_busy_not_an_oom(tmp_path, demo_fi
     )
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
+        # The index (4,000 rows: 32 KB) fits the 64 KB allowance; the rows it gathers (16 features of
+        # float32: 256 KB) do not, and are refused before they are gathered.
         with Client(str(tmp_path / "tight.sock"), shared_memory=False) as c, pytest.raises(ModelError, match="busy"):
-            c._span_rows = lambda *a, **k: 10**6  # type: ignore[method-assign]  # one huge index request
-            c.predict_rows(np.zeros(200_000, dtype=np.int64), 512)
+            c.predict_rows(np.zeros(4000, dtype=np.int64), 512)
         assert budget.snapshot()["rows"] == 0
     finally:
         server.shutdown()
