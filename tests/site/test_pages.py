@@ -130,7 +130,7 @@ def test_keys_never_reach_the_logs(site: Seeded, caplog: pytest.LogCaptureFixtur
         sign_in(site.h.client, headers)
         site.h.client.get("/site/")
     assert key_of(headers) not in caplog.text
-    assert key_of(headers).split("_")[2] not in caplog.text
+    assert key_of(headers).split("_", 2)[2] not in caplog.text  # the secret (it may hold "_" itself)
 
 
 def board(site: Seeded, headers: dict[str, str], **params: str) -> str:
