@@ -512,22 +512,7 @@ def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bund
         plan = _Plan(limits, len(data))
         for entry, _ in members():
             plan.add(entry)
-        suites_root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=suites_root, prefix=".extract-"))
-        try:
-            _write(tmp, plan, members())
-            manifest = load_manifest(tmp, limits)
-            digest = tree_digest(tmp)
-            final = suites_root / digest
-            if final.exists():
-                shutil.rmtree(tmp)
-            else:
-                _make_read_only(tmp)
-                os.replace(tmp, final)
-            return Bundle(manifest=manifest, sha256=digest, path=final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        return _install(suites_root, limits, ".extract-", lambda tmp: _write(tmp, plan, members()))
 
 
 def load_manifest_file(path: Path) -> SuiteManifest:
@@ -569,10 +554,23 @@ def _make_read_only(root: Path) -> None:
 
 def install_directory(src: Path, suites_root: Path, limits: BundleLimits) -> Bundle:
     """Install a trusted suite shipped as a directory (the built-in suites)."""
+    return _install(
+        suites_root,
+        limits,
+        ".install-",
+        lambda tmp: shutil.copytree(
+            src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        ),
+    )
+
+
+def _install(suites_root: Path, limits: BundleLimits, prefix: str, fill: Callable[[Path], object]) -> Bundle:
+    """Fill a fresh directory beside the store, check its manifest, and move it to its digest's
+    place (read-only), or drop it when that content is stored already. Nothing half-made stays."""
     suites_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=suites_root, prefix=".install-"))
+    tmp = Path(tempfile.mkdtemp(dir=suites_root, prefix=prefix))
     try:
-        shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        fill(tmp)
         manifest = load_manifest(tmp, limits)
         digest = tree_digest(tmp)
         final = suites_root / digest
