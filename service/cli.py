@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import yaml
 
+from service.approvals import commands as governance_commands
 from service.auth.roles import Role
 from service.config import get_settings
 from service.jobs.states import JobState
@@ -155,6 +156,10 @@ def _sessions() -> sessionmaker[Session]:
 main.add_command(policy_commands.quotas)
 main.add_command(policy_commands.policy)
 main.add_command(policy_commands.usage)
+main.add_command(governance_commands.approvals)
+main.add_command(governance_commands.partners)
+main.add_command(governance_commands.models)
+main.add_command(governance_commands.datasets)
 
 
 @main.group()
@@ -441,6 +446,108 @@ def demo() -> None:
 
     _docker_or_exit()
     sys.exit(run_demo(get_settings()))
+
+
+@main.group()
+def dev() -> None:
+    """Develop a suite on this machine against a synthetic twin (no privacy cost)."""
+
+
+@dev.command("init")
+@click.argument("name")
+def dev_init(name: str) -> None:
+    """Write NAME/ with suite.yaml, main.py and README.md: a suite that passes `dev run` as it is."""
+    from service.dev.skeleton import write_skeleton
+
+    try:
+        root = write_skeleton(name, Path.cwd())
+    except (ValueError, FileExistsError) as e:
+        _fail(str(e), 2)
+    click.echo(f"wrote {root}/suite.yaml, main.py, README.md; next: evalgate dev run {name} --model M@V --dataset D@V")
+
+
+@dev.command("run")
+@click.argument("suite_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "model_ref", help="the model version (name@version) whose stand-in to run beside")
+@click.option("--dataset", "dataset_ref", help="the dataset version (name@version) whose twin to run on")
+@click.option("--metrics", default="", help="comma-separated; default: every declared one (rows mode: accuracy)")
+@click.option(
+    "--epsilon", type=float, default=None, help="ε per noised metric (default EVALGATE_DP_EPSILON_PER_METRIC)"
+)
+@click.option("--output", default=None, help="rows mode: the model output to read (default: as a job would)")
+@click.option("--server", default=None, help="the evalgate API (default EVALGATE_URL)")
+@click.option(
+    "--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="default: EVALGATE_API_KEY"
+)
+@click.option(
+    "--twin-dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="a local twin (.npz)"
+)
+@click.option(
+    "--stand-in", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="a local stand-in (.onnx)"
+)
+def dev_run(
+    suite_dir: Path,
+    model_ref: str | None,
+    dataset_ref: str | None,
+    metrics: str,
+    epsilon: float | None,
+    output: str | None,
+    server: str | None,
+    key_file: Path | None,
+    twin_dataset: Path | None,
+    stand_in: Path | None,
+) -> None:
+    """Run a suite on a dataset's twin beside a model's stand-in, in the job image and sandbox of a
+    real job; show its output, the sidecar's usage and what the release gate would do, with its cost.
+    Exit: 0 would be released, 1 would be rejected by the gate, 2 nothing ran (setup), 3 the job failed."""
+    import tempfile
+
+    from service.dev import assets as dev_assets
+    from service.dev.report import lines
+    from service.dev.run import DevError, DevExit, run_suite
+    from service.errors import EvalgateError
+    from service.sandbox.errors import SandboxError
+    from service.sandbox.runner import Sandbox
+    from service.sandbox.runtimes import resolve
+
+    settings = get_settings()
+    with tempfile.TemporaryDirectory(prefix="evalgate-dev-assets-") as tmp:
+        dest = Path(tmp)
+        dest.chmod(0o755)  # the sandbox's users read the twin and the stand-in from here
+        try:
+            if twin_dataset is not None and stand_in is not None:
+                got = dev_assets.from_files(twin_dataset, stand_in, dest)
+            elif model_ref and dataset_ref and twin_dataset is None and stand_in is None:
+                from service.client import Api
+
+                key = key_file.read_text().strip() if key_file else os.environ.get("EVALGATE_API_KEY")
+                if not key:
+                    _fail("give --key-file or set EVALGATE_API_KEY (keys are never taken as arguments)", DevExit.SETUP)
+                url = server or os.environ.get("EVALGATE_URL", "http://127.0.0.1:8000")
+                got = dev_assets.from_server(Api(url, key), model_ref, dataset_ref, dest)
+            else:
+                _fail("give --model and --dataset (from the server), or --twin-dataset and --stand-in", DevExit.SETUP)
+            client = _docker_or_exit()
+            sandbox = Sandbox(client, deployment=f"{settings.queue}-dev", state_dir=settings.data_dir / "sandbox")
+            result = run_suite(
+                settings,
+                sandbox,
+                resolve(client, settings.docker_runtime),
+                suite_dir,
+                got,
+                requested=[m for m in metrics.split(",") if m],
+                epsilon=epsilon,
+                output=output,
+            )
+        except DevError as e:
+            _fail(str(e), DevExit.SETUP)
+        except EvalgateError as e:
+            _fail(f"{e.code}: {e.detail}" + "".join(f"\n  - {a}" for a in e.alternatives), DevExit.SETUP)
+        except SandboxError as e:
+            _fail(str(e), DevExit.SETUP)
+    for line in lines(result, got):
+        click.echo(line)
+    sys.exit(result.exit)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +69,38 @@ class Api:
     def budget(self) -> dict[str, Any]:
         """Bits, ε, model rows, releases and jobs in progress: used and left."""
         return self._json(self.http.get("/v1/budget"))
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._json_list(self.http.get("/v1/datasets"))
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._json_list(self.http.get("/v1/models"))
+
+    def _json_list(self, resp: httpx.Response) -> list[dict[str, Any]]:
+        if resp.status_code >= 400:
+            self._json(resp)
+        body: list[dict[str, Any]] = resp.json()
+        return body
+
+    def download_twin(self, kind: str, ref: str, dest: Path) -> str:
+        """A model's stand-in or a dataset's twin (kind "models" or "datasets", ref name@version) into
+        dest; returns its sha256, checked against the digest the server sent."""
+        name, _, version = ref.partition("@")
+        digest = hashlib.sha256()
+        with self.http.stream("GET", f"/v1/{kind}/{name}/{version}/twin") as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                self._json(resp)
+            with dest.open("wb") as f:
+                for chunk in resp.iter_bytes():
+                    digest.update(chunk)
+                    f.write(chunk)
+            sent = resp.headers.get("repr-digest", "")
+        if sent != f"sha-256=:{base64.b64encode(digest.digest()).decode()}:":
+            raise ApiError(
+                502, {"error": "digest_mismatch", "detail": f"{kind} {ref}: the twin's bytes do not match {sent!r}"}
+            )
+        return digest.hexdigest()
 
     def wait(
         self,

@@ -27,6 +27,9 @@ class PartnerLimits(BaseModel):
     bits_per_day: float = Field(ge=0, description="bits the partner's releases may carry per UTC day")
     releases_per_window: int = Field(ge=0, description="releases per moving window")
     max_concurrent_jobs: int = Field(ge=0, description="jobs admitted and not yet ended")
+    hard_rule_trips_per_day: int = Field(
+        default=20, ge=1, description="hard-rule trips per UTC day before the partner is suspended (service.sanctions)"
+    )
 
 
 class PartnerLimitsOverride(BaseModel):
@@ -41,6 +44,7 @@ class PartnerLimitsOverride(BaseModel):
     bits_per_day: float | None = Field(default=None, ge=0)
     releases_per_window: int | None = Field(default=None, ge=0)
     max_concurrent_jobs: int | None = Field(default=None, ge=0)
+    hard_rule_trips_per_day: int | None = Field(default=None, ge=1)
 
 
 def _default_noised_kinds() -> list[MetricKind]:
@@ -142,6 +146,11 @@ class Settings(BaseSettings):
     dp_epsilon_per_metric: float = Field(default=0.1, gt=0)  # when the job asks for none
     dp_max_epsilon_per_metric: float = Field(default=0.5, gt=0)
     dp_epsilon_budget: float = Field(default=10.0, ge=0)  # per partner and dataset version, for ever
+    # Synthetic twins (service.twins): the ε a dataset version's generated twin spends, from its
+    # registering operator's own budget on it (0: no generated twin; an operator may upload one), and
+    # the quantiles its per-feature ranges are released at (q and 1 - q).
+    twin_epsilon: float = Field(default=1.0, ge=0)
+    twin_range_quantile: float = Field(default=0.01, ge=0, lt=0.5)
     # Leakage in bits per partner per UTC day: what released values, outcomes and times can carry.
     leakage_bits_per_day: float = Field(default=4096, ge=0)
     # ... and over an asset's lifetime, per partner: a fraction of the bits the asset holds (a dataset's
@@ -197,8 +206,20 @@ class Settings(BaseSettings):
     # HTTPS, and always with this set (behind a TLS proxy that does not pass the scheme on).
     site_cookie_secure: bool = False
 
+    # Reproductions of released jobs (service.reproductions): operators may always ask for one,
+    # researchers only with this on. At most this many of one job per UTC day, whoever asks.
+    researchers_may_reproduce: bool = False
+    reproductions_per_job_per_day: int = Field(default=5, ge=1)
+
     # Rows-mode suites of partners wait for an operator (metrics-mode ones, whose code sees the labels, always do).
     custom_suites_require_approval: bool = True
+    # Governance (service.approvals): a grant of an approval request (and of a custom suite) needs two
+    # distinct operators. Off by default: one operator decides.
+    approvals_two_operators: bool = False
+    # Sanctions (service.sanctions): hard-rule trips per partner per UTC day (output rejected by the
+    # gate, model queries past the budget, refusals for an exhausted budget) before the partner is
+    # suspended; the default of every partner's `hard_rule_trips_per_day`.
+    hard_rule_trips_per_day: int = Field(default=20, ge=1)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
@@ -228,6 +249,7 @@ class Settings(BaseSettings):
             bits_per_day=self.leakage_bits_per_day,
             releases_per_window=self.releases_per_window,
             max_concurrent_jobs=self.max_concurrent_jobs,
+            hard_rule_trips_per_day=self.hard_rule_trips_per_day,
         )
 
     def limits_for(self, partner: str) -> PartnerLimits:

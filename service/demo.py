@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Self
 
 import click
@@ -14,6 +15,7 @@ from service.config import Settings
 from service.jobs.states import JobState
 
 if TYPE_CHECKING:
+    from service.client import Api
     from service.jobs.dispatch import Dispatcher
 
 
@@ -55,6 +57,28 @@ class LocalServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def _reproduce(op: Api, job_id: str, say: Callable[[str], None], timeout_s: float = 600) -> dict[str, object]:
+    """The operator reproduces the released job (a second sandbox run, compared by HMAC); its outcome."""
+    for _ in range(10):  # a busy moment (429, 503) says when to ask again
+        asked = op.http.post(f"/v1/jobs/{job_id}/reproduce")
+        if asked.status_code not in (429, 503):
+            break
+        time.sleep(min(5.0, float(asked.headers.get("Retry-After", "1"))))
+    if asked.status_code != 202:
+        say(f"   reproduction refused: {asked.text}")
+        return {}
+    say(f"   the operator asked for a reproduction ({asked.json()['id']})")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = op.http.get(f"/v1/jobs/{job_id}/reproductions").json()["reproductions"]
+        mine = next(r for r in found if r["id"] == asked.json()["id"])
+        if mine["outcome"] is not None:
+            log = mine.get("log") or {}
+            return {"outcome": mine["outcome"], "reason": mine["reason"], "log_index": log.get("leaf_index")}
+        time.sleep(0.25)
+    return {"outcome": None}
 
 
 def run_demo(settings: Settings) -> int:
@@ -126,6 +150,18 @@ def run_demo(settings: Settings) -> int:
             job["id"], timeout_s=600, on_change=lambda j: say(f"   [{time.monotonic() - t_job:5.1f}s] {j['state']}")
         )
         budget = partner.budget()
+        reproduction: dict[str, object] = {}
+        if job["state"] == JobState.RELEASED:
+            # While the server runs: the release's bundle for `evalgate verify` (an operator's, with its
+            # log proof), the service's key, and a reproduction of the job asked for by the operator.
+            bundle_path = settings.data_dir / "demo" / f"{job['id']}.attestation.json"
+            key_path = settings.data_dir / "demo" / "evalgate.pub"
+            bundle = op.http.get(f"/v1/jobs/{job['id']}/attestation")
+            key = op.http.get("/v1/attestation-key")
+            if bundle.status_code == 200 and key.status_code == 200:
+                bundle_path.write_text(bundle.text)
+                key_path.write_text(key.json()["public_key"] + "\n")
+            reproduction = _reproduce(op, job["id"], say)
     if job["state"] != JobState.RELEASED:
         click.secho(
             f"the demo job ended {job['state']} ({job['error_class']}); see operator_log in the jobs table",
@@ -170,7 +206,13 @@ def run_demo(settings: Settings) -> int:
     attestation = result["attestation"]
     say(f"     signature     {attestation['signature'][:32]}… (ed25519, key {attestation['key_id']})")
     # The demo's server has stopped by now: `evalgate serve` serves the same page (sign in with a key).
-    say(f"     results site  /site/jobs/{job['id']} (under `evalgate serve`, e.g. http://127.0.0.1:8000)")
+    say(f"     results site  http://127.0.0.1:8000/site/jobs/{job['id']} (under `evalgate serve`)")
+    if bundle_path.exists() and key_path.exists():
+        say(f"     verify it offline: evalgate verify {bundle_path} --key {key_path}")
+    if reproduction:
+        ended = str(reproduction.get("outcome") or "not finished in time")
+        why = f" ({reproduction['reason']})" if reproduction.get("reason") else ""
+        say(f"     reproduced by the operator: {ended}{why}; transparency-log entry {reproduction.get('log_index')}")
     with session_scope(sessions) as s:
         v = ledger.verify(s)
     say(f"7. audit log: {'intact' if v.ok else 'BROKEN: ' + str(v.problem)}, {v.size} events, head {v.head_hash[:16]}…")

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 class EvalgateError(Exception):
     status_code: ClassVar[int] = 400
     code: ClassVar[str | None] = None  # set by every concrete case
+    rule: ClassVar[str | None] = None  # the policy rule a refusal comes from (service.policies.catalogue)
 
     def __init__(self, detail: str, *, alternatives: list[str] | None = None, retry_after_s: int | None = None):
         if self.code is None:
@@ -34,7 +35,10 @@ class EvalgateError(Exception):
         return {"Retry-After": str(max(1, int(self.retry_after_s)))} if self.retry_after_s is not None else None
 
     def to_dict(self) -> dict[str, object]:
-        return {"error": self.code, "detail": self.detail, "alternatives": self.alternatives}
+        found: dict[str, object] = {"error": self.code, "detail": self.detail, "alternatives": self.alternatives}
+        if self.rule is not None:
+            found["rule"] = self.rule
+        return found
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -167,6 +171,10 @@ ERROR_MODULES = (
     "service.quotas.errors",
     "service.policies.errors",
     "service.transparency.errors",
+    "service.approvals.errors",
+    "service.sanctions.errors",
+    "service.reproductions.errors",
+    "service.twins.errors",
 )
 
 

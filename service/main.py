@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
+from service.approvals.endpoints import requests_router as approval_requests_router
 from service.approvals.endpoints import router as approvals_router
 from service.auth.dependencies import AnyCaller
 from service.config import Settings, get_settings
@@ -43,10 +44,13 @@ from service.registry import service as registry
 from service.registry.endpoints import router as registry_router
 from service.release.dependencies import SignerDep
 from service.release.signing import Signer
+from service.reproductions.endpoints import router as reproductions_router
+from service.sanctions.endpoints import router as sanctions_router
 from service.sandbox.errors import SandboxError
 from service.schema import make_sessionmaker
 from service.site.endpoints import router as site_router
 from service.transparency.endpoints import router as transparency_router
+from service.twins.endpoints import router as twins_router
 
 log = logging.getLogger(__name__)
 REQUEST_ID = "X-Request-ID"
@@ -187,8 +191,12 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         return JSONResponse(status_code=422, content={**error.to_dict(), "detail": problems})
 
     app.include_router(registry_router)
+    app.include_router(twins_router)
     app.include_router(approvals_router)
+    app.include_router(approval_requests_router)
+    app.include_router(sanctions_router)
     app.include_router(jobs_router)
+    app.include_router(reproductions_router)
     app.include_router(budget_router)
     app.include_router(policies_router)
     app.include_router(transparency_router)

@@ -64,6 +64,9 @@ class ErrorRead(BaseModel):
         description="what was wrong; for `invalid_request`, each problem with its location"
     )
     alternatives: list[str] = Field(description="what the caller can do instead")
+    rule: str | None = Field(
+        default=None, description="the policy rule the refusal comes from (`GET /v1/policies`), where it comes from one"
+    )
 
 
 def declare_errors(app: FastAPI) -> None:

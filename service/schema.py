@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.approvals import models as _approvals  # noqa: F401
 from service.auth import models as _auth  # noqa: F401
 from service.jobs import models as _jobs  # noqa: F401
 from service.ledger import models as _ledger  # noqa: F401
@@ -14,8 +15,11 @@ from service.policies import models as _policies  # noqa: F401
 from service.quotas import models as _quotas  # noqa: F401
 from service.registry import models as _registry  # noqa: F401
 from service.release import models as _release  # noqa: F401
+from service.reproductions import models as _reproductions  # noqa: F401
+from service.sanctions import models as _sanctions  # noqa: F401
 from service.site import models as _site  # noqa: F401
 from service.transparency import models as _transparency  # noqa: F401
+from service.twins import models as _twins  # noqa: F401
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -22,9 +22,12 @@ PARTNER_ENDPOINTS = {
     ("get", "/v1/jobs/{job_id}"): "JobRead",
     ("get", "/v1/jobs/{job_id}/attestation"): "AttestationBundle",
     ("post", "/v1/jobs/{job_id}/cancel"): "JobRead",
+    ("get", "/v1/jobs/{job_id}/reproductions"): "ReproductionList",
     ("get", "/v1/budget"): "BudgetRead",
     ("get", "/v1/policies/partners/{partner}"): "PartnerPolicyRead",
     ("get", "/v1/policies/datasets/{name}/{version}"): "DatasetPolicyRead",
+    ("get", "/v1/datasets/{name}/{version}/twin/provenance"): "TwinRead",
+    ("get", "/v1/models/{name}/{version}/twin/provenance"): "TwinRead",
 }
 
 
@@ -62,6 +65,7 @@ def normalise(path: str) -> str:
         ("ModelRead[]", "ModelRead"),
         ("DatasetRead[]", "DatasetRead"),
         ("SuiteRead[]", "SuiteRead"),
+        ("ReproductionList.reproductions[]", "ReproductionRead"),
     ):
         if path.startswith(many):
             return one + path[len(many) :]

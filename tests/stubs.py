@@ -4,7 +4,9 @@ Docker), and the outcomes it hands back."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,41 @@ def released_outcome(dataset: Path) -> Outcome:
         usage={"rows": 600, "requests": 3, "budget_exceeded": False},
         images={"job": "sha256:job", "sidecar": "sha256:sidecar"},
     )
+
+
+def crashed_outcome(job_log: str) -> Outcome:
+    """What a job whose code crashed leaves: exit code 1 and its output (for operators only)."""
+    return Outcome(
+        exit_code=1, job_log=job_log, usage={"rows": 10}, images={"job": "sha256:job", "sidecar": "sha256:sidecar"}
+    )
+
+
+class HeldSandbox(StubSandbox):
+    """A sandbox that runs until the test lets it end, so the job stays `running` under its lease."""
+
+    def __init__(self, started: threading.Event, release: threading.Event, outcome: Outcome):
+        super().__init__(outcome)
+        self.started, self.release = started, release
+
+    def run(self, spec: JobSandbox, should_cancel: Callable[[], bool] = lambda: False) -> Outcome:
+        self.started.set()
+        assert self.release.wait(30)
+        return super().run(spec, should_cancel)
+
+
+@contextmanager
+def held_running(h: Harness, job_id: str, outcome: Outcome) -> Iterator[WorkerContext]:
+    """The job running on a worker thread, held in its sandbox until the block ends; then it ends
+    with `outcome`. Yields the worker's context (its lease owner is `.leases.owner`)."""
+    from service.jobs import runner
+
+    started, release = threading.Event(), threading.Event()
+    ctx = context(h, HeldSandbox(started, release, outcome))
+    worker = threading.Thread(target=runner.run_job, args=(ctx, job_id))
+    worker.start()
+    try:
+        assert started.wait(30), "the job never reached its sandbox"
+        yield ctx
+    finally:
+        release.set()
+        worker.join(30)

@@ -40,6 +40,14 @@ def test_demo_prints_released_metrics_provenance_and_audit(env, docker_client):
     assert "released metrics" in r.stdout and "accuracy" in r.stdout
     assert re.search(r"model\s+demo-classifier@1 sha256:[0-9a-f]{64}", r.stdout)
     assert "audit log: intact" in r.stdout
+    # The job's page, the exact command that verifies its release offline (and it does), and the
+    # operator's reproduction of it.
+    assert re.search(r"results site\s+http://127\.0\.0\.1:8000/site/jobs/[0-9a-f-]{36}", r.stdout)
+    command = re.search(r"verify it offline: (evalgate verify \S+ --key \S+)", r.stdout)
+    assert command, r.stdout
+    verified = evalgate(*command.group(1).split()[1:], env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert re.search(r"reproduced by the operator: reproduced; transparency-log entry \d+", r.stdout), r.stdout
 
 
 def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):

@@ -65,6 +65,8 @@ def test_every_field_the_openapi_document_declares_is_in_the_inventory(api):
 def test_every_field_a_partner_really_reads_is_in_the_inventory(api, demo_files):
     job = api.post_job(metrics=["accuracy", "macro_f1"], resources={"query_budget": 1000}).json()
     runner.run_job(context(api, StubSandbox(released_outcome(demo_files["data"]))), job["id"])
+    asked = api.client.post(f"/v1/jobs/{job['id']}/reproduce", headers=api.operator).json()
+    runner.run_job(context(api, StubSandbox(released_outcome(demo_files["data"]))), asked["id"])
     time.sleep(api.settings.timing_buckets_s[0] + 0.05)
     p = api.partner
     suite = api.upload_suite(suite_bundle(unique("seen"), "pass", ["score"]), approve=False)
@@ -81,16 +83,19 @@ def test_every_field_a_partner_really_reads_is_in_the_inventory(api, demo_files)
         "AttestationKey": api.client.get("/v1/attestation-key").json(),
         "ModelRead[]": api.client.get("/v1/models", headers=p).json(),
         "DatasetRead[]": api.client.get("/v1/datasets", headers=p).json(),
+        "TwinRead": api.client.get("/v1/datasets/demo-blobs/1/twin/provenance", headers=p).json(),
         "SuiteRead[]": api.client.get("/v1/suites", headers=p).json(),
         "SuiteRead": published.json(),
         "JobRead": api.client.get(f"/v1/jobs/{job['id']}", headers=p).json(),
         "JobList": api.client.get("/v1/jobs", headers=p).json(),
         "AttestationBundle": api.client.get(f"/v1/jobs/{job['id']}/attestation", headers=p).json(),
         "BudgetRead": api.client.get("/v1/budget", headers=p).json(),
+        "ReproductionList": api.client.get(f"/v1/jobs/{job['id']}/reproductions", headers=p).json(),
         "Error": api.client.get("/v1/jobs/nope", headers=p).json(),
     }
     assert answers["JobRead"]["state"] == "released"
     assert answers["AttestationBundle"]["log"] is None  # the log's positions are not shown to partners
+    assert len(answers["ReproductionList"]["reproductions"]) == 1
     missing = set()
     for name, value in answers.items():
         if isinstance(value, list):

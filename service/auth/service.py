@@ -8,6 +8,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
@@ -91,6 +92,23 @@ def create_key(
         data={"key_id": key_id, "role": role, "expires_at": key.expires_at.isoformat()},
     )
     return key, f"eg_{key_id}_{secret}"
+
+
+class KeyState(StrEnum):
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+def key_state(key: ApiKey, now: datetime | None = None) -> KeyState:
+    if key.revoked_at is not None:
+        return KeyState.REVOKED
+    return KeyState.EXPIRED if key.expires_at <= (now or utcnow()) else KeyState.ACTIVE
+
+
+def list_keys(session: Session, name: str | None = None) -> list[ApiKey]:
+    """Every key (of one principal), oldest first; only its id and dates, never a secret (none is kept)."""
+    return repo.keys(session, name)
 
 
 def revoke_key(session: Session, key_id: str, actor: str = "cli") -> ApiKey:

@@ -11,12 +11,16 @@ partner's admission lock and commits; a refusal raises and the transaction rolls
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
 from service import __version__
+from service.approvals import service as approvals
+from service.approvals.models import ExceptionRule
 from service.auth.service import Caller
 from service.canonical import digest
 from service.config import PartnerLimits, Settings
@@ -28,6 +32,7 @@ from service.jobs.schemas import JobCreate
 from service.jobs.service import transition
 from service.jobs.states import JobState
 from service.ledger import service as ledger
+from service.policies import errors as policy_errors
 from service.policies import service as policies
 from service.policies.schemas import DatasetRules
 from service.quotas import leakage, lifetime
@@ -38,9 +43,27 @@ from service.registry.errors import DatasetTooSmall, ModelDatasetMismatch
 from service.registry.models import DatasetVersion, SuiteVersion
 from service.release import gate, metrics
 from service.release.catalogue import MetricDecl
+from service.sanctions import service as sanctions
+
+REFUSED = "job.refused"  # the audit action of a refused submission
+# Offered with every refusal an operator may lift for one job (service.approvals).
+ASK_OPERATOR = 'resubmit with "request_approval": true to ask an operator for this exception'
 
 
-def _resources(req: JobCreate, settings: Settings, limits: PartnerLimits, dataset: DatasetVersion) -> dict[str, float]:
+def _ask(rule: ExceptionRule, asked: Any, limit: Any) -> dict[str, Any]:
+    """One thing a job asks past its policy: exactly what an operator's grant allows."""
+    return {"rule": str(rule), "asked": asked, "limit": limit}
+
+
+def _resources(
+    req: JobCreate,
+    settings: Settings,
+    limits: PartnerLimits,
+    dataset: DatasetVersion,
+    asks: list[dict[str, Any]] | None = None,
+) -> dict[str, float]:
+    """The job's resources; a query budget above the partner's largest is refused, or, when the
+    partner asked for approval (`asks` is a list), added to what it asks past its policy."""
     r = req.resources
     chosen = {
         "memory_mb": r.memory_mb or settings.default_memory_mb,
@@ -54,9 +77,14 @@ def _resources(req: JobCreate, settings: Settings, limits: PartnerLimits, datase
         "timeout_s": settings.max_timeout_s,
         "query_budget": limits.max_query_budget,
     }
+    if asks is not None and chosen["query_budget"] > ceilings["query_budget"]:
+        asks.append(_ask(ExceptionRule.MAX_QUERY_BUDGET, chosen["query_budget"], ceilings["query_budget"]))
+        ceilings["query_budget"] = chosen["query_budget"]
     over = [f"{k} <= {ceilings[k]}" for k, v in chosen.items() if v > ceilings[k]]
     if over:
-        raise errors.ResourcesExceedLimit("requested resources exceed your limits", alternatives=over)
+        # Only the query budget is a partner's policy; memory, CPUs and time are the deployment's.
+        extra = [ASK_OPERATOR] if chosen["query_budget"] > ceilings["query_budget"] else []
+        raise errors.ResourcesExceedLimit("requested resources exceed your limits", alternatives=over + extra)
     return chosen
 
 
@@ -108,6 +136,7 @@ def _metrics_mode(
     rules: DatasetRules,
     limits: PartnerLimits,
     policy: gate.Policy,
+    asks: list[dict[str, Any]] | None = None,
 ) -> Judged:
     """The suite's code reports the metrics it declares."""
     if req.slices:
@@ -119,7 +148,7 @@ def _metrics_mode(
             f"metrics {unknown} are not declared by suite {suite.ref}", alternatives=list(declared)
         )
     decls = {m: declared[m] for m in sorted(req.metrics)}
-    privacy = _privacy(req, rules, limits, gate.noised(decls, policy), policy)
+    privacy = _privacy(req, rules, limits, gate.noised(decls, policy), policy, asks)
     return Judged(decls, privacy, gate.max_bits(decls, dataset.rows, privacy["epsilon_per_metric"], policy))
 
 
@@ -132,6 +161,7 @@ def _rows_mode(
     rules: DatasetRules,
     limits: PartnerLimits,
     policy: gate.Policy,
+    asks: list[dict[str, Any]] | None = None,
 ) -> Judged:
     """The suite's code writes one row per dataset row; the service computes every metric from the
     rows and the labels, all of them noised (the code never sees the labels)."""
@@ -172,7 +202,7 @@ def _rows_mode(
             )
         chosen.append(c)
     decls = {c.name: c.spec.decl for c in chosen}
-    privacy = _privacy(req, rules, limits, sorted(decls) if policy.mechanism else [], policy)
+    privacy = _privacy(req, rules, limits, sorted(decls) if policy.mechanism else [], policy, asks)
     rows = {
         "kind": kind,
         "output": output,
@@ -189,15 +219,23 @@ def _rows_mode(
 
 
 def _privacy(
-    req: JobCreate, rules: DatasetRules, limits: PartnerLimits, noised: list[str], policy: gate.Policy
+    req: JobCreate,
+    rules: DatasetRules,
+    limits: PartnerLimits,
+    noised: list[str],
+    policy: gate.Policy,
+    asks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     if not noised:
         return {"mechanism": None, "epsilon_per_metric": 0.0, "epsilon_total": 0.0, "noised_metrics": []}
     ceiling = policies.epsilon_ceiling(limits, rules)
     eps = req.epsilon if req.epsilon is not None else min(rules.epsilon_per_metric, ceiling)
-    if eps > ceiling:
+    if eps > ceiling and asks is not None:
+        asks.append(_ask(ExceptionRule.MAX_EPSILON_PER_METRIC, eps, ceiling))
+    elif eps > ceiling:
         raise errors.EpsilonAbovePolicy(
-            f"epsilon {eps} per metric is above your policy's {ceiling}", alternatives=[f"epsilon <= {ceiling}"]
+            f"epsilon {eps} per metric is above your policy's {ceiling}",
+            alternatives=[f"epsilon <= {ceiling}", ASK_OPERATOR],
         )
     return {
         "mechanism": policy.mechanism,
@@ -212,11 +250,23 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
     """Record an admitted job, or return the partner's earlier job for the same release (True)."""
     # The partner's limits and the dataset's policy as an operator last set them (service.policies):
     # read now, so a change applies from the next admission on.
+    sanctions.check(session, settings, caller.principal_id, caller.name)  # a suspended partner: nothing more
     limits = budgets.limits(caller.name, session)
     suite = suites.visible_suite(session, req.suite, caller.principal_id, caller.role)
     model = registry.usable_model(session, req.model)
     dataset = registry.resolve_dataset(session, req.dataset)
-    policies.check_access(session, caller.name, model, dataset)
+    # What the job asks past its partner's policy, when the partner asked for an operator's approval
+    # (service.approvals) rather than a refusal.
+    asks: list[dict[str, Any]] | None = [] if req.request_approval else None
+    if asks is None:
+        try:
+            policies.check_access(session, caller.name, model, dataset)
+        except (policy_errors.ModelNotAllowed, policy_errors.DatasetNotAllowed) as e:
+            e.alternatives.append(ASK_OPERATOR)
+            raise
+    else:
+        for kind, ref, allowed in policies.denied_assets(session, caller.name, model, dataset):
+            asks.append(_ask(ExceptionRule(kind), ref, allowed))
     rules = policies.dataset_rules(session, settings, dataset.id)
     if len(set(req.metrics)) != len(req.metrics):
         raise errors.UndeclaredMetric(f"metrics {req.metrics} are asked more than once", alternatives=[])
@@ -226,12 +276,12 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
             alternatives=["choose a larger dataset"],
         )
     contract = fit.check(session, settings, model, dataset)  # before anything is reserved
-    resources = _resources(req, settings, limits, dataset)
+    resources = _resources(req, settings, limits, dataset, asks)
     policy = policies.gate_policy(settings, rules)
     if suite.mode == "rows":
-        judged = _rows_mode(req, suite, contract, model.output_policy, dataset, rules, limits, policy)
+        judged = _rows_mode(req, suite, contract, model.output_policy, dataset, rules, limits, policy, asks)
     else:
-        judged = _metrics_mode(req, suite, dataset, rules, limits, policy)
+        judged = _metrics_mode(req, suite, dataset, rules, limits, policy, asks)
     refs = (
         # The full owner/name@version: what a bare reference meant when it was admitted, for good.
         {
@@ -278,6 +328,8 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
         "resources": resources,
         "seed": req.seed,
         "service_version": __version__,
+        # Only in a job admitted past its policy: exactly what an operator must grant before it runs.
+        **({"exceptions": asks} if asks else {}),
     }
     job = Job(
         id=str(uuid.uuid4()),
@@ -311,16 +363,21 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
         caps=lifetime.caps_for(settings, caller.principal_id, dataset, model),
     )
     budgets.reserve(session, Partner(caller.principal_id, caller.name), job.id, plan)
-    transition(session, job, JobState.QUEUED if suite.approved else JobState.AWAITING_APPROVAL, actor="admission")
+    if asks:
+        approvals.open_exception(session, job, caller.actor, asks, req.approval_note)
+    waits = asks or not suite.approved
+    transition(session, job, JobState.AWAITING_APPROVAL if waits else JobState.QUEUED, actor="admission")
     return job, False
 
 
-def record_refusal(session: Session, caller: Caller, code: str | None, req: JobCreate) -> None:
-    """Refusals are decisions too. Called on a session whose admission rolled back; the caller commits."""
+def record_refusal(session: Session, settings: Settings, caller: Caller, code: str | None, req: JobCreate) -> None:
+    """Refusals are decisions too. Called on a session whose admission rolled back; the caller commits.
+    A refusal for an exhausted budget is a hard-rule trip, and may suspend the partner (service.sanctions)."""
+    sanctions.record_refusal(session, settings, caller.principal_id, caller.name, code)
     ledger.append(
         session,
         actor=caller.actor,
-        action="job.refused",
+        action=REFUSED,
         subject=f"principal:{caller.name}",
         data={
             "reason": code,
@@ -330,3 +387,8 @@ def record_refusal(session: Session, caller: Caller, code: str | None, req: JobC
             "metrics": sorted(req.metrics),
         },
     )
+
+
+def refusals_since(session: Session, since: datetime) -> Counter[str]:
+    """Submissions refused at admission since `since`, per partner name (operators)."""
+    return Counter(e["subject"].removeprefix("principal:") for e in ledger.recent(session, REFUSED, since))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from service.approvals import repository as approvals_repo
 from service.auth.dependencies import AnyCaller, Partner, PartnerOrOperator
 from service.auth.roles import Role
 from service.deps import SessionDep, SettingsDep
@@ -21,6 +22,7 @@ from service.quotas import errors as quota_errors
 from service.quotas.dependencies import BudgetsDep
 from service.registry import errors as registry_errors
 from service.release import service as release_service
+from service.sanctions import errors as sanction_errors
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -62,6 +64,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     quota_errors.LifetimeLeakageExhausted,
     quota_errors.LifetimeRowsExhausted,
     quota_errors.ReleaseRateExceeded,
+    # a partner suspended for tripping hard rules (service.sanctions)
+    sanction_errors.PartnerSuspended,
 )
 def submit_job(
     body: JobCreate,
@@ -80,7 +84,7 @@ def submit_job(
             commit_then_enqueue(session, dispatcher, runnable)
     except EvalgateError as e:
         session.rollback()  # nothing of the refused job stays; the refusal itself is recorded
-        admission.record_refusal(session, caller, e.code, body)
+        admission.record_refusal(session, settings, caller, e.code, body)
         session.commit()
         raise
     if reused:
@@ -103,7 +107,8 @@ def list_jobs(
         limit=500 if state and partner else limit,
     )
     released = release_service.for_jobs(session, [j.id for j in jobs if j.state == JobState.RELEASED])
-    views = [to_read(session, j, caller, settings.timing_buckets_s, released) for j in jobs]
+    requests = approvals_repo.for_jobs(session, [j.id for j in jobs])
+    views = [to_read(session, j, caller, settings.timing_buckets_s, released, requests=requests) for j in jobs]
     return JobList(jobs=[v for v in views if state is None or v.state == state][:limit])
 
 

@@ -28,6 +28,9 @@ class Job(Base):
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set on a reproduction's run (service.reproductions): the released job it re-runs. Such a job is
+    # the requester's, releases nothing, and appears in no job listing.
+    reproduces: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     # The host uid its sandbox runs as while it runs (jobs.repository.allocate_sandbox_uid).
     sandbox_uid: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -12,7 +13,7 @@ from service.jobs.models import Job
 from service.jobs.states import JobState
 
 # A job with one of these endings made no release, so the same request may run again.
-NOT_RELEASED = frozenset({JobState.REJECTED, JobState.FAILED, JobState.CANCELLED})
+NOT_RELEASED = frozenset({JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED})
 
 
 def get(session: Session, job_id: str) -> Job | None:
@@ -20,8 +21,9 @@ def get(session: Session, job_id: str) -> Job | None:
 
 
 def listing(session: Session, *, principal_id: int | None, state: JobState | None, limit: int) -> list[Job]:
-    """Newest first; one principal's jobs, or everyone's when principal_id is None."""
-    q = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    """Newest first; one principal's jobs, or everyone's when principal_id is None. Reproductions'
+    runs are listed with their reproductions (service.reproductions), not here."""
+    q = select(Job).where(Job.reproduces.is_(None)).order_by(Job.created_at.desc()).limit(limit)
     if principal_id is not None:
         q = q.where(Job.principal_id == principal_id)
     if state is not None:
@@ -35,6 +37,22 @@ def same_release(session: Session, principal_id: int, release_key: str) -> Job |
         Job.principal_id == principal_id, Job.release_key == release_key, Job.state.not_in(NOT_RELEASED)
     )
     return session.execute(q.order_by(Job.created_at.desc()).limit(1)).scalar_one_or_none()
+
+
+def in_states(session: Session, states: frozenset[JobState], limit: int, *, newest_first: bool = False) -> list[Job]:
+    """Everyone's jobs in these states, by creation (oldest first unless `newest_first`)."""
+    order = Job.created_at.desc() if newest_first else Job.created_at
+    return list(session.execute(select(Job).where(Job.state.in_(states)).order_by(order).limit(limit)).scalars())
+
+
+def count_in_states(session: Session, states: frozenset[JobState]) -> int:
+    return session.execute(select(func.count()).select_from(Job).where(Job.state.in_(states))).scalar_one()
+
+
+def awaiting_by_suite(session: Session) -> dict[int, int]:
+    """How many jobs wait for each suite version's approval."""
+    q = select(Job.suite_version_id, func.count()).where(Job.state == JobState.AWAITING_APPROVAL)
+    return {suite_id: n for suite_id, n in session.execute(q.group_by(Job.suite_version_id)).all()}
 
 
 def awaiting_suite(session: Session, suite_version_id: int) -> list[Job]:
@@ -67,3 +85,28 @@ def allocate_sandbox_uid(session: Session, job: Job, base: int, count: int) -> i
         except IntegrityError:
             held.add(uid)
     raise NoSandboxUid(f"no free sandbox uid in {base}..{base + count - 1}")
+
+
+def usage_by_partner(
+    session: Session, *, model_version_id: int | None = None, dataset_version_id: int | None = None
+) -> list[tuple[int, int, int, Any, Any]]:
+    """Per partner that used a model (or dataset) version: (principal id, jobs, released, first, last)."""
+    q = select(
+        Job.principal_id,
+        func.count(),
+        func.sum(case((Job.state == JobState.RELEASED, 1), else_=0)),
+        func.min(Job.created_at),
+        func.max(Job.created_at),
+    ).where(Job.reproduces.is_(None))
+    if model_version_id is not None:
+        q = q.where(Job.model_version_id == model_version_id)
+    if dataset_version_id is not None:
+        q = q.where(Job.dataset_version_id == dataset_version_id)
+    rows = session.execute(q.group_by(Job.principal_id).order_by(Job.principal_id)).all()
+    return [(pid, int(n), int(released or 0), first, last) for pid, n, released, first, last in rows]
+
+
+def released_on_model(session: Session, model_version_id: int) -> list[str]:
+    """Ids of the released jobs computed on a model version, oldest first."""
+    q = select(Job.id).where(Job.model_version_id == model_version_id, Job.state == JobState.RELEASED)
+    return list(session.execute(q.order_by(Job.created_at, Job.id)).scalars())

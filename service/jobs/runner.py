@@ -31,9 +31,10 @@ from service.jobs.states import RUNNABLE, TERMINAL, JobState
 from service.quotas.service import Budgets
 from service.registry import datasets, storage
 from service.registry import service as registry
-from service.release import metrics
+from service.release import gate, metrics
 from service.release import service as release_service
 from service.release.outcomes import ErrorClass
+from service.reproductions import service as reproductions
 from service.sandbox.runner import JobSandbox, Limits, Outcome
 
 log = logging.getLogger(__name__)
@@ -125,10 +126,12 @@ def _run(ctx: WorkerContext, job_id: str) -> JobState:
             return job.state
         try:
             uid = jobs_repo.allocate_sandbox_uid(s, job, ctx.settings.sandbox_uid_base, ctx.settings.sandbox_uid_count)
-            spec = _sandbox_spec(ctx, job, ctx.budgets.rows_granted(s, job_id), uid)
+            spec = _sandbox_spec(ctx, job, ctx.budgets.rows_granted(s, job_id), uid, _images(ctx, s, job))
         except Exception as e:  # no container was made: the partner's code never ran
             log.exception("job %s: preparing its sandbox failed", job_id)
             note = f"{type(e).__name__}: {e}"[: ctx.settings.log_cap_bytes]
+            if job.reproduces is not None:  # an image or a file the original ran with is gone: say which
+                reproductions.could_not_start(s, job, e)
             return jobs_service.end(s, ctx.budgets, job, ErrorClass.INTERNAL_ERROR, actor=ACTOR, note=note, ran=False)
     # A lost claim stops the sandbox as a cancel would; then nothing of it is recorded.
     outcome = ctx.sandbox.run(
@@ -158,28 +161,48 @@ def _gate(ctx: WorkerContext, job_id: str) -> JobState:
             return _end(ctx, s, job, ErrorClass.INTERNAL_ERROR, note="the sandbox's outcome was not recorded")
         if job.cancel_requested:  # asked before the job ended: it ends as asked, whatever it reported
             return _end(ctx, s, job, ErrorClass.CANCELLED)
-        truth, features = None, None
-        if job.spec.get("mode") == "rows":  # the labels, which only this trusted side reads
-            path = storage.blob_path(ctx.settings.data_dir, job.dataset.sha256)
-            y = datasets.labels(path)
-            truth = metrics.Truth(y=y, classes=job.dataset.classes)
-            if job.spec["rows"].get("slices"):
-                features = datasets.features(path)
-        case = release_service.Case(
-            job_id=job.id,
-            spec=job.spec,
-            spec_sha256=job.spec_sha256,
-            dataset_rows=job.dataset.rows,
-            submitted_at=job.created_at,
-            runtime=ctx.runtime.family,
-            truth=truth,
-            features=features,
-        )
+        case = _case(ctx, job)
         outcome = Outcome.from_facts(job.outcome, job.result_raw)
+        if job.reproduces is not None:
+            return _compare(ctx, s, job, case, outcome)
         ending = release_service.conclude(s, ctx.signer, ctx.settings, case, outcome)
         state = _end(ctx, s, job, ending.error_class, note=ending.note)
         faults.point("gate")  # a crash here rolls the release back: the job is judged again, once
         return state
+
+
+def _case(ctx: WorkerContext, job: Job) -> release_service.Case:
+    truth, features = None, None
+    if job.spec.get("mode") == "rows":  # the labels, which only this trusted side reads
+        path = storage.blob_path(ctx.settings.data_dir, job.dataset.sha256)
+        y = datasets.labels(path)
+        truth = metrics.Truth(y=y, classes=job.dataset.classes)
+        if job.spec["rows"].get("slices"):
+            features = datasets.features(path)
+    return release_service.Case(
+        job_id=job.id,
+        spec=job.spec,
+        spec_sha256=job.spec_sha256,
+        dataset_rows=job.dataset.rows,
+        submitted_at=job.created_at,
+        runtime=ctx.runtime.family,
+        truth=truth,
+        features=features,
+    )
+
+
+def _compare(ctx: WorkerContext, s: Session, job: Job, case: release_service.Case, outcome: Outcome) -> JobState:
+    """A reproduction's run, where a job would meet the gate: its raw result against the original's
+    (nothing is released). A run that did not end well could not run, with its error class."""
+    error_class, note = release_service.classify(outcome), ""
+    if error_class is None:
+        try:
+            pre_noise = release_service.raw_result(ctx.settings, case, outcome)
+        except (metrics.RowsRejected, gate.OutputRejected) as e:
+            error_class, note = ErrorClass.OUTPUT_REJECTED, f"[reproduction] {e}"
+        else:
+            reproductions.compare(s, ctx.settings, job, pre_noise)
+    return _end(ctx, s, job, error_class, note=note)  # run_failed is recorded as the run ends
 
 
 def fail(ctx: WorkerContext, job_id: str, error: Exception) -> JobState | None:
@@ -240,7 +263,16 @@ def rows_file_bound(n: int, classes: int) -> int:
     return n * max(classes, 1) * 8 + (64 << 10)
 
 
-def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int, uid: int) -> JobSandbox:
+def _images(ctx: WorkerContext, s: Session, job: Job) -> dict[str, str]:
+    """The image ids to run: the deployment's images now, or for a reproduction's run exactly the ones
+    its original ran (ImageMissing if the host no longer has them), after checking its files are kept."""
+    if job.reproduces is None:
+        return {"job": ctx.settings.job_image, "sidecar": ctx.settings.sidecar_image}
+    reproductions.check_artifacts(ctx.settings, job)
+    return reproductions.recorded_images(s, job)
+
+
+def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int, uid: int, images: dict[str, str]) -> JobSandbox:
     s = ctx.settings
     res = job.spec["resources"]
     env: dict[str, str] = {Env.SEED: str(job.spec["seed"]), Env.METRICS: ",".join(job.spec["metrics"])}
@@ -261,8 +293,8 @@ def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int, uid: int) -> JobSandb
     inference = job.spec["model"].get("inference") or job.model.inference
     return JobSandbox(
         job_id=job.id,
-        job_image=ctx.sandbox.image_id(s.job_image),
-        sidecar_image=ctx.sandbox.image_id(s.sidecar_image),
+        job_image=ctx.sandbox.image_id(images["job"]),
+        sidecar_image=ctx.sandbox.image_id(images["sidecar"]),
         model_path=storage.blob_path(s.data_dir, job.model.sha256),
         dataset_path=storage.blob_path(s.data_dir, dataset_blob),
         suite_path=storage.suite_dir(s.data_dir, job.suite.sha256),

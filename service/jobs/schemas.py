@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.approvals.schemas import ApprovalBrief
 from service.jobs.states import JobState
+from service.registry.schemas import LicenseRead
 from service.release.outcomes import ErrorClass
 
 
@@ -70,6 +72,12 @@ class JobCreate(BaseModel):
     epsilon: float | None = Field(
         default=None, gt=0, le=100, description="differential-privacy ε per noised metric; the policy default if unset"
     )
+    request_approval: bool = Field(
+        default=False,
+        description="if the job asks for more than your policy allows (ε per metric, query budget, a model or "
+        "dataset not yet yours), wait in `awaiting_approval` for an operator instead of being refused",
+    )
+    approval_note: str | None = Field(default=None, max_length=1000, description="why, for the operator who decides")
 
 
 class ResultRead(BaseModel):
@@ -94,6 +102,12 @@ class JobRead(BaseModel):
     result: ResultRead | None = None
     reused: bool = Field(
         default=False, description="an earlier job for the same release, returned instead of fresh noise"
+    )
+    approval: ApprovalBrief | None = Field(
+        default=None, description="its request above policy, if it made one: what it asked, the decision and why"
+    )
+    licenses: dict[str, LicenseRead | None] = Field(
+        default_factory=dict, description="the license terms of its model and dataset versions, as set now"
     )
 
 

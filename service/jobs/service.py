@@ -7,21 +7,25 @@ forget what it reserved.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from service.approvals import repository as approvals_repo
 from service.auth.roles import Role
 from service.auth.service import Caller
 from service.db import utcnow
 from service.jobs import errors, views
 from service.jobs import repository as repo
 from service.jobs.models import Job
-from service.jobs.states import TERMINAL, TRANSITIONS, JobState, end_state
+from service.jobs.states import ENDED_BADLY, IN_PROGRESS, TERMINAL, TRANSITIONS, WAITING, JobState, end_state
 from service.ledger import service as ledger
 from service.quotas.service import Budgets
 from service.release import timing
 from service.release.outcomes import ErrorClass
+from service.reproductions import record as reproduction_record
+from service.sanctions import service as sanctions
 
 
 class InvalidTransition(RuntimeError):
@@ -56,8 +60,10 @@ def end(
     bits and model rows back; one whose code may have run keeps its ε and bits spent."""
     if job.state in TERMINAL:
         return job.state
-    to = end_state(error_class)
+    to = end_state(error_class, reproduction=job.reproduces is not None)
     _move(session, job, to, actor=actor, error_class=error_class, data=data)
+    if job.reproduces is not None:  # a run that ended before it was compared: its reproduction says so
+        reproduction_record.run_ended(session, job.id, error_class, actor=actor)
     if note:
         job.operator_log = f"{job.operator_log}\n{note}" if job.operator_log else note
     facts = job.outcome or {}
@@ -72,6 +78,12 @@ def end(
     visible = None
     if job.started_at is not None and job.finished_at is not None:
         visible = timing.visible_at(job.created_at, job.finished_at, budgets.settings.timing_buckets_s)
+    # A hard rule broken (output rejected, model queried past the budget) counts towards the partner's
+    # suspension from when its partner sees the ending (service.sanctions); a request for approval
+    # still pending is closed with its job.
+    if job.reproduces is None:
+        sanctions.record_job_ending(session, job.principal_id, job.id, error_class, visible or utcnow())
+    approvals_repo.withdraw_for_job(session, job.id)
     budgets.settle(
         session,
         job.id,
@@ -122,7 +134,9 @@ def _move(
 def get_visible(session: Session, caller: Caller, job_id: str) -> Job:
     """A partner sees only its own jobs; another partner's id is 'not found', never 'forbidden'."""
     job = repo.get(session, job_id)
-    if job is None or (caller.role == Role.PARTNER and job.principal_id != caller.principal_id):
+    if job is None or job.reproduces is not None:  # a reproduction's run is read as a reproduction
+        raise errors.JobNotFound(f"no job {job_id}")
+    if caller.role == Role.PARTNER and job.principal_id != caller.principal_id:
         raise errors.JobNotFound(f"no job {job_id}")
     return job
 
@@ -156,7 +170,42 @@ def _request_cancel(session: Session, caller: Caller, job: Job) -> None:
 
 def queue_approved(session: Session, suite_version_id: int, actor: str) -> list[str]:
     """After a suite is approved, move its waiting jobs to the queue. Returns ids to enqueue after commit."""
-    waiting = repo.awaiting_suite(session, suite_version_id)
+    # A job that also waits for an operator's grant of its request above policy stays waiting.
+    waiting = [
+        j for j in repo.awaiting_suite(session, suite_version_id) if not approvals_repo.pending_for_job(session, j.id)
+    ]
     for job in waiting:
         transition(session, job, JobState.QUEUED, actor=actor)
     return [job.id for job in waiting]
+
+
+# -- the operators' view of the queue -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Queue:
+    """What the workers have in hand, for operators: jobs waiting for a worker (oldest first), jobs a
+    worker holds (with its lease), and the latest jobs that ended without a release (with their
+    operator logs). Each list holds at most `limit` jobs of `total`."""
+
+    waiting: list[Job]
+    waiting_total: int
+    in_progress: list[Job]
+    in_progress_total: int
+    ended_badly: list[Job]
+
+
+def queue(session: Session, limit: int = 100) -> Queue:
+    """The queue as operators see it (never partners: it holds every partner's jobs and the logs)."""
+    return Queue(
+        waiting=repo.in_states(session, WAITING, limit),
+        waiting_total=repo.count_in_states(session, WAITING),
+        in_progress=repo.in_states(session, IN_PROGRESS, limit),
+        in_progress_total=repo.count_in_states(session, IN_PROGRESS),
+        ended_badly=repo.in_states(session, ENDED_BADLY, limit, newest_first=True),
+    )
+
+
+def waiting_for_suites(session: Session) -> dict[int, int]:
+    """How many jobs wait for each suite version an operator has not approved yet."""
+    return repo.awaiting_by_suite(session)

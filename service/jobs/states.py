@@ -4,6 +4,10 @@ from here (the transition itself, which writes the ledger, is jobs.service.trans
     submitted ─▶ awaiting_approval ─▶ queued ─▶ running ─▶ gating ─▶ released
         │                │              │          │          └────▶ rejected | failed | cancelled
         └────────────────┴──────────────┴──────────┴─────▶ cancelled | failed
+
+A reproduction's run (service.reproductions: a job row with `reproduces` set) never releases: where a
+job would be released, it ends `compared` (its raw result was compared with the original's; the
+reproduction records how).
 """
 
 from __future__ import annotations
@@ -23,22 +27,29 @@ class JobState(StrEnum):
     REJECTED = "rejected"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    COMPARED = "compared"  # a reproduction's run whose raw result was compared with the original's
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({JobState.RELEASED, JobState.REJECTED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL = frozenset({JobState.RELEASED, JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED})
 # States a worker acts on; the others wait for an operator (or have ended).
 RUNNABLE = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.GATING})
+# The operators' queue: waiting for a worker, held by one (under its lease), ended without a release.
+WAITING = frozenset({JobState.SUBMITTED, JobState.QUEUED})
+IN_PROGRESS = frozenset({JobState.RUNNING, JobState.GATING})
+ENDED_BADLY = frozenset({JobState.FAILED, JobState.REJECTED})
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.SUBMITTED: frozenset({JobState.AWAITING_APPROVAL, JobState.QUEUED, JobState.CANCELLED, JobState.FAILED}),
     JobState.AWAITING_APPROVAL: frozenset({JobState.QUEUED, JobState.CANCELLED}),
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
     JobState.RUNNING: frozenset({JobState.GATING, JobState.FAILED, JobState.CANCELLED}),
-    JobState.GATING: frozenset({JobState.RELEASED, JobState.REJECTED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.GATING: frozenset(
+        {JobState.RELEASED, JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED}
+    ),
 }
 
 # A job that does not end in a release ends in the state its error class says.
@@ -54,6 +65,9 @@ ENDS: dict[ErrorClass, JobState] = {
 }
 
 
-def end_state(error_class: ErrorClass | None) -> JobState:
-    """Released when there is no error class; else the state the error class belongs to."""
-    return JobState.RELEASED if error_class is None else ENDS[error_class]
+def end_state(error_class: ErrorClass | None, reproduction: bool = False) -> JobState:
+    """Released (a reproduction's run: compared) when there is no error class; else the state the
+    error class belongs to."""
+    if error_class is None:
+        return JobState.COMPARED if reproduction else JobState.RELEASED
+    return ENDS[error_class]

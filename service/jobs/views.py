@@ -16,11 +16,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from service.approvals import repository as approvals_repo
+from service.approvals.models import ApprovalRequest
+from service.approvals.schemas import ApprovalBrief
 from service.auth.roles import Role
 from service.auth.service import Caller
 from service.jobs.models import Job
 from service.jobs.schemas import JobRead, ResultRead
 from service.jobs.states import TERMINAL, JobState
+from service.registry.schemas import LicenseRead
 from service.release import service as release_service
 from service.release import timing
 from service.release.models import Result
@@ -34,8 +38,9 @@ def to_read(
     buckets: list[float],
     released: dict[str, Result] | None = None,
     reused: bool = False,
+    requests: dict[str, ApprovalRequest] | None = None,
 ) -> JobRead:
-    """`released` holds results already loaded for a page of jobs."""
+    """`released` and `requests` hold results and approval requests already loaded for a page of jobs."""
     state, error_class, started, finished = job.state, job.error_class, job.started_at, job.finished_at
     if caller.role == Role.PARTNER:
         started = None
@@ -64,7 +69,19 @@ def to_read(
         finished_at=finished,
         result=result,
         reused=reused,
+        approval=_approval(session, job, requests),
+        # Set by an operator (fixed), shown as they are now; a release signs those it was made under.
+        licenses={"model": _license(job.model.license), "dataset": _license(job.dataset.license)},
     )
+
+
+def _approval(session: Session, job: Job, requests: dict[str, ApprovalRequest] | None) -> ApprovalBrief | None:
+    found = requests.get(job.id) if requests is not None else approvals_repo.for_job(session, job.id)
+    return ApprovalBrief.model_validate(found) if found is not None else None
+
+
+def _license(terms: dict[str, Any] | None) -> LicenseRead | None:
+    return LicenseRead.model_validate(terms) if terms else None
 
 
 def partner_view(job: Job, buckets: list[float], now: datetime | None = None) -> tuple[JobState, Any, Any]:

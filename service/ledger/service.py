@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import select, update
@@ -105,6 +106,22 @@ def verify(session: Session) -> Verification:
     return Verification(True, size, prev)
 
 
-def events_for(session: Session, subject: str) -> list[dict[str, Any]]:
-    rows = session.execute(select(AuditEvent).where(AuditEvent.subject == subject).order_by(AuditEvent.seq)).scalars()
-    return [json.loads(r.record) for r in rows]
+def events_for(session: Session, subject: str, action: str | None = None) -> list[dict[str, Any]]:
+    """One subject's events (of one action), oldest first."""
+    q = select(AuditEvent).where(AuditEvent.subject == subject)
+    if action is not None:
+        q = q.where(AuditEvent.action == action)
+    return [json.loads(r.record) for r in session.execute(q.order_by(AuditEvent.seq)).scalars()]
+
+
+def recent(session: Session, action: str, since: datetime) -> list[dict[str, Any]]:
+    """Events of one action appended at `since` or later, newest first. Events are appended in time
+    order, so the walk stops at the first older one rather than reading the whole log."""
+    found = []
+    q = select(AuditEvent.record).where(AuditEvent.action == action).order_by(AuditEvent.seq.desc())
+    for record in session.execute(q.execution_options(yield_per=256)).scalars():
+        event = json.loads(record)
+        if datetime.fromisoformat(event["ts"]) < since:
+            break
+        found.append(event)
+    return found

@@ -11,15 +11,17 @@ from service.auth.dependencies import AnyCaller, Operator, PartnerOrOperator
 from service.auth.roles import Role
 from service.deps import SessionDep, SettingsDep
 from service.errors import raises
-from service.policies import errors
+from service.policies import catalogue, errors
 from service.policies import service as policies
 from service.policies.schemas import (
     DatasetPolicyRead,
     DatasetPolicyUpdate,
     DatasetPolicyValues,
+    PartnerPolicyChange,
     PartnerPolicyRead,
     PartnerPolicyUpdate,
     PartnerPolicyValues,
+    PolicyRuleRead,
 )
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
@@ -44,6 +46,22 @@ def expected_version(if_match: Annotated[str | None, Header(description="the ETa
 IfMatch = Annotated[int, Depends(expected_version)]
 
 
+@router.get("", response_model=list[PolicyRuleRead])
+def read_catalogue(caller: AnyCaller, settings: SettingsDep) -> list[PolicyRuleRead]:
+    """The policy catalogue: each rule admission, the gate and the sidecar apply, its parameters and why."""
+    return [
+        PolicyRuleRead(
+            id=r.id,
+            stage=r.stage,
+            rationale=r.rationale,
+            parameters=r.parameters(settings),
+            errors=[str(e.code) for e in r.errors],
+            outcomes=[str(o) for o in r.outcomes],
+        )
+        for r in catalogue.RULES
+    ]
+
+
 @router.get("/partners", response_model=list[PartnerPolicyRead])
 def read_partner_policies(caller: Operator, session: SessionDep, settings: SettingsDep) -> list[PartnerPolicyRead]:
     """Every partner's limits, public name and usable models and datasets (operators)."""
@@ -61,6 +79,13 @@ def read_partner_policy(
     found = policies.read_partner(session, settings, partner)
     response.headers["ETag"] = etag(found.version)
     return found
+
+
+@router.get("/partners/{partner}/history", response_model=list[PartnerPolicyChange])
+@raises(errors.PolicySubjectNotFound)
+def read_partner_policy_history(partner: str, caller: Operator, session: SessionDep) -> list[PartnerPolicyChange]:
+    """Every change of a partner's policy, newest first: who, old, new, reason, when (operators)."""
+    return policies.partner_history(session, partner)
 
 
 @router.put("/partners/{partner}", response_model=PartnerPolicyRead)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +28,9 @@ class PartnerPolicyValues(BaseModel):
     bits_per_day: float | None = Field(default=None, ge=0, le=1e12)
     releases_per_window: int | None = Field(default=None, ge=0, le=10**9)
     max_concurrent_jobs: int | None = Field(default=None, ge=0, le=10**6)
+    hard_rule_trips_per_day: int | None = Field(
+        default=None, ge=1, le=10**6, description="hard-rule trips per UTC day before an automatic suspension"
+    )
     models: list[AssetName] | None = Field(
         default=None,
         max_length=500,
@@ -49,6 +52,18 @@ class PartnerPolicyRead(BaseModel):
     datasets: list[str] | None = Field(description="datasets the partner may use; null: all")
     set: PartnerPolicyValues = Field(description="what an operator set (null: the default)")
     updated_at: datetime | None
+
+
+class PartnerPolicyChange(BaseModel):
+    """One recorded change of a partner's policy, as the audit log holds it."""
+
+    version: int = Field(description="the policy's version after the change")
+    at: datetime
+    actor: str = Field(description="who changed it")
+    reason: str
+    changed: list[str] = Field(description="the fields whose value changed")
+    old: dict[str, Any] = Field(description="what was set before (null: the default)")
+    new: dict[str, Any] = Field(description="what was set after")
 
 
 class DatasetRules(BaseModel):
@@ -89,3 +104,16 @@ class DatasetPolicyRead(BaseModel):
     rules: DatasetRules = Field(description="what applies now: the operator's values, else the defaults")
     set: DatasetPolicyValues = Field(description="what an operator set (null: the default)")
     updated_at: datetime | None
+
+
+class PolicyRuleRead(BaseModel):
+    """One rule of the policy catalogue (`GET /v1/policies`)."""
+
+    id: str = Field(description="named by every refusal it causes (`rule`)")
+    stage: str = Field(description="where it applies: admission, gate, sidecar or governance")
+    rationale: str
+    parameters: dict[str, Any] = Field(
+        description="the deployment's defaults; a partner's and a dataset version's own are in their policies"
+    )
+    errors: list[str] = Field(description="the refusal codes it answers with")
+    outcomes: list[str] = Field(description="the job endings (error classes) it causes")

@@ -17,6 +17,7 @@ version the operator read (the ETag), with a reason, on the audit log and the tr
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -35,6 +36,7 @@ from service.policies.schemas import (
     DatasetPolicyRead,
     DatasetPolicyValues,
     DatasetRules,
+    PartnerPolicyChange,
     PartnerPolicyRead,
     PartnerPolicyValues,
 )
@@ -46,6 +48,7 @@ from service.transparency import service as tlog
 LIMIT_KEYS = tuple(PartnerLimits.model_fields)
 V = TypeVar("V", bound=BaseModel)
 POLICY_LEAF = "policy"
+PARTNER_SCOPE = "partner"
 
 
 # -- reading ----------------------------------------------------------------------------------------------
@@ -114,19 +117,44 @@ def gate_policy(settings: Settings, rules: DatasetRules) -> gate.Policy:
 
 def check_access(session: Session, partner: str, model: ModelVersion, dataset: DatasetVersion) -> None:
     """Refuse a model or dataset the partner's policy leaves out, naming those it may use."""
+    check_model_access(session, partner, model)
+    check_dataset_access(session, partner, dataset)
+
+
+def check_model_access(session: Session, partner: str, model: ModelVersion) -> None:
+    """Refuse a model version the partner's policy leaves out (its jobs, its stand-in: service.twins)."""
     row = repo.partner_policy_named(session, partner)
-    if row is None:
-        return
-    if row.models is not None and not _allowed(row.models, model.name, model.version):
+    if row is not None and row.models is not None and not _allowed(row.models, model.name, model.version):
         raise errors.ModelNotAllowed(
             f"your policy does not include model {model.ref}",
             alternatives=[f"use one of: {', '.join(row.models)}" if row.models else "ask the operator for access"],
         )
-    if row.datasets is not None and not _allowed(row.datasets, dataset.name, dataset.version):
+
+
+def check_dataset_access(session: Session, partner: str, dataset: DatasetVersion) -> None:
+    """Refuse a dataset version the partner's policy leaves out (its jobs, its twin: service.twins)."""
+    row = repo.partner_policy_named(session, partner)
+    if row is not None and row.datasets is not None and not _allowed(row.datasets, dataset.name, dataset.version):
         raise errors.DatasetNotAllowed(
             f"your policy does not include dataset {dataset.ref}",
             alternatives=[f"use one of: {', '.join(row.datasets)}" if row.datasets else "ask the operator for access"],
         )
+
+
+def denied_assets(
+    session: Session, partner: str, model: ModelVersion, dataset: DatasetVersion
+) -> list[tuple[str, str, list[str]]]:
+    """What `check_access` would refuse, all of it: ("models" or "datasets", the version asked, those
+    the partner may use). For a request an operator may grant (service.approvals)."""
+    row = repo.partner_policy_named(session, partner)
+    if row is None:
+        return []
+    found = []
+    if row.models is not None and not _allowed(row.models, model.name, model.version):
+        found.append(("models", model.ref, list(row.models)))
+    if row.datasets is not None and not _allowed(row.datasets, dataset.name, dataset.version):
+        found.append(("datasets", dataset.ref, list(row.datasets)))
+    return found
 
 
 def _allowed(entries: list[str], name: str, version: str) -> bool:
@@ -154,6 +182,24 @@ def read_partner(session: Session, settings: Settings, partner: str) -> PartnerP
 def read_partners(session: Session, settings: Settings) -> list[PartnerPolicyRead]:
     """Every partner's policy, by name (operators)."""
     return [read_partner(session, settings, name) for name in auth_repo.names_with_role(session, Role.PARTNER)]
+
+
+def partner_history(session: Session, partner: str) -> list[PartnerPolicyChange]:
+    """Every change of a partner's policy, newest first, from the audit log (operators)."""
+    if auth_repo.principal_by_name(session, partner, Role.PARTNER) is None:
+        raise errors.PolicySubjectNotFound(f"no partner {partner}")
+    return [
+        PartnerPolicyChange(
+            version=e["data"]["version"],
+            at=datetime.fromisoformat(e["ts"]),
+            actor=e["actor"],
+            reason=e["data"]["reason"],
+            changed=e["data"]["changed"],
+            old=e["data"]["old"],
+            new=e["data"]["new"],
+        )
+        for e in reversed(ledger.events_for(session, f"principal:{partner}", f"policy.{PARTNER_SCOPE}_changed"))
+    ]
 
 
 def public_names(session: Session, principal_ids: list[int]) -> dict[int, str]:
@@ -219,7 +265,7 @@ def set_partner(
         actor=actor,
         if_match=if_match,
         subject=f"principal:{partner}",
-        scope="partner",
+        scope=PARTNER_SCOPE,
     )
     return read_partner(session, settings, partner)
 

@@ -60,12 +60,16 @@ def to_micro(epsilon: float) -> int:
 
 @dataclass(frozen=True)
 class Partner:
+    """Whom a job's budgets are charged to: its partner, or the operator or researcher who asked for a
+    reproduction (service.reproductions)."""
+
     id: int
     name: str
+    role: str = "partner"
 
     @property
     def actor(self) -> str:
-        return f"partner:{self.name}"
+        return f"{self.role}:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,10 @@ class Plan:
     rows: int  # model rows the job asks for
     model_id: int | None = None
     caps: lifetime.Caps | None = None  # the lifetime caps this job counts against
+    # A reproduction (service.reproductions) releases nothing, so it takes no release slot, and it
+    # must get exactly the original's model rows or not run (a smaller budget would not reproduce).
+    releases: bool = True
+    exact_rows: bool = False
 
 
 class Budgets:
@@ -200,7 +208,8 @@ class Budgets:
             )
         millibits = self._reserve_bits(session, partner, job_id, plan, limits)
         lifetime_parts = self._reserve_lifetime_bits(session, plan, millibits)
-        self._take_release_slot(partner, limits)
+        if plan.releases:
+            self._take_release_slot(partner, limits)
         ledger.append(
             session,
             actor=partner.actor,
@@ -280,9 +289,22 @@ class Budgets:
                         "use another model version",
                     ],
                 )
+            if plan.exact_rows and left < want:
+                raise errors.LifetimeRowsExhausted(
+                    f"{max(0, left)} of the {cap.cap} model rows you may have predicted by {cap.label} over its "
+                    f"lifetime are left; this needs {want}",
+                    alternatives=[f"ask the operator for more lifetime rows for {cap.label}"],
+                )
             want = min(want, left)
-        rows = self.rows.reserve(partner.id, job_id, want, limits.rows_per_day, partial=True, session=session)
+        partial = not plan.exact_rows
+        rows = self.rows.reserve(partner.id, job_id, want, limits.rows_per_day, partial=partial, session=session)
         on_rollback(session, lambda: self.rows.settle(job_id, 0))
+        if plan.exact_rows and rows < want:  # all or nothing: the counter took nothing
+            raise errors.DailyQueryBudgetExhausted(
+                f"this needs {want} model rows; fewer of today's {limits.rows_per_day} are left",
+                alternatives=[f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"],
+                retry_after_s=seconds_to_reset(),
+            )
         parts = []
         for cap in caps:
             repo.lifetime_add(session, cap.scope, cap.asset_id, cap.principal_id, cap.resource, rows)
@@ -483,4 +505,37 @@ class Budgets:
 def _daily(used: float, limit: float) -> DailyRead:
     return DailyRead(
         used=round(used, 3), limit=limit, left=round(max(0.0, limit - used), 3), resets_in_s=seconds_to_reset()
+    )
+
+
+def charge_epsilon(
+    session: Session,
+    settings: Settings,
+    principal: Partner,
+    dataset_id: int,
+    dataset_ref: str,
+    epsilon: float,
+    subject: str,
+) -> None:
+    """Spend ε on a dataset version outside any job (a synthetic twin's statistics, service.twins),
+    from the principal's own budget on it (the dataset's policy's), in the caller's transaction, with
+    its ledger event. Raises PrivacyBudgetExhausted, leaving nothing spent."""
+    budget = policies.dataset_rules(session, settings, dataset_id).epsilon_budget
+    if not repo.try_spend_epsilon(session, principal.id, dataset_id, to_micro(epsilon), to_micro(budget)):
+        left = max(0.0, budget - repo.epsilon_spent_micro(session, principal.id, dataset_id) / MICRO)
+        raise errors.PrivacyBudgetExhausted(
+            f"this needs epsilon {epsilon} on {dataset_ref}; {left:.6f} of your {budget} is left",
+            alternatives=[f"ask for a larger epsilon budget for {dataset_ref}"],
+        )
+    ledger.append(
+        session,
+        actor=principal.actor,
+        action="privacy.epsilon_spent",
+        subject=subject,
+        data={
+            "dataset": dataset_ref,
+            "epsilon": epsilon,
+            "spent": repo.epsilon_spent_micro(session, principal.id, dataset_id) / MICRO,
+            "budget": budget,
+        },
     )

@@ -11,10 +11,21 @@ from service.auth.roles import Role
 from service.deps import SessionDep, SettingsDep
 from service.errors import PayloadTooLarge, raises
 from service.ingress import upload_limit
-from service.registry import bundles, errors, suites
+from service.policies import errors as policy_errors
+from service.registry import bundles, errors, lifecycle, suites
 from service.registry import repository as repo
 from service.registry import service as registry
-from service.registry.schemas import DatasetRead, DatasetRegistered, ModelRead, ModelStatusUpdate, SuiteRead
+from service.registry.schemas import (
+    DatasetRead,
+    DatasetRegistered,
+    LicenseRead,
+    LicenseUpdate,
+    ModelRead,
+    ModelStatusUpdate,
+    SuiteRead,
+    UsageRead,
+)
+from service.twins import service as twins
 
 router = APIRouter(prefix="/v1", tags=["registry"])
 
@@ -45,6 +56,7 @@ def _refuse_oversized(request: Request, limit: int, too_large: type[PayloadTooLa
     errors.InvalidOutputPolicy,
     errors.VersionTaken,
     errors.InvalidModel,
+    errors.InvalidLicense,
 )
 def register_model(
     request: Request,
@@ -61,9 +73,13 @@ def register_model(
     output_policy: str = Form("full", max_length=32),
     lifetime_bits: float | None = Form(None, gt=0),
     lifetime_rows: int | None = Form(None, ge=1),
+    license_terms: str | None = Form(None, max_length=2000),
+    license_spdx: str | None = Form(None, max_length=300),
+    license_url: str | None = Form(None, max_length=500),
 ) -> ModelRead:
     """Register an ONNX model version (operators); its output contract is inferred and shown."""
     _refuse_oversized(request, settings.model_max_bytes, errors.ModelTooLarge)
+    terms = lifecycle.license_from_form(license_terms, license_spdx, license_url)
     row, created = registry.register_model(
         session,
         settings,
@@ -78,6 +94,10 @@ def register_model(
         lifetime_bits=lifetime_bits,
         lifetime_rows=lifetime_rows,
     )
+    if created and terms is not None:
+        lifecycle.set_license(session, "model", row.ref, terms, reason="set at registration", actor=caller.actor)
+    if created:
+        twins.make_stand_in(session, settings, row, caller.actor)
     if not created:
         response.status_code = 200
     return ModelRead.model_validate(row)
@@ -90,12 +110,54 @@ def list_models(caller: AnyCaller, session: SessionDep) -> list[ModelRead]:
 
 
 @router.post("/models/{name}/{version}/status", response_model=ModelRead)
-@raises(errors.InvalidReference, errors.UnknownModelVersion, errors.InvalidStatus, errors.InvalidTransition)
+@raises(
+    errors.InvalidReference,
+    errors.UnknownModelVersion,
+    errors.InvalidStatus,
+    errors.InvalidTransition,
+    errors.RetirementUnconfirmed,
+)
 def set_model_status(
     name: str, version: str, body: ModelStatusUpdate, caller: Operator, session: SessionDep
 ) -> ModelRead:
-    """Move a model version along active → deprecated → retired (operators)."""
-    return ModelRead.model_validate(registry.set_model_status(session, f"{name}@{version}", body.status, caller.actor))
+    """Move a model version along active → deprecated → retired (operators); retiring one with
+    released jobs answers 409 with those jobs and a token, and retires it when repeated with it."""
+    row = lifecycle.set_model_status(session, f"{name}@{version}", body.status, caller.actor, confirm=body.confirm)
+    return ModelRead.model_validate(row)
+
+
+@router.put("/models/{name}/{version}/license", response_model=ModelRead)
+@raises(errors.InvalidReference, errors.UnknownModelVersion, policy_errors.ReasonRequired)
+def set_model_license(name: str, version: str, body: LicenseUpdate, caller: Operator, session: SessionDep) -> ModelRead:
+    """Set a model version's license terms, with a reason (operators)."""
+    terms = LicenseRead.model_validate(body.model_dump(exclude={"reason"}))
+    row = lifecycle.set_license(session, "model", f"{name}@{version}", terms, reason=body.reason, actor=caller.actor)
+    return ModelRead.model_validate(row)
+
+
+@router.get("/models/{name}/{version}/usage", response_model=UsageRead)
+@raises(errors.InvalidReference, errors.UnknownModelVersion)
+def model_usage(name: str, version: str, caller: Operator, session: SessionDep) -> UsageRead:
+    """Which partners used a model version: their jobs and releases on it (operators)."""
+    return lifecycle.usage(session, "model", f"{name}@{version}")
+
+
+@router.put("/datasets/{name}/{version}/license", response_model=DatasetRead)
+@raises(errors.InvalidReference, errors.UnknownDatasetVersion, policy_errors.ReasonRequired)
+def set_dataset_license(
+    name: str, version: str, body: LicenseUpdate, caller: Operator, session: SessionDep
+) -> DatasetRead:
+    """Set a dataset version's license terms, with a reason (operators)."""
+    terms = LicenseRead.model_validate(body.model_dump(exclude={"reason"}))
+    row = lifecycle.set_license(session, "dataset", f"{name}@{version}", terms, reason=body.reason, actor=caller.actor)
+    return DatasetRead.model_validate(row)
+
+
+@router.get("/datasets/{name}/{version}/usage", response_model=UsageRead)
+@raises(errors.InvalidReference, errors.UnknownDatasetVersion)
+def dataset_usage(name: str, version: str, caller: Operator, session: SessionDep) -> UsageRead:
+    """Which partners used a dataset version: their jobs and releases on it (operators)."""
+    return lifecycle.usage(session, "dataset", f"{name}@{version}")
 
 
 @router.post(
@@ -120,6 +182,7 @@ def set_model_status(
     errors.DatasetTooSmall,
     errors.DatasetHasNan,
     errors.DatasetEmptyClass,
+    errors.InvalidLicense,
 )
 def register_dataset(
     request: Request,
@@ -132,10 +195,14 @@ def register_dataset(
     visibility: str = Form("private"),
     allow_nan: bool = Form(False),
     lifetime_bits: float | None = Form(None, gt=0),
+    license_terms: str | None = Form(None, max_length=2000),
+    license_spdx: str | None = Form(None, max_length=300),
+    license_url: str | None = Form(None, max_length=500),
     file: UploadFile = File(),
 ) -> DatasetRegistered:
     """Register a dataset version: an .npz with features x and labels (or regression targets) y (operators)."""
     _refuse_oversized(request, settings.dataset_max_bytes, errors.DatasetTooLarge)
+    terms = lifecycle.license_from_form(license_terms, license_spdx, license_url)
     row, created = registry.register_dataset(
         session,
         settings,
@@ -147,6 +214,10 @@ def register_dataset(
         allow_nan=allow_nan,
         lifetime_bits=lifetime_bits,
     )
+    if created and terms is not None:
+        lifecycle.set_license(session, "dataset", row.ref, terms, reason="set at registration", actor=caller.actor)
+    if created:
+        twins.make_dataset_twin(session, settings, row, caller)
     if not created:
         response.status_code = 200
     return DatasetRegistered.model_validate(row)

@@ -344,3 +344,17 @@ class BundleBadManifest(Unprocessable):
     metric declarations by kind)."""
 
     code = "bundle_bad_manifest"
+
+
+class RetirementUnconfirmed(Conflict):
+    """Retiring this model version would leave released results that can no longer be re-run:
+    `alternatives` lists those jobs and, last, the token to send as `confirm` to retire it anyway
+    (valid while that list is the same)."""
+
+    code = "retirement_unconfirmed"
+
+
+class InvalidLicense(Unprocessable):
+    """License terms need a short text and an SPDX id or an http(s) URL; `detail` says what is wrong."""
+
+    code = "invalid_license"

@@ -33,6 +33,9 @@ class ModelVersion(Base):
     # The operator's own lifetime caps per partner (None: the defaults derived from its size).
     lifetime_bits: Mapped[float | None] = mapped_column(Float, nullable=True)
     lifetime_rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Its license terms, {"terms", "spdx", "url"} (registry.schemas.LicenseRead), or None: shown with
+    # every result computed on it and signed into each release's attestation.
+    license: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
@@ -62,6 +65,7 @@ class DatasetVersion(Base):
     class_counts: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     lifetime_bits: Mapped[float | None] = mapped_column(Float, nullable=True)  # the operator's own cap
+    license: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # as ModelVersion.license
 
     @property
     def ref(self) -> str:

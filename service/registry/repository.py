@@ -63,6 +63,12 @@ def suites_usable_by(session: Session, principal_id: int | None, name: str | Non
     return list(session.execute(q).scalars())
 
 
+def suites_not_approved(session: Session) -> list[SuiteVersion]:
+    """Uploaded suite versions no operator has approved yet, oldest first."""
+    q = select(SuiteVersion).where(SuiteVersion.approved.is_(False)).order_by(SuiteVersion.created_at, SuiteVersion.id)
+    return list(session.execute(q).scalars())
+
+
 def suite(session: Session, namespace: str, name: str, version: str) -> SuiteVersion | None:
     q = select(SuiteVersion).where(
         SuiteVersion.namespace == namespace, SuiteVersion.name == name, SuiteVersion.version == version

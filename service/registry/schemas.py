@@ -3,7 +3,44 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+
+SPDX_ID = r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,63}( (WITH|AND|OR) [A-Za-z0-9][A-Za-z0-9.+-]{0,63}){0,4}$"
+
+
+class LicenseRead(BaseModel):
+    """The terms a model or dataset version is used under: a short text and an SPDX id or a URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    terms: str = Field(min_length=1, max_length=2000, description="the terms in a few words")
+    spdx: str | None = Field(default=None, pattern=SPDX_ID, description="an SPDX license id or expression")
+    url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s]+$", description="where they are")
+
+    @model_validator(mode="after")
+    def _named(self) -> LicenseRead:
+        if self.spdx is None and self.url is None:
+            raise ValueError("give an SPDX id (spdx) or a URL (url) with the terms")
+        return self
+
+
+class LicenseUpdate(LicenseRead):
+    reason: str = Field(min_length=1, max_length=1000, description="why: recorded on the audit log")
+
+
+class AssetUsage(BaseModel):
+    """One partner's use of a model or dataset version (operators)."""
+
+    partner: str
+    jobs: int = Field(description="jobs admitted on it")
+    released: int = Field(description="of which released")
+    first_used_at: datetime
+    last_used_at: datetime
+
+
+class UsageRead(BaseModel):
+    asset: str = Field(description="model:name@version or dataset:name@version")
+    partners: list[AssetUsage]
 
 
 class ModelRead(BaseModel):
@@ -21,11 +58,17 @@ class ModelRead(BaseModel):
     )
     inference: dict[str, Any] = Field(description="the one onnxruntime configuration it runs with, everywhere")
     output_policy: dict[str, Any] = Field(description="what jobs may see of its scores: full, rounded, top_k, labels")
+    license: LicenseRead | None = Field(default=None, description="its license terms, as an operator set them")
     created_at: datetime
 
 
 class ModelStatusUpdate(BaseModel):
     status: str
+    confirm: str | None = Field(
+        default=None,
+        max_length=64,
+        description="retiring a version with released jobs: the token of its first refusal (retirement_unconfirmed)",
+    )
 
 
 class DatasetRead(BaseModel):
@@ -39,6 +82,7 @@ class DatasetRead(BaseModel):
     classes: int
     task: str
     visibility: str
+    license: LicenseRead | None = Field(default=None, description="its license terms, as an operator set them")
     created_at: datetime
 
 

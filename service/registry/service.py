@@ -234,7 +234,8 @@ def features_sha256(settings: Settings, dataset: DatasetVersion) -> str:
     return dataset.features_sha256
 
 
-def _limits(settings: Settings) -> bundles.BundleLimits:
+def bundle_limits(settings: Settings) -> bundles.BundleLimits:
+    """The deployment's bounds on one suite bundle (uploads, built-in suites, `evalgate dev run`)."""
     return bundles.BundleLimits(
         max_files=settings.bundle_max_files,
         max_unpacked_bytes=settings.bundle_max_unpacked_bytes,
@@ -303,7 +304,7 @@ def upload_suite(
 ) -> tuple[SuiteVersion, bool]:
     """Record an upload as `owner/name@version`, `owner` being the uploader's principal name."""
     data = storage.read_capped(stream, settings.bundle_max_bytes, errors.BundleTooLarge)
-    bundle = bundles.extract_bundle(data, settings.data_dir / "suites", _limits(settings))
+    bundle = bundles.extract_bundle(data, settings.data_dir / "suites", bundle_limits(settings))
     try:
         suites.check_upload_name(session, owner_id, owner, bundle.manifest.name)
         _check_leakage_policy(settings, bundle)
@@ -346,7 +347,7 @@ def ensure_builtin_suites(session: Session, settings: Settings) -> list[SuiteVer
     """Install and register the suites shipped with the service (trusted by the operator)."""
     rows = []
     for src in sorted(p for p in BUILTIN_DIR.iterdir() if (p / bundles.MANIFEST).is_file()):
-        bundle = bundles.install_directory(src, settings.data_dir / "suites", _limits(settings))
+        bundle = bundles.install_directory(src, settings.data_dir / "suites", bundle_limits(settings))
         row, _ = _record_suite(
             session,
             bundle,
@@ -358,6 +359,11 @@ def ensure_builtin_suites(session: Session, settings: Settings) -> list[SuiteVer
         )
         rows.append(row)
     return rows
+
+
+def awaiting_approval(session: Session) -> list[SuiteVersion]:
+    """Custom suites whose code may not run until an operator approves it (operators)."""
+    return repo.suites_not_approved(session)
 
 
 def approve_suite(session: Session, ref: str, actor: str) -> SuiteVersion:

@@ -27,4 +27,7 @@ class Result(Base):
     # release made before the log existed.
     envelope: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     leaf_index: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)
+    # HMAC-SHA256 of the raw (pre-noise) result under the server secret (release/raw.py), for
+    # reproductions to compare with; never shown. Null for a release made before revision 0013.
+    raw_hmac: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -10,7 +10,8 @@ error class the partner will be told. Here, in order:
 3. the release gate (gate.py): parse and type the result, withhold small cells, add the admitted
    noise plan's noise, round;
 4. the release: signed (and a DSSE-signed in-toto statement of it), on the transparency log and the
-   ledger, stored at most once per job.
+   ledger, stored at most once per job, with the HMAC of its raw (pre-noise) result (raw.py), which a
+   later reproduction compares with its own.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from service.db import utcnow
 from service.inference.contract import Exit
 from service.ledger import service as ledger
 from service.policies import service as policies
-from service.release import gate, metrics, timing
+from service.registry import repository as registry_repo
+from service.registry.models import DatasetVersion, ModelVersion
+from service.release import gate, metrics, raw, timing
 from service.release import repository as repo
 from service.release.catalogue import MetricDecl
 from service.release.models import Result
@@ -100,7 +103,9 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
     )
     if case.spec.get("mode") == "rows":
         try:
-            gated = _gate_rows(case, outcome.result, privacy["epsilon_per_metric"], policy)
+            read = _read_rows(case, outcome.result)
+            gated = _gate_rows(case, read, privacy["epsilon_per_metric"], policy)
+            pre_noise = _raw_rows(case, read)
         except metrics.RowsRejected as e:
             # A built-in suite writes the model's own output: then the model broke its registered
             # contract (the operator's to fix), not the job.
@@ -118,6 +123,7 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
             )
         except gate.OutputRejected as e:
             return Ending(ErrorClass.OUTPUT_REJECTED, f"[gate] {e.reason}")
+        pre_noise = _raw_reported(reported)
         gated = gate.release(
             reported,
             decls,
@@ -148,6 +154,11 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
             (utcnow() - case.submitted_at).total_seconds(), settings.timing_buckets_s
         ),
     }
+    # The license terms of the model and dataset versions as they are now (registry.lifecycle), signed
+    # with the release; none set: the provenance is as it was before terms existed.
+    licenses = license_terms(session, case.spec)
+    if licenses:
+        provenance["licenses"] = licenses
     # What the gate applied, for the attestation: fixed at admission or by the operator.
     facts = {
         "metric_kinds": {name: d.get("kind") for name, d in (case.spec.get("declared") or {}).items()},
@@ -170,18 +181,27 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
         provenance=provenance,
         actor="worker",
         facts=facts,
+        raw_hmac=raw.digest(raw.secret(settings.data_dir), case.job_id, pre_noise),
     )
     return Ending(None)
 
 
-def _gate_rows(case: Case, raw: bytes, epsilon: float, policy: gate.Policy) -> gate.Release:
-    """Rows mode: read the job's rows, then compute, noise and round every metric here."""
+@dataclass(frozen=True)
+class RowsRead:
+    """A rows-mode job's rows file, read and checked, with the metrics and slices asked for."""
+
+    rows: metrics.Rows
+    chosen: list[metrics.Chosen]
+    slices: dict[str, np.ndarray]
+
+
+def _read_rows(case: Case, result: bytes) -> RowsRead:
     assert case.truth is not None
     rows_spec = case.spec["rows"]
     n, classes = case.truth.n, int(rows_spec["classes"])
     value_range = tuple(rows_spec["value_range"]) if rows_spec.get("value_range") else None
     bound = n * max(classes, 1) * 8 + (64 << 10)
-    arrays = metrics.load_rows_file(raw, bound)
+    arrays = metrics.load_rows_file(result, bound)
     rows = metrics.read_rows(
         arrays, rows_spec["kind"], n, classes, strict=bool(rows_spec.get("strict")), value_range=value_range
     )
@@ -193,9 +213,60 @@ def _gate_rows(case: Case, raw: bytes, epsilon: float, policy: gate.Policy) -> g
         for name, predicates in (rows_spec.get("slices") or {}).items()
         if case.features is not None
     }
-    return gate.release_rows(
-        rows, case.truth, [c for c in chosen if c is not None], epsilon=epsilon, policy=policy, slices=slices
+    return RowsRead(rows, [c for c in chosen if c is not None], slices)
+
+
+def license_terms(session: Session, spec: dict[str, Any]) -> dict[str, Any]:
+    """{"model": terms, "dataset": terms} of a job's versions, for those whose terms are set."""
+    found: dict[str, Any] = {}
+    model = registry_repo.by_name_version(session, ModelVersion, spec["model"]["name"], spec["model"]["version"])
+    if model is not None and model.license:
+        found["model"] = model.license
+    dataset = registry_repo.by_name_version(
+        session, DatasetVersion, spec["dataset"]["name"], spec["dataset"]["version"]
     )
+    if dataset is not None and dataset.license:
+        found["dataset"] = dataset.license
+    return found
+
+
+def _gate_rows(case: Case, read: RowsRead, epsilon: float, policy: gate.Policy) -> gate.Release:
+    """Rows mode: compute, noise and round every metric here, from the job's rows."""
+    assert case.truth is not None
+    return gate.release_rows(read.rows, case.truth, read.chosen, epsilon=epsilon, policy=policy, slices=read.slices)
+
+
+def _raw_rows(case: Case, read: RowsRead) -> dict[str, Any]:
+    """Each metric's statistic before noise (raw.py), computed as the gate computes it."""
+    assert case.truth is not None
+    out: dict[str, Any] = {}
+    for c in read.chosen:
+        rows, truth = read.rows, case.truth
+        if c.slice is not None:
+            rows, truth = metrics.restrict(rows, truth, read.slices[c.slice])
+        out[c.name] = raw.statistic(c.spec.compute(rows, truth, c.index))
+    return out
+
+
+def _raw_reported(reported: dict[str, gate.Reported]) -> dict[str, Any]:
+    return {name: [raw.number(r.value), r.n, r.min_class_n] for name, r in reported.items()}
+
+
+def raw_result(settings: Settings, case: Case, outcome: Outcome) -> dict[str, Any]:
+    """The raw (pre-noise) result of a run whose sandbox ended well (classify gave no error class),
+    as the gate would have read it; raises metrics.RowsRejected or gate.OutputRejected as it would."""
+    assert outcome.result is not None
+    if case.spec.get("mode") == "rows":
+        return _raw_rows(case, _read_rows(case, outcome.result))
+    decls = {name: MetricDecl.model_validate(d) for name, d in case.spec["declared"].items()}
+    reported = gate.parse_result(
+        outcome.result,
+        decls,
+        dataset_rows=case.dataset_rows,
+        max_bytes=settings.result_max_bytes,
+        max_metrics=settings.max_metrics,
+    )
+    return _raw_reported(reported)
 
 
 def statement(
@@ -225,6 +296,7 @@ def release(
     provenance: dict[str, Any],
     actor: str,
     facts: dict[str, Any] | None = None,
+    raw_hmac: str | None = None,
 ) -> Result:
     """Sign and record a release, at most once per job (the unique job_id makes a second impossible):
     its DSSE-signed in-toto statement goes on the transparency log in this same transaction, so a
@@ -260,6 +332,7 @@ def release(
         ledger_seq=event.seq,
         envelope=envelope,
         leaf_index=leaf_index,
+        raw_hmac=raw_hmac,
     )
     session.add(result)
     session.flush()

@@ -42,7 +42,7 @@ class Chart:
     approximate: bool  # a bar is scale ÷ dataset rows (noise on counts)
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     if hi <= lo:
         hi = lo + 1.0
     step = 10 ** math.floor(math.log10((hi - lo) / n))
@@ -59,7 +59,7 @@ def draw(points: list[Point]) -> Chart | None:
         return None
     lows = [p.value - (p.error or 0.0) for p in points]
     highs = [p.value + (p.error or 0.0) for p in points]
-    ticks = _nice_ticks(min(lows), max(highs))
+    ticks = nice_ticks(min(lows), max(highs))
     lo, hi = ticks[0], ticks[-1]
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 

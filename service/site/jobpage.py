@@ -1,5 +1,6 @@
 """What a job's page shows: the job as the caller's API call would answer it (jobs.views.to_read),
-and the server's own check of its release's signatures and log entry."""
+the server's own check of its release's signatures and log entry, and its reproductions as
+`GET /v1/jobs/{id}/reproductions` would answer them."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from service.release import service as release_service
 from service.release import signing
 from service.release.models import Result
 from service.release.signing import Signer
+from service.reproductions import service as reproductions
+from service.reproductions.schemas import ReproductionRead
 from service.site.leaderboard import Cell, cells
 from service.site.problems import PageError
 from service.site.sessions import pseudonym
@@ -45,6 +48,8 @@ class JobView:
     verified: bool = False
     public_key: str = ""
     log_shown: bool = False
+    reproductions: list[ReproductionRead] = field(default_factory=list)
+    can_reproduce: bool = False  # released, and the caller may ask (service.reproductions)
 
 
 def _not_found(job_id: str) -> PageError:
@@ -79,6 +84,8 @@ def load(session: Session, signer: Signer, settings: Settings, caller: Caller, j
         page.cells = cells(result, metrics)
         page.checks, page.log_shown = _checks(session, signer, settings, caller, result)
         page.verified = all(c.ok is not False for c in page.checks) and any(c.ok for c in page.checks)
+    page.reproductions = reproductions.of_job(session, caller, job, settings.timing_buckets_s)
+    page.can_reproduce = result is not None and reproductions.may_request(settings, caller)
     return page
 
 

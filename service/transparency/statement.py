@@ -4,7 +4,8 @@ when it releases, and `evalgate verify` rebuilds the parts it checks, offline.
 - The released metrics document, `{"job_id", "metrics"}` as canonical JSON, is the statement's one
   subject (name `jobs/<id>/metrics.json`, its sha256).
 - The predicate is the release's provenance: digests, images, seed, metric kinds, gate policy, noise,
-  ε, bits and the (padded) times, all of which the job's reader already sees.
+  ε, bits, the (padded) times and the license terms of the model and dataset (when set), all of
+  which the job's reader already sees.
 - The log's leaf for a release is a commitment, `{"kind": "release", "statement_sha256": ...}`:
   whoever reads the log learns that a release happened, never what it said or whose it was.
 """
@@ -70,6 +71,9 @@ def release_statement(
                 "submitted_at": provenance.get("submitted_at"),
                 "completed_within_s": provenance.get("completed_within_s"),
             },
+            # The license terms the model and dataset versions were used under; only when set, so a
+            # release made without any has the predicate it always had.
+            **({"licenses": provenance["licenses"]} if provenance.get("licenses") else {}),
         },
     }
 

@@ -69,7 +69,9 @@ def test_no_release_without_the_gate_and_no_ending_without_settling(api):
 
 def test_every_error_class_ends_in_one_terminal_state():
     assert set(ENDS) == set(ErrorClass)
-    assert {end_state(c) for c in ErrorClass} | {end_state(None)} == TERMINAL
+    # ... and a reproduction's run that was compared ends `compared` (service.reproductions).
+    assert {end_state(c) for c in ErrorClass} | {end_state(None), end_state(None, reproduction=True)} == TERMINAL
+    assert end_state(None, reproduction=True) == JobState.COMPARED and end_state(None) == JobState.RELEASED
     states = set(TRANSITIONS) | TERMINAL
     assert states == set(JobState)
     assert all(t <= states for t in TRANSITIONS.values())

@@ -118,3 +118,22 @@ def test_cli_audit_verify_exit_codes(filled, db_settings):
         [sys.executable, "-m", "service.cli", "audit", "verify"], env=env, capture_output=True, text=True
     )
     assert bad.returncode == 1 and "BROKEN at event 1" in bad.stderr
+
+
+def test_recent_events_of_one_action_newest_first_and_no_older(sessions):
+    from datetime import timedelta
+
+    from service.db import utcnow
+
+    with session_scope(sessions) as s:
+        ledger.append(s, actor="t", action="job.refused", subject="principal:old")
+    since = utcnow() + timedelta(microseconds=1)
+    with session_scope(sessions) as s:
+        for who in ("a", "b"):
+            ledger.append(s, actor="t", action="job.refused", subject=f"principal:{who}")
+            ledger.append(s, actor="t", action="job.created", subject=f"principal:{who}")
+    with session_scope(sessions) as s:
+        found = ledger.recent(s, "job.refused", since)
+    assert [e["subject"] for e in found] == ["principal:b", "principal:a"]
+    with session_scope(sessions) as s:
+        assert [e["subject"] for e in ledger.events_for(s, "principal:a", "job.refused")] == ["principal:a"]

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from service.db import make_engine, migrate, session_scope
+from service.jobs.admission import ASK_OPERATOR
 from service.schema import make_sessionmaker
 from tests import factories
 from tests.harness import settings_env
@@ -109,7 +110,7 @@ def test_a_limit_changed_through_one_api_process_applies_on_both_within_a_second
     for api, metrics in ((b, ["balanced_accuracy"]), (a, ["macro_recall"])):
         r = submit(api, keys, metrics)
         assert r.status_code == 422 and r.json()["error"] == "resources_exceed_limit", (api.name, r.text)
-        assert r.json()["alternatives"] == ["query_budget <= 100"]
+        assert r.json()["alternatives"] == ["query_budget <= 100", ASK_OPERATOR]
     assert time.monotonic() - changed < 1.0
 
     changed = set_limit(b, keys, "loosen", max_query_budget=1000)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from service.jobs.admission import ASK_OPERATOR
 from service.ledger import service as ledger
 from service.transparency.models import LogLeaf
 from tests.harness import Harness
@@ -140,7 +141,7 @@ def test_the_largest_query_budget_and_the_models_a_partner_may_use(api):
     change(api, PARTNER, max_query_budget=50)
     r = api.post_job(metrics=["accuracy"], resources={"query_budget": 100})
     assert r.status_code == 422 and r.json()["error"] == "resources_exceed_limit"
-    assert r.json()["alternatives"] == ["query_budget <= 50"]
+    assert r.json()["alternatives"] == ["query_budget <= 50", ASK_OPERATOR]
     change(api, PARTNER, max_query_budget=None, models=[])  # none at all
     r = api.post_job(metrics=["accuracy"], resources={"query_budget": 100})
     assert r.status_code == 403 and r.json()["error"] == "model_not_allowed"
@@ -154,7 +155,7 @@ def test_dataset_policy_applies_at_admission(api):
     assert r.status_code == 422 and r.json()["error"] == "dataset_too_small"
     change(api, DATASET, min_dataset_rows=None, dp_mechanism="laplace", max_epsilon_per_metric=0.2)
     r = api.post_job(metrics=["accuracy"], resources={"query_budget": 100}, epsilon=0.3)
-    assert r.json()["error"] == "epsilon_above_policy" and r.json()["alternatives"] == ["epsilon <= 0.2"]
+    assert r.json()["error"] == "epsilon_above_policy" and r.json()["alternatives"] == ["epsilon <= 0.2", ASK_OPERATOR]
     # The dataset's ε budget caps every partner's on it, whatever the partner's own.
     change(api, DATASET, epsilon_budget=0.25)
     assert api.post_job(metrics=["accuracy"], resources={"query_budget": 100}, epsilon=0.2).status_code == 202

@@ -350,14 +350,25 @@ def test_every_route_is_public_or_refuses_a_keyless_request_unread(server: Serve
 def test_every_route_refuses_a_body_over_its_limit_unread(server: Server):
     partner = server.key("acme", "partner")
     expected = {Body.NONE: 0, Body.JSON: server.settings.json_max_bytes, Body.FORM: FORM_MAX_BYTES}
-    uploads = {"/v1/suites": "bundle_too_large", "/v1/models": "model_too_large", "/v1/datasets": "dataset_too_large"}
+    uploads = {
+        "/v1/suites": "bundle_too_large",
+        "/v1/models": "model_too_large",
+        "/v1/datasets": "dataset_too_large",
+        "/v1/models/{name}/{version}/twin": "model_too_large",
+        "/v1/datasets/{name}/{version}/twin": "dataset_too_large",
+    }
+    # The site's forms larger than a key and a token, each named here with the most it may take.
+    larger_forms = {"/site/console/partners/{partner}": 64 << 10, "/site/me/suites": int(Settings.model_fields["bundle_max_bytes"].default) + (64 << 10)}
     for policy in policies(server):
         limit = policy.limit(server.settings)
         if policy.body is Body.UPLOAD:
             assert limit > getattr(server.settings, str(policy.limit_setting)) > 0
             code = uploads[policy.path]
+        elif policy.body is Body.FORM and policy.path in larger_forms:
+            assert limit == larger_forms[policy.path]
+            code = "body_too_large"
         else:
-            assert limit == expected[policy.body]
+            assert limit == expected[policy.body], policy.path
             code = "body_too_large"
         for method in sorted(policy.methods - {"HEAD"}):
             answer = headers_only(server, method, concrete(policy.path), {**partner, "Content-Length": str(limit + 1)})

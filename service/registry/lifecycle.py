@@ -1,0 +1,117 @@
+"""After registration: a version's license terms, who used it, and retiring it knowingly.
+
+- **License terms** (`LicenseRead`: a short text and an SPDX id or a URL) are set at registration or
+  by an operator later, with a reason, on the audit log. Every job's reader sees the terms of its
+  model and dataset versions as they are now (`JobRead.licenses`); a release signs the terms it was
+  made under into its attestation (release.service), so a later change never rewrites a signed one.
+- **Usage**: which partners used a version, how often, and how many of their jobs were released.
+- **Retirement** of a model version with released jobs needs a confirmation: the first request is
+  refused 409 `retirement_unconfirmed`, listing the released jobs that could no longer be re-run and a
+  token derived from that list; repeating it with `confirm` = the token retires the version. A job
+  released in between changes the list and so the token, and the next refusal lists it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from service.auth.models import Principal
+from service.canonical import digest
+from service.jobs import repository as jobs_repo
+from service.ledger import service as ledger
+from service.policies import errors as policy_errors
+from service.registry import errors
+from service.registry import service as registry
+from service.registry.models import DatasetVersion, ModelVersion
+from service.registry.schemas import AssetUsage, LicenseRead, UsageRead
+
+Kind = Literal["model", "dataset"]
+RETIRED = "retired"
+LISTED = 200  # released jobs named in a refusal; the token covers all of them
+
+
+def license_from_form(terms: str | None, spdx: str | None, url: str | None) -> LicenseRead | None:
+    """Registration's form fields as terms (None when none are given)."""
+    if terms is None and spdx is None and url is None:
+        return None
+    try:
+        return LicenseRead(terms=terms or "", spdx=spdx or None, url=url or None)
+    except ValidationError as e:
+        raise errors.InvalidLicense(
+            "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in e.errors())
+        ) from None
+
+
+def set_license(
+    session: Session, kind: Kind, ref: str, terms: LicenseRead, *, reason: str, actor: str
+) -> ModelVersion | DatasetVersion:
+    """Set the terms of a model or dataset version (operators), on the audit log with the old ones."""
+    reason = reason.strip()
+    if not reason:
+        raise policy_errors.ReasonRequired("say why (`reason`): it is recorded with the change")
+    row: ModelVersion | DatasetVersion = (
+        registry.resolve_model(session, ref) if kind == "model" else registry.resolve_dataset(session, ref)
+    )
+    new = terms.model_dump()
+    ledger.append(
+        session,
+        actor=actor,
+        action=f"{kind}.license_set",
+        subject=f"{kind}:{row.ref}",
+        data={"old": row.license, "new": new, "reason": reason},
+    )
+    row.license = new
+    session.flush()
+    return row
+
+
+def usage(session: Session, kind: Kind, ref: str) -> UsageRead:
+    """Which partners used a version, with their jobs and releases on it (operators)."""
+    if kind == "model":
+        model = registry.resolve_model(session, ref)
+        rows = jobs_repo.usage_by_partner(session, model_version_id=model.id)
+        asset = f"model:{model.ref}"
+    else:
+        dataset = registry.resolve_dataset(session, ref)
+        rows = jobs_repo.usage_by_partner(session, dataset_version_id=dataset.id)
+        asset = f"dataset:{dataset.ref}"
+    names = {p.id: p.name for p in (session.get(Principal, pid) for pid, *_ in rows) if p is not None}
+    return UsageRead(
+        asset=asset,
+        partners=[
+            AssetUsage(partner=names.get(pid, str(pid)), jobs=n, released=r, first_used_at=first, last_used_at=last)
+            for pid, n, r, first, last in rows
+        ],
+    )
+
+
+def confirmation(ref: str, released: list[str]) -> str:
+    """The token that confirms retiring `ref` knowing these released jobs (a function of the list)."""
+    return digest({"retire": ref, "released": released})[:32]
+
+
+def set_model_status(session: Session, ref: str, status: str, actor: str, confirm: str | None = None) -> ModelVersion:
+    """Move a model version along its lifecycle; retiring one with released jobs needs `confirm`."""
+    row = registry.resolve_model(session, ref)
+    if status == RETIRED and row.status != RETIRED:
+        released = jobs_repo.released_on_model(session, row.id)
+        if released:
+            token = confirmation(row.ref, released)
+            if confirm != token:
+                more = f" ({len(released) - LISTED} more not listed)" if len(released) > LISTED else ""
+                raise errors.RetirementUnconfirmed(
+                    f"retiring {row.ref} leaves {len(released)} released jobs that can no longer be re-run{more}; "
+                    f'repeat with "confirm": "{token}" to retire it anyway',
+                    alternatives=[f"job:{j}" for j in released[:LISTED]] + [f"confirm:{token}"],
+                )
+            ledger.append(
+                session,
+                actor=actor,
+                action="model.retirement_confirmed",
+                subject=f"model:{row.ref}",
+                data={"released_jobs": released, "confirmation": token},
+            )
+    return registry.set_model_status(session, ref, status, actor)

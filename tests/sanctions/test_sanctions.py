@@ -1,0 +1,109 @@
+"""Sanctions: hard-rule trips per partner per UTC day past the partner's limit suspend it; new
+submissions get 403 `partner_suspended` with the reason until an operator lifts it with a reason."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from service.db import session_scope, utcnow
+from service.jobs import runner
+from service.ledger import service as ledger
+from service.sanctions import repository as repo
+from service.sanctions import service as sanctions
+from service.sanctions.models import Rule
+from service.sandbox.runner import Outcome
+from tests import factories
+from tests.harness import Harness
+from tests.stubs import StubSandbox, context
+
+PARTNER = "/v1/policies/partners/acme"
+SUSPENSION = "/v1/partners/acme/suspension"
+
+
+def change(api: Harness, **body: Any) -> None:
+    r = api.client.get(PARTNER, headers=api.operator)
+    merged = {k: v for k, v in r.json()["set"].items() if v is not None} | body
+    r = api.client.put(PARTNER, headers=api.operator | {"If-Match": r.headers["ETag"]}, json={"reason": "t", **merged})
+    assert r.status_code == 200, r.text
+
+
+def rejected() -> Outcome:
+    """A run whose result the sandbox refused to read (a link, say): the gate rejects the output."""
+    return Outcome(exit_code=0, result=None, result_problem="the result is a symlink", usage={"rows": 10})
+
+
+METRICS = ["accuracy", "macro_f1", "log_loss", "ece", "misclassified", "balanced_accuracy"]
+
+
+def submit(api: Harness, headers: dict[str, str] | None = None, i: int = 0):
+    """A new job (another release for each `i`: asking the same again would return the earlier job)."""
+    return api.post_job(headers, metrics=[METRICS[i]], resources={"query_budget": 100})
+
+
+def test_rejected_outputs_suspend_the_partner_from_their_padded_time_until_an_operator_lifts_it(api):
+    api.settings.timing_buckets_s = [2.0]
+    change(api, hard_rule_trips_per_day=2)
+    jobs = [submit(api, i=i).json()["id"] for i in range(2)]
+    runner.run_job(context(api, StubSandbox(rejected(), rejected())), jobs[0])
+    runner.run_job(context(api, StubSandbox(rejected())), jobs[1])
+    # Before the padded time the partner cannot see how its jobs ended, so neither may a suspension.
+    assert submit(api, i=2).status_code == 202
+    assert api.client.get(SUSPENSION, headers=api.operator).json()["suspended"] is False
+    time.sleep(2.1)
+    r = submit(api, i=3)
+    assert r.status_code == 403 and r.json()["error"] == "partner_suspended"
+    assert "output_rejected: 2" in r.json()["detail"] and r.json()["alternatives"]
+    assert submit(api, headers=api.other).status_code == 202  # another partner is not touched
+    found = api.client.get(SUSPENSION, headers=api.operator).json()
+    assert found["suspended"] and found["trips_today"] == {"output_rejected": 2} and found["limit"] == 2
+    with api.db() as s:
+        actions = [e["action"] for e in ledger.events_for(s, "principal:acme")]
+    assert actions.count("partner.suspended") == 1
+
+    r = api.client.post(f"{SUSPENSION}/lift", headers=api.operator, json={"reason": "a bug in their suite, fixed"})
+    assert r.status_code == 200 and r.json()["suspended"] is False and r.json()["trips_today"] == {}
+    assert r.json()["history"][0]["lift_reason"] == "a bug in their suite, fixed"
+    assert submit(api, i=4).status_code == 202  # the trips before the lift no longer count
+    again = api.client.post(f"{SUSPENSION}/lift", headers=api.operator, json={"reason": "again"})
+    assert again.status_code == 409 and again.json()["error"] == "partner_not_suspended"
+
+
+def test_repeated_budget_exhaustion_suspends_at_the_refusal_that_passes_the_limit(api):
+    change(api, hard_rule_trips_per_day=3, rows_per_day=100)
+    assert submit(api).status_code == 202
+    codes = [submit(api, i=i + 1).json()["error"] for i in range(4)]
+    assert codes == ["daily_query_budget_exhausted"] * 3 + ["partner_suspended"]
+    found = api.client.get(SUSPENSION, headers=api.operator).json()
+    assert found["suspended"] and found["trips_today"] == {"budget_exhausted": 3}
+
+
+def test_a_partners_own_limit_and_who_may_see_and_lift(api):
+    for who in (api.partner, api.researcher):
+        assert api.client.get(SUSPENSION, headers=who).status_code == 403
+        assert api.client.post(f"{SUSPENSION}/lift", headers=who, json={"reason": "x"}).status_code == 403
+    r = api.client.get("/v1/partners/nobody/suspension", headers=api.operator)
+    assert r.status_code == 404 and r.json()["error"] == "sanction_subject_not_found"
+    r = api.client.post(f"{SUSPENSION}/lift", headers=api.operator, json={"reason": "  "})
+    assert r.status_code == 422 and r.json()["error"] == "reason_required"
+    assert api.client.get(SUSPENSION, headers=api.operator).json()["limit"] == api.settings.hard_rule_trips_per_day
+    change(api, hard_rule_trips_per_day=7)
+    assert api.client.get(SUSPENSION, headers=api.operator).json()["limit"] == 7
+    assert api.client.get(PARTNER, headers=api.partner).json()["limits"]["hard_rule_trips_per_day"] == 7
+
+
+def test_only_todays_trips_that_the_partner_can_see_count(sessions, db_settings):
+    with session_scope(sessions) as s:
+        pid, _ = factories.principal(s, "acme", "partner")
+        now = utcnow()
+        repo.add_trip(s, pid, Rule.OUTPUT_REJECTED, "job:old", now - timedelta(days=1, minutes=1))
+        repo.add_trip(s, pid, Rule.OUTPUT_REJECTED, "job:later", now + timedelta(minutes=5))  # padded, not yet
+        repo.add_trip(s, pid, Rule.QUERY_BUDGET_EXCEEDED, "job:now", now - timedelta(seconds=1))
+        found = sanctions.read(s, db_settings, "acme")
+        assert found.trips_today == {"query_budget_exceeded": 1} and not found.suspended
+        db_settings.hard_rule_trips_per_day = 1
+        assert sanctions.read(s, db_settings, "acme").suspended
+        sanctions.lift(s, db_settings, "acme", "reviewed", "operator:ops")
+        assert sanctions.read(s, db_settings, "acme").trips_today == {}
+        sanctions.check(s, db_settings, pid, "acme")  # admitted again: raises nothing
