@@ -13,7 +13,7 @@ from service.jobs import repository as repo
 from service.jobs import service as jobs_service
 from service.jobs.dependencies import DispatcherDep, VisibleJob
 from service.jobs.dispatch import commit_then_enqueue
-from service.jobs.schemas import JobCreate, JobList, JobRead
+from service.jobs.schemas import JobCreate, JobList, JobPreview, JobRead
 from service.jobs.states import JobState
 from service.jobs.views import to_read
 from service.policies import errors as policy_errors
@@ -27,9 +27,14 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @router.post(
     "",
-    response_model=JobRead,
+    response_model=JobRead | JobPreview,
     status_code=202,
-    responses={200: {"model": JobRead, "description": "the same release was made or is on its way"}},
+    responses={
+        200: {
+            "model": JobRead | JobPreview,
+            "description": "the same release was made or is on its way; or, with dry_run, what the job would cost",
+        }
+    },
 )
 @raises(
     # the suite, model and dataset named, and whether they fit one another
@@ -71,8 +76,16 @@ def submit_job(
     settings: SettingsDep,
     budgets: BudgetsDep,
     dispatcher: DispatcherDep,
-) -> JobRead:
-    """Submit an evaluation job; the same release asked for again returns the earlier job."""
+    dry_run: bool = False,
+) -> JobRead | JobPreview:
+    """Submit an evaluation job; the same release asked for again returns the earlier job. With
+    `dry_run=true`: what it would spend and leave, and whether it would be admitted now."""
+    if dry_run:
+        response.status_code = 200
+        try:  # a bad request answers as its submission would; nothing is recorded either way
+            return admission.preview(session, settings, budgets, caller, body)
+        finally:
+            session.rollback()
     try:
         with budgets.admission(caller.principal_id):  # held until committed: counts stay exact
             job, reused = admission.submit(session, settings, budgets, caller, body)
