@@ -20,9 +20,11 @@ from service import __version__
 from service.auth.service import Caller
 from service.canonical import digest
 from service.config import PartnerLimits, Settings
+from service.errors import EvalgateError
 from service.inference.model_info import Contract
 from service.jobs import errors
 from service.jobs import repository as repo
+from service.jobs.dispatch import Dispatcher, commit_then_enqueue
 from service.jobs.models import Job
 from service.jobs.schemas import JobCost, JobCreate, JobPreview, Refusal
 from service.jobs.service import transition
@@ -366,6 +368,24 @@ def preview(session: Session, settings: Settings, budgets: Budgets, caller: Call
 
 
 _NOTHING = {"epsilon_total": 0.0, "leakage_bits": 0.0, "model_rows": 0, "model_rows_granted": 0}
+
+
+def admit(
+    session: Session, settings: Settings, budgets: Budgets, dispatcher: Dispatcher, caller: Caller, req: JobCreate
+) -> tuple[Job, bool]:
+    """A submission from start to end, for the API and the site alike: admitted under the partner's
+    admission lock, committed, then handed to a worker; or refused, with nothing of it kept but the
+    refusal on the audit log (then the refusal is raised)."""
+    try:
+        with budgets.admission(caller.principal_id):  # held until committed: counts stay exact
+            job, reused = submit(session, settings, budgets, caller, req)
+            commit_then_enqueue(session, dispatcher, [job.id] if not reused and job.state == JobState.QUEUED else [])
+    except EvalgateError as e:
+        session.rollback()  # nothing of the refused job stays; the refusal itself is recorded
+        record_refusal(session, caller, e.code, req)
+        session.commit()
+        raise
+    return job, reused
 
 
 def record_refusal(session: Session, caller: Caller, code: str | None, req: JobCreate) -> None:

@@ -6,7 +6,7 @@ import secrets
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from service.jobs.models import Job
 from service.jobs.states import JobState
@@ -20,8 +20,10 @@ def get(session: Session, job_id: str) -> Job | None:
 
 
 def listing(session: Session, *, principal_id: int | None, state: JobState | None, limit: int) -> list[Job]:
-    """Newest first; one principal's jobs, or everyone's when principal_id is None."""
-    q = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    """Newest first; one principal's jobs, or everyone's when principal_id is None. A listing reads
+    the job rows only: joining each row's suite, model and dataset (the relationships' default) made
+    the database send, and SQLAlchemy decode, their JSON columns once per job."""
+    q = select(Job).options(lazyload("*")).order_by(Job.created_at.desc()).limit(limit)
     if principal_id is not None:
         q = q.where(Job.principal_id == principal_id)
     if state is not None:

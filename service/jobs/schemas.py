@@ -87,6 +87,7 @@ class JobRead(BaseModel):
     id: str
     state: JobState
     error_class: ErrorClass | None
+    advice: str | None = Field(default=None, description="what to do about the error class (a fixed sentence)")
     spec: dict[Any, Any]
     spec_sha256: str
     created_at: datetime
