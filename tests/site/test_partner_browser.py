@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from service.jobs import runner
 from service.jobs.models import Job
 from service.jobs.states import JobState
+from tests.factories import manifest, suite_bundle, tar_gz
 from tests.site.browser import screenshot
 from tests.site.seed import Seeded
 from tests.site.test_browser import sign_in
@@ -95,3 +96,22 @@ def test_only_partners_open_these_pages_and_forms_need_the_token(page, server: s
         data={"suite": "x", "model": "y", "dataset": "z", "metrics": "accuracy", "action": "confirm"},
     )
     assert r.status_code == 403 and "form token" in r.text and jobs(site) == before
+
+
+def test_a_suite_uploaded_from_the_page_waits_for_approval(page, server: str, site: Seeded, tmp_path: Path):  # type: ignore[no-untyped-def]
+    sign_in(page, server, site.h.partner)
+    page.goto(f"{server}/site/me/suites")
+    good = tmp_path / "good.tar.gz"
+    good.write_bytes(suite_bundle("from-the-page", "import evalgate\nevalgate.report({'score': 1})\n", ["score"]))
+    page.get_by_label("Bundle").set_input_files(str(good))
+    page.get_by_role("button", name="Upload").click()
+    assert "Uploaded acme/from-the-page@1.0.0." in page.get_by_role("status").inner_text()
+    row = page.get_by_role("row", name="acme/from-the-page@1.0.0")
+    assert "waiting for an operator" in row.inner_text()
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(tar_gz({"suite.yaml": manifest("broken", ["score"]), "run.py": ""}))
+    page.get_by_label("Bundle").set_input_files(str(bad))
+    page.get_by_role("button", name="Upload").click()
+    alert = page.get_by_role("alert").inner_text()
+    assert "bundle_bad_manifest" in alert and "entrypoint: run.py" in alert
+    assert page.get_by_role("row", name="acme/broken@1.0.0").count() == 0

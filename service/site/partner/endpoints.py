@@ -9,14 +9,18 @@ and before a byte of the form is parsed; a confirmed submission goes through the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from service.auth.roles import Role
+from service.config import Settings
 from service.db import session_scope
 from service.deps import SessionDep, SettingsDep
 from service.errors import EvalgateError
@@ -26,6 +30,7 @@ from service.jobs.schemas import JobCreate
 from service.jobs.views import listing
 from service.quotas.service import Budgets, Partner
 from service.registry import repository as registry_repo
+from service.registry import service as registry
 from service.site import sessions
 from service.site.problems import PageError
 from service.site.rendering import HEADERS, SignedDep, error_page, refused, render, to_sign_in
@@ -33,6 +38,9 @@ from service.site.sessions import COOKIE, Signed
 
 router = APIRouter(prefix="/me", include_in_schema=False)
 FIELDS = ("suite", "model", "dataset", "metrics", "epsilon")
+# A bundle as large as `bundle_max_bytes` allows by default, and its multipart framing; the upload
+# itself then holds the bundle to the setting as it is now (registry.upload_suite).
+UPLOAD_FORM_BYTES = int(Settings.model_fields["bundle_max_bytes"].default) + (64 << 10)
 NOT_FOUND = PageError(
     404, "Page not found", "There is no page at this address. The leaderboards list is a good place to start."
 )
@@ -64,13 +72,72 @@ def my_budget(request: Request, signed: SignedDep, session: SessionDep) -> Respo
     return render(request, "partner/budget.html", who, budget=read, section="budget")
 
 
+def _suites_page(request: Request, session: Session, who: Signed, status: int = 200, **context: Any) -> Response:
+    mine = [s for s in registry_repo.suites_usable_by(session, who.caller.principal_id) if not s.builtin]
+    own = [s for s in mine if s.owner_id == who.caller.principal_id]
+    return render(request, "partner/suites.html", who, status, suites=own, section="suites", **context)
+
+
 @router.get("/suites", name="my_suites")
 def my_suites(request: Request, signed: SignedDep, session: SessionDep) -> Response:
     if isinstance(who := _partner(request, signed), Response):
         return who
-    mine = [s for s in registry_repo.suites_usable_by(session, who.caller.principal_id) if not s.builtin]
-    own = [s for s in mine if s.owner_id == who.caller.principal_id]
-    return render(request, "partner/suites.html", who, suites=own, section="suites")
+    return _suites_page(request, session, who)
+
+
+@router.post("/suites", openapi_extra=form_limit(UPLOAD_FORM_BYTES))
+async def upload_suite(request: Request) -> Response:
+    """A suite bundle uploaded from the page: the same upload as `POST /v1/suites` (its own limit,
+    checks and refusals), after the session and, before the bundle is looked at, the CSRF token."""
+    who = await _form_sender(request)
+    if isinstance(who, Response):
+        return who
+    async with request.form(max_files=1, max_fields=4) as form:
+        if not sessions.tokens_match(who.csrf_token, form.get("csrf")):
+            return refused(request, who)
+        upload = form.get("bundle")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            return await run_in_threadpool(
+                _in_session,
+                request,
+                lambda s: _suites_page(request, s, who, 422, problem="Choose a bundle file first."),
+            )
+
+        def store(session: Session) -> Response:
+            settings = request.app.state.settings
+            try:
+                row, created = registry.upload_suite(
+                    session,
+                    settings,
+                    stream=upload.file,
+                    owner_id=who.caller.principal_id,
+                    owner=who.caller.name,
+                    role=who.caller.role,
+                    actor=who.caller.actor,
+                )
+            except EvalgateError as e:
+                session.rollback()
+                return _suites_page(request, session, who, e.status_code, refusal=e.to_dict())
+            done = f"Uploaded {row.ref}" if created else f"{row.ref} was uploaded before with these exact files"
+            return _suites_page(request, session, who, note=done + ".")
+
+        return await run_in_threadpool(_in_session, request, store)
+
+
+def _in_session(request: Request, work: Callable[[Session], Response]) -> Response:
+    with session_scope(request.app.state.sessionmaker) as session:
+        return work(session)
+
+
+async def _form_sender(request: Request) -> Signed | Response:
+    """Who sends a form, from the session cookie alone, before a byte of the form is read."""
+    factory = request.app.state.sessionmaker
+
+    def find() -> Signed | None:
+        with session_scope(factory) as session:
+            return sessions.current(session, request.cookies.get(COOKIE))
+
+    return _partner(request, await run_in_threadpool(find))
 
 
 def _choices(session: Any, signed: Signed) -> dict[str, list[str]]:
@@ -104,14 +171,8 @@ def _job_request(form: dict[str, str]) -> JobCreate:
 @router.post("/submit", openapi_extra=form_limit())
 async def submit(request: Request) -> Response:
     """`action=preview`: the dry run's answer under the form; `action=confirm`: the submission."""
-    factory = request.app.state.sessionmaker
-
-    def find() -> Signed | None:
-        with session_scope(factory) as session:
-            return sessions.current(session, request.cookies.get(COOKIE))
-
-    signed = await run_in_threadpool(find)  # who asks, before a byte of the form is read
-    if isinstance(who := _partner(request, signed), Response):
+    who = await _form_sender(request)
+    if isinstance(who, Response):
         return who
     raw = await request.form()
     if not sessions.tokens_match(who.csrf_token, raw.get("csrf")):
