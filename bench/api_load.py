@@ -199,8 +199,9 @@ async def read_load(
     requests: int | None,
     think_s: float,
 ) -> ReadRun:
-    """`clients` closed-loop clients, each on a connection of its own, reading one page of jobs every
-    fifth request and one job (with its result, when released) otherwise. One httpx client per
+    """`clients` clients, each on a connection of its own, reading one page of jobs every fifth request
+    and one job (with its result, when released) otherwise, and pausing between reads for a time drawn
+    uniformly from [0, 2 × think_s] (think_s 0: closed loop, no pause). One httpx client per
     connection: a shared pool of 50 cost the load generator more CPU per request than the API."""
     run = ReadRun({LIST: [], ONE: []}, Counter(), 0.0)
     one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -225,7 +226,7 @@ async def read_load(
                     run.statuses[type(e).__name__] += 1
                 run.latencies[kind].append(time.perf_counter() - t0)
                 if think_s:
-                    await asyncio.sleep(think_s)
+                    await asyncio.sleep(rng.uniform(0, 2 * think_s))
 
         started = time.perf_counter()
         await asyncio.gather(*(client(i, h) for i, h in enumerate(https)))
@@ -258,37 +259,67 @@ def reads(db: str, args: argparse.Namespace, tmp: Path) -> list[Figure]:
         api = stack.api
         assert api is not None
         alone = asyncio.run(read_load(stack.url, stack.partner, ids, 1, min(3.0, args.seconds), None, 0))
-        api0, me0, all0 = cpu_seconds(api.pid), time.process_time(), machine_busy_s()
-        run = asyncio.run(
-            read_load(stack.url, stack.partner, ids, args.clients, args.seconds, args.requests, args.think_ms / 1000)
-        )
-        api_cpu, my_cpu, all_cpu = cpu_seconds(api.pid) - api0, time.process_time() - me0, machine_busy_s() - all0
+        users = measured_reads(stack, api.pid, ids, args, args.think_ms / 1000)
+        closed = measured_reads(stack, api.pid, ids, args, 0.0) if args.think_ms else users
     shape = (
         ("embedded API, no broker" if embedded else "API with a broker")
         + (f", {workers} idle worker" if workers else "")
         + (f"; {len(ids)} released jobs seeded by running them" if released else f"; {len(ids)} queued jobs seeded")
     )
-    every, rate = run.every, len(run.every) / run.wall_s
-    bad = sum(n for status, n in run.statuses.items() if status != "200")
-    print(f"\n(a) reads, {db} ({shape})")
+    print(f"\n(a) reads, {db} ({shape}); 1 list : 4 reads of one job")
     print(f"  1 client alone       {spread(alone.every)}")
-    print(f"  {args.clients} closed-loop clients, think {args.think_ms:g} ms, 1 list : 4 reads of one job:")
-    print(f"  {LIST:20s} {spread(run.latencies[LIST])}")
-    print(f"  {ONE:20s} {spread(run.latencies[ONE])}")
-    print(f"  {'all':20s} {spread(every)}  {rate:6.1f} req/s over {run.wall_s:.1f} s; answers {dict(run.statuses)}")
-    cores = os.cpu_count() or 1
-    print(
-        f"  CPU during the run: API {api_cpu:.1f} s, load generator {my_cpu:.1f} s, everything else (database, "
-        f"Redis, workers, other processes) {all_cpu - api_cpu - my_cpu:.1f} s, of {cores} cores × "
-        f"{run.wall_s:.1f} s = {cores * run.wall_s:.1f} s"
-    )
-    p99, p50_alone = percentile(every, 0.99), statistics.median(alone.every)
+    print(f"  {args.clients} clients, each pausing 0–{2 * args.think_ms:g} ms (mean {args.think_ms:g}) between reads:")
+    users.show()
+    if closed is not users:
+        print(f"  {args.clients} clients in a closed loop (no pause; latency = clients / throughput, Little's law):")
+        closed.show()
+    p99, p50_alone = percentile(users.run.every, 0.99), statistics.median(alone.every)
+    closed_p99 = percentile(closed.run.every, 0.99)
+    bad = sum(n for r in (users, closed) for status, n in r.run.statuses.items() if status != "200")
+    label = f"{args.clients} clients, think {args.think_ms:g} ms"
     return [
-        Figure(f"reads p99, {db}, {args.clients} clients", ms(p99), f"≤ {ms(READ_P99_GOAL_S)}", p99 <= READ_P99_GOAL_S),
+        Figure(f"reads p99, {db}, {label}", ms(p99), f"≤ {ms(READ_P99_GOAL_S)}", p99 <= READ_P99_GOAL_S),
         Figure(f"  … / p50 of 1 client alone ({ms(p50_alone)})", f"{p99 / p50_alone:.1f}×", "", None),
-        Figure(f"reads req/s, {db}", f"{rate:.1f}", "", None),
+        Figure(f"reads req/s, {db}, {label}", f"{users.rate:.1f}", "", None),
+        Figure(f"reads p99, {db}, {args.clients} clients closed loop", ms(closed_p99), "", None),
+        Figure(f"reads req/s, {db}, closed loop (saturation)", f"{closed.rate:.1f}", "", None),
         Figure(f"reads not 200, {db}", str(bad), "0", bad == 0),
     ]
+
+
+@dataclass
+class MeasuredReads:
+    run: ReadRun
+    api_cpu: float
+    my_cpu: float
+    all_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return len(self.run.every) / self.run.wall_s
+
+    def show(self) -> None:
+        r = self.run
+        print(f"  {LIST:20s} {spread(r.latencies[LIST])}")
+        print(f"  {ONE:20s} {spread(r.latencies[ONE])}")
+        print(
+            f"  {'all':20s} {spread(r.every)}  {self.rate:6.1f} req/s over {r.wall_s:.1f} s; answers {dict(r.statuses)}"
+        )
+        n, cores = max(1, len(r.every)), os.cpu_count() or 1
+        print(
+            f"  CPU: API {self.api_cpu:.1f} s ({self.api_cpu / n * 1000:.1f} ms/read), load generator "
+            f"{self.my_cpu:.1f} s ({self.my_cpu / n * 1000:.1f} ms/read), everything else (database, Redis, "
+            f"workers, other processes) {self.all_cpu - self.api_cpu - self.my_cpu:.1f} s, of {cores} cores × "
+            f"{r.wall_s:.1f} s = {cores * r.wall_s:.1f} s"
+        )
+
+
+def measured_reads(
+    stack: Stack, api_pid: int, ids: list[str], args: argparse.Namespace, think_s: float
+) -> MeasuredReads:
+    api0, me0, all0 = cpu_seconds(api_pid), time.process_time(), machine_busy_s()
+    run = asyncio.run(read_load(stack.url, stack.partner, ids, args.clients, args.seconds, args.requests, think_s))
+    return MeasuredReads(run, cpu_seconds(api_pid) - api0, time.process_time() - me0, machine_busy_s() - all0)
 
 
 # -- (b) burst --------------------------------------------------------------------------------------------
@@ -462,7 +493,12 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50, help="(a) concurrent readers")
     ap.add_argument("--seconds", type=float, default=30, help="(a) reading time; (c) window per worker count")
     ap.add_argument("--requests", type=int, help="(a) stop after this many reads instead of after --seconds")
-    ap.add_argument("--think-ms", type=float, default=0, help="(a) pause between one client's reads")
+    ap.add_argument(
+        "--think-ms",
+        type=float,
+        default=500,
+        help="(a) mean pause between one client's reads (uniform 0 to twice it); a closed-loop run follows",
+    )
     ap.add_argument(
         "--seed", choices=["released", "queued"], default="released", help="(a) jobs read (queued: no job runs)"
     )

@@ -130,7 +130,14 @@ def bare_runner(runtime: str) -> Callable[[], float]:
 
     client = docker_client()
     image = client.images.get("evalgate-job:latest").id
-    cmd = ["docker", "run", "--rm", "--runtime", resolve(client, runtime).job, "--network", "none"]
+    chosen = resolve(client, runtime)
+    # The service's own seccomp profile, as its job container has: under runsc with --oci-seccomp,
+    # Docker's default profile makes thread creation fail (OpenBLAS cannot start its threads, and
+    # `import numpy` dies), so a bare run with the default profile would not run the same code.
+    profile = Path(tempfile.mkdtemp(prefix="evalgate-bench-")) / "seccomp.json"
+    profile.write_text(chosen.seccomp)
+    cmd = ["docker", "run", "--rm", "--runtime", chosen.job, "--network", "none"]
+    cmd += ["--security-opt", f"seccomp={profile}"]
     cmd += ["--tmpfs", "/out", "-e", "EVALGATE_OUTPUT=/out/result.json", "-e", "EVALGATE_METRICS=m0"]
     cmd += [image, "/opt/venv/bin/python", "-c", CODE]
 

@@ -318,13 +318,20 @@ def suites_publish(ref: str, withdraw: bool) -> None:
 @click.argument("spec_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--no-wait", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="print the final job as JSON")
-def submit(spec_file: Path, no_wait: bool, as_json: bool) -> None:
-    """Submit a job spec (YAML) and wait for its released metrics."""
+@click.option("--dry-run", is_flag=True, help="only say what it would cost and whether it would be admitted now")
+def submit(spec_file: Path, no_wait: bool, as_json: bool, dry_run: bool) -> None:
+    """Submit a job spec (YAML) and wait for its released metrics. Exit codes: 0 released, 1 not
+    released or refused; with --dry-run: 0 would be admitted now, 1 would be refused now (the refusal
+    and what to do instead are printed), 2 the request itself is bad (unknown names, metrics, policy)."""
     from service.client import ApiError
 
     api = _api()
     try:
         spec = yaml.safe_load(spec_file.read_text())
+        if dry_run:
+            preview = api.preview(spec)
+            click.echo(json.dumps(preview, indent=2)) if as_json else _print_preview(preview)
+            sys.exit(0 if preview["admitted"] else 1)
         job = api.submit(spec)
         click.echo(f"job {job['id']} {job['state']}")
         if no_wait:
@@ -332,11 +339,38 @@ def submit(spec_file: Path, no_wait: bool, as_json: bool) -> None:
         t0 = time.monotonic()
         job = api.wait(job["id"], on_change=lambda j: click.echo(f"  [{time.monotonic() - t0:6.1f}s] {j['state']}"))
     except ApiError as e:
-        _fail(str(e))
+        _fail(str(e), 2 if dry_run else 1)
     except yaml.YAMLError as e:
         _fail(f"{spec_file} is not valid YAML: {e}")
     click.echo(json.dumps(job, indent=2)) if as_json else _print_job(job)
     sys.exit(0 if job["state"] == JobState.RELEASED else 1)
+
+
+def _print_preview(p: dict[str, Any]) -> None:
+    cost = p["cost"]
+    if p.get("reuses"):
+        click.echo(f"would return your earlier job {p['reuses']} of the same release: nothing spent")
+        return
+    click.echo("would spend:")
+    click.echo(
+        f"  epsilon {cost['epsilon_total']:g} ({cost['epsilon_per_metric']:g} for each of "
+        f"{', '.join(cost['noised_metrics']) or 'no noised metric'})"
+    )
+    click.echo(f"  leakage bits {cost['leakage_bits']:g} (charged today)")
+    click.echo(f"  model rows {cost['model_rows']} asked, {cost['model_rows_granted']} granted")
+    if p["admitted"]:
+        left = p["left"]
+        click.echo(f"would be admitted now, as {p['state']}; left after it:")
+        click.echo(f"  epsilon on the dataset {left['epsilon']:g}, leakage bits today {left['leakage_bits_today']:g}")
+        click.echo(
+            f"  model rows today {left['model_rows_today']}, releases in the window {left['releases_in_window']}, "
+            f"jobs in progress {left['jobs_in_progress']} of {left['jobs_in_progress_limit']}"
+        )
+    else:
+        r = p["refusal"]
+        click.echo(f"would be refused now: {r['error']}: {r['detail']}")
+        for a in r["alternatives"]:
+            click.echo(f"  instead: {a}")
 
 
 @main.command()

@@ -63,6 +63,10 @@ class Api:
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._json(self.http.post("/v1/jobs", json=spec))
 
+    def preview(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A dry run: what the job would spend and leave, and whether it would be admitted now."""
+        return self._json(self.http.post("/v1/jobs", params={"dry_run": "true"}, json=spec))
+
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json(self.http.get(f"/v1/jobs/{job_id}"))
 

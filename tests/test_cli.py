@@ -96,6 +96,14 @@ def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):
             )
         )
         client_env = {**env, "EVALGATE_URL": url, "EVALGATE_API_KEY": keys["partner"]}
+        dry = evalgate("submit", "--dry-run", str(spec), env=client_env)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert "would be admitted now, as queued" in dry.stdout and "leakage bits" in dry.stdout
+        assert "job " not in dry.stdout  # nothing was submitted
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({**yaml.safe_load(spec.read_text()), "metrics": ["acuracy"]}))
+        dry_bad = evalgate("submit", "--dry-run", str(bad), env=client_env)
+        assert dry_bad.returncode == 2 and "undeclared_metric" in dry_bad.stderr, dry_bad.stdout + dry_bad.stderr
         r = evalgate("submit", str(spec), env=client_env)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "released metrics" in r.stdout and "running" in r.stdout

@@ -24,11 +24,13 @@ from service.approvals.models import ExceptionRule
 from service.auth.service import Caller
 from service.canonical import digest
 from service.config import PartnerLimits, Settings
+from service.errors import EvalgateError
 from service.inference.model_info import Contract
 from service.jobs import errors
 from service.jobs import repository as repo
+from service.jobs.dispatch import Dispatcher, commit_then_enqueue
 from service.jobs.models import Job
-from service.jobs.schemas import JobCreate
+from service.jobs.schemas import JobCost, JobCreate, JobPreview, Refusal
 from service.jobs.service import transition
 from service.jobs.states import JobState
 from service.ledger import service as ledger
@@ -246,8 +248,23 @@ def _privacy(
     }
 
 
-def submit(session: Session, settings: Settings, budgets: Budgets, caller: Caller, req: JobCreate) -> tuple[Job, bool]:
-    """Record an admitted job, or return the partner's earlier job for the same release (True)."""
+@dataclass(frozen=True)
+class Draft:
+    """A request judged against the registry, the policies and the gate, before anything is recorded
+    or reserved: what the job would be, and the earlier job of the same release if there is one."""
+
+    spec: dict[str, Any]
+    key: str
+    suite: SuiteVersion
+    model_id: int
+    dataset_id: int
+    plan: Plan
+    earlier: Job | None
+    asks: list[dict[str, Any]]  # what it asks past its policy, for an operator to grant (request_approval)
+
+
+def draft(session: Session, settings: Settings, budgets: Budgets, caller: Caller, req: JobCreate) -> Draft:
+    """Every check of admission but the budgets, writing nothing; a bad request raises its refusal."""
     # The partner's limits and the dataset's policy as an operator last set them (service.policies):
     # read now, so a change applies from the next admission on.
     sanctions.check(session, settings, caller.principal_id, caller.name)  # a suspended partner: nothing more
@@ -301,15 +318,10 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
         {"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256},
     )
     key = release_key(caller.principal_id, *refs, req.metrics, judged.rows)  # the output policy is in refs
-    earlier = repo.same_release(session, caller.principal_id, key)
-    if earlier is not None:
-        ledger.append(
-            session, actor=caller.actor, action="job.reused", subject=f"job:{earlier.id}", data={"release_key": key}
-        )
-        return earlier, True
+    earlier = repo.same_release(session, caller.principal_id, key)  # answered from it: nothing spent
     privacy = judged.privacy
     most = leakage.job_bits(settings, judged.metric_bits)
-    if most > settings.release_max_bits:
+    if earlier is None and most > settings.release_max_bits:
         raise errors.ReleaseExceedsLeakageCap(
             f"a release of these metrics can carry {most:.1f} bits; one release may carry at most "
             f"{settings.release_max_bits:g}",
@@ -331,26 +343,6 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
         # Only in a job admitted past its policy: exactly what an operator must grant before it runs.
         **({"exceptions": asks} if asks else {}),
     }
-    job = Job(
-        id=str(uuid.uuid4()),
-        principal_id=caller.principal_id,
-        state=JobState.SUBMITTED,
-        spec=spec,
-        spec_sha256=digest(spec),
-        release_key=key,
-        suite_version_id=suite.id,
-        model_version_id=model.id,
-        dataset_version_id=dataset.id,
-    )
-    session.add(job)
-    session.flush()
-    ledger.append(
-        session,
-        actor=caller.actor,
-        action="job.submitted",
-        subject=f"job:{job.id}",
-        data={"spec_sha256": job.spec_sha256, "spec": spec},
-    )
     plan = Plan(
         dataset_id=dataset.id,
         dataset_ref=dataset.ref,
@@ -362,12 +354,98 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
         model_id=model.id,
         caps=lifetime.caps_for(settings, caller.principal_id, dataset, model),
     )
-    budgets.reserve(session, Partner(caller.principal_id, caller.name), job.id, plan)
-    if asks:
-        approvals.open_exception(session, job, caller.actor, asks, req.approval_note)
-    waits = asks or not suite.approved
+    return Draft(spec, key, suite, model.id, dataset.id, plan, earlier, asks or [])
+
+
+def submit(session: Session, settings: Settings, budgets: Budgets, caller: Caller, req: JobCreate) -> tuple[Job, bool]:
+    """Record an admitted job, or return the partner's earlier job for the same release (True)."""
+    d = draft(session, settings, budgets, caller, req)
+    if d.earlier is not None:
+        ledger.append(
+            session,
+            actor=caller.actor,
+            action="job.reused",
+            subject=f"job:{d.earlier.id}",
+            data={"release_key": d.key},
+        )
+        return d.earlier, True
+    job = Job(
+        id=str(uuid.uuid4()),
+        principal_id=caller.principal_id,
+        state=JobState.SUBMITTED,
+        spec=d.spec,
+        spec_sha256=digest(d.spec),
+        release_key=d.key,
+        suite_version_id=d.suite.id,
+        model_version_id=d.model_id,
+        dataset_version_id=d.dataset_id,
+    )
+    session.add(job)
+    session.flush()
+    ledger.append(
+        session,
+        actor=caller.actor,
+        action="job.submitted",
+        subject=f"job:{job.id}",
+        data={"spec_sha256": job.spec_sha256, "spec": d.spec},
+    )
+    budgets.reserve(session, Partner(caller.principal_id, caller.name), job.id, d.plan)
+    if d.asks:
+        approvals.open_exception(session, job, caller.actor, d.asks, req.approval_note)
+    waits = d.asks or not d.suite.approved
     transition(session, job, JobState.AWAITING_APPROVAL if waits else JobState.QUEUED, actor="admission")
     return job, False
+
+
+def preview(session: Session, settings: Settings, budgets: Budgets, caller: Caller, req: JobCreate) -> JobPreview:
+    """A dry run: what the job would spend and leave, and whether it would be admitted now (if not,
+    the refusal a submission would get). Nothing is recorded, reserved or counted; the caller rolls
+    back. A bad request raises the refusal its submission would."""
+    d = draft(session, settings, budgets, caller, req)
+    privacy = d.spec["privacy"]
+    cost = JobCost(
+        epsilon_per_metric=privacy["epsilon_per_metric"],
+        epsilon_total=privacy["epsilon_total"],
+        noised_metrics=list(privacy["noised_metrics"]),
+        leakage_bits=d.spec["leakage_bits"],
+        model_rows=d.plan.rows,
+        model_rows_granted=0,
+    )
+    if d.earlier is not None:  # answered from the earlier job: nothing would be spent
+        return JobPreview(admitted=True, reuses=d.earlier.id, cost=cost.model_copy(update=_NOTHING), left=None)
+    seen = budgets.preview(session, Partner(caller.principal_id, caller.name), d.plan)
+    return JobPreview(
+        admitted=seen.refusal is None,
+        state=None
+        if seen.refusal
+        else JobState.AWAITING_APPROVAL
+        if d.asks or not d.suite.approved
+        else JobState.QUEUED,
+        cost=cost.model_copy(update={"model_rows_granted": seen.rows_granted}),
+        left=seen.left,
+        refusal=None if seen.refusal is None else Refusal(**seen.refusal.to_dict()),
+    )
+
+
+_NOTHING = {"epsilon_total": 0.0, "leakage_bits": 0.0, "model_rows": 0, "model_rows_granted": 0}
+
+
+def admit(
+    session: Session, settings: Settings, budgets: Budgets, dispatcher: Dispatcher, caller: Caller, req: JobCreate
+) -> tuple[Job, bool]:
+    """A submission from start to end, for the API and the site alike: admitted under the partner's
+    admission lock, committed, then handed to a worker; or refused, with nothing of it kept but the
+    refusal on the audit log (then the refusal is raised)."""
+    try:
+        with budgets.admission(caller.principal_id):  # held until committed: counts stay exact
+            job, reused = submit(session, settings, budgets, caller, req)
+            commit_then_enqueue(session, dispatcher, [job.id] if not reused and job.state == JobState.QUEUED else [])
+    except EvalgateError as e:
+        session.rollback()  # nothing of the refused job stays; the refusal itself is recorded
+        record_refusal(session, settings, caller, e.code, req)
+        session.commit()
+        raise
+    return job, reused
 
 
 def record_refusal(session: Session, settings: Settings, caller: Caller, code: str | None, req: JobCreate) -> None:

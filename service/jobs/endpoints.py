@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service.approvals import repository as approvals_repo
 from service.auth.dependencies import AnyCaller, Partner, PartnerOrOperator
-from service.auth.roles import Role
 from service.deps import SessionDep, SettingsDep
-from service.errors import EvalgateError, raises
+from service.errors import raises
 from service.jobs import admission, errors
-from service.jobs import repository as repo
 from service.jobs import service as jobs_service
 from service.jobs.dependencies import DispatcherDep, VisibleJob
-from service.jobs.dispatch import commit_then_enqueue
-from service.jobs.schemas import JobCreate, JobList, JobRead
+from service.jobs.schemas import JobCreate, JobList, JobPreview, JobRead
 from service.jobs.states import JobState
-from service.jobs.views import to_read
+from service.jobs.views import listing, to_read
 from service.policies import errors as policy_errors
 from service.quotas import errors as quota_errors
 from service.quotas.dependencies import BudgetsDep
 from service.registry import errors as registry_errors
-from service.release import service as release_service
 from service.sanctions import errors as sanction_errors
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -29,9 +24,14 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @router.post(
     "",
-    response_model=JobRead,
+    response_model=JobRead | JobPreview,
     status_code=202,
-    responses={200: {"model": JobRead, "description": "the same release was made or is on its way"}},
+    responses={
+        200: {
+            "model": JobRead | JobPreview,
+            "description": "the same release was made or is on its way; or, with dry_run, what the job would cost",
+        }
+    },
 )
 @raises(
     # the suite, model and dataset named, and whether they fit one another
@@ -75,18 +75,17 @@ def submit_job(
     settings: SettingsDep,
     budgets: BudgetsDep,
     dispatcher: DispatcherDep,
-) -> JobRead:
-    """Submit an evaluation job; the same release asked for again returns the earlier job."""
-    try:
-        with budgets.admission(caller.principal_id):  # held until committed: counts stay exact
-            job, reused = admission.submit(session, settings, budgets, caller, body)
-            runnable = [job.id] if not reused and job.state == JobState.QUEUED else []
-            commit_then_enqueue(session, dispatcher, runnable)
-    except EvalgateError as e:
-        session.rollback()  # nothing of the refused job stays; the refusal itself is recorded
-        admission.record_refusal(session, settings, caller, e.code, body)
-        session.commit()
-        raise
+    dry_run: bool = False,
+) -> JobRead | JobPreview:
+    """Submit an evaluation job; the same release asked for again returns the earlier job. With
+    `dry_run=true`: what it would spend and leave, and whether it would be admitted now."""
+    if dry_run:
+        response.status_code = 200
+        try:  # a bad request answers as its submission would; nothing is recorded either way
+            return admission.preview(session, settings, budgets, caller, body)
+        finally:
+            session.rollback()
+    job, reused = admission.admit(session, settings, budgets, dispatcher, caller, body)
     if reused:
         response.status_code = 200
     return to_read(session, job, caller, settings.timing_buckets_s, reused=reused)
@@ -97,19 +96,7 @@ def list_jobs(
     caller: AnyCaller, session: SessionDep, settings: SettingsDep, state: JobState | None = None, limit: int = 100
 ) -> JobList:
     """Jobs the caller may see, newest first."""
-    limit = max(1, min(limit, 500))
-    partner = caller.role == Role.PARTNER
-    # A partner's filter applies to the states it is shown (padded), not the stored ones.
-    jobs = repo.listing(
-        session,
-        principal_id=caller.principal_id if partner else None,
-        state=None if partner else state,
-        limit=500 if state and partner else limit,
-    )
-    released = release_service.for_jobs(session, [j.id for j in jobs if j.state == JobState.RELEASED])
-    requests = approvals_repo.for_jobs(session, [j.id for j in jobs])
-    views = [to_read(session, j, caller, settings.timing_buckets_s, released, requests=requests) for j in jobs]
-    return JobList(jobs=[v for v in views if state is None or v.state == state][:limit])
+    return JobList(jobs=listing(session, caller, settings.timing_buckets_s, state, max(1, min(limit, 500))))
 
 
 @router.get("/{job_id}", response_model=JobRead)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from service.jobs.models import Job
 from service.jobs.states import JobState
@@ -22,8 +22,11 @@ def get(session: Session, job_id: str) -> Job | None:
 
 def listing(session: Session, *, principal_id: int | None, state: JobState | None, limit: int) -> list[Job]:
     """Newest first; one principal's jobs, or everyone's when principal_id is None. Reproductions'
-    runs are listed with their reproductions (service.reproductions), not here."""
-    q = select(Job).where(Job.reproduces.is_(None)).order_by(Job.created_at.desc()).limit(limit)
+    runs are listed with their reproductions (service.reproductions), not here. The suite, model and
+    dataset are loaded when first read, each once (the identity map), rather than joined to every row
+    (the relationships' default), which made the database send, and SQLAlchemy decode, their JSON
+    columns once per job."""
+    q = select(Job).options(lazyload("*")).where(Job.reproduces.is_(None)).order_by(Job.created_at.desc()).limit(limit)
     if principal_id is not None:
         q = q.where(Job.principal_id == principal_id)
     if state is not None:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.approvals.schemas import ApprovalBrief
 from service.jobs.states import JobState
+from service.quotas.schemas import BudgetLeft
 from service.registry.schemas import LicenseRead
 from service.release.outcomes import ErrorClass
 
@@ -94,6 +95,7 @@ class JobRead(BaseModel):
     id: str
     state: JobState
     error_class: ErrorClass | None
+    advice: str | None = Field(default=None, description="what to do about the error class (a fixed sentence)")
     spec: dict[Any, Any]
     spec_sha256: str
     created_at: datetime
@@ -113,3 +115,34 @@ class JobRead(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobRead]
+
+
+class JobCost(BaseModel):
+    """What a job would spend if it runs."""
+
+    epsilon_per_metric: float
+    epsilon_total: float = Field(description="ε charged on the dataset version: per metric × noised metrics")
+    noised_metrics: list[str]
+    leakage_bits: float = Field(description="the most its release or its ending can carry, charged today")
+    model_rows: int = Field(description="model rows asked for (its query budget)")
+    model_rows_granted: int = Field(description="what today's and the lifetime row budgets would grant of them")
+
+
+class Refusal(BaseModel):
+    """The refusal a submission would get now: its stable code, why, and what to do instead."""
+
+    error: str
+    detail: str
+    alternatives: list[str]
+
+
+class JobPreview(BaseModel):
+    """A dry run (`POST /v1/jobs?dry_run=true`): nothing was recorded, reserved or counted."""
+
+    dry_run: Literal[True] = True
+    admitted: bool = Field(description="whether the job would be admitted now")
+    state: JobState | None = Field(default=None, description="the state it would enter: queued, or awaiting approval")
+    reuses: str | None = Field(default=None, description="the earlier job of the same release it would return")
+    cost: JobCost
+    left: BudgetLeft | None = Field(default=None, description="what would be left after it (none spent on a reuse)")
+    refusal: Refusal | None = None

@@ -21,6 +21,7 @@ from service.approvals.models import ApprovalRequest
 from service.approvals.schemas import ApprovalBrief
 from service.auth.roles import Role
 from service.auth.service import Caller
+from service.jobs import repository as repo
 from service.jobs.models import Job
 from service.jobs.schemas import JobRead, ResultRead
 from service.jobs.states import TERMINAL, JobState
@@ -28,7 +29,7 @@ from service.registry.schemas import LicenseRead
 from service.release import service as release_service
 from service.release import timing
 from service.release.models import Result
-from service.release.outcomes import ErrorClass
+from service.release.outcomes import ADVICE, ErrorClass
 
 
 def to_read(
@@ -62,6 +63,7 @@ def to_read(
         id=job.id,
         state=state,
         error_class=error_class,
+        advice=ADVICE.get(error_class) if error_class is not None else None,
         spec=job.spec,
         spec_sha256=job.spec_sha256,
         created_at=job.created_at,
@@ -82,6 +84,24 @@ def _approval(session: Session, job: Job, requests: dict[str, ApprovalRequest] |
 
 def _license(terms: dict[str, Any] | None) -> LicenseRead | None:
     return LicenseRead.model_validate(terms) if terms else None
+
+
+def listing(
+    session: Session, caller: Caller, buckets: list[float], state: JobState | None, limit: int
+) -> list[JobRead]:
+    """The jobs the caller may see, newest first, as it may see them. A partner's filter applies to
+    the states it is shown (padded), not the stored ones."""
+    partner = caller.role == Role.PARTNER
+    jobs = repo.listing(
+        session,
+        principal_id=caller.principal_id if partner else None,
+        state=None if partner else state,
+        limit=500 if state and partner else limit,
+    )
+    released = release_service.for_jobs(session, [j.id for j in jobs if j.state == JobState.RELEASED])
+    requests = approvals_repo.for_jobs(session, [j.id for j in jobs])
+    views = [to_read(session, j, caller, buckets, released, requests=requests) for j in jobs]
+    return [v for v in views if state is None or v.state == state][:limit]
 
 
 def partner_view(job: Job, buckets: list[float], now: datetime | None = None) -> tuple[JobState, Any, Any]:

@@ -51,3 +51,14 @@ class BudgetRead(BaseModel):
     lifetime: list[LifetimeRead] = Field(
         description="what you have used of each asset you have used, over its lifetime (never resets)"
     )
+
+
+class BudgetLeft(BaseModel):
+    """What a job would leave of each budget if it were admitted now (a dry run)."""
+
+    epsilon: float = Field(description="ε left on the job's dataset version")
+    leakage_bits_today: float
+    model_rows_today: int
+    releases_in_window: int
+    jobs_in_progress: int
+    jobs_in_progress_limit: int

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.auth.models import Principal
 from service.config import PartnerLimits, Settings
 from service.db import on_rollback, utcnow
+from service.errors import EvalgateError
 from service.ledger import service as ledger
 from service.policies import service as policies
 from service.quotas import errors, leakage, lifetime
@@ -39,6 +40,7 @@ from service.quotas import repository as repo
 from service.quotas.guards import AdmissionGuards
 from service.quotas.models import BudgetReservation
 from service.quotas.schemas import (
+    BudgetLeft,
     BudgetRead,
     ConcurrencyRead,
     DailyRead,
@@ -178,17 +180,9 @@ class Budgets:
         self.apply_due(session, partner.id)
         active = repo.open_reservations(session, partner.id)
         if active >= limits.max_concurrent_jobs:
-            raise errors.TooManyConcurrentJobs(
-                f"you have {active} jobs in progress, the most allowed",
-                alternatives=["wait for one to finish, or cancel one"],
-                retry_after_s=5,
-            )
+            raise _too_many_jobs(active)
         if self.rows.used(partner.id, session) >= limits.rows_per_day:
-            raise errors.DailyQueryBudgetExhausted(
-                "today's model query budget is spent",
-                alternatives=[f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"],
-                retry_after_s=seconds_to_reset(),
-            )
+            raise _rows_spent()
         epsilon_micro = to_micro(plan.epsilon_total)
         if epsilon_micro > 0:
             budget = self.epsilon_budget(session, limits, plan.dataset_id)
@@ -244,13 +238,7 @@ class Budgets:
         want = leakage.to_millibits(plan.bits)
         cap = leakage.to_millibits(limits.bits_per_day)
         if self.bits.reserve(partner.id, job_id, want, cap, partial=False, session=session) < want:
-            left = max(0.0, limits.bits_per_day - self.bits.used(partner.id, session) / 1000)
-            raise errors.LeakageBudgetExhausted(
-                f"this job can carry {plan.bits:.1f} bits; {left:.1f} of your {limits.bits_per_day:g} bits "
-                "for today are left",
-                retry_after_s=seconds_to_reset(),
-                alternatives=["request fewer metrics", f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"],
-            )
+            raise _bits_spent(plan, max(0.0, limits.bits_per_day - self.bits.used(partner.id, session) / 1000), limits)
         on_rollback(session, lambda: self.bits.settle(job_id, 0))
         return want
 
@@ -260,14 +248,7 @@ class Budgets:
         for cap in plan.caps.bits if plan.caps else ():
             left = repo.lifetime_locked_left(session, cap.scope, cap.asset_id, cap.principal_id, cap.resource, cap.cap)
             if left < millibits:
-                raise errors.LifetimeLeakageExhausted(
-                    f"this job can carry {millibits / 1000:.1f} bits; {max(0, left) / 1000:.1f} of the "
-                    f"{cap.cap / 1000:.0f} bits {cap.label} may give over its lifetime are left",
-                    alternatives=[
-                        "request fewer metrics",
-                        f"ask the operator for a larger lifetime budget for {cap.label}",
-                    ],
-                )
+                raise _lifetime_bits_spent(cap, millibits, left)
             repo.lifetime_add(session, cap.scope, cap.asset_id, cap.principal_id, cap.resource, millibits)
             parts.append([cap.scope, cap.asset_id, cap.principal_id, cap.resource, millibits])
         return parts
@@ -282,13 +263,7 @@ class Budgets:
         for cap in caps:
             left = repo.lifetime_locked_left(session, cap.scope, cap.asset_id, cap.principal_id, cap.resource, cap.cap)
             if left <= 0:
-                raise errors.LifetimeRowsExhausted(
-                    f"the {cap.cap} model rows you may have predicted by {cap.label} over its lifetime are spent",
-                    alternatives=[
-                        f"ask the operator for more lifetime rows for {cap.label}",
-                        "use another model version",
-                    ],
-                )
+                raise _lifetime_rows_spent(cap)
             if plan.exact_rows and left < want:
                 raise errors.LifetimeRowsExhausted(
                     f"{max(0, left)} of the {cap.cap} model rows you may have predicted by {cap.label} over its "
@@ -316,14 +291,22 @@ class Budgets:
         costs the partner one slot for one window: the safe direction."""
         limit = limits.releases_per_window
         if not self.guards.take_release(partner.id, limit):
-            window = self.guards.release_window(partner.id, limit)
-            raise errors.ReleaseRateExceeded(
-                f"at most {limit} releases per {self.settings.release_window_s} s",
-                retry_after_s=window.reset_in_s,
-                alternatives=[f"retry in {window.reset_in_s} s"],
-            )
+            raise self._window_full(partner, limit)
+
+    def _window_full(self, partner: Partner, limit: int) -> errors.ReleaseRateExceeded:
+        window = self.guards.release_window(partner.id, limit)
+        return errors.ReleaseRateExceeded(
+            f"at most {limit} releases per {self.settings.release_window_s} s",
+            retry_after_s=window.reset_in_s,
+            alternatives=[f"retry in {window.reset_in_s} s"],
+        )
 
     def _refuse_epsilon(self, session: Session, partner: Partner, plan: Plan, limits: PartnerLimits) -> None:
+        raise self._epsilon_spent(session, partner, plan, limits)
+
+    def _epsilon_spent(
+        self, session: Session, partner: Partner, plan: Plan, limits: PartnerLimits
+    ) -> errors.PrivacyBudgetExhausted:
         budget = self.epsilon_budget(session, limits, plan.dataset_id)
         spent = repo.epsilon_spent_by_dataset(session, partner.id)
         left = max(0.0, budget - spent.get(plan.dataset_id, 0) / MICRO)
@@ -346,9 +329,61 @@ class Budgets:
         ][:10]
         if others:
             alternatives.append(f"use another dataset version with enough budget left: {', '.join(others)}")
-        raise errors.PrivacyBudgetExhausted(
+        return errors.PrivacyBudgetExhausted(
             f"this job needs epsilon {plan.epsilon_total} on {plan.dataset_ref}; {left:.6f} of your {budget} is left",
             alternatives=alternatives,
+        )
+
+    def preview(self, session: Session, partner: Partner, plan: Plan) -> Preview:
+        """What `reserve` would do now, in the same order, without reserving, counting or recording
+        anything (a dry run): the first refusal it would raise, and what would be granted and left."""
+        limits = self.limits(partner.name, session)
+        self.apply_due(session, partner.id)  # due settlements, as every read of the budgets applies them
+        active = repo.open_reservations(session, partner.id)
+        rows_used = self.rows.used(partner.id, session)
+        bits_left = max(0.0, limits.bits_per_day - self.bits.used(partner.id, session) / 1000)
+        eps_budget = self.epsilon_budget(session, limits, plan.dataset_id)
+        eps_left = max(
+            0.0, eps_budget - repo.epsilon_spent_by_dataset(session, partner.id).get(plan.dataset_id, 0) / MICRO
+        )
+        window = self.guards.release_window(partner.id, limits.releases_per_window)
+        millibits = leakage.to_millibits(plan.bits)
+        lifetime_bits = [
+            (cap, cap.cap - repo.lifetime_used(session, cap.scope, cap.asset_id, cap.principal_id, cap.resource))
+            for cap in (plan.caps.bits if plan.caps else ())
+        ]
+        lifetime_rows = [
+            (cap, cap.cap - repo.lifetime_used(session, cap.scope, cap.asset_id, cap.principal_id, cap.resource))
+            for cap in (plan.caps.rows if plan.caps else ())
+        ]
+        granted = min([plan.rows, max(0, limits.rows_per_day - rows_used)] + [left for _, left in lifetime_rows])
+        refusal: EvalgateError | None = None
+        if active >= limits.max_concurrent_jobs:
+            refusal = _too_many_jobs(active)
+        elif rows_used >= limits.rows_per_day:
+            refusal = _rows_spent()
+        elif to_micro(plan.epsilon_total) > 0 and to_micro(plan.epsilon_total) > to_micro(eps_left):
+            refusal = self._epsilon_spent(session, partner, plan, limits)
+        elif millibits > leakage.to_millibits(bits_left):
+            refusal = _bits_spent(plan, bits_left, limits)
+        elif any(left < millibits for _, left in lifetime_bits):
+            refusal = next(_lifetime_bits_spent(c, millibits, left) for c, left in lifetime_bits if left < millibits)
+        elif plan.releases and (window.limit <= 0 or window.remaining < 1):
+            refusal = self._window_full(partner, limits.releases_per_window)
+        elif any(left <= 0 for _, left in lifetime_rows):
+            refusal = next(_lifetime_rows_spent(c) for c, left in lifetime_rows if left <= 0)
+        spend = refusal is None
+        return Preview(
+            refusal=refusal,
+            rows_granted=granted if spend else 0,
+            left=BudgetLeft(
+                epsilon=round(eps_left - (plan.epsilon_total if spend else 0), 6),
+                leakage_bits_today=round(bits_left - (plan.bits if spend else 0), 3),
+                model_rows_today=max(0, limits.rows_per_day - rows_used - (granted if spend else 0)),
+                releases_in_window=max(0, window.remaining - (1 if spend and plan.releases else 0)),
+                jobs_in_progress=active + (1 if spend else 0),
+                jobs_in_progress_limit=limits.max_concurrent_jobs,
+            ),
         )
 
     def rows_granted(self, session: Session, job_id: str) -> int:
@@ -538,4 +573,50 @@ def charge_epsilon(
             "spent": repo.epsilon_spent_micro(session, principal.id, dataset_id) / MICRO,
             "budget": budget,
         },
+    )
+
+
+@dataclass(frozen=True)
+class Preview:
+    refusal: EvalgateError | None  # the refusal `reserve` would raise now; None: it would reserve
+    rows_granted: int
+    left: BudgetLeft
+
+
+def _too_many_jobs(active: int) -> errors.TooManyConcurrentJobs:
+    return errors.TooManyConcurrentJobs(
+        f"you have {active} jobs in progress, the most allowed",
+        alternatives=["wait for one to finish, or cancel one"],
+        retry_after_s=5,
+    )
+
+
+def _rows_spent() -> errors.DailyQueryBudgetExhausted:
+    return errors.DailyQueryBudgetExhausted(
+        "today's model query budget is spent",
+        alternatives=[f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"],
+        retry_after_s=seconds_to_reset(),
+    )
+
+
+def _bits_spent(plan: Plan, left: float, limits: PartnerLimits) -> errors.LeakageBudgetExhausted:
+    return errors.LeakageBudgetExhausted(
+        f"this job can carry {plan.bits:.1f} bits; {left:.1f} of your {limits.bits_per_day:g} bits for today are left",
+        retry_after_s=seconds_to_reset(),
+        alternatives=["request fewer metrics", f"the budget resets at 00:00 UTC, in {seconds_to_reset()} s"],
+    )
+
+
+def _lifetime_bits_spent(cap: lifetime.Cap, millibits: int, left: int) -> errors.LifetimeLeakageExhausted:
+    return errors.LifetimeLeakageExhausted(
+        f"this job can carry {millibits / 1000:.1f} bits; {max(0, left) / 1000:.1f} of the "
+        f"{cap.cap / 1000:.0f} bits {cap.label} may give over its lifetime are left",
+        alternatives=["request fewer metrics", f"ask the operator for a larger lifetime budget for {cap.label}"],
+    )
+
+
+def _lifetime_rows_spent(cap: lifetime.Cap) -> errors.LifetimeRowsExhausted:
+    return errors.LifetimeRowsExhausted(
+        f"the {cap.cap} model rows you may have predicted by {cap.label} over its lifetime are spent",
+        alternatives=[f"ask the operator for more lifetime rows for {cap.label}", "use another model version"],
     )

@@ -516,14 +516,38 @@ def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bund
 
 
 def load_manifest_file(path: Path) -> SuiteManifest:
+    """The manifest, or BundleBadManifest naming the line (and column) of what is wrong."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
         return SuiteManifest.model_validate(raw)
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise errors.BundleBadManifest(f"{MANIFEST} is not valid YAML: {type(e).__name__}") from None
+    except UnicodeDecodeError:
+        raise errors.BundleBadManifest(f"{MANIFEST} is not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise errors.BundleBadManifest(f"{MANIFEST} is not valid YAML{where}: {problem}") from None
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        lines = _key_lines(text)
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'the top level'}"
+            + (f" (line {lines[err['loc'][0]]})" if err["loc"] and err["loc"][0] in lines else "")
+            + f": {err['msg']}"
+            for err in e.errors()
+        )
         raise errors.BundleBadManifest(f"{MANIFEST}: {problems}") from None
+
+
+def _key_lines(text: str) -> dict[object, int]:
+    """The line of each top-level key of a YAML mapping, for messages."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
 
 
 def load_manifest(root: Path, limits: BundleLimits) -> SuiteManifest:
@@ -534,7 +558,11 @@ def load_manifest(root: Path, limits: BundleLimits) -> SuiteManifest:
     if len(manifest.metrics) > limits.max_metrics:
         raise errors.BundleBadManifest(f"a suite may declare at most {limits.max_metrics} metrics")
     if not (root / manifest.entrypoint).is_file():
-        raise errors.BundleBadManifest(f"entrypoint {manifest.entrypoint!r} is not in the bundle")
+        found = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if p.is_file())[:20]
+        raise errors.BundleBadManifest(
+            f"entrypoint {manifest.entrypoint!r} is not in the bundle",
+            alternatives=[f"entrypoint: {f}" for f in found] or ["add the entrypoint file to the suite directory"],
+        )
     return manifest
 
 

@@ -17,6 +17,10 @@ def by_name_version(session: Session, model: type[VersionedT], name: str, versio
     return session.execute(select(model).where(model.name == name, model.version == version)).scalar_one_or_none()
 
 
+def names_of(session: Session, model: Versioned) -> list[str]:
+    return sorted(session.execute(select(model.name).distinct()).scalars())
+
+
 def versions_of(session: Session, model: Versioned, name: str) -> list[str]:
     return sorted(session.execute(select(model.version).where(model.name == name)).scalars())
 

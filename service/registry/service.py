@@ -17,6 +17,7 @@ from service.ledger import service as ledger
 from service.registry import bundles, datasets, errors, storage, suites
 from service.registry import repository as repo
 from service.registry.models import MODEL_STATUSES, DatasetVersion, ModelVersion, SuiteVersion
+from service.registry.spelling import closest
 from service.release import catalogue
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
@@ -42,8 +43,16 @@ def _resolve(session: Session, model: type[repo.VersionedT], ref: str, kind: str
     name, version = parse_ref(ref, kind)
     row = repo.by_name_version(session, model, name, version)
     if row is None:
+        versions = repo.versions_of(session, model, name)
+        if versions:
+            raise UNKNOWN[kind](
+                f"{kind} {name} has no version {version}", alternatives=[f"{name}@{v}" for v in versions]
+            )
+        # No such name: the registered names closest to it (every role may list the registry).
+        close = closest(name, repo.names_of(session, model))
         raise UNKNOWN[kind](
-            f"unknown {kind} {ref}", alternatives=[f"{name}@{v}" for v in repo.versions_of(session, model, name)]
+            f"unknown {kind} {ref}" + (f"; did you mean {' or '.join(close)}?" if close else ""),
+            alternatives=[f"{n}@{v}" for n in close for v in repo.versions_of(session, model, n)],
         )
     return row
 

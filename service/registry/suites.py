@@ -22,6 +22,7 @@ from service.ledger import service as ledger
 from service.registry import errors
 from service.registry import repository as repo
 from service.registry.models import SuiteVersion
+from service.registry.spelling import closest
 
 BUILTIN_NAMESPACE = RESERVED_NAME
 _REF = re.compile(r"^(?:(?P<owner>[^/@\s]+)/)?(?P<name>[^/@\s]+)@(?P<version>[^/@\s]+)$")
@@ -48,7 +49,12 @@ def visible_suite(session: Session, ref: str, principal_id: int, role: Role) -> 
     row = repo.suite(session, owner, name, version)
     if row is not None and _usable(row, principal_id, role):
         return row
-    usable = repo.suites_usable_by(session, None if role == Role.OPERATOR else principal_id, name=name)
+    who = None if role == Role.OPERATOR else principal_id
+    usable = repo.suites_usable_by(session, who, name=name)
+    if not usable:  # no suite of that name the caller may use: those whose names are closest
+        everything = repo.suites_usable_by(session, who)
+        close = set(closest(name, sorted({s.name for s in everything})))
+        usable = [s for s in everything if s.name in close]
     # The message names only what the caller asked for: it reads the same whoever else has what.
     raise errors.UnknownSuiteVersion(f"unknown suite {ref}", alternatives=[s.ref for s in usable])
 

@@ -24,6 +24,7 @@ from service.site import chart as charts
 from service.site import jobpage, reproduce, sessions, signin
 from service.site import leaderboard as boards
 from service.site.console import endpoints as console
+from service.site.partner import endpoints as partner
 from service.site.problems import PageError
 from service.site.rendering import HEADERS, SignedDep, error_page, render, secret_of, to_sign_in
 from service.site.sessions import COOKIE, Signed
@@ -33,6 +34,7 @@ router = APIRouter(prefix="/site", include_in_schema=False)
 router.include_router(signin.router)  # before the catch-all below
 router.include_router(reproduce.router)  # the job page's reproduction form
 router.include_router(console.router)  # operators' pages (service/site/console)
+router.include_router(partner.router)  # partners' own pages (service/site/partner)
 STATIC = {p.name: p.read_bytes() for p in (HERE / "static").iterdir() if p.suffix in {".css", ".js", ".svg"}}
 TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 

@@ -358,7 +358,10 @@ def test_every_route_refuses_a_body_over_its_limit_unread(server: Server):
         "/v1/datasets/{name}/{version}/twin": "dataset_too_large",
     }
     # The site's forms larger than a key and a token, each named here with the most it may take.
-    larger_forms = {"/site/console/partners/{partner}": 64 << 10, "/site/me/suites": int(Settings.model_fields["bundle_max_bytes"].default) + (64 << 10)}
+    larger_forms = {
+        "/site/console/partners/{partner}": 64 << 10,
+        "/site/me/suites": int(Settings.model_fields["bundle_max_bytes"].default) + (64 << 10),
+    }
     for policy in policies(server):
         limit = policy.limit(server.settings)
         if policy.body is Body.UPLOAD:
