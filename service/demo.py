@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
@@ -81,6 +82,31 @@ def _reproduce(op: Api, job_id: str, say: Callable[[str], None], timeout_s: floa
     return {"outcome": None}
 
 
+def _twin_run(settings: Settings, partner: Api, say: Callable[[str], None]) -> None:
+    """The partner's first step: a new suite (`evalgate dev init`) run on the dataset's synthetic twin
+    beside the model's stand-in (`evalgate dev run`), which shows what a real job hides."""
+    from service.dev import assets as dev_assets
+    from service.dev.report import lines
+    from service.dev.run import run_suite
+    from service.dev.skeleton import write_skeleton
+    from service.sandbox.client import docker_client
+    from service.sandbox.runner import Sandbox
+    from service.sandbox.runtimes import resolve
+
+    root = settings.data_dir / "demo" / "dev"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    root.chmod(0o755)
+    suite = write_skeleton("my-first-suite", root)
+    got = dev_assets.from_server(partner, "demo-classifier@1", "demo-blobs@1", root)
+    client = docker_client()
+    sandbox = Sandbox(client, deployment=f"{settings.queue}-dev", state_dir=settings.data_dir / "sandbox")
+    result = run_suite(settings, sandbox, resolve(client, settings.docker_runtime), suite, got, requested=[])
+    say("   the partner tries a new suite on the synthetic twin first (evalgate dev init, evalgate dev run):")
+    for line in lines(result, got)[-4:]:
+        say(f"     {line}")
+
+
 def run_demo(settings: Settings) -> int:
     from service.auth import service as auth
     from service.client import Api, describe_noise
@@ -127,6 +153,7 @@ def run_demo(settings: Settings) -> int:
             f"dataset demo-blobs@1 ({data['rows']} rows) sha256:{data['sha256'][:16]}…"
         )
         partner = Api(server.url, partner_key)
+        _twin_run(settings, partner, say)
         spec = {
             "suite": registry.builtin_ref("classification"),
             "model": "demo-classifier@1",
@@ -135,6 +162,13 @@ def run_demo(settings: Settings) -> int:
             "resources": {"timeout_s": 120},
             "seed": 42,
         }
+        preview = partner.preview(spec)
+        cost = preview["cost"]
+        say(
+            f"   dry run first (nothing spent): ε {cost['epsilon_total']}, at most {cost['leakage_bits']} bits, "
+            f"{cost['model_rows_granted']} model rows; "
+            + ("it would be admitted now" if preview["admitted"] else f"it would be refused: {preview['refusal']}")
+        )
         job = partner.submit(spec)
         privacy = job["spec"]["privacy"]
         say(

@@ -40,6 +40,9 @@ def test_demo_prints_released_metrics_provenance_and_audit(env, docker_client):
     assert "released metrics" in r.stdout and "accuracy" in r.stdout
     assert re.search(r"model\s+demo-classifier@1 sha256:[0-9a-f]{64}", r.stdout)
     assert "audit log: intact" in r.stdout
+    # The partner's way in: a new suite tried on the synthetic twin, then the real job's cost first.
+    assert "on the synthetic twin first" in r.stdout and "this result would be released" in r.stdout, r.stdout
+    assert re.search(r"dry run first \(nothing spent\): ε [0-9.]+, .*it would be admitted now", r.stdout), r.stdout
     # The job's page, the exact command that verifies its release offline (and it does), and the
     # operator's reproduction of it.
     assert re.search(r"results site\s+http://127\.0\.0\.1:8000/site/jobs/[0-9a-f-]{36}", r.stdout)

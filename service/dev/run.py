@@ -153,29 +153,14 @@ def _features_only(dataset: Path, dest: Path) -> None:
 
 def limits(settings: Settings, dataset_rows: int, plan: Plan, classes: int) -> Limits:
     """The sandbox limits a real job gets with the default resources (service.jobs.runner)."""
-    from service.jobs.runner import rows_file_bound
+    from service.jobs.runner import rows_file_bound, sandbox_limits
 
     result_max, output_bytes = settings.result_max_bytes, settings.output_dir_bytes
     if plan.mode == "rows":
         result_max = rows_file_bound(dataset_rows, classes)
         output_bytes = max(output_bytes, result_max + (1 << 20))
-    return Limits(
-        memory_mb=settings.default_memory_mb,
-        cpus=settings.default_cpus,
-        timeout_s=settings.default_timeout_s,
-        pids=settings.pids_limit,
-        tmp_mb=settings.tmp_size_mb,
-        output_bytes=output_bytes,
-        output_inodes=settings.output_dir_inodes,
-        log_cap_bytes=settings.log_cap_bytes,
-        sidecar_memory_mb=settings.sidecar_memory_mb,
-        sidecar_reserve_mb=settings.sidecar_reserve_mb,
-        max_connections=settings.sidecar_max_connections,
-        result_max_bytes=result_max,
-        max_requests=settings.max_requests_per_job,
-        max_batch_rows=settings.max_batch_rows,
-        max_requests_per_s=settings.max_requests_per_s,
-    )
+    defaults = {"memory_mb": settings.default_memory_mb, "cpus": settings.default_cpus}
+    return sandbox_limits(settings, defaults | {"timeout_s": settings.default_timeout_s}, result_max, output_bytes)
 
 
 def run_suite(

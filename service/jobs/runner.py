@@ -16,10 +16,12 @@ outcome recorded when it entered it. A worker that dies stops renewing its claim
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import faults
+from service.config import Settings
 from service.db import session_scope
 from service.inference.contract import RESULT_NAME, ROWS_NAME, Env
 from service.jobs import repository as jobs_repo
@@ -272,6 +274,28 @@ def _images(ctx: WorkerContext, s: Session, job: Job) -> dict[str, str]:
     return reproductions.recorded_images(s, job)
 
 
+def sandbox_limits(s: Settings, resources: dict[str, Any], result_max: int, output_bytes: int) -> Limits:
+    """A job's sandbox limits: its resources as admitted, the rest the deployment's (also what
+    `evalgate dev run` gives a suite, so a dev run is held as a real job is)."""
+    return Limits(
+        memory_mb=resources["memory_mb"],
+        cpus=resources["cpus"],
+        timeout_s=resources["timeout_s"],
+        pids=s.pids_limit,
+        tmp_mb=s.tmp_size_mb,
+        output_bytes=output_bytes,
+        output_inodes=s.output_dir_inodes,
+        log_cap_bytes=s.log_cap_bytes,
+        sidecar_memory_mb=s.sidecar_memory_mb,
+        sidecar_reserve_mb=s.sidecar_reserve_mb,
+        max_connections=s.sidecar_max_connections,
+        result_max_bytes=result_max,
+        max_requests=s.max_requests_per_job,
+        max_batch_rows=s.max_batch_rows,
+        max_requests_per_s=s.max_requests_per_s,
+    )
+
+
 def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int, uid: int, images: dict[str, str]) -> JobSandbox:
     s = ctx.settings
     res = job.spec["resources"]
@@ -306,23 +330,7 @@ def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int, uid: int, images: dic
         output_policy=job.spec["model"].get("output_policy") or {"kind": "full"},
         score_outputs=tuple((job.model.contract or {}).get("scores", [])),
         job_user=f"{uid}:{uid}",
-        limits=Limits(
-            memory_mb=res["memory_mb"],
-            cpus=res["cpus"],
-            timeout_s=res["timeout_s"],
-            pids=s.pids_limit,
-            tmp_mb=s.tmp_size_mb,
-            output_bytes=output_bytes,
-            output_inodes=s.output_dir_inodes,
-            log_cap_bytes=s.log_cap_bytes,
-            sidecar_memory_mb=s.sidecar_memory_mb,
-            sidecar_reserve_mb=s.sidecar_reserve_mb,
-            max_connections=s.sidecar_max_connections,
-            result_max_bytes=result_max,
-            max_requests=s.max_requests_per_job,
-            max_batch_rows=s.max_batch_rows,
-            max_requests_per_s=s.max_requests_per_s,
-        ),
+        limits=sandbox_limits(s, res, result_max, output_bytes),
         runtime=ctx.runtime,
     )
 
