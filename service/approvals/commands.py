@@ -174,7 +174,7 @@ def _license(
 
 @click.group()
 def models() -> None:
-    """Model versions: which partners used them, their license terms, retirement."""
+    """Model versions: which partners used them, their license terms, retirement, purging weights."""
 
 
 @models.command("usage")
@@ -216,6 +216,26 @@ def models_retire(ref: str, confirm: str | None) -> None:
         _fail(f"{e.code}: {e.detail}", 3)
     except EvalgateError as e:
         _fail(f"{e.code}: {e.detail}")
+
+
+@models.command("purge")
+@click.argument("ref")
+@click.option("--reason", required=True, help="why: recorded on the audit log")
+def models_purge(ref: str, reason: str) -> None:
+    """Delete retired model REF's weights; its released jobs can then no longer be reproduced."""
+    from service.db import session_scope
+    from service.errors import EvalgateError
+    from service.registry import lifecycle
+
+    settings, sessions = _open()
+    try:
+        with session_scope(sessions) as s:
+            deleted = lifecycle.purge_model(s, settings.data_dir, ref, reason=reason, actor=_actor())
+    except EvalgateError as e:
+        _fail(f"{e.code}: {e.detail}" + "".join(f"\n  - {a}" for a in e.alternatives))
+    click.echo(
+        f"model {ref}: weights {'deleted' if deleted else 'already gone, or kept for a version with the same bytes'}"
+    )
 
 
 @click.group()

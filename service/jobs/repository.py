@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 
 from service.jobs.models import Job
-from service.jobs.states import JobState
+from service.jobs.states import TERMINAL, JobState
 
 # A job with one of these endings made no release, so the same request may run again.
 NOT_RELEASED = frozenset({JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED})
@@ -107,6 +107,12 @@ def usage_by_partner(
         q = q.where(Job.dataset_version_id == dataset_version_id)
     rows = session.execute(q.group_by(Job.principal_id).order_by(Job.principal_id)).all()
     return [(pid, int(n), int(released or 0), first, last) for pid, n, released, first, last in rows]
+
+
+def unfinished_on_model(session: Session, model_version_id: int) -> int:
+    """How many jobs on a model version have not ended."""
+    q = select(func.count()).select_from(Job).where(Job.model_version_id == model_version_id)
+    return int(session.execute(q.where(Job.state.not_in(TERMINAL))).scalar_one())
 
 
 def released_on_model(session: Session, model_version_id: int) -> list[str]:

@@ -354,6 +354,19 @@ class RetirementUnconfirmed(Conflict):
     code = "retirement_unconfirmed"
 
 
+class ModelNotRetired(Conflict):
+    """Only a retired model version's weights may be purged: retire it first (which lists the released
+    jobs that could no longer be re-run)."""
+
+    code = "model_not_retired"
+
+
+class ModelInUse(Conflict):
+    """Jobs on this model version have not ended yet; its weights are purged once they have."""
+
+    code = "model_in_use"
+
+
 class InvalidLicense(Unprocessable):
     """License terms need a short text and an SPDX id or an http(s) URL; `detail` says what is wrong."""
 

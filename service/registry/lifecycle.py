@@ -5,6 +5,10 @@
   model and dataset versions as they are now (`JobRead.licenses`); a release signs the terms it was
   made under into its attestation (release.service), so a later change never rewrites a signed one.
 - **Usage**: which partners used a version, how often, and how many of their jobs were released.
+- **Purge**: a retired model version's weights are deleted from the blob store (once no job on it is
+  still to end), with a reason, on the audit log. Until then the artifacts of released jobs are kept,
+  so they can be re-run (service.reproductions); after it a reproduction answers `could_not_run`.
+  The row stays: its digest is still what every release made on it names.
 - **Retirement** of a model version with released jobs needs a confirmation: the first request is
   refused 409 `retirement_unconfirmed`, listing the released jobs that could no longer be re-run and a
   token derived from that list; repeating it with `confirm` = the token retires the version. A job
@@ -13,6 +17,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import ValidationError
@@ -23,7 +28,8 @@ from service.canonical import digest
 from service.jobs import repository as jobs_repo
 from service.ledger import service as ledger
 from service.policies import errors as policy_errors
-from service.registry import errors
+from service.registry import errors, storage
+from service.registry import repository as registry_repo
 from service.registry import service as registry
 from service.registry.models import DatasetVersion, ModelVersion
 from service.registry.schemas import AssetUsage, LicenseRead, UsageRead
@@ -115,3 +121,34 @@ def set_model_status(session: Session, ref: str, status: str, actor: str, confir
                 data={"released_jobs": released, "confirmation": token},
             )
     return registry.set_model_status(session, ref, status, actor)
+
+
+def purge_model(session: Session, data_dir: Path, ref: str, *, reason: str, actor: str) -> bool:
+    """Delete a retired model version's weights (operators); False when they were already gone. The
+    file stays while another registered version has the same bytes."""
+    reason = reason.strip()
+    if not reason:
+        raise policy_errors.ReasonRequired("say why (`reason`): it is recorded with the purge")
+    row = registry.resolve_model(session, ref)
+    if row.status != RETIRED:
+        raise errors.ModelNotRetired(
+            f"model {row.ref} is {row.status}; only a retired version's weights are purged",
+            alternatives=[f"evalgate models retire {row.ref}"],
+        )
+    if (unfinished := jobs_repo.unfinished_on_model(session, row.id)) > 0:
+        raise errors.ModelInUse(
+            f"{unfinished} jobs on model {row.ref} have not ended", alternatives=["purge it once they have ended"]
+        )
+    path = storage.blob_path(data_dir, row.sha256)
+    shared = [m.ref for m in registry_repo.models(session) if m.sha256 == row.sha256 and m.id != row.id]
+    existed = path.exists()
+    if existed and not shared:
+        path.unlink()
+    ledger.append(
+        session,
+        actor=actor,
+        action="model.purged",
+        subject=f"model:{row.ref}",
+        data={"sha256": row.sha256, "reason": reason, "deleted": existed and not shared, "kept_for": shared},
+    )
+    return existed and not shared

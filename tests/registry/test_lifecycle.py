@@ -116,3 +116,39 @@ def test_a_version_without_released_jobs_retires_at_once(api, demo_files):
     register(api, demo_files["model"], "models", "unused")
     r = api.client.post("/v1/models/unused/1/status", headers=api.operator, json={"status": "retired"})
     assert r.status_code == 200 and r.json()["status"] == "retired"
+
+
+def test_a_retired_versions_weights_are_purged_with_a_reason_and_kept_while_shared(api, demo_files, tmp_path):
+    from service.demo_assets import write_demo
+    from service.errors import EvalgateError
+    from service.registry import lifecycle, storage
+
+    own, _ = write_demo(tmp_path / "own", n=200, seed=11)  # other weights: bytes no other version has
+    assert register(api, own, "models", "own").status_code == 201
+    assert register(api, demo_files["model"], "models", "twin-of-demo").status_code == 201  # demo's bytes
+
+    def purge(ref: str, reason: str = "the owner withdrew it") -> bool | str:
+        try:
+            with api.db() as s:
+                return lifecycle.purge_model(s, api.settings.data_dir, ref, reason=reason, actor="operator:ops")
+        except EvalgateError as e:
+            return e.code or ""
+
+    assert purge("own@1") == "model_not_retired"  # active: refused, nothing deleted
+    for ref in ("own", "twin-of-demo"):
+        r = api.client.post(f"/v1/models/{ref}/1/status", headers=api.operator, json={"status": "retired"})
+        assert r.status_code == 200, r.text
+    assert purge("own@1", reason="  ") == "reason_required"
+    with api.db() as s:
+        sha = {m.ref: m.sha256 for m in lifecycle.registry_repo.models(s)}
+    own_blob = storage.blob_path(api.settings.data_dir, sha["own@1"])
+    assert own_blob.exists()
+    assert purge("own@1") is True and not own_blob.exists()
+    assert purge("own@1") is False  # already gone: recorded again, nothing to delete
+    # The demo model's bytes are still demo-classifier@1's: retiring and purging a copy keeps them.
+    assert purge("twin-of-demo@1") is False
+    assert storage.blob_path(api.settings.data_dir, sha["demo-classifier@1"]).exists()
+    with api.db() as s:
+        events = ledger.events_for(s, "model:own@1", "model.purged")
+    assert [e["data"]["deleted"] for e in events] == [True, False]
+    assert events[0]["data"]["reason"] == "the owner withdrew it" and events[0]["data"]["sha256"] == sha["own@1"]

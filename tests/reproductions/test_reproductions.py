@@ -150,7 +150,7 @@ def test_a_release_without_a_reference_says_so_and_runs_nothing(api, GOOD):
     with api.db() as s:
         result = release_service.existing(s, job_id)
         assert result is not None
-        result.raw_hmac = None  # as for a release made before revision 0014
+        result.raw_hmac = None  # as for a release made before revision 0013
     enqueued, size = len(api.dispatcher.enqueued), log_size(api)
     asked = reproduce(api, job_id)
     assert (asked["outcome"], asked["reason"]) == ("no_reference", None)
