@@ -16,6 +16,7 @@ from service.sanctions.models import Rule
 from service.sandbox.runner import Outcome
 from tests import factories
 from tests.harness import Harness
+from tests.site.pages import sign_in
 from tests.stubs import StubSandbox, context
 
 PARTNER = "/v1/policies/partners/acme"
@@ -77,6 +78,10 @@ def test_repeated_budget_exhaustion_suspends_at_the_refusal_that_passes_the_limi
     assert codes == ["daily_query_budget_exhausted"] * 3 + ["partner_suspended"]
     found = api.client.get(SUSPENSION, headers=api.operator).json()
     assert found["suspended"] and found["trips_today"] == {"budget_exhausted": 3}
+    # The console's partners page says so, with the reason and today's trips against the limit.
+    sign_in(api.client, api.operator)
+    row = next(r for r in api.client.get("/site/console/").text.split("<tr>") if '<th scope="row">acme' in r)
+    assert "Suspended" in row and "hard-rule trips today: 3 of 3" in row and found["reason"] in row
 
 
 def test_a_partners_own_limit_and_who_may_see_and_lift(api):

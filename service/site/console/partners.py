@@ -19,6 +19,8 @@ from service.jobs import admission
 from service.policies import service as policies
 from service.policies.schemas import PartnerPolicyChange, PartnerPolicyRead, PartnerPolicyUpdate, PartnerPolicyValues
 from service.quotas.service import Budgets, Partner
+from service.sanctions import service as sanctions
+from service.sanctions.schemas import SuspensionRead
 from service.site.console.access import text
 
 LISTS = ("models", "datasets")
@@ -86,6 +88,7 @@ class PartnerRow:
     epsilon: list[tuple[str, Bar]]  # (dataset version, ε spent of its budget), those the partner spent ε on
     refusals: int
     policy_version: int
+    suspension: SuspensionRead  # whether it is suspended, why, and today's hard-rule trips
 
 
 def start_of_day(now: datetime) -> datetime:
@@ -93,8 +96,8 @@ def start_of_day(now: datetime) -> datetime:
 
 
 def partner_rows(session: Session, settings: Settings, budgets: Budgets, now: datetime) -> list[PartnerRow]:
-    """Every partner, by name: today's use of each daily limit, ε per dataset version, jobs in progress
-    and submissions refused today."""
+    """Every partner, by name: today's use of each daily limit, ε per dataset version, jobs in progress,
+    submissions refused today, and its suspension (service.sanctions) with today's hard-rule trips."""
     refused = admission.refusals_since(session, start_of_day(now))
     rows = []
     for policy in policies.read_partners(session, settings):
@@ -111,6 +114,7 @@ def partner_rows(session: Session, settings: Settings, budgets: Budgets, now: da
                 epsilon=[(e.dataset, Bar(f"ε on {e.dataset}", e.spent, e.budget)) for e in budget.epsilon],
                 refusals=refused.get(policy.partner, 0),
                 policy_version=policy.version,
+                suspension=sanctions.read(session, settings, policy.partner),
             )
         )
     return rows
