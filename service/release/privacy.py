@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from types import ModuleType
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,11 +38,22 @@ class Noise:
 
 
 @lru_cache(maxsize=1)
-def _dp() -> ModuleType:
-    import opendp.prelude as dp
+def _dp() -> SimpleNamespace:
+    """The parts of OpenDP the gate uses. Not `opendp.prelude`: it also imports OpenDP's scikit-learn
+    extras, about 3 s of every process's first release (and registration, service.twins) here."""
+    from opendp import combinators, domains, measurements, metrics, mod
 
-    dp.enable_features("contrib")
-    return dp
+    mod.enable_features("contrib")
+    return SimpleNamespace(
+        atom_domain=domains.atom_domain,
+        vector_domain=domains.vector_domain,
+        absolute_distance=metrics.absolute_distance,
+        l1_distance=metrics.l1_distance,
+        l2_distance=metrics.l2_distance,
+        binary_search_param=mod.binary_search_param,
+        m=measurements,
+        c=combinators,
+    )
 
 
 def _measurement(mechanism: str, integer: bool, scale: float, delta: float, vector: bool = False) -> Measurement:
