@@ -52,6 +52,9 @@ def attack(stack: Harness, code: str, metrics: list[str], rows: bool = False, **
         "finished_at",
         "result",
         "reused",
+        "advice",  # a fixed sentence per error class
+        "approval",  # an approval request above policy, if the partner made one
+        "licenses",  # the model's and dataset's terms, set by an operator
     }
     assert job["started_at"] is None  # partners do not see when a job left the queue
     if job["result"]:
