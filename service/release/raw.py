@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import os
-import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from service.canonical import canonical_json
+from service.keyfiles import server_secret
 from service.release import metrics
 
 SECRET_FILE = "reproduction.secret"
@@ -38,20 +37,8 @@ def secret_path(data_dir: Path) -> Path:
 
 @lru_cache(maxsize=8)
 def secret(data_dir: Path) -> bytes:
-    """The deployment's raw-result secret, created (0600) on first use beside the signing key."""
-    path = secret_path(data_dir)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
-        except FileExistsError:
-            pass  # another process made it first: use theirs
-    value = path.read_bytes()
-    if len(value) < 32:
-        raise ValueError(f"{path} holds fewer than 32 bytes")
-    return value
+    """The deployment's raw-result secret, made (0600) on first use beside the signing key."""
+    return server_secret(secret_path(data_dir))
 
 
 def number(v: float | int | np.number[Any]) -> float | str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from service.auth import service as auth_service
 from service.auth.roles import Role
 from service.auth.service import Caller
 from service.db import utcnow
+from service.keyfiles import server_secret
 from service.ledger import service as ledger
 from service.site.models import SiteSession
 
@@ -124,19 +124,8 @@ def tokens_match(expected: str | None, given: object) -> bool:
 
 @lru_cache(maxsize=8)
 def site_secret(path: Path) -> bytes:
-    """The server secret pseudonyms are made with, created (0600) on first use beside the signing key."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
-        except FileExistsError:
-            pass  # another process made it first: use theirs
-    secret = path.read_bytes()
-    if len(secret) < 32:
-        raise ValueError(f"{path} holds fewer than 32 bytes")
-    return secret
+    """The server secret pseudonyms are made with, made (0600) on first use beside the signing key."""
+    return server_secret(path)
 
 
 def pseudonym(secret: bytes, principal_id: int) -> str:
