@@ -1,4 +1,5 @@
-"""Bad input told plainly: each refusal says what to change (issue: partners, bad input)."""
+"""Bad input told plainly: each refusal says what to change (issue: partners, bad input). About
+messages, not storage: one API on SQLite for the module, and nothing a test leaves changes another's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from service.db import utcnow
 from service.jobs.models import Job
 from service.jobs.states import JobState
 from service.release.outcomes import ADVICE, ErrorClass
+from tests import factories
 from tests.factories import CLASSIFICATION, tar_gz
+from tests.harness import harness
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, demo_files):
+    yield from harness(factories.settings(tmp_path_factory.mktemp("refusals") / "data"), demo_files)
 
 
 def job(api, **over):
