@@ -11,48 +11,8 @@ from sqlalchemy import func, select
 from service.jobs.models import Job
 from service.ledger.models import AuditEvent
 from service.quotas.models import BudgetReservation
-from tests import factories
 from tests.factories import CLASSIFICATION as CLS
 from tests.factories import NOISED
-from tests.harness import REDIS_URL, harness, require_redis
-
-GATE = dict(
-    dp_mechanism="laplace",
-    dp_epsilon_per_metric=0.1,
-    dp_max_epsilon_per_metric=0.5,
-    dp_epsilon_budget=1.0,
-    leakage_bits_per_day=4096,
-    releases_per_window=1000,
-    max_concurrent_jobs=1000,
-)
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("redis", marks=pytest.mark.redis),
-    ]
-)
-def api(request, tmp_path, demo_files):
-    started = []
-
-    def start(**overrides):
-        extra = {}
-        if request.param == "postgres":
-            extra["database_url"] = request.getfixturevalue("postgres_url")
-        if request.param == "redis":
-            require_redis()
-            extra["redis_url"] = REDIS_URL
-        gen = harness(
-            factories.settings(tmp_path / f"data{len(started)}", **{**GATE, **extra, **overrides}), demo_files
-        )
-        started.append(gen)
-        return next(gen)
-
-    yield start
-    for gen in started:
-        gen.close()
 
 
 def post(a, metrics, dry_run, **extra):
@@ -78,8 +38,8 @@ def budget(a):
     return body
 
 
-def test_a_dry_run_says_the_cost_and_writes_nothing(api):
-    a = api()
+def test_a_dry_run_says_the_cost_and_writes_nothing(gate_api):
+    a = gate_api()
     before, spent_before = written(a), budget(a)
     r = post(a, NOISED, dry_run=True)
     assert r.status_code == 200, r.text
@@ -105,8 +65,8 @@ def test_a_dry_run_says_the_cost_and_writes_nothing(api):
     assert after["concurrent_jobs"]["active"] == p["left"]["jobs_in_progress"]
 
 
-def test_a_dry_run_names_the_refusal_a_submission_would_get(api):
-    a = api()
+def test_a_dry_run_names_the_refusal_a_submission_would_get(gate_api):
+    a = gate_api()
     assert post(a, NOISED, dry_run=False).status_code == 202  # 5 × 0.1 of the budget of 1.0
     other = NOISED[:4]  # another release, asking 4 × 0.2 = 0.8 > the 0.5 left
     p = post(a, other, dry_run=True, epsilon=0.2).json()
@@ -119,8 +79,8 @@ def test_a_dry_run_names_the_refusal_a_submission_would_get(api):
     assert post(a, other, dry_run=True, epsilon=0.1).json()["admitted"] is True  # 4 × 0.1 fits
 
 
-def test_dry_runs_take_no_release_slot(api):
-    a = api(releases_per_window=1, release_window_s=60)
+def test_dry_runs_take_no_release_slot(gate_api):
+    a = gate_api(releases_per_window=1, release_window_s=60)
     before = written(a)
     for _ in range(3):
         p = post(a, ["accuracy"], dry_run=True).json()
@@ -131,8 +91,8 @@ def test_dry_runs_take_no_release_slot(api):
     assert p["admitted"] is False and p["refusal"]["error"] == "release_rate_exceeded"
 
 
-def test_a_bad_request_answers_as_its_submission_would_and_records_no_refusal(api):
-    a = api()
+def test_a_bad_request_answers_as_its_submission_would_and_records_no_refusal(gate_api):
+    a = gate_api()
     before = written(a)
     r = post(a, ["acuracy"], dry_run=True)
     assert r.status_code == 422 and r.json()["error"] == "undeclared_metric" and "accuracy" in r.json()["alternatives"]
@@ -141,8 +101,8 @@ def test_a_bad_request_answers_as_its_submission_would_and_records_no_refusal(ap
     assert written(a) == before  # a real submission's refusal is on the audit log; a dry run's is not
 
 
-def test_the_same_release_again_would_cost_nothing(api):
-    a = api()
+def test_the_same_release_again_would_cost_nothing(gate_api):
+    a = gate_api()
     job = post(a, ["accuracy"], dry_run=False).json()
     p = post(a, ["accuracy"], dry_run=True, seed=7).json()
     assert p["admitted"] is True and p["reuses"] == job["id"] and p["left"] is None
