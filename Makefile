@@ -33,8 +33,11 @@ lint: install
 	$(BIN)/ruff check service tests bench sandbox_images
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist) for everything but the few tests that restart a shared service (dockerd,
+# Redis, Postgres); those run afterwards, alone. Each test has its own queue, data dir and database.
 test: lint images
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 -m "not serial"
+	$(BIN)/pytest -m serial
 
 # Without Docker, Redis or Postgres: lint and the unit tests only.
 test-fast: lint

@@ -23,7 +23,7 @@ from service.sandbox.runner import names
 from tests.harness import require_redis
 from tests.reliability.stack import Stack
 
-pytestmark = [pytest.mark.docker, pytest.mark.redis]
+pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.serial]
 
 LEASE_S = 2.0
 
