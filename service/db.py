@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import DateTime, String, create_engine, event
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, SessionTransaction, UOWTransaction, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 if TYPE_CHECKING:
@@ -91,6 +91,31 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+WROTE = "evalgate.wrote"  # in Session.info: set once the session has sent anything but a SELECT
+
+
+def track_writes(maker: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions from `maker` remember whether they wrote (see `wrote`)."""
+    event.listen(maker, "do_orm_execute", _mark_statement)
+    event.listen(maker, "after_flush", _mark_flush)
+    return maker
+
+
+def wrote(session: Session) -> bool:
+    """Whether ending the session may write or wait on a lock: it flushed or executed anything but a
+    SELECT through the Session (raw SQL counts as a write), or holds changes its commit would flush."""
+    return bool(session.info.get(WROTE) or session.new or session.dirty or session.deleted)
+
+
+def _mark_statement(state: ORMExecuteState) -> None:
+    if not state.is_select:
+        state.session.info[WROTE] = True
+
+
+def _mark_flush(session: Session, _flush: UOWTransaction) -> None:
+    session.info[WROTE] = True
 
 
 @contextmanager

@@ -5,34 +5,55 @@ than the work (profiled: dozens of hops a request). Each domain's own
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from service.config import Settings
+from service.db import wrote
 
 
 async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """A session per request; committed when the endpoint returns, rolled back on any error.
 
     Its scope is the endpoint function (`SessionDep`), not the request: FastAPI closes a
     request-scoped `yield` dependency only after the response has been sent, so a client acting on a
     201 could look for what it created before it was committed. A function-scoped one is closed once
     the endpoint's answer is serialized and before it is sent; a failed commit is then a 500, never
-    a success that did not happen."""
+    a success that did not happen.
+
+    `async`: making a session does no I/O, and ending one that only read costs less than the worker
+    thread hop a plain generator would take on each side (profiled: 2 of a read's 5 hops). A session
+    that wrote is committed (or rolled back) in a worker thread: that may wait on a lock or a disk."""
     session = request.app.state.sessionmaker()
     try:
         yield session
-        session.commit()
     except BaseException:
-        session.rollback()
+        await _end(session, commit=False)
         raise
+    await _end(session, commit=True)
+
+
+async def _end(session: Session, *, commit: bool) -> None:
+    if wrote(session):
+        await run_in_threadpool(_finish, session, commit)
+    else:
+        _finish(session, commit)
+
+
+def _finish(session: Session, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
     finally:
         session.close()
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.approvals import models as _approvals  # noqa: F401
 from service.auth import models as _auth  # noqa: F401
+from service.db import track_writes
 from service.jobs import models as _jobs  # noqa: F401
 from service.ledger import models as _ledger  # noqa: F401
 from service.policies import models as _policies  # noqa: F401
@@ -23,4 +24,4 @@ from service.twins import models as _twins  # noqa: F401
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    return track_writes(sessionmaker(bind=engine, expire_on_commit=False))

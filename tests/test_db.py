@@ -37,3 +37,34 @@ def test_a_failing_undo_does_not_stop_the_others(sessions):
         on_rollback(s, broken)
         raise RuntimeError("refused")
     assert undone == ["rows"]
+
+
+def test_a_session_knows_whether_it_wrote(sessions):
+    """The API ends a session that only read on its event loop, and one that wrote in a worker
+    thread (service.deps): every way of writing through a Session must count."""
+    from sqlalchemy import select, text, update
+
+    from service.db import wrote
+    from service.ledger.models import AuditEvent
+
+    with sessions() as s:
+        s.get(AuditHead, 1)
+        s.execute(select(AuditEvent).limit(1)).all()
+        assert not wrote(s)
+    with sessions() as s:
+        head = s.get(AuditHead, 1)
+        assert head is not None
+        head.size = head.size + 1  # dirty until flushed
+        assert wrote(s)
+        s.rollback()
+    with sessions() as s:
+        s.execute(update(AuditHead).where(AuditHead.id == -1).values(size=0))
+        assert wrote(s)
+    with sessions() as s:
+        s.execute(text("SELECT 1"))  # raw SQL: counted as a write, whatever it says
+        assert wrote(s)
+    with sessions() as s:
+        s.add(AuditHead(id=-5, size=0, head_hash="0" * 64))
+        s.flush()
+        assert wrote(s)
+        s.rollback()

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
 from service.auth.dependencies import current_caller
 from service.auth.service import Caller
@@ -20,12 +21,18 @@ async def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher  # type: ignore[no-any-return]
 
 
-@raises(errors.JobNotFound)
-def visible_job(job_id: str, session: SessionDep, caller: Annotated[Caller, Depends(current_caller)]) -> Job:
+def find_visible(session: Session, caller: Caller, job_id: str) -> Job:
     """The job, if the caller may see it; 404 otherwise (never 403: that would say it exists)."""
     job = jobs_service.get_visible(session, caller, job_id)
     logs.bind(job_id=job.id)
     return job
+
+
+@raises(errors.JobNotFound)
+def visible_job(job_id: str, session: SessionDep, caller: Annotated[Caller, Depends(current_caller)]) -> Job:
+    """`find_visible` as a dependency (a worker-thread hop of its own: the hottest read calls
+    `find_visible` itself, in the endpoint's thread)."""
+    return find_visible(session, caller, job_id)
 
 
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
