@@ -272,8 +272,33 @@ def _print_job(job: dict[str, Any]) -> None:
             click.echo(f"  {withheld['metric']:24s} withheld: {withheld['reason']}")
         if "bits" in disclosure:
             click.echo(f"  ({disclosure['bits']} bits charged)")
+    elif job.get("twin"):
+        _print_twin(job)
     else:
         click.secho(f"{job['state']}: {job.get('error_class') or ''}", fg="yellow")
+
+
+def _print_twin(job: dict[str, Any]) -> None:
+    """A twin job: everything a real job hides (its output, the gate's reason), then the verdict."""
+    run, rule = job["twin"], "-" * 72
+    for stream in ("stdout", "stderr"):
+        click.echo(f"{rule}\nthe job's {stream} (on the twin; a real job never shows it):")
+        click.echo(run[stream].rstrip() or "(none)")
+    click.echo(f"{rule}\nexit code {run['exit_code']}; the sidecar's usage: {json.dumps(run['usage'], sort_keys=True)}")
+    verdict = run.get("verdict") or {}
+    if verdict.get("outcome") == "released":
+        click.secho("the gate would release (values from the twin, not the real data):", fg="green")
+        for k, v in sorted(verdict["metrics"].items()):
+            click.echo(f"  {k:24s} {v}")
+        for withheld in verdict.get("disclosure", {}).get("suppressed", []):
+            click.echo(f"  {withheld['metric']:24s} withheld: {withheld['reason']}")
+    else:
+        click.secho(f"the real job would end {job['error_class']}: {verdict.get('reason') or ''}", fg="yellow")
+    cost = verdict.get("would_cost")
+    if cost:
+        click.echo(
+            f"the real job would cost epsilon {cost['epsilon_total']:g} and carry at most {cost['leakage_bits']:g} bits"
+        )
 
 
 @main.group()
@@ -319,15 +344,25 @@ def suites_publish(ref: str, withdraw: bool) -> None:
 @click.option("--no-wait", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="print the final job as JSON")
 @click.option("--dry-run", is_flag=True, help="only say what it would cost and whether it would be admitted now")
-def submit(spec_file: Path, no_wait: bool, as_json: bool, dry_run: bool) -> None:
-    """Submit a job spec (YAML) and wait for its released metrics. Exit codes: 0 released, 1 not
-    released or refused; with --dry-run: 0 would be admitted now, 1 would be refused now (the refusal
-    and what to do instead are printed), 2 the request itself is bad (unknown names, metrics, policy)."""
+@click.option(
+    "--target",
+    type=click.Choice(["real", "twin"]),
+    default=None,
+    help="twin: run on the dataset's synthetic twin beside the model's stand-in; no privacy cost, and you see "
+    "the job's stdout, stderr and the release gate's verdict (default: the spec's `target`, else real)",
+)
+def submit(spec_file: Path, no_wait: bool, as_json: bool, dry_run: bool, target: str | None) -> None:
+    """Submit a job spec (YAML) and wait for its released metrics. Exit codes: 0 released (on the twin:
+    the gate would release it), 1 not released or refused; with --dry-run: 0 would be admitted now, 1
+    would be refused now (the refusal and what to do instead are printed), 2 the request itself is bad
+    (unknown names, metrics, policy)."""
     from service.client import ApiError
 
     api = _api()
     try:
         spec = yaml.safe_load(spec_file.read_text())
+        if target is not None and isinstance(spec, dict):
+            spec["target"] = target
         if dry_run:
             preview = api.preview(spec)
             click.echo(json.dumps(preview, indent=2)) if as_json else _print_preview(preview)
@@ -343,13 +378,24 @@ def submit(spec_file: Path, no_wait: bool, as_json: bool, dry_run: bool) -> None
     except yaml.YAMLError as e:
         _fail(f"{spec_file} is not valid YAML: {e}")
     click.echo(json.dumps(job, indent=2)) if as_json else _print_job(job)
-    sys.exit(0 if job["state"] == JobState.RELEASED else 1)
+    sys.exit(0 if job["state"] in (JobState.RELEASED, JobState.JUDGED) else 1)
 
 
 def _print_preview(p: dict[str, Any]) -> None:
     cost = p["cost"]
     if p.get("reuses"):
         click.echo(f"would return your earlier job {p['reuses']} of the same release: nothing spent")
+        return
+    if p.get("twin_jobs_left") is not None:  # a twin job spends nothing but one of the day's twin jobs
+        if p["admitted"]:
+            click.echo(
+                f"would run on the twin now, spending nothing; twin jobs left today after it: {p['twin_jobs_left']}"
+            )
+        else:
+            r = p["refusal"]
+            click.echo(f"would be refused now: {r['error']}: {r['detail']}")
+            for a in r["alternatives"]:
+                click.echo(f"  instead: {a}")
         return
     click.echo("would spend:")
     click.echo(

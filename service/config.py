@@ -30,6 +30,9 @@ class PartnerLimits(BaseModel):
     hard_rule_trips_per_day: int = Field(
         default=20, ge=1, description="hard-rule trips per UTC day before the partner is suspended (service.sanctions)"
     )
+    twin_jobs_per_day: int = Field(
+        default=20, ge=0, description="jobs on synthetic twins per UTC day (they spend no other budget)"
+    )
 
 
 class PartnerLimitsOverride(BaseModel):
@@ -45,6 +48,7 @@ class PartnerLimitsOverride(BaseModel):
     releases_per_window: int | None = Field(default=None, ge=0)
     max_concurrent_jobs: int | None = Field(default=None, ge=0)
     hard_rule_trips_per_day: int | None = Field(default=None, ge=1)
+    twin_jobs_per_day: int | None = Field(default=None, ge=0)
 
 
 def _default_noised_kinds() -> list[MetricKind]:
@@ -220,6 +224,10 @@ class Settings(BaseSettings):
     # gate, model queries past the budget, refusals for an exhausted budget) before the partner is
     # suspended; the default of every partner's `hard_rule_trips_per_day`.
     hard_rule_trips_per_day: int = Field(default=20, ge=1)
+    # Twin jobs (`"target": "twin"`, service.jobs.twin): per partner per UTC day, the default of every
+    # partner's `twin_jobs_per_day`; and how much of a twin job's stdout and of its stderr its partner gets.
+    twin_jobs_per_day: int = Field(default=20, ge=0)
+    twin_log_cap_bytes: int = Field(default=64 << 10, ge=1024)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
@@ -250,6 +258,7 @@ class Settings(BaseSettings):
             releases_per_window=self.releases_per_window,
             max_concurrent_jobs=self.max_concurrent_jobs,
             hard_rule_trips_per_day=self.hard_rule_trips_per_day,
+            twin_jobs_per_day=self.twin_jobs_per_day,
         )
 
     def limits_for(self, partner: str) -> PartnerLimits:

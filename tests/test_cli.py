@@ -125,6 +125,26 @@ def test_serve_keys_submit_status(env, tmp_path, demo_files, docker_client):
         (suite_dir / "evil").symlink_to("/etc/passwd")
         refused = evalgate("suites", "upload", str(suite_dir), env=client_env)
         assert refused.returncode == 1 and "bundle_link" in refused.stderr and "Traceback" not in refused.stderr
+        # On the synthetic twin: a suite not yet approved runs at no privacy cost, and shows its output.
+        crashy = tmp_path / "crashy"
+        crashy.mkdir()
+        (crashy / "suite.yaml").write_text(
+            "name: crashy\nversion: 0.1.0\nentrypoint: main.py\nmetrics: {score: proportion}\n"
+        )
+        (crashy / "main.py").write_text("print('hello from the twin')\nraise ValueError('no such column: age')\n")
+        assert evalgate("suites", "upload", str(crashy), env=client_env).returncode == 0
+        twin_spec = tmp_path / "twin.yaml"
+        twin_spec.write_text(
+            yaml.safe_dump(
+                {"suite": "crashy@0.1.0", "model": "demo-classifier@1", "dataset": "demo-blobs@1", "metrics": ["score"]}
+            )
+        )
+        dry_twin = evalgate("submit", "--dry-run", "--target", "twin", str(twin_spec), env=client_env)
+        assert dry_twin.returncode == 0 and "twin jobs left today after it: 19" in dry_twin.stdout, dry_twin.stdout
+        twin = evalgate("submit", "--target", "twin", str(twin_spec), env=client_env)
+        assert twin.returncode == 1, twin.stdout + twin.stderr
+        assert "hello from the twin" in twin.stdout and "ValueError: no such column: age" in twin.stdout
+        assert "the real job would end crashed" in twin.stdout
         no_key = evalgate("submit", str(spec), env={**env, "EVALGATE_URL": url})
         assert no_key.returncode == 2 and "EVALGATE_API_KEY" in no_key.stderr
     finally:

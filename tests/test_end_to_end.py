@@ -36,6 +36,9 @@ def test_builtin_suite_releases_true_metrics_with_provenance(any_stack, expected
     assert p["model"]["sha256"] == job["spec"]["model"]["sha256"]
     assert p["images"]["job"].startswith("sha256:") and p["images"]["sidecar"].startswith("sha256:")
     assert p["seed"] == 7 and s.usage(job["id"])["rows"] == 600  # the suite predicts every row once
+    # The SDK speaks the protocol: the sidecar counted no abuse, and the partner has no trip.
+    assert s.usage(job["id"])["protocol_errors"] == 0
+    assert s.client.get("/v1/partners/acme/suspension", headers=s.operator).json()["trips_today"] == {}
     assert "queries" not in p  # how much a job queried is its own choice: never shown to partners
     key = s.client.get("/v1/attestation-key").json()
     statement = release_service.statement(job["id"], result["metrics"], result["disclosure"], p)

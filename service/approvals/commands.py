@@ -1,6 +1,6 @@
 """Operators' governance commands, on the database directly (like `evalgate quotas`), recorded as
 `cli:<user>`: `evalgate approvals list|grant|deny`, `evalgate partners suspension|lift`, `evalgate
-models usage|license|retire` and `evalgate datasets usage|license`. Heavy imports wait until a command
+models usage|license|retire|purge` and `evalgate datasets usage|license|retire`. Heavy imports wait until a command
 runs."""
 
 from __future__ import annotations
@@ -195,11 +195,7 @@ def models_license(ref: str, terms: str, spdx: str | None, url: str | None, reas
     _license("model", ref, terms, spdx, url, reason)
 
 
-@models.command("retire")
-@click.argument("ref")
-@click.option("--confirm", default=None, help="the token the first attempt printed")
-def models_retire(ref: str, confirm: str | None) -> None:
-    """Retire model REF; with released jobs, the first attempt lists them and prints a token."""
+def _retire(kind: Literal["model", "dataset"], ref: str, confirm: str | None) -> None:
     from service.db import session_scope
     from service.errors import EvalgateError
     from service.registry import lifecycle
@@ -208,14 +204,23 @@ def models_retire(ref: str, confirm: str | None) -> None:
     _, sessions = _open()
     try:
         with session_scope(sessions) as s:
-            row = lifecycle.set_model_status(s, ref, "retired", _actor(), confirm=confirm)
-            click.echo(f"model {row.ref}: {row.status}")
+            set_status = lifecycle.set_model_status if kind == "model" else lifecycle.set_dataset_status
+            row = set_status(s, ref, "retired", _actor(), confirm=confirm)
+            click.echo(f"{kind} {row.ref}: {row.status}")
     except RetirementUnconfirmed as e:
         for line in e.alternatives:
             click.echo(line)
         _fail(f"{e.code}: {e.detail}", 3)
     except EvalgateError as e:
         _fail(f"{e.code}: {e.detail}")
+
+
+@models.command("retire")
+@click.argument("ref")
+@click.option("--confirm", default=None, help="the token the first attempt printed")
+def models_retire(ref: str, confirm: str | None) -> None:
+    """Retire model REF; with released jobs, the first attempt lists them and prints a token."""
+    _retire("model", ref, confirm)
 
 
 @models.command("purge")
@@ -240,7 +245,7 @@ def models_purge(ref: str, reason: str) -> None:
 
 @click.group()
 def datasets() -> None:
-    """Dataset versions: which partners used them, their license terms."""
+    """Dataset versions: which partners used them, their license terms, retirement."""
 
 
 @datasets.command("usage")
@@ -259,3 +264,11 @@ def datasets_usage(ref: str) -> None:
 def datasets_license(ref: str, terms: str, spdx: str | None, url: str | None, reason: str) -> None:
     """Set dataset REF's license terms (a short text and an SPDX id or a URL)."""
     _license("dataset", ref, terms, spdx, url, reason)
+
+
+@datasets.command("retire")
+@click.argument("ref")
+@click.option("--confirm", default=None, help="the token the first attempt printed")
+def datasets_retire(ref: str, confirm: str | None) -> None:
+    """Retire dataset REF; with released jobs, the first attempt lists them and prints a token."""
+    _retire("dataset", ref, confirm)

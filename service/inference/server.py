@@ -50,12 +50,19 @@ from .rows import INDEX, Features
 SLOTS = (0, 1, 2, 3, 4)  # 0-3: batches in flight; 4: the job's dataset, loaded into shared memory
 
 
+# Answers that the SDK's own client never provokes: frames that are not the protocol, or ops it does
+# not have. The job's usage counts them, and its partner's sanctions count a job that has any
+# (service.sanctions, Rule.PROTOCOL_ABUSE). A wrong shape or dtype, or a batch too large, can be an
+# honest mistake made through the SDK: not counted.
+PROTOCOL_ABUSE = frozenset({ErrorCode.BAD_FRAME, ErrorCode.UNKNOWN_OP})
+
+
 class Budget:
     """Rows and requests a job may spend. Thread-safe: connections are served concurrently."""
 
     def __init__(self, max_rows: int, max_requests: int):
         self.max_rows, self.max_requests = max_rows, max_requests
-        self.rows = self.requests = self.refused = self.internal_errors = 0
+        self.rows = self.requests = self.refused = self.internal_errors = self.protocol_errors = 0
         self.exceeded = False
         self._lock = threading.Lock()
 
@@ -74,6 +81,10 @@ class Budget:
         with self._lock:
             self.internal_errors += 1
 
+    def note_protocol_error(self) -> None:
+        with self._lock:
+            self.protocol_errors += 1
+
     def snapshot(self) -> dict[str, int | bool]:
         with self._lock:
             return {
@@ -81,6 +92,7 @@ class Budget:
                 "requests": self.requests,
                 "refused": self.refused,
                 "internal_errors": self.internal_errors,
+                "protocol_errors": self.protocol_errors,
                 "budget_exceeded": self.exceeded,
                 "max_rows": self.max_rows,
             }
@@ -427,6 +439,8 @@ def make_handler(
                     del header, body  # no view into the receive buffer outlives its request
 
         def _error(self, sock: socket.socket, e: ModelError) -> bool:
+            if e.code in PROTOCOL_ABUSE:
+                budget.note_protocol_error()
             try:
                 write_frame(sock, {"ok": False, "error": e.code, "detail": e.detail[:200]})
                 return True

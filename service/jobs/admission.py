@@ -271,7 +271,7 @@ def draft(session: Session, settings: Settings, budgets: Budgets, caller: Caller
     limits = budgets.limits(caller.name, session)
     suite = suites.visible_suite(session, req.suite, caller.principal_id, caller.role)
     model = registry.usable_model(session, req.model)
-    dataset = registry.resolve_dataset(session, req.dataset)
+    dataset = registry.usable_dataset(session, req.dataset)  # a retired one takes no new jobs
     # What the job asks past its partner's policy, when the partner asked for an operator's approval
     # (service.approvals) rather than a refusal.
     asks: list[dict[str, Any]] | None = [] if req.request_approval else None

@@ -7,17 +7,18 @@ from fastapi import APIRouter, Response
 from service.auth.dependencies import AnyCaller, Partner, PartnerOrOperator
 from service.deps import SessionDep, SettingsDep
 from service.errors import raises
-from service.jobs import admission, errors
+from service.jobs import admission, errors, twin
 from service.jobs import service as jobs_service
-from service.jobs.dependencies import DispatcherDep, VisibleJob
+from service.jobs.dependencies import DispatcherDep, VisibleJob, find_visible
 from service.jobs.schemas import JobCreate, JobList, JobPreview, JobRead
-from service.jobs.states import JobState
+from service.jobs.states import JobState, JobTarget
 from service.jobs.views import listing, to_read
 from service.policies import errors as policy_errors
 from service.quotas import errors as quota_errors
 from service.quotas.dependencies import BudgetsDep
 from service.registry import errors as registry_errors
 from service.sanctions import errors as sanction_errors
+from service.twins import errors as twin_errors
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -40,6 +41,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     registry_errors.UnknownModelVersion,
     registry_errors.UnknownDatasetVersion,
     registry_errors.ModelRetired,
+    registry_errors.DatasetRetired,
     registry_errors.DatasetTooSmall,
     registry_errors.ModelDatasetMismatch,
     registry_errors.ModelContractUnknown,
@@ -66,6 +68,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     quota_errors.ReleaseRateExceeded,
     # a partner suspended for tripping hard rules (service.sanctions)
     sanction_errors.PartnerSuspended,
+    # `"target": "twin"`: the versions' twin or stand-in missing, the partner's twin jobs of the day spent
+    twin_errors.TwinNotAvailable,
+    quota_errors.TwinQuotaExhausted,
 )
 def submit_job(
     body: JobCreate,
@@ -78,13 +83,18 @@ def submit_job(
     dry_run: bool = False,
 ) -> JobRead | JobPreview:
     """Submit an evaluation job; the same release asked for again returns the earlier job. With
-    `dry_run=true`: what it would spend and leave, and whether it would be admitted now."""
+    `dry_run=true`: what it would spend and leave, and whether it would be admitted now. With
+    `"target": "twin"`: run it on the synthetic twin and stand-in, at no privacy cost."""
+    on_twin = body.target == JobTarget.TWIN
     if dry_run:
         response.status_code = 200
         try:  # a bad request answers as its submission would; nothing is recorded either way
-            return admission.preview(session, settings, budgets, caller, body)
+            return (twin.preview if on_twin else admission.preview)(session, settings, budgets, caller, body)
         finally:
             session.rollback()
+    if on_twin:
+        job = twin.admit(session, settings, budgets, dispatcher, caller, body)
+        return to_read(session, job, caller, settings.timing_buckets_s)
     job, reused = admission.admit(session, settings, budgets, dispatcher, caller, body)
     if reused:
         response.status_code = 200
@@ -100,8 +110,10 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRead)
-def read_job(job: VisibleJob, caller: AnyCaller, session: SessionDep, settings: SettingsDep) -> JobRead:
+@raises(errors.JobNotFound)
+def read_job(job_id: str, caller: AnyCaller, session: SessionDep, settings: SettingsDep) -> JobRead:
     """One job, with its released result if any."""
+    job = find_visible(session, caller, job_id)  # not VisibleJob: the API's most frequent read, one thread hop
     return to_read(session, job, caller, settings.timing_buckets_s)
 
 

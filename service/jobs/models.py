@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.auth.models import Principal
 from service.db import Base, StrEnumText, UTCDateTime, utcnow
-from service.jobs.states import JobState
+from service.jobs.states import JobState, JobTarget
 from service.registry.models import DatasetVersion, ModelVersion, SuiteVersion
 from service.release.outcomes import ErrorClass
 
@@ -27,6 +27,13 @@ class Job(Base):
     suite_version_id: Mapped[int] = mapped_column(ForeignKey("suite_versions.id"))
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
+    # `twin`: the job runs on the twin and stand-in of its dataset and model versions (service.jobs.twin).
+    target: Mapped[JobTarget] = mapped_column(
+        StrEnumText(JobTarget, 8), default=JobTarget.REAL, server_default=JobTarget.REAL.value
+    )
+    # A twin job's capped stdout and stderr and the release gate's verdict, for its partner: nothing
+    # private went into them. Never set for a real job.
+    twin_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # Set on a reproduction's run (service.reproductions): the released job it re-runs. Such a job is
     # the requester's, releases nothing, and appears in no job listing.

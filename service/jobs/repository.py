@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -10,10 +11,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 
 from service.jobs.models import Job
-from service.jobs.states import TERMINAL, JobState
+from service.jobs.states import TERMINAL, JobState, JobTarget
 
 # A job with one of these endings made no release, so the same request may run again.
-NOT_RELEASED = frozenset({JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED})
+NOT_RELEASED = frozenset({JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED, JobState.JUDGED})
 
 
 def get(session: Session, job_id: str) -> Job | None:
@@ -40,6 +41,12 @@ def same_release(session: Session, principal_id: int, release_key: str) -> Job |
         Job.principal_id == principal_id, Job.release_key == release_key, Job.state.not_in(NOT_RELEASED)
     )
     return session.execute(q.order_by(Job.created_at.desc()).limit(1)).scalar_one_or_none()
+
+
+def twin_jobs_since(session: Session, principal_id: int, since: datetime) -> int:
+    """How many twin jobs the partner has had admitted since `since` (ended or not, cancelled too)."""
+    q = select(func.count()).select_from(Job).where(Job.principal_id == principal_id, Job.target == JobTarget.TWIN)
+    return int(session.execute(q.where(Job.created_at >= since)).scalar_one())
 
 
 def in_states(session: Session, states: frozenset[JobState], limit: int, *, newest_first: bool = False) -> list[Job]:

@@ -26,10 +26,11 @@ from service.db import session_scope
 from service.inference.contract import RESULT_NAME, ROWS_NAME, Env
 from service.jobs import repository as jobs_repo
 from service.jobs import service as jobs_service
+from service.jobs import twin
 from service.jobs.context import WorkerContext
 from service.jobs.leases import LeaseLost
 from service.jobs.models import Job
-from service.jobs.states import RUNNABLE, TERMINAL, JobState
+from service.jobs.states import RUNNABLE, TERMINAL, JobState, JobTarget
 from service.quotas.service import Budgets
 from service.registry import datasets, storage
 from service.registry import service as registry
@@ -128,7 +129,7 @@ def _run(ctx: WorkerContext, job_id: str) -> JobState:
             return job.state
         try:
             uid = jobs_repo.allocate_sandbox_uid(s, job, ctx.settings.sandbox_uid_base, ctx.settings.sandbox_uid_count)
-            spec = _sandbox_spec(ctx, job, ctx.budgets.rows_granted(s, job_id), uid, _images(ctx, s, job))
+            spec = _sandbox_spec(ctx, s, job, uid, _images(ctx, s, job))
         except Exception as e:  # no container was made: the partner's code never ran
             log.exception("job %s: preparing its sandbox failed", job_id)
             note = f"{type(e).__name__}: {e}"[: ctx.settings.log_cap_bytes]
@@ -147,6 +148,8 @@ def _run(ctx: WorkerContext, job_id: str) -> JobState:
         job.operator_log = _operator_log(outcome)
         job.outcome = outcome.facts()
         job.result_raw = outcome.result
+        if job.target == JobTarget.TWIN:  # its partner reads its output: nothing private is in it
+            job.twin_report = twin.report(outcome, ctx.settings.twin_log_cap_bytes)
         jobs_service.transition(s, job, JobState.GATING, actor=ACTOR, data={"queries": usage})
     # The outcome is recorded: the stopped containers are removed once the job has ended, after the
     # gate, so their removal is not on the way to the partner's result.
@@ -167,6 +170,9 @@ def _gate(ctx: WorkerContext, job_id: str) -> JobState:
         outcome = Outcome.from_facts(job.outcome, job.result_raw)
         if job.reproduces is not None:
             return _compare(ctx, s, job, case, outcome)
+        if job.target == JobTarget.TWIN:  # the gate's verdict, for its partner; nothing is released
+            error_class, note = twin.conclude(s, ctx.settings, job, case, outcome)
+            return _end(ctx, s, job, error_class, note=note)
         ending = release_service.conclude(s, ctx.signer, ctx.settings, case, outcome)
         state = _end(ctx, s, job, ending.error_class, note=ending.note)
         faults.point("gate")  # a crash here rolls the release back: the job is judged again, once
@@ -175,8 +181,11 @@ def _gate(ctx: WorkerContext, job_id: str) -> JobState:
 
 def _case(ctx: WorkerContext, job: Job) -> release_service.Case:
     truth, features = None, None
+    path, rows = storage.blob_path(ctx.settings.data_dir, job.dataset.sha256), job.dataset.rows
+    if job.target == JobTarget.TWIN:  # judged on the twin it ran on
+        files = twin.files(ctx.settings, job)
+        path, rows = files.dataset, files.rows
     if job.spec.get("mode") == "rows":  # the labels, which only this trusted side reads
-        path = storage.blob_path(ctx.settings.data_dir, job.dataset.sha256)
         y = datasets.labels(path)
         truth = metrics.Truth(y=y, classes=job.dataset.classes)
         if job.spec["rows"].get("slices"):
@@ -185,7 +194,7 @@ def _case(ctx: WorkerContext, job: Job) -> release_service.Case:
         job_id=job.id,
         spec=job.spec,
         spec_sha256=job.spec_sha256,
-        dataset_rows=job.dataset.rows,
+        dataset_rows=rows,
         submitted_at=job.created_at,
         runtime=ctx.runtime.family,
         truth=truth,
@@ -296,17 +305,28 @@ def sandbox_limits(s: Settings, resources: dict[str, Any], result_max: int, outp
     )
 
 
-def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int, uid: int, images: dict[str, str]) -> JobSandbox:
+def _sandbox_spec(ctx: WorkerContext, session: Session, job: Job, uid: int, images: dict[str, str]) -> JobSandbox:
+    """The job's sandbox: on its versions, with the model rows its reservation granted; a twin job on
+    its twin and stand-in, with its own query budget, its stdout and stderr kept for its partner."""
     s = ctx.settings
     res = job.spec["resources"]
     env: dict[str, str] = {Env.SEED: str(job.spec["seed"]), Env.METRICS: ",".join(job.spec["metrics"])}
-    dataset_blob, result_name = job.dataset.sha256, RESULT_NAME
-    result_max, output_bytes = s.result_max_bytes, s.output_dir_bytes
+    result_name, result_max, output_bytes = RESULT_NAME, s.result_max_bytes, s.output_dir_bytes
+    model_path, n, separate = storage.blob_path(s.data_dir, job.model.sha256), job.dataset.rows, None
+    if job.target == JobTarget.TWIN:
+        files = twin.files(s, job)
+        model_path, dataset_path, n = files.model, files.job_dataset, files.rows
+        query_rows, separate = twin.query_budget(job, files.rows), s.twin_log_cap_bytes
+    else:
+        query_rows = ctx.budgets.rows_granted(session, job.id)
+        dataset_path = storage.blob_path(s.data_dir, job.dataset.sha256)
+        if job.spec.get("mode") == "rows":
+            # The job is given the features only: its code never sees the labels.
+            dataset_path = storage.blob_path(s.data_dir, registry.features_sha256(s, job.dataset))
     if job.spec.get("mode") == "rows":
         spec_rows = job.spec["rows"]
-        # The job is given the features only: its code never sees the labels.
-        dataset_blob, result_name = registry.features_sha256(s, job.dataset), ROWS_NAME
-        result_max = rows_file_bound(job.dataset.rows, spec_rows["classes"])
+        result_name = ROWS_NAME
+        result_max = rows_file_bound(n, spec_rows["classes"])
         output_bytes = max(output_bytes, result_max + (1 << 20))
         env |= {
             Env.ROWS: spec_rows["kind"],
@@ -319,12 +339,12 @@ def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int, uid: int, images: dic
         job_id=job.id,
         job_image=ctx.sandbox.image_id(images["job"]),
         sidecar_image=ctx.sandbox.image_id(images["sidecar"]),
-        model_path=storage.blob_path(s.data_dir, job.model.sha256),
-        dataset_path=storage.blob_path(s.data_dir, dataset_blob),
+        model_path=model_path,
+        dataset_path=dataset_path,
         suite_path=storage.suite_dir(s.data_dir, job.suite.sha256),
         entrypoint=job.suite.entrypoint,
         env=env,
-        query_budget_rows=rows,
+        query_budget_rows=query_rows,
         result_name=result_name,
         sidecar_threads=int(inference.get("intra_op_threads", s.inference_threads)),
         output_policy=job.spec["model"].get("output_policy") or {"kind": "full"},
@@ -332,6 +352,7 @@ def _sandbox_spec(ctx: WorkerContext, job: Job, rows: int, uid: int, images: dic
         job_user=f"{uid}:{uid}",
         limits=sandbox_limits(s, res, result_max, output_bytes),
         runtime=ctx.runtime,
+        separate_output_bytes=separate,
     )
 
 

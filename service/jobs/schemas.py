@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.approvals.schemas import ApprovalBrief
-from service.jobs.states import JobState
+from service.jobs.states import JobState, JobTarget
 from service.quotas.schemas import BudgetLeft
 from service.registry.schemas import LicenseRead
 from service.release.outcomes import ErrorClass
@@ -79,6 +79,12 @@ class JobCreate(BaseModel):
         "dataset not yet yours), wait in `awaiting_approval` for an operator instead of being refused",
     )
     approval_note: str | None = Field(default=None, max_length=1000, description="why, for the operator who decides")
+    target: JobTarget = Field(
+        default=JobTarget.REAL,
+        description="`twin`: run on the dataset's synthetic twin beside the model's stand-in, in the same sandbox; "
+        "spends no ε, bits, model rows or release slot (a small daily quota of twin jobs instead), releases "
+        "nothing, and shows you the job's stdout, stderr and the release gate's verdict",
+    )
 
 
 class ResultRead(BaseModel):
@@ -89,6 +95,36 @@ class ResultRead(BaseModel):
     provenance: dict[Any, Any]
     attestation: dict[Any, Any]
     released_at: datetime
+
+
+class TwinVerdict(BaseModel):
+    """What the release gate would do with a twin job's result, by the same code as a real job's."""
+
+    outcome: Literal["released", "rejected", "failed"] = Field(
+        description="released: the values it would release; rejected: the gate's rule the result broke; "
+        "failed: the job ended without a result (its error class)"
+    )
+    error_class: ErrorClass | None = None
+    reason: str | None = Field(default=None, description="why it would be rejected or failed")
+    metrics: dict[str, float] = Field(default_factory=dict, description="values from the twin, not the real data")
+    disclosure: dict[str, Any] = Field(
+        default_factory=dict, description="withheld metrics and why, noise per metric, bits a real job would carry"
+    )
+    would_cost: dict[str, Any] = Field(
+        default_factory=dict, description="what the same job on the real data would spend: ε and bits"
+    )
+
+
+class TwinRun(BaseModel):
+    """A twin job's own output and verdict: nothing private went into them, so none is hidden or padded."""
+
+    stdout: str = Field(description="the job's stdout, capped")
+    stderr: str = Field(description="the job's stderr (a traceback), capped")
+    exit_code: int | None = None
+    oom: bool = False
+    timed_out: bool = False
+    usage: dict[str, Any] = Field(default_factory=dict, description="the sidecar's count of the stand-in's use")
+    verdict: TwinVerdict | None = Field(default=None, description="the release gate's verdict, once it has judged")
 
 
 class JobRead(BaseModel):
@@ -110,6 +146,10 @@ class JobRead(BaseModel):
     )
     licenses: dict[str, LicenseRead | None] = Field(
         default_factory=dict, description="the license terms of its model and dataset versions, as set now"
+    )
+    target: JobTarget = Field(default=JobTarget.REAL, description="what it ran on: the versions, or their twins")
+    twin: TwinRun | None = Field(
+        default=None, description="twin jobs only: the job's output and the gate's verdict (a real job's never shows)"
     )
 
 
@@ -146,3 +186,6 @@ class JobPreview(BaseModel):
     cost: JobCost
     left: BudgetLeft | None = Field(default=None, description="what would be left after it (none spent on a reuse)")
     refusal: Refusal | None = None
+    twin_jobs_left: int | None = Field(
+        default=None, description="twin target only: twin jobs left today after this one (it spends nothing else)"
+    )

@@ -19,7 +19,16 @@ from service.db import utcnow
 from service.jobs import errors, views
 from service.jobs import repository as repo
 from service.jobs.models import Job
-from service.jobs.states import ENDED_BADLY, IN_PROGRESS, TERMINAL, TRANSITIONS, WAITING, JobState, end_state
+from service.jobs.states import (
+    ENDED_BADLY,
+    IN_PROGRESS,
+    TERMINAL,
+    TRANSITIONS,
+    WAITING,
+    JobState,
+    JobTarget,
+    end_state,
+)
 from service.ledger import service as ledger
 from service.quotas.service import Budgets
 from service.release import timing
@@ -60,7 +69,8 @@ def end(
     bits and model rows back; one whose code may have run keeps its ε and bits spent."""
     if job.state in TERMINAL:
         return job.state
-    to = end_state(error_class, reproduction=job.reproduces is not None)
+    twin = job.target == JobTarget.TWIN
+    to = end_state(error_class, reproduction=job.reproduces is not None, twin=twin)
     _move(session, job, to, actor=actor, error_class=error_class, data=data)
     if job.reproduces is not None:  # a run that ended before it was compared: its reproduction says so
         reproduction_record.run_ended(session, job.id, error_class, actor=actor)
@@ -78,11 +88,19 @@ def end(
     visible = None
     if job.started_at is not None and job.finished_at is not None:
         visible = timing.visible_at(job.created_at, job.finished_at, budgets.settings.timing_buckets_s)
-    # A hard rule broken (output rejected, model queried past the budget) counts towards the partner's
-    # suspension from when its partner sees the ending (service.sanctions); a request for approval
-    # still pending is closed with its job.
+    # A hard rule broken (output rejected, model queried past the budget, the model channel abused)
+    # counts towards the partner's suspension from when its partner sees the ending
+    # (service.sanctions); a request for approval still pending is closed with its job. A twin job's
+    # ending breaks no rule on private data, but abusing the channel is abuse on any target.
     if job.reproduces is None:
-        sanctions.record_job_ending(session, job.principal_id, job.id, error_class, visible or utcnow())
+        sanctions.record_job_ending(
+            session,
+            job.principal_id,
+            job.id,
+            None if twin else error_class,
+            visible or utcnow(),
+            protocol_errors=int(facts.get("usage", {}).get("protocol_errors", 0)),
+        )
     approvals_repo.withdraw_for_job(session, job.id)
     budgets.settle(
         session,

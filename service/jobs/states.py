@@ -8,6 +8,10 @@ from here (the transition itself, which writes the ledger, is jobs.service.trans
 A reproduction's run (service.reproductions: a job row with `reproduces` set) never releases: where a
 job would be released, it ends `compared` (its raw result was compared with the original's; the
 reproduction records how).
+
+A twin job (target `twin`, service.jobs.twin) runs on a dataset's synthetic twin beside a model's
+stand-in and never releases either: where a job would be released, it ends `judged` (the release
+gate's verdict is recorded for its partner, with the job's output). Otherwise it ends as any job does.
 """
 
 from __future__ import annotations
@@ -28,13 +32,23 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     COMPARED = "compared"  # a reproduction's run whose raw result was compared with the original's
+    JUDGED = "judged"  # a twin job whose result the gate would release: its verdict is shown, nothing released
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({JobState.RELEASED, JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED})
+class JobTarget(StrEnum):
+    """What a job runs on."""
+
+    REAL = "real"  # the model and dataset versions themselves: budgets spent, a release made
+    TWIN = "twin"  # their stand-in and synthetic twin: nothing private, nothing spent or released
+
+
+TERMINAL = frozenset(
+    {JobState.RELEASED, JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED, JobState.JUDGED}
+)
 # States a worker acts on; the others wait for an operator (or have ended).
 RUNNABLE = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.GATING})
 # The operators' queue: waiting for a worker, held by one (under its lease), ended without a release.
@@ -48,7 +62,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
     JobState.RUNNING: frozenset({JobState.GATING, JobState.FAILED, JobState.CANCELLED}),
     JobState.GATING: frozenset(
-        {JobState.RELEASED, JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED}
+        {JobState.RELEASED, JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED, JobState.JUDGED}
     ),
 }
 
@@ -65,9 +79,9 @@ ENDS: dict[ErrorClass, JobState] = {
 }
 
 
-def end_state(error_class: ErrorClass | None, reproduction: bool = False) -> JobState:
-    """Released (a reproduction's run: compared) when there is no error class; else the state the
-    error class belongs to."""
+def end_state(error_class: ErrorClass | None, reproduction: bool = False, twin: bool = False) -> JobState:
+    """Released (a reproduction's run: compared; a twin job: judged) when there is no error class;
+    else the state the error class belongs to."""
     if error_class is None:
-        return JobState.COMPARED if reproduction else JobState.RELEASED
+        return JobState.COMPARED if reproduction else JobState.JUDGED if twin else JobState.RELEASED
     return ENDS[error_class]

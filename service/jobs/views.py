@@ -7,6 +7,8 @@ state only when the partner itself acts (submits, cancels before it started) or 
 - then it ends as it ended, or as `cancelled` if its partner asked to cancel it before then (whether
   it had already ended when asked would say when it ended). Its release, if it made one, is then
   never shown to its partner.
+A twin job (service.jobs.twin) involves nothing private: its partner sees it as it is, with its
+stdout, stderr and the release gate's verdict (`twin`), which a real job never shows.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from service.auth.roles import Role
 from service.auth.service import Caller
 from service.jobs import repository as repo
 from service.jobs.models import Job
-from service.jobs.schemas import JobRead, ResultRead
-from service.jobs.states import TERMINAL, JobState
+from service.jobs.schemas import JobRead, ResultRead, TwinRun
+from service.jobs.states import TERMINAL, JobState, JobTarget
 from service.registry.schemas import LicenseRead
 from service.release import service as release_service
 from service.release import timing
@@ -74,7 +76,17 @@ def to_read(
         approval=_approval(session, job, requests),
         # Set by an operator (fixed), shown as they are now; a release signs those it was made under.
         licenses={"model": _license(job.model.license), "dataset": _license(job.dataset.license)},
+        target=job.target,
+        # A twin job's output is its partner's (and its operators'): researchers read releases, not logs.
+        twin=_twin_run(job) if caller.role != Role.RESEARCHER else None,
     )
+
+
+def _twin_run(job: Job) -> TwinRun | None:
+    """A twin job's output and verdict, once its sandbox has stopped; never anything of a real job."""
+    if job.target != JobTarget.TWIN or not job.twin_report:
+        return None
+    return TwinRun.model_validate(job.twin_report)
 
 
 def _approval(session: Session, job: Job, requests: dict[str, ApprovalRequest] | None) -> ApprovalBrief | None:
@@ -106,6 +118,8 @@ def listing(
 
 def partner_view(job: Job, buckets: list[float], now: datetime | None = None) -> tuple[JobState, Any, Any]:
     """(state, error class, finished at) as the job's partner sees them now."""
+    if job.target == JobTarget.TWIN:  # nothing private: neither its states nor its times are padded
+        return job.state, job.error_class, job.finished_at
     if job.state == JobState.AWAITING_APPROVAL:
         return job.state, None, None
     if job.state not in TERMINAL:

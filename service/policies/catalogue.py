@@ -21,6 +21,7 @@ from service.quotas import errors as quota_errors
 from service.registry import errors as registry_errors
 from service.release.outcomes import ErrorClass
 from service.sanctions import errors as sanction_errors
+from service.sanctions.models import Rule as TripRule
 
 Stage = Literal["admission", "gate", "sidecar", "governance"]
 
@@ -42,6 +43,13 @@ RULES: tuple[Rule, ...] = (
         "one partner cannot starve the others of workers",
         lambda s: {"max_concurrent_jobs": s.max_concurrent_jobs},
         (quota_errors.TooManyConcurrentJobs, quota_errors.AdmissionBusy),
+    ),
+    Rule(
+        "twin_jobs_per_day",
+        "admission",
+        "jobs on synthetic twins spend no privacy budget, so a daily count bounds the workers they take",
+        lambda s: {"twin_jobs_per_day": s.twin_jobs_per_day},
+        (quota_errors.TwinQuotaExhausted,),
     ),
     Rule(
         "model_rows_per_day",
@@ -134,6 +142,13 @@ RULES: tuple[Rule, ...] = (
         (registry_errors.ModelRetired,),
     ),
     Rule(
+        "retired_datasets",
+        "admission",
+        "a retired dataset version takes no new jobs",
+        lambda s: {"lifecycle": "active → deprecated → retired"},
+        (registry_errors.DatasetRetired,),
+    ),
+    Rule(
         "result_format",
         "gate",
         "a result is exactly the declared metrics, typed, finite and in range: nothing else can ride along",
@@ -190,7 +205,10 @@ RULES: tuple[Rule, ...] = (
         "sanctions",
         "governance",
         "a partner whose jobs trip hard rules too often in a day is suspended until an operator lifts it",
-        lambda s: {"hard_rule_trips_per_day": s.hard_rule_trips_per_day},
+        lambda s: {
+            "hard_rule_trips_per_day": s.hard_rule_trips_per_day,
+            "trips": [str(r) for r in TripRule],
+        },
         (sanction_errors.PartnerSuspended,),
     ),
 )

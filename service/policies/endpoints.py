@@ -119,6 +119,15 @@ def read_dataset_policy(
     return found
 
 
+@router.get("/datasets/{name}/{version}/history", response_model=list[PartnerPolicyChange])
+@raises(errors.PolicySubjectNotFound)
+def read_dataset_policy_history(
+    name: str, version: str, caller: Operator, session: SessionDep
+) -> list[PartnerPolicyChange]:
+    """Every change of a dataset version's policy, newest first: who, old, new, reason, when (operators)."""
+    return policies.dataset_history(session, name, version)
+
+
 @router.put("/datasets/{name}/{version}", response_model=DatasetPolicyRead)
 @raises(errors.PolicySubjectNotFound, errors.ReasonRequired, errors.PolicyInvalid)
 def write_dataset_policy(

@@ -25,6 +25,7 @@ class PartnerPolicy(Base):
     releases_per_window: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     hard_rule_trips_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    twin_jobs_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Model and dataset names (`name`, any version, or `name@version`) the partner may use; null: all.
     models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     datasets: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)

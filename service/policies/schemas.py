@@ -31,6 +31,9 @@ class PartnerPolicyValues(BaseModel):
     hard_rule_trips_per_day: int | None = Field(
         default=None, ge=1, le=10**6, description="hard-rule trips per UTC day before an automatic suspension"
     )
+    twin_jobs_per_day: int | None = Field(
+        default=None, ge=0, le=10**6, description="jobs on synthetic twins per UTC day (no other budget is spent)"
+    )
     models: list[AssetName] | None = Field(
         default=None,
         max_length=500,
@@ -55,7 +58,7 @@ class PartnerPolicyRead(BaseModel):
 
 
 class PartnerPolicyChange(BaseModel):
-    """One recorded change of a partner's policy, as the audit log holds it."""
+    """One recorded change of a partner's (or a dataset version's) policy, as the audit log holds it."""
 
     version: int = Field(description="the policy's version after the change")
     at: datetime

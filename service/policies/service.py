@@ -49,6 +49,7 @@ LIMIT_KEYS = tuple(PartnerLimits.model_fields)
 V = TypeVar("V", bound=BaseModel)
 POLICY_LEAF = "policy"
 PARTNER_SCOPE = "partner"
+DATASET_SCOPE = "dataset"
 
 
 # -- reading ----------------------------------------------------------------------------------------------
@@ -188,6 +189,21 @@ def partner_history(session: Session, partner: str) -> list[PartnerPolicyChange]
     """Every change of a partner's policy, newest first, from the audit log (operators)."""
     if auth_repo.principal_by_name(session, partner, Role.PARTNER) is None:
         raise errors.PolicySubjectNotFound(f"no partner {partner}")
+    return _history(session, f"principal:{partner}", PARTNER_SCOPE)
+
+
+def dataset_history(session: Session, name: str, version: str) -> list[PartnerPolicyChange]:
+    """Every change of a dataset version's policy, newest first, from the audit log (operators)."""
+    dataset = dataset_named(session, name, version)
+    return _history(session, f"dataset:{dataset.ref}", DATASET_SCOPE)
+
+
+def dataset_defaults(settings: Settings) -> DatasetRules:
+    """What applies to a dataset version where an operator set nothing: the deployment's settings."""
+    return _defaults(settings)
+
+
+def _history(session: Session, subject: str, scope: str) -> list[PartnerPolicyChange]:
     return [
         PartnerPolicyChange(
             version=e["data"]["version"],
@@ -198,7 +214,7 @@ def partner_history(session: Session, partner: str) -> list[PartnerPolicyChange]
             old=e["data"]["old"],
             new=e["data"]["new"],
         )
-        for e in reversed(ledger.events_for(session, f"principal:{partner}", f"policy.{PARTNER_SCOPE}_changed"))
+        for e in reversed(ledger.events_for(session, subject, f"policy.{scope}_changed"))
     ]
 
 
@@ -306,7 +322,7 @@ def set_dataset(
         actor=actor,
         if_match=if_match,
         subject=f"dataset:{dataset.ref}",
-        scope="dataset",
+        scope=DATASET_SCOPE,
     )
     return read_dataset(session, settings, name, version)
 

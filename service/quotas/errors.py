@@ -77,3 +77,11 @@ class RateLimiterUnavailable(ServiceUnavailable):
     results go on. Retry after `Retry-After` seconds."""
 
     code = "rate_limiter_unavailable"
+
+
+class TwinQuotaExhausted(TooManyRequests):
+    """The partner has run as many jobs on synthetic twins today as its `twin_jobs_per_day` allows
+    (they spend no ε, bits, model rows or release slot, only this). Retry after 00:00 UTC
+    (`Retry-After`), or run the suite on your own machine with `evalgate dev run`, which has no quota."""
+
+    code = "twin_quota_exhausted"

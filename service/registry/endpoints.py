@@ -18,6 +18,7 @@ from service.registry import service as registry
 from service.registry.schemas import (
     DatasetRead,
     DatasetRegistered,
+    DatasetStatusUpdate,
     LicenseRead,
     LicenseUpdate,
     ModelRead,
@@ -153,6 +154,23 @@ def set_dataset_license(
     return DatasetRead.model_validate(row)
 
 
+@router.post("/datasets/{name}/{version}/status", response_model=DatasetRead)
+@raises(
+    errors.InvalidReference,
+    errors.UnknownDatasetVersion,
+    errors.InvalidStatus,
+    errors.InvalidTransition,
+    errors.RetirementUnconfirmed,
+)
+def set_dataset_status(
+    name: str, version: str, body: DatasetStatusUpdate, caller: Operator, session: SessionDep
+) -> DatasetRead:
+    """Move a dataset version along active → deprecated → retired (operators); retiring one with
+    released jobs answers 409 with those jobs and a token, and retires it when repeated with it."""
+    row = lifecycle.set_dataset_status(session, f"{name}@{version}", body.status, caller.actor, confirm=body.confirm)
+    return DatasetRead.model_validate(row)
+
+
 @router.get("/datasets/{name}/{version}/usage", response_model=UsageRead)
 @raises(errors.InvalidReference, errors.UnknownDatasetVersion)
 def dataset_usage(name: str, version: str, caller: Operator, session: SessionDep) -> UsageRead:
@@ -225,7 +243,7 @@ def register_dataset(
 
 @router.get("/datasets", response_model=list[DatasetRead])
 def list_datasets(caller: AnyCaller, session: SessionDep) -> list[DatasetRead]:
-    """Registered dataset versions: shape and digest only."""
+    """Registered dataset versions: shape, digest, license and lifecycle status."""
     return [DatasetRead.model_validate(r) for r in repo.datasets(session)]
 
 

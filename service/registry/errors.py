@@ -116,13 +116,13 @@ class InvalidVisibility(Unprocessable):
 
 
 class InvalidStatus(Unprocessable):
-    """A model status must be `active`, `deprecated` or `retired`."""
+    """A model or dataset version's status must be `active`, `deprecated` or `retired`."""
 
     code = "invalid_status"
 
 
 class InvalidTransition(Conflict):
-    """A model version's lifecycle only moves forward: active → deprecated → retired."""
+    """A model or dataset version's lifecycle only moves forward: active → deprecated → retired."""
 
     code = "invalid_transition"
 
@@ -131,6 +131,13 @@ class ModelRetired(Forbidden):
     """The model version is retired and takes no new jobs; `alternatives` lists active versions."""
 
     code = "model_retired"
+
+
+class DatasetRetired(Forbidden):
+    """The dataset version is retired and takes no new jobs; `alternatives` lists the active versions
+    of the same dataset."""
+
+    code = "dataset_retired"
 
 
 class ModelDatasetMismatch(Unprocessable):
@@ -347,7 +354,7 @@ class BundleBadManifest(Unprocessable):
 
 
 class RetirementUnconfirmed(Conflict):
-    """Retiring this model version would leave released results that can no longer be re-run:
+    """Retiring this model or dataset version would leave released results that can no longer be re-run:
     `alternatives` lists those jobs and, last, the token to send as `confirm` to retire it anyway
     (valid while that list is the same)."""
 

@@ -54,7 +54,8 @@ def check(session: Session, settings: Settings, model: ModelVersion, dataset: Da
     c = contract(settings, model)
     why = _misfit(c, dataset)
     if why is not None:
-        fitting = [d.ref for d in repo.datasets(session, exclude_id=dataset.id) if _misfit(c, d) is None]
+        others = [d for d in repo.datasets(session, exclude_id=dataset.id) if d.status != "retired"]
+        fitting = [d.ref for d in others if _misfit(c, d) is None]
         raise errors.ModelDatasetMismatch(why, alternatives=fitting[:10])
     return c
 

@@ -9,10 +9,12 @@
   still to end), with a reason, on the audit log. Until then the artifacts of released jobs are kept,
   so they can be re-run (service.reproductions); after it a reproduction answers `could_not_run`.
   The row stays: its digest is still what every release made on it names.
-- **Retirement** of a model version with released jobs needs a confirmation: the first request is
+- **Retirement** of a model or dataset version with released jobs needs a confirmation: the first request is
   refused 409 `retirement_unconfirmed`, listing the released jobs that could no longer be re-run and a
   token derived from that list; repeating it with `confirm` = the token retires the version. A job
-  released in between changes the list and so the token, and the next refusal lists it.
+  released in between changes the list and so the token, and the next refusal lists it. A retired
+  version takes no new jobs (`model_retired`, `dataset_retired`), and its released jobs reproduce as
+  `could_not_run` / `asset_retired`.
 """
 
 from __future__ import annotations
@@ -99,28 +101,47 @@ def confirmation(ref: str, released: list[str]) -> str:
     return digest({"retire": ref, "released": released})[:32]
 
 
+def _confirm_retirement(
+    session: Session, kind: Kind, ref: str, released: list[str], confirm: str | None, actor: str
+) -> None:
+    """Refuse to retire `ref` unless `confirm` is the token of exactly these released jobs; record it."""
+    if not released:
+        return
+    token = confirmation(ref, released)
+    if confirm != token:
+        more = f" ({len(released) - LISTED} more not listed)" if len(released) > LISTED else ""
+        raise errors.RetirementUnconfirmed(
+            f"retiring {ref} leaves {len(released)} released jobs that can no longer be re-run{more}; "
+            f'repeat with "confirm": "{token}" to retire it anyway',
+            alternatives=[f"job:{j}" for j in released[:LISTED]] + [f"confirm:{token}"],
+        )
+    ledger.append(
+        session,
+        actor=actor,
+        action=f"{kind}.retirement_confirmed",
+        subject=f"{kind}:{ref}",
+        data={"released_jobs": released, "confirmation": token},
+    )
+
+
 def set_model_status(session: Session, ref: str, status: str, actor: str, confirm: str | None = None) -> ModelVersion:
     """Move a model version along its lifecycle; retiring one with released jobs needs `confirm`."""
     row = registry.resolve_model(session, ref)
     if status == RETIRED and row.status != RETIRED:
-        released = jobs_repo.released_on_model(session, row.id)
-        if released:
-            token = confirmation(row.ref, released)
-            if confirm != token:
-                more = f" ({len(released) - LISTED} more not listed)" if len(released) > LISTED else ""
-                raise errors.RetirementUnconfirmed(
-                    f"retiring {row.ref} leaves {len(released)} released jobs that can no longer be re-run{more}; "
-                    f'repeat with "confirm": "{token}" to retire it anyway',
-                    alternatives=[f"job:{j}" for j in released[:LISTED]] + [f"confirm:{token}"],
-                )
-            ledger.append(
-                session,
-                actor=actor,
-                action="model.retirement_confirmed",
-                subject=f"model:{row.ref}",
-                data={"released_jobs": released, "confirmation": token},
-            )
+        _confirm_retirement(session, "model", row.ref, jobs_repo.released_on_model(session, row.id), confirm, actor)
     return registry.set_model_status(session, ref, status, actor)
+
+
+def set_dataset_status(
+    session: Session, ref: str, status: str, actor: str, confirm: str | None = None
+) -> DatasetVersion:
+    """Move a dataset version along the same lifecycle; retiring one with released jobs needs `confirm`.
+    Its released jobs keep their results, but can no longer be reproduced (service.reproductions)."""
+    row = registry.resolve_dataset(session, ref)
+    if status == RETIRED and row.status != RETIRED:
+        released = registry_repo.released_on_dataset(session, row.id)
+        _confirm_retirement(session, "dataset", row.ref, released, confirm, actor)
+    return registry.set_dataset_status(session, ref, status, actor)
 
 
 def purge_model(session: Session, data_dir: Path, ref: str, *, reason: str, actor: str) -> bool:

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service.db import Base, UTCDateTime, utcnow
 from service.release.catalogue import MetricDecl
 
-MODEL_STATUSES = ("active", "deprecated", "retired")
+# A model or dataset version's lifecycle: it only moves forward; a retired version takes no new jobs.
+LIFECYCLE = ("active", "deprecated", "retired")
 
 
 class ModelVersion(Base):
@@ -66,6 +67,7 @@ class DatasetVersion(Base):
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     lifetime_bits: Mapped[float | None] = mapped_column(Float, nullable=True)  # the operator's own cap
     license: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # as ModelVersion.license
+    status: Mapped[str] = mapped_column(String(16), default="active")  # as ModelVersion.status (LIFECYCLE)
 
     @property
     def ref(self) -> str:

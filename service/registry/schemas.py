@@ -63,12 +63,16 @@ class ModelRead(BaseModel):
 
 
 class ModelStatusUpdate(BaseModel):
-    status: str
+    status: str = Field(description="active, deprecated or retired: the lifecycle only moves forward")
     confirm: str | None = Field(
         default=None,
         max_length=64,
         description="retiring a version with released jobs: the token of its first refusal (retirement_unconfirmed)",
     )
+
+
+class DatasetStatusUpdate(ModelStatusUpdate):
+    """A dataset version's lifecycle, as a model version's."""
 
 
 class DatasetRead(BaseModel):
@@ -82,6 +86,7 @@ class DatasetRead(BaseModel):
     classes: int
     task: str
     visibility: str
+    status: str = Field(description="active, deprecated or retired (a retired version takes no new jobs)")
     license: LicenseRead | None = Field(default=None, description="its license terms, as an operator set them")
     created_at: datetime
 

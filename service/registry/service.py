@@ -16,7 +16,7 @@ from service.inference.model_info import InvalidModel, OutputKind, describe_mode
 from service.ledger import service as ledger
 from service.registry import bundles, datasets, errors, storage, suites
 from service.registry import repository as repo
-from service.registry.models import MODEL_STATUSES, DatasetVersion, ModelVersion, SuiteVersion
+from service.registry.models import LIFECYCLE, DatasetVersion, ModelVersion, SuiteVersion
 from service.registry.spelling import closest
 from service.release import catalogue
 
@@ -63,6 +63,11 @@ def resolve_model(session: Session, ref: str) -> ModelVersion:
 
 def resolve_dataset(session: Session, ref: str) -> DatasetVersion:
     return _resolve(session, DatasetVersion, ref, "dataset")
+
+
+def dataset_versions(session: Session) -> list[DatasetVersion]:
+    """Every registered dataset version, by name and version."""
+    return repo.datasets(session)
 
 
 def output_policy_from_text(text: str) -> dict[str, Any]:
@@ -162,17 +167,31 @@ def register_model(
     return row, True
 
 
-def set_model_status(session: Session, ref: str, status: str, actor: str) -> ModelVersion:
-    row = resolve_model(session, ref)
-    if status not in MODEL_STATUSES:
-        raise errors.InvalidStatus(f"unknown status {status!r}", alternatives=list(MODEL_STATUSES))
-    if MODEL_STATUSES.index(status) < MODEL_STATUSES.index(row.status):
-        raise errors.InvalidTransition(f"model {ref} is {row.status}; its lifecycle only moves forward")
+def _set_status(session: Session, row: ModelVersion | DatasetVersion, kind: str, status: str, actor: str) -> None:
+    if status not in LIFECYCLE:
+        raise errors.InvalidStatus(f"unknown status {status!r}", alternatives=list(LIFECYCLE))
+    if LIFECYCLE.index(status) < LIFECYCLE.index(row.status):
+        raise errors.InvalidTransition(f"{kind} {row.ref} is {row.status}; its lifecycle only moves forward")
     if status != row.status:
         ledger.append(
-            session, actor=actor, action="model.status", subject=f"model:{ref}", data={"from": row.status, "to": status}
+            session,
+            actor=actor,
+            action=f"{kind}.status",
+            subject=f"{kind}:{row.ref}",
+            data={"from": row.status, "to": status},
         )
         row.status = status
+
+
+def set_model_status(session: Session, ref: str, status: str, actor: str) -> ModelVersion:
+    row = resolve_model(session, ref)
+    _set_status(session, row, "model", status, actor)
+    return row
+
+
+def set_dataset_status(session: Session, ref: str, status: str, actor: str) -> DatasetVersion:
+    row = resolve_dataset(session, ref)
+    _set_status(session, row, "dataset", status, actor)
     return row
 
 
@@ -391,4 +410,16 @@ def usable_model(session: Session, ref: str) -> ModelVersion:
     if row.status == "retired":
         newer = repo.active_models_named(session, row.name)
         raise errors.ModelRetired(f"model {ref} is retired", alternatives=[m.ref for m in newer])
+    return row
+
+
+def usable_dataset(session: Session, ref: str) -> DatasetVersion:
+    """A dataset version a new job may use: refused once an operator retired it."""
+    row = resolve_dataset(session, ref)
+    if row.status == "retired":
+        newer = [d.ref for d in repo.active_datasets_named(session, row.name)]
+        raise errors.DatasetRetired(
+            f"dataset {row.ref} is retired and takes no new jobs",
+            alternatives=newer or ["choose another dataset version (GET /v1/datasets lists each with its status)"],
+        )
     return row

@@ -25,13 +25,13 @@ ADVICE: dict[ErrorClass, str] = {
     "batches; `evalgate dev run` on the synthetic twin shows how long your code takes",
     ErrorClass.OOM: "the job ran out of memory: ask for more (resources.memory_mb), or hold fewer rows at once; "
     "`evalgate dev run` on the synthetic twin shows your code's peak",
-    ErrorClass.CRASHED: "your code exited with an error: run the suite on the synthetic twin with `evalgate dev run` "
-    "to see its traceback (real jobs never show one)",
+    ErrorClass.CRASHED: "your code exited with an error: run the suite on the synthetic twin (`evalgate dev run`, "
+    "or `evalgate submit --target twin` on the server) to see its traceback (real jobs never show one)",
     ErrorClass.QUERY_BUDGET_EXCEEDED: "your code asked the model for more rows or requests than the job's query "
     "budget: ask for more (resources.query_budget), or predict in batches; `evalgate dev run` shows the usage",
     ErrorClass.OUTPUT_REJECTED: "the result broke a rule of the release gate: `evalgate dev run` passes a result "
     "through the same gate and names the rule",
-    ErrorClass.MISSING_OUTPUT: "your code wrote no result: run the suite on the synthetic twin with `evalgate dev run` "
-    "to see what it printed",
+    ErrorClass.MISSING_OUTPUT: "your code wrote no result: run the suite on the synthetic twin (`evalgate dev run`, "
+    "or `evalgate submit --target twin`) to see what it printed",
     ErrorClass.INTERNAL_ERROR: "the service failed, not your code; the operators have the details",
 }

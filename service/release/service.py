@@ -85,14 +85,27 @@ def classify(outcome: Outcome) -> ErrorClass | None:
     return None
 
 
-def conclude(session: Session, signer: Signer, settings: Settings, case: Case, outcome: Outcome) -> Ending:
-    """Judge a finished sandbox run, and release its result if it passes."""
+@dataclass(frozen=True)
+class Judgement:
+    """The gate's verdict on a finished sandbox run (steps 1-3): an error class and why (for
+    operators; on a twin, for its partner too), or what it would release."""
+
+    error_class: ErrorClass | None
+    note: str = ""
+    gated: gate.Release | None = None
+    pre_noise: dict[str, Any] | None = None
+    policy: gate.Policy | None = None
+
+
+def judge(session: Session, settings: Settings, case: Case, outcome: Outcome) -> Judgement:
+    """Steps 1-3, releasing nothing: for a job, what `conclude` then releases; for a twin job
+    (service.jobs.twin), the verdict its partner is shown."""
     error_class = classify(outcome)
     if error_class is not None:
         note = "" if outcome.partner_code_ran else "the sidecar never served the model (see its output above)"
         if outcome.partner_code_ran and (outcome.sidecar_died or outcome.sidecar_oom):
             note = "the sidecar stopped while the job ran (see its output above)"
-        return Ending(error_class, note)
+        return Judgement(error_class, note)
     assert outcome.result is not None
     privacy = case.spec["privacy"]  # the plan admitted is the plan applied, whatever the settings now
     # The dataset's suppression thresholds as its operator set them now (service.policies); the noise
@@ -110,7 +123,7 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
             # A built-in suite writes the model's own output: then the model broke its registered
             # contract (the operator's to fix), not the job.
             builtin = bool(case.spec["rows"].get("strict"))
-            return Ending(ErrorClass.INTERNAL_ERROR if builtin else ErrorClass.OUTPUT_REJECTED, f"[rows] {e.reason}")
+            return Judgement(ErrorClass.INTERNAL_ERROR if builtin else ErrorClass.OUTPUT_REJECTED, f"[rows] {e.reason}")
     else:
         decls = {name: MetricDecl.model_validate(d) for name, d in case.spec["declared"].items()}
         try:
@@ -122,7 +135,7 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
                 max_metrics=settings.max_metrics,
             )
         except gate.OutputRejected as e:
-            return Ending(ErrorClass.OUTPUT_REJECTED, f"[gate] {e.reason}")
+            return Judgement(ErrorClass.OUTPUT_REJECTED, f"[gate] {e.reason}")
         pre_noise = _raw_reported(reported)
         gated = gate.release(
             reported,
@@ -132,6 +145,17 @@ def conclude(session: Session, signer: Signer, settings: Settings, case: Case, o
             noised_metrics=privacy["noised_metrics"],
             dataset_rows=case.dataset_rows,
         )
+    return Judgement(None, gated=gated, pre_noise=pre_noise, policy=policy)
+
+
+def conclude(session: Session, signer: Signer, settings: Settings, case: Case, outcome: Outcome) -> Ending:
+    """Judge a finished sandbox run, and release its result if it passes (step 4)."""
+    judged = judge(session, settings, case, outcome)
+    if judged.error_class is not None:
+        return Ending(judged.error_class, judged.note)
+    gated, pre_noise, policy = judged.gated, judged.pre_noise, judged.policy
+    assert gated is not None and pre_noise is not None and policy is not None
+    privacy = case.spec["privacy"]
     # How many rows the job queried is its own choice: kept for operators (the job's outcome), never
     # in what a partner reads.
     provenance = {

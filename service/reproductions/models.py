@@ -26,7 +26,7 @@ class CouldNotRun(StrEnum):
 
     IMAGE_MISSING = "image_missing"  # the job or sidecar image recorded in provenance is no longer on the host
     ARTIFACT_MISSING = "artifact_missing"  # the suite bundle, model or dataset file was purged
-    ASSET_RETIRED = "asset_retired"  # the model version was retired by an operator
+    ASSET_RETIRED = "asset_retired"  # the model or dataset version was retired by an operator
     RUN_FAILED = "run_failed"  # the re-run ended with an error class (operators and researchers see which)
 
 

@@ -1,7 +1,7 @@
 """Reproducing a released job: the rules.
 
     request ──▶ no HMAC of the original's raw result: no_reference (nothing runs)
-            ──▶ its model version retired: could_not_run / asset_retired (nothing runs)
+            ──▶ its model or dataset version retired: could_not_run / asset_retired (nothing runs)
             ──▶ a run: a job row with a new id (so its containers, uid, lease and sweep are its own),
                 the original's spec (suite, model and dataset digests, seed, resources), the images
                 recorded in the original's provenance, exactly the original's model rows, charged to
@@ -99,7 +99,7 @@ def request(
     if result.raw_hmac is None:  # released before raw results were kept: nothing to compare with
         record.conclude(session, reproduction, Outcome.NO_REFERENCE, actor=caller.actor)
         return reproduction, None
-    if job.model.status == "retired":
+    if job.model.status == "retired" or job.dataset.status == "retired":
         record.conclude(
             session, reproduction, Outcome.COULD_NOT_RUN, actor=caller.actor, reason=CouldNotRun.ASSET_RETIRED
         )

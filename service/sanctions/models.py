@@ -18,6 +18,7 @@ class Rule(StrEnum):
     OUTPUT_REJECTED = "output_rejected"  # the release gate refused what the job's code wrote
     QUERY_BUDGET_EXCEEDED = "query_budget_exceeded"  # the job's code queried the model past its budget
     BUDGET_EXHAUSTED = "budget_exhausted"  # a submission refused because a budget of the partner ran out
+    PROTOCOL_ABUSE = "protocol_abuse"  # the job's code sent the sidecar frames or ops the SDK never sends
 
 
 class PartnerTrip(Base):

@@ -1,7 +1,8 @@
 """Sanctions: a partner whose jobs trip hard rules too often in one UTC day is suspended.
 
 Trips (`Rule`): a job's output rejected by the release gate, a job's code querying the model past its
-budget (both recorded when the job ends, dated at its padded time: jobs.service.end), and a
+budget, a job's code sending the model's sidecar frames or operations the SDK never sends (all three
+recorded when the job ends, dated at its padded time: jobs.service.end), and a
 submission refused because one of the partner's budgets ran out (recorded with the refusal:
 jobs.admission.record_refusal). Past the partner's `hard_rule_trips_per_day` (a live limit,
 service.policies; default EVALGATE_HARD_RULE_TRIPS_PER_DAY) the partner is suspended: every new
@@ -57,12 +58,21 @@ SANCTION_LEAF = "policy"  # the transparency log's leaf kind for operators' and 
 
 
 def record_job_ending(
-    session: Session, principal_id: int, job_id: str, error_class: ErrorClass | None, at: datetime
+    session: Session,
+    principal_id: int,
+    job_id: str,
+    error_class: ErrorClass | None,
+    at: datetime,
+    protocol_errors: int = 0,
 ) -> None:
-    """A job ended: a trip if its ending broke a hard rule. `at`: when its partner sees the ending."""
+    """A job ended: a trip if its ending broke a hard rule, and one more if its code abused the
+    model channel (`protocol_errors`: the sidecar's count of frames and ops the SDK never sends,
+    service.inference.server.PROTOCOL_ABUSE), whatever the ending. `at`: when its partner sees it."""
     rule = JOB_RULES.get(error_class) if error_class is not None else None
     if rule is not None:
         repo.add_trip(session, principal_id, rule, f"job:{job_id}", at)
+    if protocol_errors > 0:
+        repo.add_trip(session, principal_id, Rule.PROTOCOL_ABUSE, f"job:{job_id}", at)
 
 
 def record_refusal(session: Session, settings: Settings, principal_id: int, name: str, code: str | None) -> None:

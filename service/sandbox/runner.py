@@ -156,6 +156,9 @@ class JobSandbox:
     output_policy: dict[str, Any] = field(default_factory=lambda: {"kind": "full"})  # the operator's, per model
     score_outputs: tuple[str, ...] = ()  # the outputs it applies to
     job_user: str = JOB_USER  # uid:gid the job runs as: the worker allocates one per job
+    # Also keep the job's stdout and its stderr apart, each capped at this many bytes (a twin job,
+    # whose partner reads them: nothing private is in its sandbox). None: only the combined log.
+    separate_output_bytes: int | None = None
 
 
 @dataclass
@@ -171,6 +174,9 @@ class Outcome:
     result_problem: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
     job_log: str = ""
+    # Only when the spec asked for them (separate_output_bytes): the job's own stdout and stderr, capped.
+    stdout: str | None = None
+    stderr: str | None = None
     images: dict[str, str] = field(default_factory=dict)  # the image ids the containers really ran
     # The SDK's runner starts the partner's code only once it has talked to a ready sidecar, so a
     # sidecar that never served the model means the partner's code never ran (and saw no data).
@@ -508,6 +514,9 @@ class Sandbox:
             outcome.oom = bool(state.get("OOMKilled"))
             outcome.job_started = not str(state.get("StartedAt") or "0001").startswith("0001")
             outcome.job_log = self._tail(job, spec.limits.log_cap_bytes)
+            if spec.separate_output_bytes is not None:
+                outcome.stdout = self._tail(job, spec.separate_output_bytes, stderr=False)
+                outcome.stderr = self._tail(job, spec.separate_output_bytes, stdout=False)
             outcome.sidecar_ready = self._wait_ready(spec.job_id, sidecar)
             if not outcome.sidecar_ready:
                 outcome.job_log += f"\n--- sidecar (never served the model) ---\n{self._tail(sidecar, 4000)}"
@@ -639,11 +648,12 @@ class Sandbox:
         return self._status(job_id, USAGE_NAME) or {}
 
     @staticmethod
-    def _tail(container: Container, cap: int) -> str:
-        """At most `cap` bytes of the container's output, for operators only."""
+    def _tail(container: Container, cap: int, stdout: bool = True, stderr: bool = True) -> str:
+        """At most `cap` bytes of the container's output (both streams, or one), for operators only
+        unless the job ran on a twin."""
         out = bytearray()
         try:
-            for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=False):
+            for chunk in container.logs(stdout=stdout, stderr=stderr, stream=True, follow=False):
                 out += chunk
                 if len(out) >= cap:
                     out = out[:cap] + b"\n[truncated]"

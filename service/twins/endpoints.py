@@ -34,6 +34,7 @@ DIGEST_HEADER = "Repr-Digest"  # RFC 9530: sha-256=:<base64>:
 @raises(
     registry_errors.InvalidReference,
     registry_errors.UnknownDatasetVersion,
+    registry_errors.DatasetRetired,
     policy_errors.DatasetNotAllowed,
     sanction_errors.PartnerSuspended,
 )
@@ -41,11 +42,13 @@ def usable_dataset(
     name: str, version: str, caller: PartnerOrOperator, session: SessionDep, settings: SettingsDep
 ) -> DatasetVersion:
     """A dataset version the caller may use: every one for operators; for a partner, one its policy
-    includes, while it is not suspended (as for a job on it)."""
-    dataset = registry.resolve_dataset(session, f"{name}@{version}")
-    if caller.role == Role.PARTNER:
-        sanctions.check(session, settings, caller.principal_id, caller.name)
-        policies.check_dataset_access(session, caller.name, dataset)
+    includes and that is not retired, while it is not suspended (as for a job on it)."""
+    ref = f"{name}@{version}"
+    if caller.role != Role.PARTNER:
+        return registry.resolve_dataset(session, ref)
+    dataset = registry.usable_dataset(session, ref)
+    sanctions.check(session, settings, caller.principal_id, caller.name)
+    policies.check_dataset_access(session, caller.name, dataset)
     return dataset
 
 

@@ -65,3 +65,18 @@ def test_usage_license_and_retirement_from_the_command_line(api, demo_files):
     token = r.stdout.strip().splitlines()[-1].removeprefix("confirm:")
     r = evalgate(api, "models", "retire", "demo-classifier@1", "--confirm", token)
     assert r.returncode == 0 and "retired" in r.stdout
+
+
+def test_retiring_a_dataset_from_the_command_line(api, demo_files):
+    released = release_job(api, demo_files)
+    usage = yaml.safe_load(evalgate(api, "datasets", "usage", "demo-blobs@1").stdout)
+    assert usage["partners"][0]["partner"] == "acme" and usage["partners"][0]["released"] == 1
+    r = evalgate(api, "datasets", "retire", "demo-blobs@1")
+    assert r.returncode == 3 and f"job:{released}" in r.stdout and "retirement_unconfirmed" in r.stderr
+    listed = api.client.get("/v1/datasets", headers=api.partner).json()
+    assert listed[0]["status"] == "active"  # nothing changed yet
+    token = r.stdout.strip().splitlines()[-1].removeprefix("confirm:")
+    r = evalgate(api, "datasets", "retire", "demo-blobs@1", "--confirm", token)
+    assert r.returncode == 0 and "dataset demo-blobs@1: retired" in r.stdout, r.stderr
+    assert api.client.get("/v1/datasets", headers=api.partner).json()[0]["status"] == "retired"
+    assert "unknown_dataset_version" in evalgate(api, "datasets", "retire", "nope@1").stderr

@@ -69,9 +69,13 @@ def test_no_release_without_the_gate_and_no_ending_without_settling(api):
 
 def test_every_error_class_ends_in_one_terminal_state():
     assert set(ENDS) == set(ErrorClass)
-    # ... and a reproduction's run that was compared ends `compared` (service.reproductions).
-    assert {end_state(c) for c in ErrorClass} | {end_state(None), end_state(None, reproduction=True)} == TERMINAL
+    # ... a reproduction's run that was compared ends `compared` (service.reproductions), and a twin job
+    # the gate would release ends `judged` (service.jobs.twin).
+    ends = {end_state(None), end_state(None, reproduction=True), end_state(None, twin=True)}
+    assert {end_state(c) for c in ErrorClass} | ends == TERMINAL
     assert end_state(None, reproduction=True) == JobState.COMPARED and end_state(None) == JobState.RELEASED
+    assert end_state(None, twin=True) == JobState.JUDGED
+    assert all(end_state(c, twin=True) == end_state(c) for c in ErrorClass)  # failing on a twin is failing
     states = set(TRANSITIONS) | TERMINAL
     assert states == set(JobState)
     assert all(t <= states for t in TRANSITIONS.values())

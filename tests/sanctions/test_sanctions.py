@@ -17,7 +17,7 @@ from service.sandbox.runner import Outcome
 from tests import factories
 from tests.harness import Harness
 from tests.site.pages import sign_in
-from tests.stubs import StubSandbox, context
+from tests.stubs import StubSandbox, context, released_outcome
 
 PARTNER = "/v1/policies/partners/acme"
 SUSPENSION = "/v1/partners/acme/suspension"
@@ -69,6 +69,29 @@ def test_rejected_outputs_suspend_the_partner_from_their_padded_time_until_an_op
     assert submit(api, i=4).status_code == 202  # the trips before the lift no longer count
     again = api.client.post(f"{SUSPENSION}/lift", headers=api.operator, json={"reason": "again"})
     assert again.status_code == 409 and again.json()["error"] == "partner_not_suspended"
+
+
+def test_a_job_that_abused_the_model_channel_is_a_trip_even_when_it_released(api, demo_files):
+    """The sidecar counts frames and ops the SDK never sends (its usage report); one such job is one
+    trip (not one per frame), whatever the job's ending, on the twin as on the real versions."""
+    change(api, hard_rule_trips_per_day=2)
+    abusive = released_outcome(demo_files["data"])
+    abusive.usage = {**abusive.usage, "protocol_errors": 7}
+    jobs = [submit(api, i=i).json()["id"] for i in range(2)]
+    runner.run_job(context(api, StubSandbox(abusive)), jobs[0])
+    clean = released_outcome(demo_files["data"])
+    runner.run_job(context(api, StubSandbox(clean)), jobs[1])
+    time.sleep(api.settings.timing_buckets_s[0] + 0.05)
+    seen = api.client.get(f"/v1/jobs/{jobs[0]}", headers=api.partner).json()
+    assert seen["state"] == "released"  # the result stands; the abuse is counted apart
+    found = api.client.get(SUSPENSION, headers=api.operator).json()
+    assert found["trips_today"] == {"protocol_abuse": 1} and not found["suspended"]
+    twin = api.post_job(metrics=["accuracy"], target="twin").json()["id"]
+    runner.run_job(context(api, StubSandbox(abusive)), twin)
+    time.sleep(api.settings.timing_buckets_s[0] + 0.05)
+    r = submit(api, i=2)
+    assert r.status_code == 403 and r.json()["error"] == "partner_suspended"
+    assert "protocol_abuse: 2" in r.json()["detail"]
 
 
 def test_repeated_budget_exhaustion_suspends_at_the_refusal_that_passes_the_limit(api):

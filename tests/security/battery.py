@@ -55,7 +55,10 @@ def attack(stack: Harness, code: str, metrics: list[str], rows: bool = False, **
         "advice",  # a fixed sentence per error class
         "approval",  # an approval request above policy, if the partner made one
         "licenses",  # the model's and dataset's terms, set by an operator
+        "target",  # what the job ran on (fixed: the partner chose it)
+        "twin",  # a twin job's output and verdict: None on a real job, always
     }
+    assert job["twin"] is None and job["target"] == "real"
     assert job["started_at"] is None  # partners do not see when a job left the queue
     if job["result"]:
         assert set(job["result"]) == {"metrics", "disclosure", "provenance", "attestation", "released_at"}

@@ -47,6 +47,9 @@ def test_malformed_frames_get_errors_and_the_sidecar_keeps_serving(stack):
         )
     )
     assert m["bad_frame"] == 4 and m["served_after"] == 4
+    # The sidecar counted the garbage (the SDK never sends any): a hard-rule trip for the partner.
+    trips = stack.client.get("/v1/partners/acme/suspension", headers=stack.operator).json()["trips_today"]
+    assert trips.get("protocol_abuse", 0) >= 1
 
 
 def test_oversized_frame_closes_only_that_connection(stack):

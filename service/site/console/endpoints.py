@@ -3,12 +3,13 @@
 Pages call the domain services the operators' API and CLI call (policies, quotas, jobs, registry,
 auth); nothing here queries a table itself. Forms are POSTs with the session's CSRF token, checked
 (access.operator_form) before anything they ask is done. Here: partners and their limits, usage
-over the last days, the queue; approvals.py and keys.py hold the rest."""
+over the last days, the queue, lifting a suspension; approvals.py, datasets.py and keys.py hold the rest."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -22,15 +23,17 @@ from service.policies import errors as policy_errors
 from service.policies import service as policies
 from service.policies.schemas import PartnerPolicyValues
 from service.quotas import usage
-from service.site.console import approvals, keys, usage_chart
+from service.sanctions import service as sanctions
+from service.site.console import approvals, datasets, keys, usage_chart
 from service.site.console import partners as views
-from service.site.console.access import in_transaction, operator_form, page_refusal, say, see_other
+from service.site.console.access import in_transaction, operator_form, page_refusal, say, see_other, text
 from service.site.problems import PageError
 from service.site.rendering import SignedDep, error_page, render
 from service.site.sessions import Signed
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 router.include_router(approvals.router)
+router.include_router(datasets.router)
 router.include_router(keys.router)
 LIMITS_FORM_BYTES = 64 << 10  # a partner's lists of models and datasets may be long
 USAGE_DAYS = 30
@@ -53,14 +56,52 @@ def age(since: datetime | None, now: datetime) -> str:
 # -- partners -----------------------------------------------------------------------------------------------
 
 
+def _partners(
+    request: Request, signed: Signed, session: Any, status: int = 200, notice: str = "", problem: str = ""
+) -> Response:
+    now = utcnow()
+    rows = views.partner_rows(session, request.app.state.settings, request.app.state.budgets, now)
+    return render(
+        request,
+        "console/partners.html",
+        signed,
+        status,
+        rows=rows,
+        now=now,
+        notice=notice,
+        problem=problem,
+        section="partners",
+    )
+
+
 @router.get("/", name="console")
-def partners_page(request: Request, signed: SignedDep, session: SessionDep, settings: SettingsDep) -> Response:
+def partners_page(request: Request, signed: SignedDep, session: SessionDep, lifted: str = "") -> Response:
     refusal = page_refusal(request, signed)
     if refusal is not None:
         return refusal
-    now = utcnow()
-    rows = views.partner_rows(session, settings, request.app.state.budgets, now)
-    return render(request, "console/partners.html", signed, rows=rows, now=now, section="partners")
+    assert signed is not None
+    notice = f"{lifted[:64]}'s suspension is lifted: its next submission is admitted as usual." if lifted else ""
+    return _partners(request, signed, session, notice=notice)
+
+
+@router.post("/partners/{partner}/lift", openapi_extra=form_limit())
+async def lift_suspension(request: Request, partner: str) -> Response:
+    """Lift a partner's suspension with a reason, as POST /v1/partners/{partner}/suspension/lift."""
+    checked = await operator_form(request)
+    if isinstance(checked, Response):
+        return checked
+    signed, form = checked
+    reason, settings = text(form, "reason", 1000), request.app.state.settings
+
+    def lift(session: Any) -> None:
+        sanctions.lift(session, settings, partner, reason, signed.caller.actor)
+
+    try:
+        await in_transaction(request, lift)
+    except EvalgateError as e:
+        problem, status = f"{partner}'s suspension was not lifted: {say(e)}", e.status_code
+        return await in_transaction(request, lambda s: _partners(request, signed, s, status, problem=problem))
+    return see_other(f"/site/console/?{urlencode({'lifted': partner})}")
 
 
 def _partner_page(

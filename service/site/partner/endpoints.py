@@ -144,7 +144,7 @@ def _choices(session: Any, signed: Signed) -> dict[str, list[str]]:
     return {
         "suites": [s.ref for s in registry_repo.suites_usable_by(session, signed.caller.principal_id)],
         "models": [m.ref for m in registry_repo.models(session) if m.status == "active"],
-        "datasets": [d.ref for d in registry_repo.datasets(session)],
+        "datasets": [d.ref for d in registry_repo.datasets(session) if d.status != "retired"],
     }
 
 
