@@ -8,8 +8,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
+from service.auth.roles import Role
 from service.config import Settings
+from service.db import session_scope
 from service.deps import SessionDep
 from service.site import sessions
 from service.site.problems import PageError
@@ -53,6 +56,37 @@ def to_sign_in(request: Request) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     url = request.url_for("sign_in_page").include_query_params(next=target)
     return RedirectResponse(str(url.path) + "?" + url.query, status_code=303, headers=HEADERS)
+
+
+# To a signed-in person of another role, a page of one role's is one that does not exist: the same 404
+# as any unknown address, so it does not even say that there is something they may not see.
+NOT_FOUND = PageError(
+    404, "Page not found", "There is no page at this address. The leaderboards list is a good place to start."
+)
+
+
+def role_refusal(request: Request, signed: Signed | None, role: Role) -> Response | None:
+    """None if a person of `role` is signed in; else the answer: sign in first, or not found."""
+    if signed is None:
+        return to_sign_in(request)
+    if signed.caller.role != role:
+        return error_page(request, signed, NOT_FOUND)
+    return None
+
+
+async def form_sender(request: Request, role: Role) -> Signed | Response:
+    """Who sends a form, from the session cookie alone and before a byte of the form is read: the
+    signed-in person of `role`, or the answer (sign in first, or not found). Off the event loop."""
+    factory = request.app.state.sessionmaker
+
+    def find() -> Signed | None:
+        with session_scope(factory) as session:
+            return sessions.current(session, request.cookies.get(COOKIE))
+
+    signed = await run_in_threadpool(find)
+    if signed is None:  # a form's address is no page to come back to after signing in
+        return RedirectResponse("/site/sign-in", status_code=303, headers=HEADERS)
+    return role_refusal(request, signed, role) or signed
 
 
 def secure_cookie(request: Request, settings: Settings) -> bool:

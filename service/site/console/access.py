@@ -16,42 +16,23 @@ from service.auth.roles import Role
 from service.db import session_scope
 from service.errors import EvalgateError
 from service.site import sessions
-from service.site.problems import PageError
-from service.site.rendering import HEADERS, error_page, refused, to_sign_in
-from service.site.sessions import COOKIE, Signed
+from service.site.rendering import HEADERS, form_sender, refused, role_refusal
+from service.site.sessions import Signed
 
 T = TypeVar("T")
-
-# To a researcher or a partner a console page is one that does not exist: the same 404 as any unknown
-# address, so the page does not even say that there is something they may not see.
-NOT_FOUND = PageError(
-    404, "Page not found", "There is no page at this address. The leaderboards list is a good place to start."
-)
 
 
 def page_refusal(request: Request, signed: Signed | None) -> Response | None:
     """None if an operator is signed in; else the answer: sign in first, or not found."""
-    if signed is None:
-        return to_sign_in(request)
-    if signed.caller.role != Role.OPERATOR:
-        return error_page(request, signed, NOT_FOUND)
-    return None
+    return role_refusal(request, signed, Role.OPERATOR)
 
 
 async def operator_form(request: Request) -> tuple[Signed, FormData] | Response:
     """The operator's session and the form, or the answer that refuses it. Who asks is settled from
     the cookie before a byte of the form is read; then the form must carry the session's token."""
-    factory = request.app.state.sessionmaker
-
-    def find() -> Signed | None:
-        with session_scope(factory) as session:
-            return sessions.current(session, request.cookies.get(COOKIE))
-
-    signed = await run_in_threadpool(find)
-    if signed is None:
-        return RedirectResponse("/site/sign-in", status_code=303, headers=HEADERS)
-    if signed.caller.role != Role.OPERATOR:
-        return error_page(request, signed, NOT_FOUND)
+    signed = await form_sender(request, Role.OPERATOR)
+    if isinstance(signed, Response):
+        return signed
     form = await request.form()
     if not sessions.tokens_match(signed.csrf_token, form.get("csrf")):
         return refused(request, signed)

@@ -22,7 +22,6 @@ from service.jobs.dispatch import commit_then_enqueue
 from service.registry import contents
 from service.registry import service as registry
 from service.site.console.access import (
-    NOT_FOUND,
     in_transaction,
     operator_form,
     page_refusal,
@@ -30,7 +29,7 @@ from service.site.console.access import (
     see_other,
     text,
 )
-from service.site.rendering import SignedDep, error_page, render
+from service.site.rendering import NOT_FOUND, SignedDep, error_page, render
 from service.site.sessions import Signed
 
 router = APIRouter(include_in_schema=False)  # under /site/console: endpoints.py includes it

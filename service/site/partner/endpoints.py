@@ -32,27 +32,26 @@ from service.quotas.service import Budgets, Partner
 from service.registry import repository as registry_repo
 from service.registry import service as registry
 from service.site import sessions
-from service.site.problems import PageError
-from service.site.rendering import HEADERS, SignedDep, error_page, refused, render, to_sign_in
-from service.site.sessions import COOKIE, Signed
+from service.site.rendering import (
+    HEADERS,
+    SignedDep,
+    form_sender,
+    refused,
+    render,
+    role_refusal,
+)
+from service.site.sessions import Signed
 
 router = APIRouter(prefix="/me", include_in_schema=False)
 FIELDS = ("suite", "model", "dataset", "metrics", "epsilon")
 # A bundle as large as `bundle_max_bytes` allows by default, and its multipart framing; the upload
 # itself then holds the bundle to the setting as it is now (registry.upload_suite).
 UPLOAD_FORM_BYTES = int(Settings.model_fields["bundle_max_bytes"].default) + (64 << 10)
-NOT_FOUND = PageError(
-    404, "Page not found", "There is no page at this address. The leaderboards list is a good place to start."
-)
 
 
 def _partner(request: Request, signed: Signed | None) -> Signed | Response:
     """The signed-in partner, or the answer to anyone else: sign in first, or not found."""
-    if signed is None:
-        return to_sign_in(request)
-    if signed.caller.role != Role.PARTNER:
-        return error_page(request, signed, NOT_FOUND)
-    return signed
+    return role_refusal(request, signed, Role.PARTNER) or signed  # type: ignore[return-value]
 
 
 @router.get("/", name="my_jobs")
@@ -131,13 +130,7 @@ def _in_session(request: Request, work: Callable[[Session], Response]) -> Respon
 
 async def _form_sender(request: Request) -> Signed | Response:
     """Who sends a form, from the session cookie alone, before a byte of the form is read."""
-    factory = request.app.state.sessionmaker
-
-    def find() -> Signed | None:
-        with session_scope(factory) as session:
-            return sessions.current(session, request.cookies.get(COOKIE))
-
-    return _partner(request, await run_in_threadpool(find))
+    return await form_sender(request, Role.PARTNER)
 
 
 def _choices(session: Any, signed: Signed) -> dict[str, list[str]]:
