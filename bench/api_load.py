@@ -249,7 +249,10 @@ def reads(db: str, args: argparse.Namespace, tmp: Path) -> list[Figure]:
     embedded = db == "sqlite" and released
     workers = 1 if released and db == "postgres" else 0
     postgres = db == "postgres"
-    with BenchStack(tmp, demo_files(tmp / "demo"), postgres=postgres, workers=workers, embedded=embedded) as stack:
+    threads = {} if args.api_threads is None else {"api_threads": args.api_threads}
+    with BenchStack(
+        tmp, demo_files(tmp / "demo"), postgres=postgres, workers=workers, embedded=embedded, **threads
+    ) as stack:
         source = releases(stack)
         ids = [submit(stack, source) for _ in range(args.seed_jobs)]
         if released:
@@ -261,10 +264,12 @@ def reads(db: str, args: argparse.Namespace, tmp: Path) -> list[Figure]:
         alone = asyncio.run(read_load(stack.url, stack.partner, ids, 1, min(3.0, args.seconds), None, 0))
         users = measured_reads(stack, api.pid, ids, args, args.think_ms / 1000)
         closed = measured_reads(stack, api.pid, ids, args, 0.0) if args.think_ms else users
+        api_threads = stack.settings.api_threads
     shape = (
         ("embedded API, no broker" if embedded else "API with a broker")
         + (f", {workers} idle worker" if workers else "")
         + (f"; {len(ids)} released jobs seeded by running them" if released else f"; {len(ids)} queued jobs seeded")
+        + f"; {api_threads} API threads"
     )
     print(f"\n(a) reads, {db} ({shape}); 1 list : 4 reads of one job")
     print(f"  1 client alone       {spread(alone.every)}")
@@ -503,6 +508,7 @@ def main() -> int:
         "--seed", choices=["released", "queued"], default="released", help="(a) jobs read (queued: no job runs)"
     )
     ap.add_argument("--seed-jobs", type=int, default=20, help="(a) jobs seeded before reading")
+    ap.add_argument("--api-threads", type=int, help="(a) the API's worker threads (default: EVALGATE_API_THREADS's)")
     ap.add_argument("--burst", type=int, default=200, help="(b) submissions at once")
     ap.add_argument("--partners", type=int, default=10, help="(b) partners they come from")
     ap.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT, help="(b) jobs per partner")

@@ -205,6 +205,10 @@ class Settings(BaseSettings):
     json_max_bytes: int = Field(default=1 << 20, ge=1)
     auth_failures_per_minute: int = Field(default=20, ge=1)
     auth_failure_addresses: int = Field(default=10_000, ge=1)
+    # Worker threads an API process runs its blocking work in (database queries, file writes): each
+    # request takes at most two (authentication, then the endpoint). anyio's default is 40; with few
+    # cores, threads past the database's own concurrency only contend for the GIL (bench/api_load.py).
+    api_threads: int = Field(default=40, ge=1, le=1000)
 
     # The results site (service/site): its session cookie is marked Secure when the request came over
     # HTTPS, and always with this set (behind a TLS proxy that does not pass the scheme on).

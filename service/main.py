@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         migrate(url)
         engine = make_engine(url)
         app.state.settings = settings
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         app.state.sessionmaker = make_sessionmaker(engine)
         with session_scope(app.state.sessionmaker) as s:
             registry.ensure_builtin_suites(s, settings)

@@ -31,7 +31,7 @@ from service.jobs import repository as repo
 from service.jobs.dispatch import Dispatcher, commit_then_enqueue
 from service.jobs.models import Job
 from service.jobs.schemas import JobCost, JobCreate, JobPreview, Refusal
-from service.jobs.service import transition
+from service.jobs.service import record_submitted, transition
 from service.jobs.states import JobState
 from service.ledger import service as ledger
 from service.policies import errors as policy_errors
@@ -369,25 +369,17 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
             data={"release_key": d.key},
         )
         return d.earlier, True
-    job = Job(
-        id=str(uuid.uuid4()),
+    job = record_submitted(
+        session,
+        job_id=str(uuid.uuid4()),
         principal_id=caller.principal_id,
-        state=JobState.SUBMITTED,
         spec=d.spec,
-        spec_sha256=digest(d.spec),
         release_key=d.key,
         suite_version_id=d.suite.id,
         model_version_id=d.model_id,
         dataset_version_id=d.dataset_id,
-    )
-    session.add(job)
-    session.flush()
-    ledger.append(
-        session,
         actor=caller.actor,
-        action="job.submitted",
-        subject=f"job:{job.id}",
-        data={"spec_sha256": job.spec_sha256, "spec": d.spec},
+        data={"spec": d.spec},
     )
     budgets.reserve(session, Partner(caller.principal_id, caller.name), job.id, d.plan)
     if d.asks:

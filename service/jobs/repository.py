@@ -126,3 +126,9 @@ def released_on_model(session: Session, model_version_id: int) -> list[str]:
     """Ids of the released jobs computed on a model version, oldest first."""
     q = select(Job.id).where(Job.model_version_id == model_version_id, Job.state == JobState.RELEASED)
     return list(session.execute(q.order_by(Job.created_at, Job.id)).scalars())
+
+
+def released_on_dataset(session: Session, dataset_version_id: int) -> list[str]:
+    """Ids of the released jobs computed on a dataset version, oldest first."""
+    q = select(Job.id).where(Job.dataset_version_id == dataset_version_id, Job.state == JobState.RELEASED)
+    return list(session.execute(q.order_by(Job.created_at, Job.id)).scalars())

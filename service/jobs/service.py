@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from service.approvals import repository as approvals_repo
 from service.auth.roles import Role
 from service.auth.service import Caller
+from service.canonical import digest
 from service.db import utcnow
 from service.jobs import errors, views
 from service.jobs import repository as repo
@@ -39,6 +40,49 @@ from service.sanctions import service as sanctions
 
 class InvalidTransition(RuntimeError):
     """A move the state machine does not allow: a bug in the caller, never a partner's doing."""
+
+
+def record_submitted(
+    session: Session,
+    *,
+    job_id: str,
+    principal_id: int,
+    spec: dict[str, Any],
+    release_key: str,
+    suite_version_id: int,
+    model_version_id: int,
+    dataset_version_id: int,
+    actor: str,
+    target: JobTarget = JobTarget.REAL,
+    reproduces: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> Job:
+    """A new job row, `submitted`, and its `job.submitted` audit event in the same transaction (the
+    spec's digest, and `data`): how every job comes to be, whether admitted, on the twin or a
+    reproduction's run."""
+    job = Job(
+        id=job_id,
+        principal_id=principal_id,
+        state=JobState.SUBMITTED,
+        target=target,
+        spec=spec,
+        spec_sha256=digest(spec),
+        release_key=release_key,
+        suite_version_id=suite_version_id,
+        model_version_id=model_version_id,
+        dataset_version_id=dataset_version_id,
+        reproduces=reproduces,
+    )
+    session.add(job)
+    session.flush()
+    ledger.append(
+        session,
+        actor=actor,
+        action="job.submitted",
+        subject=f"job:{job.id}",
+        data={"spec_sha256": job.spec_sha256, **(data or {})},
+    )
+    return job
 
 
 def transition(session: Session, job: Job, to: JobState, *, actor: str, data: dict[str, Any] | None = None) -> bool:

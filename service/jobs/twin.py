@@ -32,9 +32,8 @@ from service.jobs import repository as repo
 from service.jobs.dispatch import Dispatcher, commit_then_enqueue
 from service.jobs.models import Job
 from service.jobs.schemas import JobCost, JobCreate, JobPreview, Refusal
-from service.jobs.service import transition
+from service.jobs.service import record_submitted, transition
 from service.jobs.states import JobState, JobTarget
-from service.ledger import service as ledger
 from service.quotas import errors as quota_errors
 from service.quotas.service import Budgets
 from service.quotas.store import seconds_to_reset
@@ -98,27 +97,19 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
         raise _exhausted(used, limit)
     job_id = str(uuid.uuid4())
     spec = d.spec | {"target": JobTarget.TWIN.value, "twin": pinned}
-    job = Job(
-        id=job_id,
+    job = record_submitted(
+        session,
+        job_id=job_id,
         principal_id=caller.principal_id,
-        state=JobState.SUBMITTED,
-        target=JobTarget.TWIN,
         spec=spec,
-        spec_sha256=digest(spec),
         # Its own: a twin job is never "the same release" as another job, real or twin.
         release_key=digest({"twin": job_id}),
         suite_version_id=d.suite.id,
         model_version_id=d.model_id,
         dataset_version_id=d.dataset_id,
-    )
-    session.add(job)
-    session.flush()
-    ledger.append(
-        session,
         actor=caller.actor,
-        action="job.submitted",
-        subject=f"job:{job.id}",
-        data={"spec_sha256": job.spec_sha256, "spec": spec, "twin_jobs_today": used + 1, "twin_jobs_per_day": limit},
+        target=JobTarget.TWIN,
+        data={"spec": spec, "twin_jobs_today": used + 1, "twin_jobs_per_day": limit},
     )
     transition(session, job, JobState.QUEUED, actor="admission")
     return job

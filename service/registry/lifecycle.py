@@ -139,7 +139,7 @@ def set_dataset_status(
     Its released jobs keep their results, but can no longer be reproduced (service.reproductions)."""
     row = registry.resolve_dataset(session, ref)
     if status == RETIRED and row.status != RETIRED:
-        released = registry_repo.released_on_dataset(session, row.id)
+        released = jobs_repo.released_on_dataset(session, row.id)
         _confirm_retirement(session, "dataset", row.ref, released, confirm, actor)
     return registry.set_dataset_status(session, ref, status, actor)
 

@@ -7,8 +7,6 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.jobs.models import Job
-from service.jobs.states import JobState
 from service.registry.models import DatasetVersion, ModelVersion, SuiteVersion
 
 Versioned = type[ModelVersion] | type[DatasetVersion] | type[SuiteVersion]
@@ -106,11 +104,3 @@ def models_by_id(session: Session, ids: list[int]) -> dict[int, ModelVersion]:
     if not ids:
         return {}
     return {m.id: m for m in session.execute(select(ModelVersion).where(ModelVersion.id.in_(ids))).scalars()}
-
-
-def released_on_dataset(session: Session, dataset_version_id: int) -> list[str]:
-    """Ids of the released jobs computed on a dataset version, oldest first (as
-    jobs.repository.released_on_model for a model version; kept here while service/jobs is being
-    changed by another engineer: it belongs beside that one)."""
-    q = select(Job.id).where(Job.dataset_version_id == dataset_version_id, Job.state == JobState.RELEASED)
-    return list(session.execute(q.order_by(Job.created_at, Job.id)).scalars())

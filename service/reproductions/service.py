@@ -28,7 +28,7 @@ from service.auth.service import Caller
 from service.canonical import digest
 from service.config import Settings
 from service.jobs.models import Job
-from service.jobs.service import transition
+from service.jobs.service import record_submitted, transition
 from service.jobs.states import JobState
 from service.ledger import service as ledger
 from service.quotas import lifetime
@@ -104,26 +104,18 @@ def request(
             session, reproduction, Outcome.COULD_NOT_RUN, actor=caller.actor, reason=CouldNotRun.ASSET_RETIRED
         )
         return reproduction, None
-    run = Job(
-        id=reproduction.id,
+    run = record_submitted(
+        session,
+        job_id=reproduction.id,
         principal_id=caller.principal_id,
-        state=JobState.SUBMITTED,
         spec=job.spec,
-        spec_sha256=job.spec_sha256,
         release_key=digest({"reproduction": reproduction.id}),  # never "the same release" as anything
         suite_version_id=job.suite_version_id,
         model_version_id=job.model_version_id,
         dataset_version_id=job.dataset_version_id,
-        reproduces=job.id,
-    )
-    session.add(run)
-    session.flush()
-    ledger.append(
-        session,
         actor=caller.actor,
-        action="job.submitted",
-        subject=f"job:{run.id}",
-        data={"spec_sha256": run.spec_sha256, "reproduces": job.id},
+        reproduces=job.id,
+        data={"reproduces": job.id},
     )
     # Exactly the model rows the original was granted: fewer would not reproduce it, and more
     # would be a budget the original never had.
