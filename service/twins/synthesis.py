@@ -32,7 +32,8 @@ COUNTS_SHARE = 0.5  # of a classification twin's ε, for its class counts
 # last fall in the two open end bins, whose range ends at the first or last edge.
 EDGES = np.array(sorted({0.0} | {s * m * 10.0**k for s in (1.0, -1.0) for m in (1, 2, 5) for k in range(-3, 6)}))
 
-MISS = 0.05  # the chance that an empty bin's noise is read as rows, over a whole histogram
+MISS = 0.001  # the chance that an empty bin's noise is read as rows, over a whole histogram (one read
+# as rows far from the data stretches the range to its edge: 5 % made that a twin in six with four features)
 # A feature whose histogram has no bin above the noise (too few rows for its ε) gets this range:
 # public, fixed, no data in it. The provenance says which features did.
 FALLBACK = (-1.0, 1.0)

@@ -26,7 +26,12 @@ named = [evalgate.predict(x[100:400], batch_size=64), evalgate.predict(x[idx], b
 sent = [evalgate.predict(np.array(x[100:400]), batch_size=64), evalgate.predict(np.array(x)[idx], batch_size=50),
         evalgate.predict(np.array(x)[mask], batch_size=32)]
 same = all(np.array_equal(a, b) for a, b in zip(named, sent))
-evalgate.report({"score": 1.0 if same else 0.0})
+try:  # an honest mistake, refused by the SDK before it reaches the sidecar (no protocol abuse counted)
+    evalgate.predict(x[:4], batch_size=-1)
+    refused = False
+except ValueError:
+    refused = True
+evalgate.report({"score": 1.0 if same and refused else 0.0})
 """
 
 
@@ -51,3 +56,4 @@ def test_rows_named_are_answered_and_charged_as_rows_sent(runtime_stack: Harness
     per_pass_rows = 300 + 200 + 120  # the slice, the index, the mask
     per_pass_requests = 5 + 4 + 4  # ceil(300/64), ceil(200/50), ceil(120/32)
     assert (usage["rows"], usage["requests"]) == (2 * per_pass_rows, 2 * per_pass_requests)
+    assert usage["protocol_errors"] == 0

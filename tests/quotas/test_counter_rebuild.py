@@ -56,7 +56,13 @@ def test_counters_lost_with_redis_come_back_from_the_reservations(counted: Harne
 
     forget_everything(h)
     after = h.budget()
-    assert (after["model_rows"], after["leakage_bits"]) == (before["model_rows"], before["leakage_bits"])
+
+    def counts(body: dict) -> tuple[dict, dict]:  # without the clock, which ticks between the two reads
+        return tuple(
+            {k: v for k, v in body[part].items() if k != "resets_in_s"} for part in ("model_rows", "leakage_bits")
+        )  # type: ignore[return-value]
+
+    assert counts(after) == counts(before)
     # The open job's grant is back too: when it ends without running, its rows come back once.
     with h.db() as s:
         from service.jobs import service as jobs_service

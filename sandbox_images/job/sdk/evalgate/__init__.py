@@ -100,6 +100,8 @@ def predict_all(
     client = _conn()
     info = model_info_cached()
     batch = int(batch_size or client.max_batch)
+    if batch < 1:  # refused here: the sidecar counts frames the SDK never sends as abuse of the channel
+        raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
     named = rows.reference(inputs)
     if named is not None and len(info["inputs"]) == 1:  # rows of the dataset: name them, send nothing
         want = np.dtype(info["inputs"][0]["dtype"])
