@@ -73,12 +73,18 @@ class Base(DeclarativeBase):
     pass
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, connections: int | None = None) -> Engine:
+    """`connections`: the most the engine opens at once (SQLAlchemy's default otherwise: 5, and 10
+    more while busy). The API sizes it so that a checkout never waits (service.deps)."""
+    pool: dict[str, Any] = {} if connections is None else {"pool_size": 5, "max_overflow": max(0, connections - 5)}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        memory = path in ("", ":memory:")
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **({} if memory else pool)
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -90,7 +96,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 WROTE = "evalgate.wrote"  # in Session.info: set once the session has sent anything but a SELECT

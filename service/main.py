@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
@@ -25,6 +26,7 @@ from service.approvals.endpoints import router as approvals_router
 from service.auth.dependencies import AnyCaller
 from service.config import Settings, get_settings
 from service.db import make_engine, migrate, session_scope
+from service.deps import api_connections
 from service.errors import EvalgateError, InternalError, InvalidRequest, MalformedBody
 from service.ingress import Ingress
 from service.jobs.context import LazyContext, build_context
@@ -139,9 +141,10 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = str(settings.database_url)
         migrate(url)
-        engine = make_engine(url)
+        engine = make_engine(url, connections=api_connections(settings.api_threads))
         app.state.settings = settings
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        app.state.session_slots = anyio.Semaphore(settings.api_threads)
         app.state.sessionmaker = make_sessionmaker(engine)
         with session_scope(app.state.sessionmaker) as s:
             registry.ensure_builtin_suites(s, settings)
