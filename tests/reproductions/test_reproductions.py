@@ -256,10 +256,10 @@ def test_a_partner_sees_its_jobs_reproductions_padded_and_without_who_or_log(api
         reproduction = s.get(Reproduction, run_id)
         reproduction.created_at = utcnow() - timedelta(seconds=timeout_s + 1)
         # A run that ended after the limit (it waited for a worker) is shown at its padded end.
-        reproduction.finished_at = utcnow() + timedelta(seconds=0.5)
+        reproduction.finished_at = utcnow() + timedelta(seconds=3)  # far enough that a slow run still asks first
     [seen] = reproductions(api, job_id, api.partner)
     assert seen["outcome"] is None
-    time.sleep(api.settings.timing_buckets_s[-1] + 0.6)
+    time.sleep(api.settings.timing_buckets_s[-1] + 3.1)
     [seen] = reproductions(api, job_id, api.partner)
     assert seen["outcome"] == "reproduced" and seen["error_class"] is None and seen["log"] is None
     assert seen["finished_at"] is not None
