@@ -27,7 +27,7 @@ from service.registry import errors as registry_errors
 from service.registry import lifecycle
 from service.registry import service as registry
 from service.site.console.access import in_transaction, operator_form, page_refusal, say, see_other, text
-from service.site.console.partners import show
+from service.site.console.partners import entry, show
 from service.site.problems import PageError
 from service.site.rendering import SignedDep, error_page, render
 from service.site.sessions import Signed
@@ -76,14 +76,6 @@ class PolicyForm:
     reason: str = ""
 
 
-def _entry(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def form_of(
     settings: Settings, read: DatasetPolicyRead, typed: dict[str, str] | None = None, reason: str = ""
 ) -> PolicyForm:
@@ -93,7 +85,7 @@ def form_of(
         Field(
             name,
             label(name),
-            _entry(stored[name]) if typed is None else typed[name],
+            entry(stored[name]) if typed is None else typed[name],
             show(defaults[name]),
             MECHANISMS if name == "dp_mechanism" else (),
         )

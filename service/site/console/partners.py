@@ -149,7 +149,8 @@ class LimitsForm:
     reason: str = ""
 
 
-def _entry(value: Any) -> str:
+def entry(value: Any) -> str:
+    """A setting's value as a form field shows it (a whole float without its ".0")."""
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
@@ -171,7 +172,7 @@ def form_of(
             only, shown = (entries is not None, ", ".join(entries or [])) if values is None else values[name]
             lists.append(ListField(name, label(name), only, shown))
             continue
-        value = _entry(stored[name]) if values is None else values[name]
+        value = entry(stored[name]) if values is None else values[name]
         default = read.partner if name == "public_name" else show(defaults.get(name))
         fields.append(Field(name, label(name), value, default, numeric=name in defaults))
     return LimitsForm(read.partner, read.version, fields, lists, reason)
