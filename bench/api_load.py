@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import statistics
@@ -201,7 +202,9 @@ async def read_load(
 ) -> ReadRun:
     """`clients` clients, each on a connection of its own, reading one page of jobs every fifth request
     and one job (with its result, when released) otherwise, and pausing between reads for a time drawn
-    uniformly from [0, 2 × think_s] (think_s 0: closed loop, no pause). One httpx client per
+    uniformly from [0, 2 × think_s] (think_s 0: closed loop, no pause), and before its first read too:
+    started in one instant, 50 clients make a burst of 50 requests, not the steady state (it alone
+    was over 1 % of a 20 s run's reads, all queued 100–250 ms: the p99). One httpx client per
     connection: a shared pool of 50 cost the load generator more CPU per request than the API."""
     run = ReadRun({LIST: [], ONE: []}, Counter(), 0.0)
     one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -216,6 +219,8 @@ async def read_load(
         async def client(n: int, http: httpx.AsyncClient) -> None:
             nonlocal issued
             rng = random.Random(n)
+            if think_s:  # clients arrive as they would in a steady state, not all in one instant
+                await asyncio.sleep(rng.uniform(0, 2 * think_s))
             while time.perf_counter() < deadline and (requests is None or issued < requests):
                 issued += 1
                 kind, path = (LIST, "/v1/jobs") if issued % 5 == 0 else (ONE, f"/v1/jobs/{rng.choice(job_ids)}")
@@ -229,7 +234,12 @@ async def read_load(
                     await asyncio.sleep(rng.uniform(0, 2 * think_s))
 
         started = time.perf_counter()
-        await asyncio.gather(*(client(i, h) for i, h in enumerate(https)))
+        gc.collect()
+        gc.freeze()  # the generator's own full collections (100+ ms here) would stall every client at once
+        try:
+            await asyncio.gather(*(client(i, h) for i, h in enumerate(https)))
+        finally:
+            gc.unfreeze()
         run.wall_s = time.perf_counter() - started
     finally:
         await asyncio.gather(*(h.aclose() for h in https))

@@ -5,6 +5,7 @@ Without a broker (embedded mode) the API process runs jobs itself, on one thread
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -92,6 +93,15 @@ def _embedded_worker(app: FastAPI, settings: Settings) -> tuple[Dispatcher, Reco
     return dispatcher, RecoveryLoop(recovery, every_s=settings.lease_s / 2).start()
 
 
+def settle_heap() -> None:
+    """Moves every object made so far (modules, routes, schemas, the app itself: about 230,000) out
+    of the garbage collector's sight. A full collection walks every tracked object, and with them in
+    it took 125–145 ms, during which the API answered nobody: measured as stalls of that length under
+    load, the reads' p99. Objects made later (caches, requests) are collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 class RequestIds:
     """Gives every request an id (the client's X-Request-ID if it sent a sane one), echoes it in the
     answer, and turns an exception into the API's error shape, never a traceback: an outage (the
@@ -158,7 +168,9 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
             app.state.dispatcher, loop = _embedded_worker(app, settings)
         else:
             app.state.dispatcher = CeleryDispatcher(settings)
+        settle_heap()
         yield
+        gc.unfreeze()  # what outlives the app (a test process's) is collected as before
         if loop is not None:
             loop.stop()
         app.state.dispatcher.close()
