@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import mmap
 import os
 import socket
@@ -278,7 +279,7 @@ def decode_tensors(specs: object, body: memoryview, exact: bool = True, start: o
         if name in out:
             raise ModelError(ErrorCode.BAD_FRAME, f"tensor {name!r} given twice")
         dt = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)  # exact: numpy's int64 product wraps, and a per-call cost showed per request
         nbytes = count * dt.itemsize
         if offset + nbytes > len(body):
             raise ModelError(ErrorCode.BAD_FRAME, "body shorter than the tensors it declares")

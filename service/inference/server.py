@@ -8,6 +8,7 @@ it serves, usage.json when asked with SIGUSR1. It prints nothing a job could mak
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import signal
@@ -497,7 +498,7 @@ def make_handler(
             if isinstance(spec, dict) and "index" in spec:
                 index = decode_tensors(header.get("inputs"), body).get(INDEX)
             x = features.array()
-            row_bytes = int(np.prod(x.shape[1:], dtype=np.int64)) * x.dtype.itemsize
+            row_bytes = math.prod(x.shape[1:]) * x.dtype.itemsize
             if index is not None:
                 held.take(len(index) * row_bytes)  # before the gather is made: checked, then allocated
             rows = features.select(spec, index)

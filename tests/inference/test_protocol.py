@@ -501,3 +501,15 @@ def test_a_zipmap_output_is_served_as_a_tensor_in_label_order(tmp_path):
     assert {"name": "output_probability", "dtype": "float32", "shape": [None, None], "zipmap": True} in meta["outputs"]
     np.testing.assert_allclose(outs["output_probability"], model.predict_proba(x[:50]), atol=1e-5)
     assert outs["output_label"].tolist() == model.predict(x[:50]).tolist()
+
+
+def test_a_shape_whose_size_overflows_64_bits_is_a_bad_frame_not_an_empty_tensor():
+    """2**30 × 2**30 × 16 elements: numpy's int64 product of the shape wraps to 0, which would have
+    passed the length check and failed later, inside the sidecar, as an internal error."""
+    from service.inference.contract import ErrorCode, ModelError
+    from service.inference.protocol import decode_tensors
+
+    spec = [{"name": "x", "dtype": "uint8", "shape": [2**30, 2**30, 16]}]
+    with pytest.raises(ModelError) as e:
+        decode_tensors(spec, memoryview(b""))
+    assert e.value.code == ErrorCode.BAD_FRAME
