@@ -156,10 +156,6 @@ class Model:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 4  # fatal only: a job's bad input must not write to the sidecar's log
-        # Spin inside a run (fast hand-offs between its parallel sections), but stop when the run
-        # ends, so the socket I/O between runs gets the CPU. Measured in bench/inference_channel.py:
-        # better than spinning always (which starves the I/O) or never (futex wake-ups in each run).
-        opts.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         # One run at a time, whatever the number of connections: the model's working memory is that
         # of one batch (and its threads are the model version's, not multiplied by connections).
