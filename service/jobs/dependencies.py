@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from service.approvals.models import ApprovalRequest
 from service.auth.dependencies import current_caller
 from service.auth.service import Caller
 from service.deps import SessionDep
@@ -14,6 +15,7 @@ from service.jobs import service as jobs_service
 from service.jobs.dispatch import Dispatcher
 from service.jobs.models import Job
 from service.observability import logs
+from service.release.models import Result
 
 
 async def get_dispatcher(request: Request) -> Dispatcher:
@@ -26,6 +28,13 @@ def find_visible(session: Session, caller: Caller, job_id: str) -> Job:
     job = jobs_service.get_visible(session, caller, job_id)
     logs.bind(job_id=job.id)
     return job
+
+
+def read_visible(session: Session, caller: Caller, job_id: str) -> tuple[Job, Result | None, ApprovalRequest | None]:
+    """`find_visible`, with the job's release and approval request read in the same query."""
+    found = jobs_service.read_visible(session, caller, job_id)
+    logs.bind(job_id=found[0].id)
+    return found
 
 
 @raises(errors.JobNotFound)

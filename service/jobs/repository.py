@@ -10,8 +10,10 @@ from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 
+from service.approvals.models import ApprovalRequest
 from service.jobs.models import Job
 from service.jobs.states import TERMINAL, JobState, JobTarget
+from service.release.models import Result
 
 # A job with one of these endings made no release, so the same request may run again.
 NOT_RELEASED = frozenset({JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED, JobState.JUDGED})
@@ -19,6 +21,18 @@ NOT_RELEASED = frozenset({JobState.REJECTED, JobState.FAILED, JobState.CANCELLED
 
 def get(session: Session, job_id: str) -> Job | None:
     return session.get(Job, job_id)
+
+
+def get_with_release(session: Session, job_id: str) -> tuple[Job, Result | None, ApprovalRequest | None] | None:
+    """The job, its release and its approval request, in one query (the API's most frequent read:
+    on PostgreSQL each query is a round trip, and these were three)."""
+    row = session.execute(
+        select(Job, Result, ApprovalRequest)
+        .outerjoin(Result, Result.job_id == Job.id)
+        .outerjoin(ApprovalRequest, ApprovalRequest.job_id == Job.id)
+        .where(Job.id == job_id)
+    ).first()
+    return None if row is None else (row[0], row[1], row[2])
 
 
 def listing(session: Session, *, principal_id: int | None, state: JobState | None, limit: int) -> list[Job]:

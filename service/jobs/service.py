@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service.approvals import repository as approvals_repo
+from service.approvals.models import ApprovalRequest
 from service.auth.roles import Role
 from service.auth.service import Caller
 from service.canonical import digest
@@ -33,6 +34,7 @@ from service.jobs.states import (
 from service.ledger import service as ledger
 from service.quotas.service import Budgets
 from service.release import timing
+from service.release.models import Result
 from service.release.outcomes import ErrorClass
 from service.reproductions import record as reproduction_record
 from service.sanctions import service as sanctions
@@ -195,7 +197,18 @@ def _move(
 
 def get_visible(session: Session, caller: Caller, job_id: str) -> Job:
     """A partner sees only its own jobs; another partner's id is 'not found', never 'forbidden'."""
-    job = repo.get(session, job_id)
+    return _visible(caller, job_id, repo.get(session, job_id))
+
+
+def read_visible(session: Session, caller: Caller, job_id: str) -> tuple[Job, Result | None, ApprovalRequest | None]:
+    """`get_visible`, with the job's release and approval request read in the same query."""
+    found = repo.get_with_release(session, job_id)
+    job = _visible(caller, job_id, found[0] if found else None)
+    assert found is not None
+    return job, found[1], found[2]
+
+
+def _visible(caller: Caller, job_id: str, job: Job | None) -> Job:
     if job is None or job.reproduces is not None:  # a reproduction's run is read as a reproduction
         raise errors.JobNotFound(f"no job {job_id}")
     if caller.role == Role.PARTNER and job.principal_id != caller.principal_id:
