@@ -121,7 +121,7 @@ def test_a_connection_idle_in_the_pool_is_pinged_before_use(postgres_url, monkey
     replaced before the request uses it; within it (a busy API) no ping is sent, and a dropped one
     fails the request that takes it (then the pool is dropped, as on any disconnect)."""
     import psycopg
-    from sqlalchemy import exc, text
+    from sqlalchemy import exc
 
     from service import db
 
