@@ -72,6 +72,7 @@ class Exit(IntEnum):
     OK = 0
     BUDGET = 3  # the model query budget ran out and the suite did not handle BudgetExceeded
     NO_MODEL = 4  # the sidecar never answered: the runner stopped before starting the partner's code
+    MEMORY = 5  # an allocation failed (MemoryError): gVisor may refuse one at the limit rather than kill
 
 
 class ErrorCode(StrEnum):

@@ -73,7 +73,7 @@ def classify(outcome: Outcome) -> ErrorClass | None:
         return ErrorClass.INTERNAL_ERROR
     if outcome.timed_out:
         return ErrorClass.TIMEOUT
-    if outcome.oom:
+    if outcome.oom or outcome.exit_code == Exit.MEMORY:
         return ErrorClass.OOM
     if outcome.exit_code != Exit.OK:
         if outcome.exit_code == Exit.BUDGET or outcome.usage.get("budget_exceeded"):

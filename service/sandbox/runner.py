@@ -511,7 +511,10 @@ class Sandbox:
             job.reload()
             state = job.attrs["State"]
             outcome.exit_code = state.get("ExitCode")
-            outcome.oom = bool(state.get("OOMKilled"))
+            killed = outcome.exit_code == SIGKILLED and not (outcome.cancelled or outcome.timed_out)  # not by us
+            outcome.oom = bool(state.get("OOMKilled")) or (
+                killed and self._oom_event(job, str(state.get("StartedAt") or ""))
+            )
             outcome.job_started = not str(state.get("StartedAt") or "0001").startswith("0001")
             outcome.job_log = self._tail(job, spec.limits.log_cap_bytes)
             if spec.separate_output_bytes is not None:
@@ -550,6 +553,24 @@ class Sandbox:
             return outcome
         except (APIError, requests.exceptions.RequestException) as e:
             raise SandboxError(f"docker: {e}") from e
+
+    def _oom_event(self, container: Container, started_at: str) -> bool:
+        """Whether the engine logged an OOM event for the container since it started. Docker sets
+        OOMKilled from that event, which can come after the exit it caused (seen under gVisor on a
+        loaded machine): the job then looked killed by a signal, `crashed`. Asked only for a job
+        killed by SIGKILL without the flag; a job that killed itself has no such event."""
+        since = time.time() - _elapsed_since(started_at) - 1
+        for _ in range(3):  # the event may still be on its way
+            events = self.client.events(  # events up to now, then the stream ends
+                since=int(since), until=f"{time.time():.6f}", filters={"container": container.id, "event": "oom"}
+            )
+            try:
+                if any(True for _ in events):
+                    return True
+            finally:
+                events.close()
+            time.sleep(0.2)
+        return False
 
     def _job_container(self, spec: JobSandbox, n: dict[str, str]) -> Container:
         """The job's container, started: made now, or the one an earlier attempt left."""
@@ -724,6 +745,9 @@ def _drain_close(stream: object) -> None:
     close = getattr(stream, "close", None)
     if close:
         close()
+
+
+SIGKILLED = 128 + 9  # a container's exit code when SIGKILL ended it
 
 
 def _elapsed_since(started_at: str) -> float:

@@ -137,3 +137,38 @@ def test_container_hardening_flags(tmp_path, demo_files, docker_client):
     finally:
         t.join(60)
         sandbox.remove(spec.job_id)
+
+
+@pytest.mark.parametrize(
+    "code, oom",
+    [
+        ("b = []\nwhile True:\n    b.append(bytearray(8 << 20))", True),  # the kernel kills it at the limit
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", False),  # it kills itself
+    ],
+)
+def test_a_sigkilled_container_is_out_of_memory_only_if_the_engine_logged_an_oom(docker_client, tmp_path, code, oom):
+    """Docker's OOMKilled flag can come after the exit (seen under gVisor, loaded): the engine's event
+    log then tells an out-of-memory kill from a job that killed itself."""
+    from service.sandbox.runner import SIGKILLED, Sandbox
+
+    image = docker_client.images.get("evalgate-job:latest").id
+    script = tmp_path / "code.py"
+    script.write_text(code)
+    script.chmod(0o644)
+    tmp_path.chmod(0o755)
+    container = docker_client.containers.run(  # python under sh, not pid 1: a pid 1 ignores its own SIGKILL
+        image,
+        ["sh", "-c", "/opt/venv/bin/python /code/code.py; exit $?"],
+        volumes={str(tmp_path): {"bind": "/code", "mode": "ro"}},
+        detach=True,
+        mem_limit="64m",
+        memswap_limit="64m",
+        network_mode="none",
+    )
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == SIGKILLED
+        container.reload()
+        sandbox = Sandbox(docker_client, deployment=f"t-{tmp_path.name}", state_dir=tmp_path / "state")
+        assert sandbox._oom_event(container, container.attrs["State"]["StartedAt"]) is oom
+    finally:
+        container.remove(force=True)

@@ -78,6 +78,12 @@ def test_memory_bomb_is_oom(stack):
     )
 
 
+def test_a_memory_error_is_oom(stack):
+    """At its limit gVisor may refuse an allocation rather than kill: the job's MemoryError is an
+    out-of-memory ending too, whichever runtime said it."""
+    failed_as(attack(stack, "raise MemoryError('the allocation failed')", ["never"]), "oom")
+
+
 def test_filling_tmp_stops_at_its_size(stack):
     m = released(
         attack(

@@ -2,7 +2,7 @@
 sidecar has answered, so a sidecar that never served the model means the partner's code never ran.
 
 Exit codes the worker reads (evalgate_inference.contract.Exit): 0 done, 3 the model query budget ran
-out, 4 no model (the partner's code did not start), anything else a crash.
+out, 4 no model (the partner's code did not start), 5 out of memory, anything else a crash.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main() -> int:
         runpy.run_path(entry, run_name="__main__")
     except BudgetExceeded:
         return Exit.BUDGET
+    except MemoryError:  # at the job's memory limit: an out-of-memory ending, whichever runtime said it
+        return Exit.MEMORY
     return Exit.OK
 
 
