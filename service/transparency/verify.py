@@ -49,16 +49,15 @@ def parse_key(text: str) -> bytes:
     """A raw Ed25519 public key from a note verifier key (<name>+<hash>+<key>), as checkpoints and
     bundles name it, or from the base64 key GET /v1/attestation-key gives."""
     text = text.strip()
-    parts = text.split("+")
-    if len(parts) >= 3 and len(parts[1]) == 8:
-        return note.parse_verifier_key(text)[1]
-    try:
+    try:  # first as a bare key: its base64 may hold "+" too, even two of them 8 characters apart
         raw = base64.b64decode(text, validate=True)
     except binascii.Error:
         raw = b""
-    if len(raw) != 32:
-        raise note.NoteError("not an Ed25519 public key (base64 of 32 bytes, or a note verifier key)")
-    return raw
+    if len(raw) == 32:
+        return raw
+    if text.count("+") >= 2:  # a verifier key is longer than any bare key, so never read as one
+        return note.parse_verifier_key(text)[1]
+    raise note.NoteError("not an Ed25519 public key (base64 of 32 bytes, or a note verifier key)")
 
 
 def _hashes(values: Any, what: str) -> list[bytes]:

@@ -190,3 +190,16 @@ def test_a_release_made_again_adds_no_second_leaf_and_the_server_check_passes(ap
         with pytest.raises(VerificationFailed, match="statement"):
             tlog.check(s, signer, api.settings.log_origin, found)
         s.rollback()
+
+
+def test_a_bare_key_with_plus_signs_is_read_as_a_key_not_as_a_verifier_key():
+    """A base64 key may hold two "+" 8 characters apart, as a note verifier key (<name>+<8 hex>+<key>)
+    does; it was read as one and refused (about 1 key in 100; seen once in CI)."""
+    from service.transparency.verify import parse_key
+
+    bare = "AAAA+AAAAAAAA+" + "A" * 29 + "="
+    raw = base64.b64decode(bare, validate=True)
+    assert len(raw) == 32 and parse_key(bare) == raw
+    assert parse_key(note.verifier_key("evalgate.test/log", raw)) == raw
+    with pytest.raises(note.NoteError):
+        parse_key("not+a+key")
