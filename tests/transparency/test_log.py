@@ -194,7 +194,7 @@ def test_a_release_made_again_adds_no_second_leaf_and_the_server_check_passes(ap
 
 def test_a_bare_key_with_plus_signs_is_read_as_a_key_not_as_a_verifier_key():
     """A base64 key may hold two "+" 8 characters apart, as a note verifier key (<name>+<8 hex>+<key>)
-    does; it was read as one and refused (about 1 key in 100; seen once in CI)."""
+    does; it was read as one and refused (about 1 key in 190; seen once in CI)."""
     from service.transparency.verify import parse_key
 
     bare = "AAAA+AAAAAAAA+" + "A" * 29 + "="
