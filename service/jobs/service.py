@@ -202,10 +202,8 @@ def get_visible(session: Session, caller: Caller, job_id: str) -> Job:
 
 def read_visible(session: Session, caller: Caller, job_id: str) -> tuple[Job, Result | None, ApprovalRequest | None]:
     """`get_visible`, with the job's release and approval request read in the same query."""
-    found = repo.get_with_release(session, job_id)
-    job = _visible(caller, job_id, found[0] if found else None)
-    assert found is not None
-    return job, found[1], found[2]
+    job, result, request = repo.get_with_release(session, job_id) or (None, None, None)
+    return _visible(caller, job_id, job), result, request
 
 
 def _visible(caller: Caller, job_id: str, job: Job | None) -> Job:

@@ -560,7 +560,9 @@ class Sandbox:
         loaded machine): the job then looked killed by a signal, `crashed`. Asked only for a job
         killed by SIGKILL without the flag; a job that killed itself has no such event."""
         since = time.time() - _elapsed_since(started_at) - 1
-        for _ in range(3):  # the event may still be on its way
+        for attempt in range(3):  # the event may still be on its way
+            if attempt:
+                time.sleep(0.2)
             events = self.client.events(  # events up to now, then the stream ends
                 since=int(since), until=f"{time.time():.6f}", filters={"container": container.id, "event": "oom"}
             )
@@ -569,7 +571,6 @@ class Sandbox:
                     return True
             finally:
                 events.close()
-            time.sleep(0.2)
         return False
 
     def _job_container(self, spec: JobSandbox, n: dict[str, str]) -> Container:
