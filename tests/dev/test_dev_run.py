@@ -61,7 +61,12 @@ def test_dev_init_then_dev_run_on_the_servers_twin_would_be_released(server, doc
     assert result.exit == DevExit.RELEASED, (result.rejected, result.error_class, result.outcome)
     assert result.outcome is not None and "600 rows; reading output 'probabilities'" in result.outcome.job_log
     assert result.outcome.usage["rows"] == 600  # the sidecar's count, shown to the partner here only
-    assert result.release is not None and sorted(result.release.metrics) == ["accuracy", "macro_f1"]
+    assert result.release is not None and "accuracy" in result.release.metrics
+    # The twin's classes are sampled (with noise): one may fall under the gate's 20 rows, and the gate
+    # then withholds macro F1, saying why (seen once in CI). Released or withheld, never lost.
+    withheld = {w["metric"]: w["reason"] for w in result.release.suppressed}
+    assert sorted([*result.release.metrics, *withheld]) == ["accuracy", "macro_f1"]
+    assert all("fewer than 20 rows" in reason for reason in withheld.values()), withheld
     assert 0 <= result.release.metrics["accuracy"] <= 1
     assert result.epsilon_total == pytest.approx(0.2) and result.noised == ["accuracy", "macro_f1"]
     assert result.bits > 0
