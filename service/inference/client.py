@@ -32,13 +32,13 @@ SHARED_MIN_BYTES = 64 << 10  # below this a copy through the socket is cheaper t
 SPAN_BYTES = 16 << 20  # the most input one batched request copies, and the most output it asks back
 SPAN_UNKNOWN_BATCHES = 16  # batches a request spans when the model's output row size is not declared
 MAX_SLOTS = 4
+CONNECT_RETRY_S = 0.005
 
 
 def connect(path: str, timeout: float | None, wait_s: float) -> socket.socket:
     """Connect, waiting up to wait_s for the sidecar to create its socket (the job container may
     start before the sidecar is listening)."""
     deadline = time.monotonic() + wait_s
-    delay = 0.005
     while True:
         sock = tune(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
         sock.settimeout(timeout)
@@ -49,8 +49,9 @@ def connect(path: str, timeout: float | None, wait_s: float) -> socket.socket:
             sock.close()
             if time.monotonic() >= deadline:
                 raise ModelError(ErrorCode.UNAVAILABLE, "the model sidecar did not come up") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            # A fixed short wait, not a growing one: the job starts beside the sidecar, and each
+            # try is one system call; a backoff would add up to its last wait to every job's start.
+            time.sleep(CONNECT_RETRY_S)
 
 
 class Client:

@@ -19,6 +19,9 @@ SOCKET_PATH = f"{SOCKET_DIR}/model.sock"
 STATUS_DIR = "/run/evalgate-status"
 READY_NAME = "ready.json"  # written once the model is loaded and the socket listens
 USAGE_NAME = "usage.json"  # written when the worker asks (SIGUSR1), after the job's connections ended
+# The job's result file, copied by the sidecar before it writes usage.json: the worker reads it here
+# rather than through the Docker API's archive call (tens of ms, and it holds the container's lock).
+RESULT_COPY_NAME = "result.copy"
 MODEL_PATH = "/model/model.onnx"  # mounted into the sidecar only
 DATASET_PATH = "/data/dataset.npz"  # mounted read-only into the job and the sidecar (rows by reference)
 SUITE_DIR = "/suite"  # the partner's code, read-only
@@ -64,6 +67,8 @@ class Env(StrEnum):
     THREADS = "EVALGATE_THREADS"
     OUTPUT_POLICY = "EVALGATE_OUTPUT_POLICY"  # JSON: what a job may see of the score outputs
     SCORE_OUTPUTS = "EVALGATE_SCORE_OUTPUTS"  # the outputs the policy applies to, comma-separated
+    RESULT = "EVALGATE_RESULT"  # the job's result file in COLLECT_DIR, copied for the worker at the end
+    RESULT_MAX_BYTES = "EVALGATE_RESULT_MAX_BYTES"  # the most of it copied; a larger one is left to the worker
 
 
 class Exit(IntEnum):

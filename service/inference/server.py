@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import socketserver
+import stat
 import sys
 import threading
 import time
@@ -25,8 +26,10 @@ import numpy as np
 import onnxruntime as ort
 
 from .contract import (
+    COLLECT_DIR,
     MODEL_PATH,
     READY_NAME,
+    RESULT_COPY_NAME,
     STATUS_DIR,
     USAGE_NAME,
     Env,
@@ -651,13 +654,62 @@ def write_status(directory: str, name: str, data: dict[str, Any]) -> None:
     os.replace(tmp, os.path.join(directory, name))
 
 
-def report_usage(server: Server, budget: Budget, directory: str, drain_s: float = 20.0) -> None:
+def copy_result(source: str, max_bytes: int, directory: str) -> str:
+    """Copy the job's result file (after the job stopped) into the status directory for the worker,
+    and say how it went: "copied", or why not. The file is the job's: never a link followed, nothing
+    but a regular file read, never more than `max_bytes` (and never all in memory at once). Anything
+    but "copied" leaves the file to the worker, which reads it through the Docker API and says
+    exactly what is wrong with it."""
+    try:  # O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        return "absent"
+    except OSError:
+        return "unreadable"
+    tmp, dest = os.path.join(directory, f".{RESULT_COPY_NAME}.tmp"), os.path.join(directory, RESULT_COPY_NAME)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        if st.st_size > max_bytes:
+            return "too large"
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            copied = 0
+            while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - copied) or 1):
+                copied += len(chunk)
+                if copied > max_bytes:  # it grew after the check: not ours to judge
+                    return "too large"
+                os.write(out, chunk)
+        finally:
+            os.close(out)
+        os.replace(tmp, dest)
+        return "copied"
+    except OSError:
+        return "unreadable"
+    finally:
+        os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def report_usage(
+    server: Server, budget: Budget, directory: str, result: tuple[str, int] | None = None, drain_s: float = 20.0
+) -> None:
     """The job's query usage, once its connections have ended (a request read before the job stopped
-    is charged before the count is taken). The worker asks only after the job container stopped."""
+    is charged before the count is taken), and its result copied (`result`: its path here and the
+    most to copy). The worker asks only after the job container stopped; usage.json comes last, so
+    once it is there the copy is complete."""
     deadline = time.monotonic() + drain_s
     while server.open_connections and time.monotonic() < deadline:
-        time.sleep(0.02)
-    usage = {**budget.snapshot(), "connections_open": server.open_connections, "inference": server.model.config}
+        time.sleep(0.005)
+    usage: dict[str, Any] = {
+        **budget.snapshot(),
+        "connections_open": server.open_connections,
+        "inference": server.model.config,
+    }
+    if result is not None:
+        usage["result"] = copy_result(*result, directory)
     write_status(directory, USAGE_NAME, usage)
 
 
@@ -684,8 +736,13 @@ def main() -> int:
     def stop(signum: int, frame: FrameType | None) -> NoReturn:
         raise SystemExit(0)
 
+    result_name = env.get(Env.RESULT, "")
+    result = None
+    if result_name and "/" not in result_name and result_name not in (".", ".."):
+        result = (os.path.join(COLLECT_DIR, result_name), int(env.get(Env.RESULT_MAX_BYTES, "0")))
+
     def usage(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=report_usage, args=(server, budget, status_dir), daemon=True).start()
+        threading.Thread(target=report_usage, args=(server, budget, status_dir, result), daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGUSR1, usage)

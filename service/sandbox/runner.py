@@ -34,6 +34,7 @@ from service.inference.contract import (
     MODEL_PATH,
     OUTPUT_DIR,
     READY_NAME,
+    RESULT_COPY_NAME,
     RESULT_NAME,
     SIDECAR_USER,
     SOCKET_DIR,
@@ -367,6 +368,9 @@ class Sandbox:
                 Env.ALLOWANCE_BYTES: str(allowance_bytes(lim, _size(spec.model_path))),
                 # The job's own dataset file: requests may name its rows instead of carrying them.
                 Env.DATASET: DATASET_PATH,
+                # The job's result, copied for the worker when the worker asks for the usage.
+                Env.RESULT: spec.result_name,
+                Env.RESULT_MAX_BYTES: str(lim.result_max_bytes),
             },
             mounts=[
                 Mount(MODEL_PATH, str(spec.model_path), type="bind", read_only=True),
@@ -379,7 +383,11 @@ class Sandbox:
                 Mount(COLLECT_DIR, n["out"], type="volume", read_only=True),
             ],
             tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"},
-            ulimits=[Ulimit(name="core", soft=0, hard=0), Ulimit(name="fsize", soft=1 << 20, hard=1 << 20)],
+            ulimits=[
+                Ulimit(name="core", soft=0, hard=0),
+                # Its status files, and the copy of the job's result (at most result_max_bytes).
+                Ulimit(name="fsize", soft=_sidecar_fsize(lim), hard=_sidecar_fsize(lim)),
+            ],
             mem_limit=f"{lim.sidecar_memory_mb}m",
             memswap_limit=f"{lim.sidecar_memory_mb}m",
             nano_cpus=int(max(spec.sidecar_threads, 1) * 1e9),  # the model owner's CPUs, one per thread
@@ -487,16 +495,22 @@ class Sandbox:
         n = names(spec.job_id)
         began = time.monotonic()
         try:
+            side_gid = SIDECAR_USER.split(":")[1]
             side = "uid={0},gid={0}".format(SIDECAR_USER.split(":")[0])
             job_uid = spec.job_user.split(":")[0]
-            self._volume(n["sock"], spec.job_id, "socket", f"size=64k,nr_inodes=16,{side},mode=0755")
             lim = spec.limits
-            self._volume(
-                n["out"],
-                spec.job_id,
-                "output",
-                f"size={lim.output_bytes},nr_inodes={lim.output_inodes},uid={job_uid},gid={job_uid},mode=0700",
-            )
+            # The job's output: its own, and the sidecar's group may read what it writes there
+            # (setgid: a file made in it gets that group) to copy the result for the worker.
+            out_opts = f"size={lim.output_bytes},nr_inodes={lim.output_inodes},uid={job_uid},gid={side_gid},mode=2750"
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evalgate-volumes") as pool:
+                volumes = [
+                    pool.submit(
+                        self._volume, n["sock"], spec.job_id, "socket", f"size=64k,nr_inodes=16,{side},mode=0755"
+                    ),
+                    pool.submit(self._volume, n["out"], spec.job_id, "output", out_opts),
+                ]
+                for made in volumes:
+                    made.result()
             # The two containers are made and started at once, each on its own connection to the
             # engine: the SDK waits for the socket, so the model loading and the job's own start-up
             # overlap, and neither waits for the other's Docker calls.
@@ -507,36 +521,30 @@ class Sandbox:
             started = time.monotonic()
             outcome = self._wait(spec.job_id, job, sidecar, spec.limits.timeout_s, should_cancel)
             ran = time.monotonic()
+            # The sidecar's side (ready? then the usage and the copied result, asked with SIGUSR1)
+            # and its memory peak, each on its own connection to the engine, while this thread
+            # reads the job container's state and logs.
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evalgate-collect") as pool:
+                sidecar_end = pool.submit(self._sidecar_end, spec, sidecar)
+                peak = pool.submit(_memory_peak, sidecar)
+                self._job_facts(spec, job, outcome)
+                outcome.sidecar_ready, running, usage = sidecar_end.result()
+                sidecar_peak = peak.result()
             outcome.images = {"job": job.attrs["Image"], "sidecar": sidecar.attrs["Image"]}
-            job.reload()
-            state = job.attrs["State"]
-            outcome.exit_code = state.get("ExitCode")
-            killed = outcome.exit_code == SIGKILLED and not (outcome.cancelled or outcome.timed_out)  # not by us
-            outcome.oom = bool(state.get("OOMKilled")) or (
-                killed and self._oom_event(job, str(state.get("StartedAt") or ""))
-            )
-            outcome.job_started = not str(state.get("StartedAt") or "0001").startswith("0001")
-            outcome.job_log = self._tail(job, spec.limits.log_cap_bytes)
-            if spec.separate_output_bytes is not None:
-                outcome.stdout = self._tail(job, spec.separate_output_bytes, stderr=False)
-                outcome.stderr = self._tail(job, spec.separate_output_bytes, stdout=False)
-            outcome.sidecar_ready = self._wait_ready(spec.job_id, sidecar)
             if not outcome.sidecar_ready:
                 outcome.job_log += f"\n--- sidecar (never served the model) ---\n{self._tail(sidecar, 4000)}"
-            sidecar.reload()
-            if sidecar.status == "running":
-                # Three reads at once, each its own call to the engine: the result file (archive
-                # API), the job's usage (SIGUSR1, then usage.json) and the sidecar's memory peak.
-                with ThreadPoolExecutor(max_workers=3, thread_name_prefix="evalgate-collect") as pool:
-                    result = pool.submit(self._collect, sidecar, spec.result_name, spec.limits.result_max_bytes)
-                    usage = pool.submit(self._usage, spec.job_id, sidecar)
-                    peak = pool.submit(_memory_peak, sidecar)
-                    outcome.result, outcome.result_problem = result.result()
-                    outcome.usage, outcome.sidecar_memory_peak = usage.result(), peak.result()
+            if running:
+                outcome.usage, outcome.sidecar_memory_peak = usage, sidecar_peak
+                max_bytes = spec.limits.result_max_bytes
+                if usage.pop("result", None) == "copied":
+                    outcome.result, outcome.result_problem = self._copied_result(spec.job_id, max_bytes)
+                else:  # none, or not one the sidecar would copy: the engine's archive API says what is wrong
+                    outcome.result, outcome.result_problem = self._collect(sidecar, spec.result_name, max_bytes)
             else:
                 outcome.sidecar_died = outcome.sidecar_ready
                 outcome.result_problem = "sidecar stopped before the result was collected"
-                outcome.usage = self._status(spec.job_id, USAGE_NAME) or {}
+                usage.pop("result", None)
+                outcome.usage = usage
                 outcome.job_log += f"\n--- sidecar (stopped early) ---\n{self._tail(sidecar, 4000)}"
             # A sidecar the kernel OOM-killed has stopped; a running one was not. It is not stopped
             # here: remove() kills it with its containers, after the gate, off the partner's path.
@@ -553,6 +561,45 @@ class Sandbox:
             return outcome
         except (APIError, requests.exceptions.RequestException) as e:
             raise SandboxError(f"docker: {e}") from e
+
+    def _job_facts(self, spec: JobSandbox, job: Container, outcome: Outcome) -> None:
+        """The stopped job container's exit, whether it ran out of memory, and its logs."""
+        job.reload()
+        state = job.attrs["State"]
+        outcome.exit_code = state.get("ExitCode")
+        killed = outcome.exit_code == SIGKILLED and not (outcome.cancelled or outcome.timed_out)  # not by us
+        outcome.oom = bool(state.get("OOMKilled")) or (
+            killed and self._oom_event(job, str(state.get("StartedAt") or ""))
+        )
+        outcome.job_started = not str(state.get("StartedAt") or "0001").startswith("0001")
+        outcome.job_log = self._tail(job, spec.limits.log_cap_bytes)
+        if spec.separate_output_bytes is not None:
+            outcome.stdout = self._tail(job, spec.separate_output_bytes, stderr=False)
+            outcome.stderr = self._tail(job, spec.separate_output_bytes, stdout=False)
+
+    def _sidecar_end(self, spec: JobSandbox, sidecar: Container) -> tuple[bool, bool, dict[str, Any]]:
+        """Whether the sidecar served the model, whether it is still running, and the job's usage
+        (with what became of its result file), once the job container has stopped."""
+        ready = self._wait_ready(spec.job_id, sidecar)
+        sidecar.reload()
+        if sidecar.status != "running":
+            return ready, False, self._status(spec.job_id, USAGE_NAME) or {}
+        return ready, True, self._usage(spec.job_id, sidecar)
+
+    def _copied_result(self, job_id: str, max_bytes: int) -> tuple[bytes | None, str | None]:
+        """The job's result as the sidecar copied it (regular, within the cap; checked again here)."""
+        path = self._status_dir(job_id) / RESULT_COPY_NAME
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None, NO_RESULT
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None, "result is not a regular file"
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            return None, "result larger than the cap"
+        return data, None
 
     def _oom_event(self, container: Container, started_at: str) -> bool:
         """Whether the engine logged an OOM event for the container since it started. Docker sets
@@ -659,14 +706,17 @@ class Sandbox:
         except APIError:
             return {}
         deadline = time.monotonic() + timeout_s
+        checked = time.monotonic()
         while time.monotonic() < deadline:
             usage = self._status(job_id, USAGE_NAME)
             if usage is not None:
                 return usage
-            sidecar.reload()
-            if sidecar.status != "running":
-                break
-            time.sleep(0.02)
+            if time.monotonic() - checked >= 0.1:  # a file read every 5 ms, the engine asked every 100
+                checked = time.monotonic()
+                sidecar.reload()
+                if sidecar.status != "running":
+                    break
+            time.sleep(0.005)
         return self._status(job_id, USAGE_NAME) or {}
 
     @staticmethod
@@ -715,6 +765,11 @@ class Sandbox:
                 self.remove(job_id)
                 removed.add(job_id)
         return sorted(removed)
+
+
+def _sidecar_fsize(limits: Limits) -> int:
+    """The largest file the sidecar may write: its status files, and the copy of the job's result."""
+    return max(1 << 20, limits.result_max_bytes + (64 << 10))
 
 
 def _memory_peak(container: Container) -> int | None:

@@ -165,7 +165,8 @@ def report(metrics: dict) -> None:
     wanted = requested_metrics()
     chosen = {k: _entry(v) for k, v in metrics.items() if not wanted or k in wanted}
     path = os.environ.get(Env.OUTPUT, RESULT_PATH)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    # 0o640: the sidecar (by the output volume's group) copies it for the worker.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
     with os.fdopen(fd, "w") as f:
         json.dump(chosen, f, sort_keys=True)
 
@@ -186,6 +187,6 @@ def report_rows(*, probabilities=None, label=None, value=None) -> None:
         raise ValueError("report_rows takes exactly one of probabilities, label or value")
     ((name, array),) = given.items()
     path = os.environ.get(Env.OUTPUT, RESULT_PATH).rsplit("/", 1)[0] + "/" + ROWS_NAME
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)  # as report()
     with os.fdopen(fd, "wb") as f:
         np.savez(f, **{name: np.ascontiguousarray(array)})

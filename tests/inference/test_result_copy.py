@@ -1,0 +1,130 @@
+"""The job's result reaches the worker through the sidecar: when the worker asks for the job's usage
+(the job has stopped), the sidecar copies the result file into its status directory, and the worker
+reads it there instead of through the Docker API's archive call. The sidecar copies only a regular
+file within the cap, never through a link and never waiting on a FIFO; anything else is left to the
+archive API, which says what is wrong (tests/security/test_output.py attacks that, in both runtimes)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from service.inference.contract import RESULT_COPY_NAME, RESULT_NAME
+from service.inference.server import copy_result
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    out, status = tmp_path / "out", tmp_path / "status"
+    out.mkdir()
+    status.mkdir()
+    return out, status
+
+
+def test_a_regular_file_is_copied_whole(dirs: tuple[Path, Path]) -> None:
+    out, status = dirs
+    data = os.urandom(3 << 20)  # more than one read's chunk
+    (out / RESULT_NAME).write_bytes(data)
+    assert copy_result(str(out / RESULT_NAME), len(data), str(status)) == "copied"
+    assert (status / RESULT_COPY_NAME).read_bytes() == data
+    assert sorted(p.name for p in status.iterdir()) == [RESULT_COPY_NAME]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda p: None, "absent"),
+        (lambda p: p.symlink_to("/etc/passwd"), "unreadable"),  # O_NOFOLLOW: a link is never followed
+        (lambda p: os.mkfifo(p), "not a regular file"),  # opened without waiting for a writer
+        (lambda p: p.mkdir(), "not a regular file"),
+        (lambda p: p.write_bytes(b"x" * 101), "too large"),
+    ],
+    ids=["absent", "symlink", "fifo", "directory", "over-the-cap"],
+)
+def test_anything_else_is_left_to_the_worker(dirs: tuple[Path, Path], make, said: str) -> None:  # type: ignore[no-untyped-def]
+    out, status = dirs
+    make(out / RESULT_NAME)
+    assert copy_result(str(out / RESULT_NAME), 100, str(status)) == said
+    assert list(status.iterdir()) == []  # nothing copied, nothing half-written
+
+
+# -- in the real sandbox, under runc and gVisor ----------------------------------------------------
+
+
+def _run(docker_client, demo_files: dict[str, Path], tmp_path: Path, runtime: str, code: str):  # type: ignore[no-untyped-def]
+    from service.sandbox.runner import JobSandbox, Limits, Sandbox
+    from service.sandbox.runtimes import resolve, runsc_available
+
+    if runtime == "runsc" and not runsc_available(docker_client):
+        from tests.harness import unavailable
+
+        unavailable("gVisor", "the engine lacks the evalgate runsc runtimes: run `evalgate sandbox setup`")
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "main.py").write_text(code)
+    for p in (tmp_path, suite):
+        p.chmod(0o755)
+    (suite / "main.py").chmod(0o644)
+    data = tmp_path / "data.npz"
+    shutil.copy(demo_files["data"], data)
+    data.chmod(0o644)
+    spec = JobSandbox(
+        job_id=f"copy-{runtime}-{os.urandom(4).hex()}",
+        job_image=docker_client.images.get("evalgate-job:latest").id,
+        sidecar_image=docker_client.images.get("evalgate-sidecar:latest").id,
+        model_path=demo_files["model"],
+        dataset_path=data,
+        suite_path=suite,
+        entrypoint="main.py",
+        env={},
+        query_budget_rows=100,
+        limits=Limits(memory_mb=512, cpus=1, timeout_s=60),
+        runtime=resolve(docker_client, runtime),
+    )
+    sandbox = Sandbox(docker_client, deployment="evalgate-test-copy", state_dir=tmp_path / "state")
+    archive_reads: list[str] = []
+    read_file = sandbox._read_file
+
+    def counted(container, path, max_bytes):  # type: ignore[no-untyped-def]
+        archive_reads.append(path)
+        return read_file(container, path, max_bytes)
+
+    sandbox._read_file = counted  # type: ignore[method-assign]
+    try:
+        outcome = sandbox.run(spec)
+        copied = (sandbox._status_dir(spec.job_id) / RESULT_COPY_NAME).exists()
+    finally:
+        sandbox.remove(spec.job_id)
+    return outcome, copied, archive_reads
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+def test_the_result_comes_through_the_sidecar_not_the_archive_api(
+    docker_client, demo_files: dict[str, Path], tmp_path: Path, runtime: str
+) -> None:  # type: ignore[no-untyped-def]
+    code = 'import evalgate\nevalgate.report({"score": 0.25})\n'
+    outcome, copied, archive_reads = _run(docker_client, demo_files, tmp_path, runtime, code)
+    assert outcome.exit_code == 0, outcome.job_log[-2000:]
+    assert outcome.result == b'{"score": 0.25}' and outcome.result_problem is None
+    assert copied and archive_reads == []
+    assert "result" not in outcome.usage  # how the copy went is the worker's business, not a usage figure
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+def test_a_result_the_sidecar_may_not_read_still_arrives(
+    docker_client, demo_files: dict[str, Path], tmp_path: Path, runtime: str
+) -> None:  # type: ignore[no-untyped-def]
+    code = (
+        "import os\n"
+        'fd = os.open("/output/result.json", os.O_WRONLY | os.O_CREAT, 0o600)\n'
+        "os.write(fd, b'{\"score\": 0.5}')\n"
+    )
+    outcome, copied, archive_reads = _run(docker_client, demo_files, tmp_path, runtime, code)
+    assert outcome.exit_code == 0, outcome.job_log[-2000:]
+    assert outcome.result == b'{"score": 0.5}' and outcome.result_problem is None
+    assert not copied and len(archive_reads) == 1  # the sidecar could not read it: the archive API did
