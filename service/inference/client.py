@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import time
@@ -16,6 +17,7 @@ from .contract import ErrorCode, ModelError, channel_error
 from .protocol import (
     MAX_BODY,
     SharedBuffer,
+    TransferFile,
     decode_tensors,
     describe,
     frame_parts,
@@ -61,6 +63,8 @@ class Client:
         self._want_shared = shared_memory
         self._shared_ok: bool | None = None
         self._shared: dict[int, SharedBuffer] = {}
+        self._transfer_dir: str | None = None  # the sidecar's transfer volume (gVisor), from its metadata
+        self._transfers: dict[int, TransferFile] = {}
         self._early: deque[tuple[dict[str, Any], memoryview]] = deque()  # answers read while sending (see _write)
         self._metadata: dict[str, Any] | None = None
         self._max_body = MAX_BODY  # the sidecar's frame limit, from its metadata
@@ -70,6 +74,8 @@ class Client:
     def close(self) -> None:
         for buf in self._shared.values():
             buf.close()
+        for file in self._transfers.values():
+            file.close()
         self.sock.close()
 
     def __enter__(self) -> Self:
@@ -124,6 +130,8 @@ class Client:
     def metadata(self) -> dict[str, Any]:
         reply = self._call({"op": "metadata"})[0]
         self._shared_ok = bool(reply.get("shared_memory")) and self._want_shared
+        transfer_dir = reply.get("transfer_dir")
+        self._transfer_dir = transfer_dir if isinstance(transfer_dir, str) and self._want_shared else None
         self._metadata = reply["metadata"]
         limits = reply.get("limits", {})
         self._max_body = int(limits.get("max_body", MAX_BODY))
@@ -263,6 +271,8 @@ class Client:
                 pending.append("attach")
             buf.write(arrays)
             write_frame(self.sock, {**header, "shm": True, "slot": slot})
+        elif total >= SHARED_MIN_BYTES and self._transfer(slot, arrays):
+            write_frame(self.sock, {**header, "file": True, "slot": slot})
         else:
             self._write(header, arrays, owed=len(pending))
         pending.append("predict")
@@ -271,6 +281,24 @@ class Client:
         kind = pending.popleft()
         reply, body = self._reply()
         return None if kind == "attach" else decode_tensors(reply["outputs"], body)
+
+    def _transfer(self, slot: int, arrays: list[np.ndarray]) -> bool:
+        """Write a batch into the slot's transfer file (gVisor); False if there is none, or the
+        batch does not fit there (it then goes in the socket)."""
+        if self._shared_ok is None:
+            self.metadata()
+        if self._transfer_dir is None:
+            return False
+        file = self._transfers.setdefault(slot, TransferFile(self._transfer_dir, slot))
+        try:
+            file.write(arrays)
+        except OSError:  # the volume is full (or gone): this batch goes in the socket, and its room is given back
+            try:
+                os.ftruncate(file.fd, 0)
+            except OSError:
+                pass
+            return False
+        return True
 
     def _use_shared(self) -> bool:
         if self._shared_ok is None:

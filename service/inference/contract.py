@@ -30,6 +30,10 @@ RESULT_NAME = "result.json"  # metrics mode: the job's metrics
 RESULT_PATH = f"{OUTPUT_DIR}/{RESULT_NAME}"
 ROWS_NAME = "rows.npz"  # rows mode: one output row per dataset row (probabilities, label or value)
 ROWS_PATH = f"{OUTPUT_DIR}/{ROWS_NAME}"
+# gVisor only (it cannot pass a memfd between two sandboxes): a per-job tmpfs volume, the job's and
+# writable by it, read-only in the sidecar. A batch sent by value is written to a file there and
+# named in the request (protocol.transfer_path), instead of crossing in the socket.
+TRANSFER_DIR = "/run/evalgate-transfer"
 COLLECT_DIR = "/collect"  # where the sidecar holds the job's output volume (read-only) until collected
 
 # -- users (uid:gid) the containers run as; the job's owns nothing in either image ---------------------
@@ -67,6 +71,7 @@ class Env(StrEnum):
     THREADS = "EVALGATE_THREADS"
     OUTPUT_POLICY = "EVALGATE_OUTPUT_POLICY"  # JSON: what a job may see of the score outputs
     SCORE_OUTPUTS = "EVALGATE_SCORE_OUTPUTS"  # the outputs the policy applies to, comma-separated
+    TRANSFER = "EVALGATE_TRANSFER"  # "1": TRANSFER_DIR is mounted, requests may name a file there
     RESULT = "EVALGATE_RESULT"  # the job's result file in COLLECT_DIR, copied for the worker at the end
     RESULT_MAX_BYTES = "EVALGATE_RESULT_MAX_BYTES"  # the most of it copied; a larger one is left to the worker
 

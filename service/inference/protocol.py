@@ -7,7 +7,8 @@ with np.frombuffer, i.e. without copying.
 
 Operations (header "op"): "metadata" (input and output names, dtypes and shapes, whether shared
 memory works, the frame limits); "predict" (one batch: named inputs in the body, or in shared
-memory at "slot" and byte offset "at"); "predict_batched" (the same, plus "batch": the sidecar runs
+memory at "slot" and byte offset "at", or with "file": in the transfer file of "slot", gVisor
+only); "predict_batched" (the same, plus "batch": the sidecar runs
 the rows batch by batch and answers once, charged one request per batch); "attach" (hands over a
 memfd for a slot, in the frame's SCM_RIGHTS). Every answer is {"ok": true, ...} with the outputs in
 the body, or {"ok": false, "error": code, "detail": text}; answers come in request order.
@@ -21,8 +22,9 @@ import math
 import mmap
 import os
 import socket
+import stat
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
@@ -113,6 +115,13 @@ class FrameReader:
             self._buf = np.empty(0, dtype=np.uint8)  # the old buffer goes before the new one comes
             self._buf = np.empty(size, dtype=np.uint8)
         return memoryview(self._buf)[:n]  # type: ignore[arg-type]  # numpy declares __buffer__ only for 3.12+
+
+    def scratch(self, n: int) -> memoryview:
+        """The buffer's first n bytes, for the current frame's own use (a transfer file's batch); the
+        frame's body, if it had one, is gone. Grown (and charged) as for a body."""
+        if n > self.max_body:
+            raise ModelError(ErrorCode.TOO_LARGE, f"tensors of {n} bytes")
+        return self._buffer(n)
 
     def read(self) -> tuple[dict[str, Any], memoryview] | None:
         """One frame, or None on a clean end of stream. Raises ModelError for a bad or oversized frame."""
@@ -218,6 +227,68 @@ class SharedBuffer:
             self.fd = -1
 
 
+# Transfer files (gVisor): it cannot pass a memfd from one sandbox to another, and every byte through
+# the socket is copied by both sandboxes' kernels. A host tmpfs volume is shared instead: the job
+# writes a batch into its slot's file there and names the slot; the sidecar opens the file (never
+# through a link, never anything but a regular file), reads the declared bytes into its own buffer
+# (never maps it: the job could truncate a mapping under it) and runs the model on its copy. What the
+# file holds is as untrusted as a socket's bytes, and decoded the same way.
+TRANSFER_SLOTS = (0, 1, 2, 3)
+
+
+def transfer_path(directory: str, slot: int) -> str:
+    return os.path.join(directory, f"slot-{slot}")
+
+
+class TransferFile:
+    """Client side: one slot's file in the transfer volume, made on first use (mode 0640: the
+    volume's group is the sidecar's) and rewritten for each batch."""
+
+    def __init__(self, directory: str, slot: int) -> None:
+        self.path = transfer_path(directory, slot)
+        self.fd = -1
+
+    def write(self, arrays: Sequence[np.ndarray]) -> None:
+        """The arrays' bytes, back to back from offset 0. OSError if they do not fit (ENOSPC)."""
+        if self.fd < 0:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+        parts = [memoryview(np.ascontiguousarray(a)).cast("B") for a in arrays]  # type: ignore[arg-type]  # see _buffer
+        offset = 0
+        for part in parts:
+            while part.nbytes:
+                k = os.pwrite(self.fd, part, offset)
+                part, offset = part[k:], offset + k
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def read_transfer(directory: str, slot: object, into: memoryview) -> None:
+    """Sidecar side: fill `into` from the start of the slot's file, or ModelError (bad_frame)."""
+    if isinstance(slot, bool) or slot not in TRANSFER_SLOTS:
+        raise ModelError(ErrorCode.BAD_FRAME, f"a transfer slot is one of {TRANSFER_SLOTS}")
+    assert isinstance(slot, int)
+    try:  # O_NONBLOCK: a FIFO opens at once, and is refused below, rather than waiting for a writer
+        fd = os.open(transfer_path(directory, slot), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise ModelError(ErrorCode.BAD_FRAME, "no transfer file the sidecar may read at that slot") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelError(ErrorCode.BAD_FRAME, "a transfer file must be a regular file")
+        got = 0
+        while got < len(into):
+            k = os.preadv(fd, [into[got:]], got)
+            if k <= 0:
+                raise ModelError(ErrorCode.BAD_FRAME, "the transfer file is shorter than the tensors it declares")
+            got += k
+    except OSError:
+        raise ModelError(ErrorCode.BAD_FRAME, "the transfer file could not be read") from None
+    finally:
+        os.close(fd)
+
+
 def send_frame_with_fd(sock: socket.socket, header: dict[str, Any], fd: int) -> None:
     raw = json.dumps(header, separators=(",", ":")).encode()
     socket.send_fds(sock, [PREFIX.pack(len(raw), 0) + raw], [fd])
@@ -253,15 +324,10 @@ def describe(name: str, array: np.ndarray) -> dict[str, Any]:
     return {"name": name, "dtype": dtype, "shape": list(array.shape)}
 
 
-def decode_tensors(specs: object, body: memoryview, exact: bool = True, start: object = 0) -> dict[str, np.ndarray]:
-    """Zero-copy views into body for each {name, dtype, shape} in specs, from byte `start`. With
-    exact=False (shared memory) the body may be longer than the tensors."""
+def _tensor_specs(specs: object) -> Iterator[tuple[str, np.dtype[Any], list[int], int]]:
+    """Each {name, dtype, shape} of a request, checked: name, dtype, shape and element count."""
     if not isinstance(specs, list) or not specs:
         raise ModelError(ErrorCode.BAD_FRAME, "tensors must be a non-empty list")
-    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(body):
-        raise ModelError(ErrorCode.BAD_FRAME, "offset outside the shared memory")
-    out: dict[str, np.ndarray] = {}
-    offset = start
     for spec in specs:
         if not isinstance(spec, dict):
             raise ModelError(ErrorCode.BAD_FRAME, "tensor spec is not an object")
@@ -276,10 +342,25 @@ def decode_tensors(specs: object, body: memoryview, exact: bool = True, start: o
             raise ModelError(
                 ErrorCode.BAD_FRAME, "tensor spec needs name, a known dtype and a shape of non-negative ints"
             )
+        # math.prod is exact: numpy's int64 product wraps, and a per-call cost showed per request.
+        yield name, np.dtype(dtype), shape, math.prod(shape)
+
+
+def tensors_nbytes(specs: object) -> int:
+    """The bytes the tensors a request declares take, back to back (the specs checked)."""
+    return sum(count * dt.itemsize for _name, dt, _shape, count in _tensor_specs(specs))
+
+
+def decode_tensors(specs: object, body: memoryview, exact: bool = True, start: object = 0) -> dict[str, np.ndarray]:
+    """Zero-copy views into body for each {name, dtype, shape} in specs, from byte `start`. With
+    exact=False (shared memory) the body may be longer than the tensors."""
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(body):
+        raise ModelError(ErrorCode.BAD_FRAME, "offset outside the shared memory")
+    out: dict[str, np.ndarray] = {}
+    offset = start
+    for name, dt, shape, count in _tensor_specs(specs):
         if name in out:
             raise ModelError(ErrorCode.BAD_FRAME, f"tensor {name!r} given twice")
-        dt = np.dtype(dtype)
-        count = math.prod(shape)  # exact: numpy's int64 product wraps, and a per-call cost showed per request
         nbytes = count * dt.itemsize
         if offset + nbytes > len(body):
             raise ModelError(ErrorCode.BAD_FRAME, "body shorter than the tensors it declares")

@@ -31,6 +31,7 @@ from .contract import (
     READY_NAME,
     RESULT_COPY_NAME,
     STATUS_DIR,
+    TRANSFER_DIR,
     USAGE_NAME,
     Env,
     ErrorCode,
@@ -45,7 +46,9 @@ from .protocol import (
     decode_tensors,
     describe,
     map_shared,
+    read_transfer,
     shared_size,
+    tensors_nbytes,
     tune,
     write_frame,
 )
@@ -370,15 +373,18 @@ def make_handler(
     shared_memory: bool,
     allowance: Allowance,
     features: Features,
+    transfer_dir: str | None = None,
 ) -> type[socketserver.BaseRequestHandler]:
     class Handler(socketserver.BaseRequestHandler):
         shared: dict[int, tuple[mmap.mmap, int]]  # this connection's shared-memory mappings by slot, with sizes
+        reader: FrameReader  # this connection's frames (and its buffer, which a transfer file's batch is read into)
         held: Held  # the receive buffer's and the mappings' share of the allowance
 
         def handle(self) -> None:
             sock: socket.socket = tune(self.request)
             self.held = Held(allowance)
             reader = FrameReader(sock, max_body, grow=self.held.take)
+            self.reader = reader
             self.shared = {}
             try:
                 self._loop(sock, reader)
@@ -475,6 +481,7 @@ def make_handler(
                         "ok": True,
                         "metadata": model.metadata(),
                         "shared_memory": shared_memory,
+                        "transfer_dir": transfer_dir,  # None: batches go in the socket (or shared memory)
                         "limits": {"max_body": max_body, "max_batch": max_batch},
                         "inference": model.config,
                     },
@@ -517,6 +524,13 @@ def make_handler(
                 feeds = decode_tensors(
                     header.get("inputs"), memoryview(attached[0]), exact=False, start=header.get("at", 0)
                 )
+            elif header.get("file"):
+                if transfer_dir is None:
+                    raise ModelError(ErrorCode.BAD_FRAME, "no transfer files here")
+                specs = header.get("inputs")
+                batch_bytes = self.reader.scratch(tensors_nbytes(specs))  # the body's buffer, charged as one
+                read_transfer(transfer_dir, header.get("slot", 0), batch_bytes)
+                feeds = decode_tensors(specs, batch_bytes)
             else:
                 feeds = decode_tensors(header.get("inputs"), body)
             rows = model.check(feeds)
@@ -624,6 +638,7 @@ def make_server(
     max_connections: int = 8,
     allowance_bytes: int = 512 << 20,
     dataset_path: str | None = None,
+    transfer_dir: str | None = None,
 ) -> tuple[Server, Budget]:
     budget = Budget(max_rows, max_requests)
     model = Model(model_path, threads, output_policy, score_outputs)
@@ -636,7 +651,9 @@ def make_server(
     # Set through the umask at bind time: gVisor does not allow chmod on a host socket afterwards.
     old_umask = os.umask(0o111)
     try:
-        handler = make_handler(model, budget, max_batch, max_body, rate, shared_memory, allowance, features)
+        handler = make_handler(
+            model, budget, max_batch, max_body, rate, shared_memory, allowance, features, transfer_dir
+        )
         server = Server(socket_path, handler)
     finally:
         os.umask(old_umask)
@@ -731,6 +748,7 @@ def main() -> int:
         max_connections=int(env.get(Env.MAX_CONNECTIONS, "8")),
         allowance_bytes=int(env.get(Env.ALLOWANCE_BYTES, str(512 << 20))),
         dataset_path=env.get(Env.DATASET),
+        transfer_dir=TRANSFER_DIR if env.get(Env.TRANSFER) == "1" else None,
     )
 
     def stop(signum: int, frame: FrameType | None) -> NoReturn:

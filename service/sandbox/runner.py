@@ -41,6 +41,7 @@ from service.inference.contract import (
     SOCKET_PATH,
     STATUS_DIR,
     SUITE_DIR,
+    TRANSFER_DIR,
     USAGE_NAME,
     Env,
 )
@@ -241,6 +242,7 @@ def names(job_id: str) -> dict[str, str]:
         "job": f"{base}-job",
         "sock": f"{base}-sock",
         "out": f"{base}-out",
+        "transfer": f"{base}-transfer",
         "status": f"{base}-status",
     }
 
@@ -358,6 +360,8 @@ class Sandbox:
                 # Batches through a sealed memfd the job hands over (runc); gVisor cannot pass
                 # descriptors between two sandboxes, so there batches travel in the socket.
                 Env.SHARED_MEMORY: "1" if spec.runtime.family == "runc" else "0",
+                # ... and there, batches a job sends by value may come in a file of a shared volume.
+                Env.TRANSFER: "1" if _transfers(spec) else "0",
                 # The model version's own thread count: its numbers never depend on the job's CPUs.
                 Env.THREADS: str(spec.sidecar_threads),
                 # What a job may see of the scores (full, rounded, top-k, labels): against extraction.
@@ -381,6 +385,7 @@ class Sandbox:
                 Mount(STATUS_DIR, str(self._status_dir(spec.job_id, create=True)), type="bind"),
                 # Holds the job's output volume so it outlives the job container until collected.
                 Mount(COLLECT_DIR, n["out"], type="volume", read_only=True),
+                *([Mount(TRANSFER_DIR, n["transfer"], type="volume", read_only=True)] if _transfers(spec) else []),
             ],
             tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"},
             ulimits=[
@@ -464,6 +469,7 @@ class Sandbox:
                 # Read-only: the job can connect to the socket but cannot replace it or store files there.
                 Mount(SOCKET_DIR, n["sock"], type="volume", read_only=True),
                 Mount(OUTPUT_DIR, n["out"], type="volume"),
+                *([Mount(TRANSFER_DIR, n["transfer"], type="volume")] if _transfers(spec) else []),
             ],
             tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={lim.tmp_mb}m"},
             shm_size=f"{lim.shm_mb}m",
@@ -502,13 +508,16 @@ class Sandbox:
             # The job's output: its own, and the sidecar's group may read what it writes there
             # (setgid: a file made in it gets that group) to copy the result for the worker.
             out_opts = f"size={lim.output_bytes},nr_inodes={lim.output_inodes},uid={job_uid},gid={side_gid},mode=2750"
-            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evalgate-volumes") as pool:
+            with ThreadPoolExecutor(max_workers=3, thread_name_prefix="evalgate-volumes") as pool:
                 volumes = [
                     pool.submit(
                         self._volume, n["sock"], spec.job_id, "socket", f"size=64k,nr_inodes=16,{side},mode=0755"
                     ),
                     pool.submit(self._volume, n["out"], spec.job_id, "output", out_opts),
                 ]
+                if _transfers(spec):  # the job's, readable by the sidecar's group, as the output volume
+                    opts = f"size={TRANSFER_BYTES},nr_inodes=8,uid={job_uid},gid={side_gid},mode=2750"
+                    volumes.append(pool.submit(self._volume, n["transfer"], spec.job_id, "transfer", opts))
                 for made in volumes:
                     made.result()
             # The two containers are made and started at once, each on its own connection to the
@@ -746,7 +755,7 @@ class Sandbox:
                     c.remove(force=True)
                 except NotFound:
                     pass
-        for key in ("sock", "out"):
+        for key in ("sock", "out", "transfer"):
             try:
                 self.client.volumes.get(n[key]).remove(force=True)
             except NotFound:
@@ -765,6 +774,16 @@ class Sandbox:
                 self.remove(job_id)
                 removed.add(job_id)
         return sorted(removed)
+
+
+# The transfer volume (gVisor): room for a batch in each of the client's four slots (a batched request
+# carries at most 16 MiB). Its pages are the job's memory; a batch that does not fit goes in the socket.
+TRANSFER_BYTES = 4 * (16 << 20) + (1 << 20)
+
+
+def _transfers(spec: JobSandbox) -> bool:
+    """Whether the job gets a transfer volume: under gVisor, which cannot share a memfd."""
+    return spec.runtime.family != "runc"
 
 
 def _sidecar_fsize(limits: Limits) -> int:

@@ -202,3 +202,44 @@ def test_handing_the_sidecar_hostile_descriptors(stack):
         )
     )
     assert m == {"refused": 3.0, "served_after": 3.0}
+
+
+def test_transfer_files_are_read_as_batches_only(stack):
+    """gVisor's by-value path: a batch in a file of the job's transfer volume. A slot's file that is a
+    link (to the sidecar's own model file), a FIFO or too short is a bad frame, never read through;
+    under runc there is no transfer volume, and a file request is a bad frame too. Then a real batch
+    sent by value is answered exactly as the same rows named (under gVisor, through the file)."""
+    m = released(
+        sidecar_attack(
+            stack,
+            """
+    import os
+    import numpy as np
+    d = "/run/evalgate-transfer"
+    volume = os.path.isdir(d)
+    if volume:
+        os.symlink("/model/model.onnx", d + "/slot-0")
+        try:
+            os.mkfifo(d + "/slot-1")
+        except OSError:
+            pass
+        with open(d + "/slot-2", "wb") as f:
+            f.write(b"\\0" * 100)
+    spec = [{"name": "features", "dtype": "float32", "shape": [1000, 16]}]
+    codes = [call(frame({"op": "predict", "file": True, "slot": s, "inputs": spec})).get("error") for s in range(4)]
+    if volume:
+        for s in range(3):
+            os.unlink(d + f"/slot-{s}")
+    x, _ = evalgate.load_dataset()
+    rows = np.arange(4000) % len(x)
+    sent = np.array(x)[rows]  # 4000 rows of the job's own: 256 KB sent by value
+    same = np.array_equal(evalgate.predict(sent, batch_size=500), evalgate.predict(x[rows], batch_size=500))
+    through_file = volume and os.path.getsize(d + "/slot-0") == sent.nbytes
+    evalgate.report({"bad_frame": codes.count("bad_frame"), "same": int(same), "through_file": int(through_file)})
+    """,
+            ["bad_frame", "same", "through_file"],
+            resources={"query_budget": 20_000},
+        )
+    )
+    assert m["bad_frame"] == 4 and m["same"] == 1
+    assert m["through_file"] == (0 if stack.settings.docker_runtime == "runc" else 1)
