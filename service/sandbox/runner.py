@@ -7,12 +7,10 @@ a second one.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import stat
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,6 +44,13 @@ from service.inference.contract import (
     Env,
 )
 from service.sandbox.errors import ImageMissing, SandboxError
+from service.sandbox.reading import (
+    memory_peak,
+    read_archived_file,
+    read_copied_result,
+    read_status,
+    tail,
+)
 from service.sandbox.runtimes import Runtime
 
 if TYPE_CHECKING:
@@ -55,10 +60,6 @@ if TYPE_CHECKING:
 LABEL_JOB = "org.evalgate.job-id"
 LABEL_ROLE = "org.evalgate.role"
 LABEL_DEPLOYMENT = "org.evalgate.deployment"
-NO_RESULT = "no result file"
-
-# Go's os.FileMode type bits, as the Docker API reports them in the path stat header.
-_GO_TYPE_BITS = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
 
 # Under runc a container shares the host's kernel, and /proc and /sys show host-wide counters: how
 # many processes the host forked, its memory, load, uptime, disk and interrupt activity, how many
@@ -414,20 +415,7 @@ class Sandbox:
 
     def _status(self, job_id: str, name: str, max_bytes: int = 16 << 10) -> dict[str, Any] | None:
         """A status file the sidecar wrote (ready.json, usage.json), or None while there is none."""
-        path = self._status_dir(job_id) / name
-        try:
-            # O_NOFOLLOW: the sidecar's own directory, but the worker trusts no link in it.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return None
-        try:
-            with os.fdopen(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    return None
-                parsed = json.loads(f.read(max_bytes + 1)[: max_bytes + 1])
-        except (OSError, ValueError):
-            return None
-        return parsed if isinstance(parsed, dict) else None
+        return read_status(self._status_dir(job_id) / name, max_bytes)
 
     def _is_ready(self, job_id: str) -> bool:
         return self._status(job_id, READY_NAME) is not None
@@ -535,7 +523,7 @@ class Sandbox:
             # reads the job container's state and logs.
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evalgate-collect") as pool:
                 sidecar_end = pool.submit(self._sidecar_end, spec, sidecar)
-                peak = pool.submit(_memory_peak, sidecar)
+                peak = pool.submit(memory_peak, sidecar)
                 self._job_facts(spec, job, outcome)
                 outcome.sidecar_ready, running, usage = sidecar_end.result()
                 sidecar_peak = peak.result()
@@ -597,18 +585,7 @@ class Sandbox:
 
     def _copied_result(self, job_id: str, max_bytes: int) -> tuple[bytes | None, str | None]:
         """The job's result as the sidecar copied it (regular, within the cap; checked again here)."""
-        path = self._status_dir(job_id) / RESULT_COPY_NAME
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return None, NO_RESULT
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return None, "result is not a regular file"
-            data = f.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            return None, "result larger than the cap"
-        return data, None
+        return read_copied_result(self._status_dir(job_id) / RESULT_COPY_NAME, max_bytes)
 
     def _oom_event(self, container: Container, started_at: str) -> bool:
         """Whether the engine logged an OOM event for the container since it started. Docker sets
@@ -675,36 +652,7 @@ class Sandbox:
         return self._read_file(sidecar, f"{COLLECT_DIR}/{name}", max_bytes)
 
     def _read_file(self, container: Container, path: str, max_bytes: int) -> tuple[bytes | None, str | None]:
-        """One regular file of a running container, through the Docker API.
-
-        The stat header is checked before any content is read; the tar member type is checked again,
-        so a symlink, FIFO, device or directory never gets read, and size is capped before reading."""
-        try:
-            stream, stat = container.get_archive(path)
-        except NotFound:
-            return None, NO_RESULT
-        mode = int(stat.get("mode", 0))
-        if mode & _GO_TYPE_BITS or stat.get("linkTarget"):
-            _drain_close(stream)
-            return None, "result is not a regular file"
-        if int(stat.get("size", 0)) > max_bytes:
-            _drain_close(stream)
-            return None, "result larger than the cap"
-        buf = io.BytesIO()
-        for chunk in stream:
-            buf.write(chunk)
-            if buf.tell() > max_bytes + 64 * 1024:
-                return None, "result larger than the cap"
-        buf.seek(0)
-        with tarfile.open(fileobj=buf) as tar:
-            members = tar.getmembers()
-            if len(members) != 1 or not members[0].isreg():
-                return None, "result is not a single regular file"
-            if members[0].size > max_bytes:
-                return None, "result larger than the cap"
-            extracted = tar.extractfile(members[0])
-            assert extracted is not None  # a regular file (checked above) always extracts
-            return extracted.read(max_bytes + 1), None
+        return read_archived_file(container, path, max_bytes)
 
     def _usage(self, job_id: str, sidecar: Container, timeout_s: float = 30) -> dict[str, Any]:
         """The job's query usage, from the sidecar, once the job's connections have ended: asked with
@@ -730,18 +678,7 @@ class Sandbox:
 
     @staticmethod
     def _tail(container: Container, cap: int, stdout: bool = True, stderr: bool = True) -> str:
-        """At most `cap` bytes of the container's output (both streams, or one), for operators only
-        unless the job ran on a twin."""
-        out = bytearray()
-        try:
-            for chunk in container.logs(stdout=stdout, stderr=stderr, stream=True, follow=False):
-                out += chunk
-                if len(out) >= cap:
-                    out = out[:cap] + b"\n[truncated]"
-                    break
-        except (APIError, requests.exceptions.RequestException):
-            pass
-        return out.decode(errors="replace")
+        return tail(container, cap, stdout, stderr)
 
     # -- cleanup ---------------------------------------------------------------------------------
 
@@ -791,16 +728,6 @@ def _sidecar_fsize(limits: Limits) -> int:
     return max(1 << 20, limits.result_max_bytes + (64 << 10))
 
 
-def _memory_peak(container: Container) -> int | None:
-    """The most memory the container has used, if the engine says (cgroup v1 reports it)."""
-    try:
-        stats = container.stats(stream=False, one_shot=True)
-    except (APIError, requests.exceptions.RequestException):
-        return None
-    peak = (stats.get("memory_stats") or {}).get("max_usage")
-    return int(peak) if isinstance(peak, int) else None
-
-
 def default_state_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"evalgate-sandbox-{os.getuid()}"
 
@@ -814,12 +741,6 @@ def private_dir(path: Path) -> Path:
     if st.st_mode & 0o077:
         path.chmod(0o700)
     return path
-
-
-def _drain_close(stream: object) -> None:
-    close = getattr(stream, "close", None)
-    if close:
-        close()
 
 
 SIGKILLED = 128 + 9  # a container's exit code when SIGKILL ended it
