@@ -10,7 +10,8 @@ of the two, and the median ratio is the figure: this host is noisy (other tenant
 passes share its conditions. Only for this benchmark, the job container runs the sidecar image (it
 has onnxruntime) with the model in the suite directory; the channel side calls the client exactly
 as the SDK does: the dataset's rows named rather than sent (evalgate.predict(x, batch_size=b) is one
-request that the sidecar runs batch by batch), an array of the job's own sent by value, and one
+request that the sidecar runs batch by batch), an array of the job's own sent by value (through a
+memfd under runc, a transfer file under gVisor), the same with every byte in the socket, and one
 request per batch (a job that slices its own batches). It also compares the sidecar's memory peak
 with the model's footprint in a process of its own. Both sides use
 the same onnxruntime thread count. The per-second request cap is off (a policy, not a cost).

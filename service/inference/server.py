@@ -697,7 +697,9 @@ def copy_result(source: str, max_bytes: int, directory: str) -> str:
                 copied += len(chunk)
                 if copied > max_bytes:  # it grew after the check: not ours to judge
                     return "too large"
-                os.write(out, chunk)
+                rest = memoryview(chunk)
+                while rest:  # a regular file may take less than asked (at a size limit, then raise)
+                    rest = rest[os.write(out, rest) :]
         finally:
             os.close(out)
         os.replace(tmp, dest)

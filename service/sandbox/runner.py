@@ -359,9 +359,9 @@ class Sandbox:
                 Env.MAX_BATCH: str(lim.max_batch_rows),
                 Env.MAX_REQUESTS_PER_S: str(lim.max_requests_per_s),
                 # Batches through a sealed memfd the job hands over (runc); gVisor cannot pass
-                # descriptors between two sandboxes, so there batches travel in the socket.
+                # descriptors between two sandboxes, so there a batch comes in a file of a shared
+                # volume (the transfer volume), or in the socket.
                 Env.SHARED_MEMORY: "1" if spec.runtime.family == "runc" else "0",
-                # ... and there, batches a job sends by value may come in a file of a shared volume.
                 Env.TRANSFER: "1" if _transfers(spec) else "0",
                 # The model version's own thread count: its numbers never depend on the job's CPUs.
                 Env.THREADS: str(spec.sidecar_threads),
