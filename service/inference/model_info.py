@@ -1,7 +1,7 @@
 """What the registry may learn about an ONNX file: that it loads, its signature, and how a classifier's
 outputs are to be read. Never weights.
 
-The model is loaded exactly as the sidecar will run it (server.Model, the same onnxruntime
+The model is loaded exactly as the sidecar will run it (model.Model, the same onnxruntime
 configuration) and run once on a probe of random rows, to tell:
 - its one input's feature count;
 - which outputs are labels (integers, one per row) and which are class scores (floats, one column
@@ -54,7 +54,7 @@ def describe_model(
     path: Path, threads: int, output_kind: OutputKind | None = None, classes: int | None = None
 ) -> tuple[dict[str, Any], Contract, dict[str, Any]]:
     """(signature, contract, inference configuration) of a model file. Raises InvalidModel."""
-    from service.inference.server import Model
+    from service.inference.model import Model
 
     try:
         model = Model(str(path), threads)

@@ -391,7 +391,7 @@ def _scalar_model(path):
 
 
 def test_run_batched_paces_each_batch_bounds_its_output_and_wants_rows(tmp_path, demo_files, data):
-    from service.inference.server import Model
+    from service.inference.model import Model
 
     x = data[0][:100]
     model = Model(str(demo_files["model"]), threads=1)
