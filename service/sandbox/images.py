@@ -55,7 +55,7 @@ class ImageSpec:
             for p in sorted((src / "sdk").rglob("*.py")):
                 files[f"sdk/{p.relative_to(src / 'sdk').as_posix()}"] = p
         else:
-            channel.append("server.py")
+            channel += ["server.py", "model.py"]
         for name in channel:
             files[f"evalgate_inference/{name}"] = INFERENCE_DIR / name
         return files
