@@ -8,6 +8,8 @@ protocol and the channel client, so the sidecar server and the job SDK read the 
 
 from __future__ import annotations
 
+import os
+import stat
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -74,6 +76,29 @@ class Env(StrEnum):
     TRANSFER = "EVALGATE_TRANSFER"  # "1": TRANSFER_DIR is mounted, requests may name a file there
     RESULT = "EVALGATE_RESULT"  # the job's result file in COLLECT_DIR, copied for the worker at the end
     RESULT_MAX_BYTES = "EVALGATE_RESULT_MAX_BYTES"  # the most of it copied; a larger one is left to the worker
+
+
+class NotRegularFile(Exception):
+    """A path that was opened is not a regular file (a FIFO, a directory, a device, a socket)."""
+
+
+def open_regular(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Open for reading a file that someone else controls (the job's result, a transfer file, a
+    status file): never through a link (O_NOFOLLOW), never waiting on a FIFO (O_NONBLOCK opens it at
+    once, and it is refused here), only a regular file. The descriptor, which the caller closes,
+    and the file's size when opened; OSError if it cannot be opened, NotRegularFile if it is
+    anything but a regular file (its descriptor already closed). Reading it within a cap is the
+    caller's: the size can change after this."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotRegularFile(os.fspath(path))
+    return fd, st.st_size
 
 
 class Exit(IntEnum):

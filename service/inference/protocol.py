@@ -22,14 +22,13 @@ import math
 import mmap
 import os
 import socket
-import stat
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
-from .contract import ErrorCode, ModelError
+from .contract import ErrorCode, ModelError, NotRegularFile, open_regular
 
 if TYPE_CHECKING:
     pass
@@ -270,13 +269,13 @@ def read_transfer(directory: str, slot: object, into: memoryview) -> None:
     if isinstance(slot, bool) or slot not in TRANSFER_SLOTS:
         raise ModelError(ErrorCode.BAD_FRAME, f"a transfer slot is one of {TRANSFER_SLOTS}")
     assert isinstance(slot, int)
-    try:  # O_NONBLOCK: a FIFO opens at once, and is refused below, rather than waiting for a writer
-        fd = os.open(transfer_path(directory, slot), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fd, _size = open_regular(transfer_path(directory, slot))
+    except NotRegularFile:
+        raise ModelError(ErrorCode.BAD_FRAME, "a transfer file must be a regular file") from None
     except OSError:
         raise ModelError(ErrorCode.BAD_FRAME, "no transfer file the sidecar may read at that slot") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ModelError(ErrorCode.BAD_FRAME, "a transfer file must be a regular file")
         got = 0
         while got < len(into):
             k = os.preadv(fd, [into[got:]], got)

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import socketserver
-import stat
 import sys
 import threading
 import time
@@ -35,6 +34,8 @@ from .contract import (
     Env,
     ErrorCode,
     ModelError,
+    NotRegularFile,
+    open_regular,
 )
 from .model import Model
 from .protocol import (
@@ -477,18 +478,17 @@ def copy_result(source: str, max_bytes: int, directory: str) -> str:
     but a regular file read, never more than `max_bytes` (and never all in memory at once). Anything
     but "copied" leaves the file to the worker, which reads it through the Docker API and says
     exactly what is wrong with it."""
-    try:  # O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        fd, size = open_regular(source)
     except FileNotFoundError:
         return "absent"
+    except NotRegularFile:
+        return "not a regular file"
     except OSError:
         return "unreadable"
     tmp, dest = os.path.join(directory, f".{RESULT_COPY_NAME}.tmp"), os.path.join(directory, RESULT_COPY_NAME)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return "not a regular file"
-        if st.st_size > max_bytes:
+        if size > max_bytes:
             return "too large"
         out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import stat
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import requests
 from docker.errors import APIError, NotFound
+
+from service.inference.contract import NotRegularFile, open_regular
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -27,16 +28,13 @@ _GO_TYPE_BITS = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 <
 
 def read_status(path: Path, max_bytes: int = 16 << 10) -> dict[str, Any] | None:
     """A status file the sidecar wrote (ready.json, usage.json), or None while there is none."""
-    try:
-        # O_NOFOLLOW: the sidecar's own directory, but the worker trusts no link in it.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+    try:  # the sidecar's own directory, but the worker trusts nothing in it
+        fd, _size = open_regular(path)
+    except (OSError, NotRegularFile):
         return None
     try:
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return None
-            parsed = json.loads(f.read(max_bytes + 1)[: max_bytes + 1])
+            parsed = json.loads(f.read(max_bytes + 1))
     except (OSError, ValueError):
         return None
     return parsed if isinstance(parsed, dict) else None
@@ -46,12 +44,12 @@ def read_copied_result(path: Path, max_bytes: int) -> tuple[bytes | None, str | 
     """The job's result as the sidecar copied it into its status directory: checked again here
     (regular, within the cap). The bytes, or None and the problem."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd, _size = open_regular(path)
+    except NotRegularFile:
+        return None, "result is not a regular file"
     except OSError:
         return None, NO_RESULT
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None, "result is not a regular file"
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         return None, "result larger than the cap"

@@ -14,6 +14,7 @@ import pytest
 
 from service.inference.contract import RESULT_COPY_NAME, RESULT_NAME
 from service.inference.server import copy_result
+from service.sandbox.reading import NO_RESULT, read_copied_result, read_status
 
 
 @pytest.fixture
@@ -49,6 +50,42 @@ def test_anything_else_is_left_to_the_worker(dirs: tuple[Path, Path], make, said
     make(out / RESULT_NAME)
     assert copy_result(str(out / RESULT_NAME), 100, str(status)) == said
     assert list(status.iterdir()) == []  # nothing copied, nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda p: None, NO_RESULT),
+        (lambda p: p.symlink_to("/etc/passwd"), NO_RESULT),  # the worker follows no link either
+        (lambda p: os.mkfifo(p), "result is not a regular file"),  # and never waits on a FIFO
+        (lambda p: p.mkdir(), "result is not a regular file"),
+        (lambda p: p.write_bytes(b"x" * 101), "result larger than the cap"),
+    ],
+    ids=["absent", "symlink", "fifo", "directory", "over-the-cap"],
+)
+def test_the_worker_checks_the_copy_again(tmp_path: Path, make, problem: str) -> None:  # type: ignore[no-untyped-def]
+    make(tmp_path / RESULT_COPY_NAME)
+    assert read_copied_result(tmp_path / RESULT_COPY_NAME, 100) == (None, problem)
+    (tmp_path / "ok").write_bytes(b"x" * 100)
+    assert read_copied_result(tmp_path / "ok", 100) == (b"x" * 100, None)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: p.symlink_to("/etc/passwd"),
+        lambda p: os.mkfifo(p),
+        lambda p: p.mkdir(),
+        lambda p: p.write_text('{"rows": 1, "pad": "' + "x" * 200 + '"}'),
+        lambda p: p.write_text("[1, 2]"),
+    ],
+    ids=["symlink", "fifo", "directory", "over-the-cap", "not-an-object"],
+)
+def test_a_status_file_that_is_not_one_reads_as_none(tmp_path: Path, make) -> None:  # type: ignore[no-untyped-def]
+    make(tmp_path / "usage.json")
+    assert read_status(tmp_path / "usage.json", max_bytes=100) is None
+    (tmp_path / "ready.json").write_text('{"rows": 1}')
+    assert read_status(tmp_path / "ready.json", max_bytes=100) == {"rows": 1}
 
 
 # -- in the real sandbox, under runc and gVisor ----------------------------------------------------
