@@ -67,7 +67,7 @@ def make_mlp(path: Path, seed: int = 0) -> Path:
 
 # Runs inside the job container (sidecar image: numpy, onnxruntime, the inference client).
 MEASURE = """
-import json, os, resource, subprocess, sys, time
+import json, os, resource, socket, subprocess, sys, time
 import numpy as np
 import onnxruntime as ort
 from evalgate_inference import rows
@@ -122,6 +122,62 @@ for b in BATCHES:
             side(b)
             took[side.__name__] = time.perf_counter() - t0
         runs[b].append({k: n / v for k, v in took.items()})
+# The floor of one request, with no model: two processes in the job container over a socketpair,
+# both blocking, on one CPU and on two. "bare": one byte each way. "protocol": the channel's own
+# client and framing (a request naming 32 rows, an answer of 32 x 10 floats), nothing else.
+def round_trips(protocol, cpus):
+    a, b = socket.socketpair()
+    echo = os.fork()
+    if echo == 0:
+        a.close()
+        os.sched_setaffinity(0, {cpus[0]})
+        if protocol:
+            from evalgate_inference.protocol import FrameReader, describe, write_frame
+            out = np.zeros((32, 10), np.float32)
+            meta = {"ok": True, "metadata": {"outputs": [{"name": "y", "shape": ["n", 10], "dtype": "float32"}]},
+                    "limits": {"max_body": 1 << 26, "max_batch": 4096}}
+            reader = FrameReader(b)
+            while (frame := reader.read()) is not None:
+                if frame[0].get("op") == "metadata":
+                    write_frame(b, meta)
+                else:
+                    write_frame(b, {"ok": True, "outputs": [describe("y", out)]}, [out])
+        else:
+            while d := b.recv(64):
+                b.send(d)
+        os._exit(0)
+    b.close()
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpus[1]})
+    if protocol:
+        from evalgate_inference import client as channel
+        connect, channel.connect = channel.connect, lambda *args: a
+        c = channel.Client("socketpair")
+        channel.connect = connect
+        c.metadata()
+        one = lambda i: c.predict_rows(rows.reference(x[i:i + 32]), 32, depth=1)
+    else:
+        def one(i):
+            a.send(b"x")
+            a.recv(64)
+    for i in range(300):
+        one(i * 32)
+    t0 = time.perf_counter()
+    for i in range(3000):
+        one((i * 32) % (n - 32))
+    took = (time.perf_counter() - t0) / 3000
+    a.close()
+    os.waitpid(echo, 0)
+    os.sched_setaffinity(0, mask)
+    return took
+
+
+cpus = sorted(os.sched_getaffinity(0))
+round_trip = {
+    f"{kind}, {where}": round_trips(kind == "protocol", pair)
+    for kind in ("bare", "protocol")
+    for where, pair in (("one CPU", (cpus[0], cpus[0])), ("two CPUs", (cpus[0], cpus[-1])))
+}
 # The model's own footprint in a process of its own: load it, run every row at batch 256, peak RSS.
 ALONE = chr(10).join([
     "import resource, numpy as np, onnxruntime as ort",
@@ -134,7 +190,7 @@ ALONE = chr(10).join([
 ])
 alone = int(subprocess.run([sys.executable, "-c", ALONE], capture_output=True, text=True, check=True).stdout)
 with open(os.environ["EVALGATE_OUTPUT"], "w") as f:
-    json.dump({"runs": runs, "in_process_peak_bytes": alone}, f)
+    json.dump({"runs": runs, "in_process_peak_bytes": alone, "round_trip_s": round_trip}, f)
 """
 
 
@@ -199,6 +255,7 @@ def measure(model: Path, x: np.ndarray, cpus: float, rounds: int, runtime: str) 
         "runs": {int(b): runs for b, runs in result["runs"].items()},
         "in_process_peak_bytes": result["in_process_peak_bytes"],
         "sidecar_peak_bytes": outcome.sidecar_memory_peak,
+        "round_trip_s": result["round_trip_s"],
     }
 
 
@@ -254,6 +311,21 @@ def main() -> int:
             f"{b:>6} {base:>18,.0f} {ratios['rows_named', b]:>11.2f} {ratios['by_value', b]:>9.2f}"
             f" {ratios['by_value_in_socket', b]:>10.2f} {ratios['per_request', b]:>12.2f}"
         )
+    # What one request per batch could reach if a request cost nothing but a round trip: the model's
+    # time per batch in process, over that plus the round trip. A goal above a ceiling cannot be met
+    # by a request path that costs that much.
+    trips = measured["round_trip_s"]
+    print("per request, the floor: round trips between two processes in the job container, no model")
+    print(
+        f"{'round trip':>18} {'us':>5}   ceiling of one request per batch, at batch "
+        + " ".join(f"{b:>5}" for b in BATCHES)
+    )
+    ceilings: dict[str, dict[int, float]] = {}
+    for what, rtt in trips.items():
+        ceilings[what] = {
+            b: statistics.median(b / r["in_process"] / (b / r["in_process"] + rtt) for r in runs[b]) for b in BATCHES
+        }
+        print(f"{what:>18} {rtt * 1e6:>5.0f}   {'':>43}" + " ".join(f"{ceilings[what][b]:>5.2f}" for b in BATCHES))
     ok = True
     for side, b, goal in GOALS[args.runtime]:
         met = ratios[side, b] >= goal
@@ -261,6 +333,12 @@ def main() -> int:
         print(
             f"goal ({args.runtime}): {side} at batch {b} >= {goal:.2f}: {ratios[side, b]:.2f}"
             f" ({'meets' if met else 'MISSES'})"
+            + (
+                f"; ceilings: {ceilings['bare, two CPUs'][b]:.2f} (a bare round trip across CPUs),"
+                f" {ceilings['protocol, one CPU'][b]:.2f} (the channel's own, on one CPU)"
+                if side == "per_request"
+                else ""
+            )
         )
     alone, peak = measured["in_process_peak_bytes"], measured["sidecar_peak_bytes"]
     if peak:
