@@ -11,6 +11,7 @@ import json
 import math
 import mmap
 import os
+import resource
 import signal
 import socket
 import socketserver
@@ -529,7 +530,28 @@ def report_usage(
     }
     if result is not None:
         usage["result"] = copy_result(*result, directory)
+    usage["memory_peak"] = memory_peak()
     write_status(directory, USAGE_NAME, usage)
+
+
+# The container's own memory statistics, as the engine reports them (cgroup v1, then v2).
+CGROUP_PEAK_FILES = ("/sys/fs/cgroup/memory/memory.max_usage_in_bytes", "/sys/fs/cgroup/memory.peak")
+
+
+def memory_peak(files: Iterable[str] = CGROUP_PEAK_FILES) -> int:
+    """The most memory the sidecar has used, for the worker's facts about the job: its container's
+    own figure where the container can read it (runc), else the peak resident size of this process
+    (gVisor shows no cgroup files inside a sandbox). Read here, when the worker asks for the usage,
+    because asking the engine (`docker stats`) waits for its statistics collector's next tick, up
+    to a second on a busy host, on every job's path. No decision rests on it: an out-of-memory kill
+    is the engine's OOMKilled flag."""
+    for path in files:
+        try:
+            with open(path) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def main() -> int:

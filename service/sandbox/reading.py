@@ -1,7 +1,6 @@
 """What the worker reads of a job's sandbox, trusting none of it: the sidecar's status files, the
-sidecar's copy of the job's result, one file through the Docker archive API, capped logs and the
-memory peak. Every file is opened without following a link, read only if it is a regular file, and
-never past its cap."""
+sidecar's copy of the job's result, one file through the Docker archive API, and capped logs. Every
+file is opened without following a link, read only if it is a regular file, and never past its cap."""
 
 from __future__ import annotations
 
@@ -102,16 +101,6 @@ def tail(container: Container, cap: int, stdout: bool = True, stderr: bool = Tru
     except (APIError, requests.exceptions.RequestException):
         pass
     return out.decode(errors="replace")
-
-
-def memory_peak(container: Container) -> int | None:
-    """The most memory the container has used, if the engine says (cgroup v1 reports it)."""
-    try:
-        stats = container.stats(stream=False, one_shot=True)
-    except (APIError, requests.exceptions.RequestException):
-        return None
-    peak = (stats.get("memory_stats") or {}).get("max_usage")
-    return int(peak) if isinstance(peak, int) else None
 
 
 def _drain_close(stream: object) -> None:

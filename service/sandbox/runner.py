@@ -45,7 +45,6 @@ from service.inference.contract import (
 )
 from service.sandbox.errors import ImageMissing, SandboxError
 from service.sandbox.reading import (
-    memory_peak,
     read_archived_file,
     read_copied_result,
     read_status,
@@ -518,20 +517,21 @@ class Sandbox:
             started = time.monotonic()
             outcome = self._wait(spec.job_id, job, sidecar, spec.limits.timeout_s, should_cancel)
             ran = time.monotonic()
-            # The sidecar's side (ready? then the usage and the copied result, asked with SIGUSR1)
-            # and its memory peak, each on its own connection to the engine, while this thread
-            # reads the job container's state and logs.
-            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evalgate-collect") as pool:
+            # The sidecar's side (ready? then the usage, its memory peak and the copied result,
+            # asked with SIGUSR1) on its own connection to the engine, while this thread reads the
+            # job container's state and logs.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalgate-collect") as pool:
                 sidecar_end = pool.submit(self._sidecar_end, spec, sidecar)
-                peak = pool.submit(memory_peak, sidecar)
                 self._job_facts(spec, job, outcome)
                 outcome.sidecar_ready, running, usage = sidecar_end.result()
-                sidecar_peak = peak.result()
+            sidecar_peak = usage.pop("memory_peak", None)  # the sidecar's own figure, not a usage
             outcome.images = {"job": job.attrs["Image"], "sidecar": sidecar.attrs["Image"]}
             if not outcome.sidecar_ready:
                 outcome.job_log += f"\n--- sidecar (never served the model) ---\n{self._tail(sidecar, 4000)}"
             if running:
-                outcome.usage, outcome.sidecar_memory_peak = usage, sidecar_peak
+                outcome.usage = usage
+                if isinstance(sidecar_peak, int) and not isinstance(sidecar_peak, bool) and sidecar_peak > 0:
+                    outcome.sidecar_memory_peak = sidecar_peak
                 max_bytes = spec.limits.result_max_bytes
                 if usage.pop("result", None) == "copied":
                     outcome.result, outcome.result_problem = self._copied_result(spec.job_id, max_bytes)

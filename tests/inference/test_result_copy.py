@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.inference.contract import RESULT_COPY_NAME, RESULT_NAME
-from service.inference.server import copy_result
+from service.inference.server import copy_result, memory_peak
 from service.sandbox.reading import NO_RESULT, read_copied_result, read_status
 
 
@@ -88,6 +88,18 @@ def test_a_status_file_that_is_not_one_reads_as_none(tmp_path: Path, make) -> No
     assert read_status(tmp_path / "ready.json", max_bytes=100) == {"rows": 1}
 
 
+def test_the_sidecar_reads_its_memory_peak_from_its_cgroup_else_its_own_peak_rss(tmp_path: Path) -> None:
+    import resource
+
+    v1, v2 = tmp_path / "memory.max_usage_in_bytes", tmp_path / "memory.peak"
+    v2.write_text("123456789\n")
+    assert memory_peak([str(v1), str(v2)]) == 123456789  # the first the container can read
+    v1.write_text("not a number")
+    assert memory_peak([str(v1), str(v2)]) == 123456789
+    own = memory_peak([str(tmp_path / "absent")])  # as under gVisor: no cgroup files inside
+    assert own == resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 and own > 1 << 20
+
+
 # -- in the real sandbox, under runc and gVisor ----------------------------------------------------
 
 
@@ -130,10 +142,17 @@ def _run(docker_client, demo_files: dict[str, Path], tmp_path: Path, runtime: st
         return read_file(container, path, max_bytes)
 
     sandbox._read_file = counted  # type: ignore[method-assign]
+    from docker.models.containers import Container
+
+    def no_stats(self, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the engine's statistics wait for its collector's tick: not on a job's path")
+
+    stats, Container.stats = Container.stats, no_stats  # type: ignore[method-assign]
     try:
         outcome = sandbox.run(spec)
         copied = (sandbox._status_dir(spec.job_id) / RESULT_COPY_NAME).exists()
     finally:
+        Container.stats = stats  # type: ignore[method-assign]
         sandbox.remove(spec.job_id)
     return outcome, copied, archive_reads
 
@@ -149,6 +168,10 @@ def test_the_result_comes_through_the_sidecar_not_the_archive_api(
     assert outcome.result == b'{"score": 0.25}' and outcome.result_problem is None
     assert copied and archive_reads == []
     assert "result" not in outcome.usage  # how the copy went is the worker's business, not a usage figure
+    # The sidecar's memory peak comes with its usage (its cgroup's figure under runc, its own peak
+    # resident size under gVisor), never from the engine's statistics; not a usage figure either.
+    assert "memory_peak" not in outcome.usage
+    assert outcome.sidecar_memory_peak is not None and 8 << 20 < outcome.sidecar_memory_peak < 512 << 20
 
 
 @pytest.mark.docker
