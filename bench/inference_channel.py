@@ -199,8 +199,9 @@ def measure(model: Path, x: np.ndarray, cpus: float, rounds: int, runtime: str) 
     alternating passes, by batch size; the model's peak in a process of its own, and the sidecar's
     peak (the container's memory statistics)."""
     from service.sandbox.client import docker_client
-    from service.sandbox.runner import JobSandbox, Limits, Sandbox
+    from service.sandbox.runner import Sandbox
     from service.sandbox.runtimes import resolve
+    from service.sandbox.spec import JobSandbox, Limits
 
     client = docker_client()
     sidecar_image = client.images.get("evalgate-sidecar:latest").id

@@ -13,8 +13,8 @@ import numpy as np
 
 from service.jobs.context import WorkerContext
 from service.jobs.leases import Leases
-from service.sandbox.runner import JobSandbox, Outcome
 from service.sandbox.runtimes import Runtime
+from service.sandbox.spec import JobSandbox, Outcome
 from tests.harness import Harness
 
 

@@ -27,8 +27,9 @@ from service.registry import bundles, datasets, fit
 from service.release import gate, metrics
 from service.release.catalogue import MetricDecl
 from service.release.outcomes import ErrorClass
-from service.sandbox.runner import JobSandbox, Limits, Outcome, Sandbox
+from service.sandbox.runner import Sandbox
 from service.sandbox.runtimes import Runtime
+from service.sandbox.spec import JobSandbox, Limits, Outcome
 
 
 class DevExit(IntEnum):

@@ -21,8 +21,8 @@ from service.db import session_scope
 from service.jobs.leases import Leases
 from service.quotas.service import Budgets
 from service.release.signing import Signer
-from service.sandbox.runner import JobSandbox, Outcome
 from service.sandbox.runtimes import Runtime
+from service.sandbox.spec import JobSandbox, Outcome
 
 T = TypeVar("T")
 

@@ -38,7 +38,7 @@ from service.release import gate, metrics
 from service.release import service as release_service
 from service.release.outcomes import ErrorClass
 from service.reproductions import service as reproductions
-from service.sandbox.runner import JobSandbox, Limits, Outcome
+from service.sandbox.spec import JobSandbox, Limits, Outcome
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3

@@ -40,7 +40,7 @@ from service.quotas.store import seconds_to_reset
 from service.registry import datasets, storage
 from service.release import service as release_service
 from service.release.outcomes import ErrorClass
-from service.sandbox.runner import Outcome
+from service.sandbox.spec import Outcome
 from service.twins import service as twins
 from service.twins.models import TwinKind
 

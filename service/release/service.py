@@ -38,7 +38,7 @@ from service.release.models import Result
 from service.release.outcomes import ErrorClass
 from service.release.signing import Signer
 from service.sandbox.reading import NO_RESULT
-from service.sandbox.runner import Outcome
+from service.sandbox.spec import Outcome
 from service.transparency import dsse
 from service.transparency import service as tlog
 from service.transparency import statement as attestation

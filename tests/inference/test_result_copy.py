@@ -104,8 +104,9 @@ def test_the_sidecar_reads_its_memory_peak_from_its_cgroup_else_its_own_peak_rss
 
 
 def _run(docker_client, demo_files: dict[str, Path], tmp_path: Path, runtime: str, code: str):  # type: ignore[no-untyped-def]
-    from service.sandbox.runner import JobSandbox, Limits, Sandbox
+    from service.sandbox.runner import Sandbox
     from service.sandbox.runtimes import resolve, runsc_available
+    from service.sandbox.spec import JobSandbox, Limits
 
     if runtime == "runsc" and not runsc_available(docker_client):
         from tests.harness import unavailable

@@ -17,7 +17,7 @@ from service.release import service as release_service
 from service.release.models import Result
 from service.release.outcomes import ErrorClass
 from service.sandbox.errors import ImageMissing, SandboxError
-from service.sandbox.runner import Outcome
+from service.sandbox.spec import Outcome
 from tests.stubs import StubSandbox, context, released_outcome
 
 

@@ -17,7 +17,7 @@ from service.jobs.states import JobState
 from service.registry import storage
 from service.release.models import Result
 from service.sanctions.models import PartnerTrip
-from service.sandbox.runner import Outcome
+from service.sandbox.spec import Outcome
 from service.transparency.models import LogLeaf
 from service.twins import service as twins
 from service.twins.models import Twin

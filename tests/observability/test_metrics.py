@@ -14,7 +14,7 @@ from service.jobs import tasks
 from service.jobs.context import LazyContext
 from service.jobs.models import Job
 from service.ledger import service as ledger
-from service.sandbox.runner import Outcome
+from service.sandbox.spec import Outcome
 from tests.stubs import StubSandbox, context, released_outcome
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -12,7 +12,7 @@ import pytest
 
 from service.jobs import runner
 from service.quotas.models import BudgetReservation
-from service.sandbox.runner import Outcome
+from service.sandbox.spec import Outcome
 from tests import factories
 from tests.factories import NOISED, suite_bundle, unique
 from tests.harness import Harness, harness

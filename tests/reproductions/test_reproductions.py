@@ -23,7 +23,7 @@ from service.release import service as release_service
 from service.release.models import Result
 from service.reproductions.models import Reproduction
 from service.sandbox.errors import ImageMissing
-from service.sandbox.runner import Outcome
+from service.sandbox.spec import Outcome
 from service.transparency import service as tlog
 from tests import factories
 from tests.harness import Harness, harness

@@ -13,7 +13,7 @@ from service.ledger import service as ledger
 from service.sanctions import repository as repo
 from service.sanctions import service as sanctions
 from service.sanctions.models import Rule
-from service.sandbox.runner import Outcome
+from service.sandbox.spec import Outcome
 from tests import factories
 from tests.harness import Harness
 from tests.site.pages import sign_in

@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
-from service.sandbox.runner import LABEL_JOB, JobSandbox, Limits, Sandbox, names
+from service.sandbox.runner import LABEL_JOB, Sandbox, names
 from service.sandbox.runtimes import resolve
+from service.sandbox.spec import JobSandbox, Limits
 from tests.factories import unique
 
 pytestmark = pytest.mark.docker

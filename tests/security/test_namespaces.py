@@ -12,7 +12,7 @@ from service.jobs import runner
 from service.jobs.states import JobState
 from service.ledger import service as ledger
 from service.registry.models import SuiteVersion
-from service.sandbox.runner import Outcome
+from service.sandbox.spec import Outcome
 from tests import factories
 from tests.factories import CLASSIFICATION, CLASSIFICATION_REF, WIDE, suite_bundle, unique
 from tests.stubs import StubSandbox, context
