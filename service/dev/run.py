@@ -23,7 +23,7 @@ from service.config import Settings
 from service.inference.contract import JOB_USER, RESULT_NAME, ROWS_NAME, Env
 from service.inference.model_info import Contract, describe_model
 from service.quotas import leakage
-from service.registry import bundles, datasets, fit
+from service.registry import bundles, datasets, fit, manifest
 from service.release import gate, metrics
 from service.release.catalogue import MetricDecl
 from service.release.outcomes import ErrorClass
@@ -90,8 +90,8 @@ def load_suite(src: Path, settings: Settings, root: Path) -> bundles.Bundle:
     """The suite directory packed and extracted exactly as an upload would be (same checks, same limits)."""
     from service.registry.service import bundle_limits
 
-    if not (src / bundles.MANIFEST).is_file():
-        raise DevError(f"{src} has no {bundles.MANIFEST}: run `evalgate dev init NAME` for a skeleton")
+    if not (src / manifest.MANIFEST).is_file():
+        raise DevError(f"{src} has no {manifest.MANIFEST}: run `evalgate dev init NAME` for a skeleton")
     return bundles.extract_bundle(bundles.pack_directory(src), root, bundle_limits(settings))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from service.registry.bundles import NAME_RE
+from service.registry.manifest import NAME_RE
 
 SUITE_YAML = """\
 name: {name}

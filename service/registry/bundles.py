@@ -10,7 +10,8 @@ while it is read, not after.
 A name is bytes that must decode as UTF-8: a tar's raw name bytes (PAX and GNU long names too), and
 a zip member's name bytes whether or not it sets the UTF-8 flag (never read as CP437). Paths that
 differ only in case or Unicode normalisation are refused, so a bundle means the same tree on every
-filesystem. Errors name the member escaped and cut short (`_show`).
+filesystem (the rules of one name are in service/registry/paths.py; the manifest's, in
+service/registry/manifest.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ import functools
 import gzip
 import hashlib
 import io
-import math
 import os
-import re
 import shutil
 import stat
 import tarfile
@@ -33,27 +32,18 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, cast
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel
 
 from service.errors import EvalgateError
 from service.registry import errors
-from service.release import metrics
-from service.release.catalogue import MetricDecl, parse_declarations
+from service.registry.manifest import SuiteManifest, load_manifest
+from service.registry.paths import clean_name, show
 
-MANIFEST = "suite.yaml"
-NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
-SEMVER_RE = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]{1,32})?$"
-METRIC_RE = r"^[a-z][a-z0-9_]{0,63}$"
 # Up to this many bytes, a bundle may unpack to any multiple of its packed size: a tar of a few tiny
 # files is mostly headers and padding, and compresses far better than code does.
 RATIO_FREE_BYTES = 1 << 20
-SHOW_MAX = 80  # characters of a member's name shown in an error
-# Unicode categories refused in names: controls (C0, DEL, C1), invisible format characters such as
-# bidirectional overrides, and line and paragraph separators.
-INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 class BundleLimits(BaseModel):
@@ -70,149 +60,11 @@ class BundleLimits(BaseModel):
     max_ratio: int  # unpacked over packed size (beyond RATIO_FREE_BYTES), of a zip member and of the bundle
 
 
-class RowsDecl(BaseModel):
-    """What a rows-mode suite's code writes, one row per dataset row, and which of the service's
-    metrics it offers (service.release.metrics)."""
-
-    model_config = {"extra": "forbid"}
-
-    kind: Literal["classification", "regression"]
-    # Regression: predictions are clamped into this range, and errors counted up to its width.
-    value_range: tuple[float, float] | None = None
-    offers: list[str] | None = Field(default=None, description="metric families offered; all if omitted")
-
-    @model_validator(mode="after")
-    def _check(self) -> RowsDecl:
-        if self.kind == "regression":
-            if self.value_range is None:
-                raise ValueError("regression rows need value_range: [min, max]")
-            lo, hi = self.value_range
-            if not (math.isfinite(lo) and math.isfinite(hi) and -1e12 <= lo < hi <= 1e12):
-                raise ValueError("value_range must be finite, within ±1e12, min below max")
-        elif self.value_range is not None:
-            raise ValueError("value_range is for regression rows only")
-        known = metrics.families(self.kind)
-        unknown = sorted(set(self.offers or []) - set(known))
-        if unknown:
-            raise ValueError(f"unknown metrics {unknown}; the catalogue has {known}")
-        return self
-
-    def offered(self) -> list[str]:
-        return self.offers or metrics.families(self.kind)
-
-
-class SuiteManifest(BaseModel):
-    model_config = {"extra": "forbid"}
-
-    name: str = Field(pattern=NAME_RE)
-    version: str = Field(pattern=SEMVER_RE)
-    entrypoint: str
-    # "metrics": the code reports metrics it declares by kind; "rows": it writes per-row outputs and
-    # the service computes the metrics from them and the labels, which the code never sees.
-    mode: Literal["metrics", "rows"] = "metrics"
-    metrics: dict[str, MetricDecl] = Field(default_factory=dict, description="name -> kind (metrics mode)")
-    rows: RowsDecl | None = None
-    description: str = Field(default="", max_length=2000)
-
-    @model_validator(mode="after")
-    def _mode(self) -> SuiteManifest:
-        if self.mode == "metrics" and (not self.metrics or self.rows is not None):
-            raise ValueError("a metrics-mode suite declares its metrics (and no rows)")
-        if self.mode == "rows" and (self.rows is None or self.metrics):
-            raise ValueError("a rows-mode suite declares its rows (the service's catalogue names the metrics)")
-        return self
-
-    @field_validator("entrypoint")
-    @classmethod
-    def _entrypoint(cls, v: str) -> str:
-        try:
-            _clean_name(v)
-        except EvalgateError as e:
-            raise ValueError(e.detail) from None
-        if not v.endswith(".py"):
-            raise ValueError("entrypoint must be a .py file")
-        return v
-
-    @field_validator("metrics", mode="before")
-    @classmethod
-    def _metrics(cls, v: object) -> dict[str, MetricDecl]:
-        decls = parse_declarations(v)
-        for m in decls:
-            if not re.match(METRIC_RE, m):
-                raise ValueError(f"metric name {m!r} must match {METRIC_RE}")
-        return decls
-
-    def rows_table(self) -> dict[str, Any] | None:
-        """The rows declaration as stored with the suite version (JSON)."""
-        if self.rows is None:
-            return None
-        return {"kind": self.rows.kind, "value_range": self.rows.value_range, "offers": self.rows.offered()}
-
-    def metric_table(self) -> dict[str, dict[str, Any]]:
-        """The declarations as stored with the suite version (JSON)."""
-        return {
-            name: d.model_dump(exclude_defaults=True) | {"kind": d.kind} for name, d in sorted(self.metrics.items())
-        }
-
-
 @dataclass
 class Bundle:
     manifest: SuiteManifest
     sha256: str  # tree digest
     path: Path
-
-
-def _show(name: str | bytes, *, escape_all: bool = False) -> str:
-    """A member's name for a message: quoted and escaped as repr does (as ascii does with
-    `escape_all`), so no control character or undecodable byte reaches a log or a terminal raw; a
-    long name keeps its start and its end, about SHOW_MAX characters in all."""
-    if isinstance(name, bytes):
-        raw = name
-    else:
-        try:
-            raw = name.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            raw = name.encode("utf-8", "backslashreplace")
-    text: str | bytes
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw  # shown as b'...\xff...'
-    quote = ascii if escape_all else repr
-    if len(quote(text)) <= SHOW_MAX:
-        return quote(text)
-    keep = SHOW_MAX // 2
-    while keep > 1 and len(quote(text[:keep])) + len(quote(text[-keep:])) > SHOW_MAX - 3:
-        keep -= 1
-    return f"{quote(text[:keep])}...{quote(text[-keep:])}"
-
-
-def _clean_name(name: str, *, is_dir: bool = False) -> str | None:
-    """The member's path inside the bundle, or None for a directory entry naming the archive's own
-    root (`.`). Refused: names that are not UTF-8 or hold a NUL, a backslash or a control character;
-    absolute paths; `..`; empty or `.` components (a single leading `./`, as `tar -C dir .` writes,
-    is dropped). A directory may end with one `/`, as zip directories do."""
-    shown = _show(name)
-    try:
-        text = name.encode("utf-8", "surrogateescape").decode("utf-8")
-    except UnicodeError:  # tar hands over undecodable bytes surrogate-escaped
-        raise errors.BundleNameNotUtf8(f"member name {shown} is not UTF-8") from None
-    if not text or "\x00" in text or "\\" in text:
-        raise errors.BundleBadPath(f"bad member name {shown}")
-    if any(unicodedata.category(c) in INVISIBLE for c in text):
-        raise errors.BundleNameControlCharacter(f"member name {shown} holds a control character")
-    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
-        raise errors.BundleAbsolutePath(f"absolute path {shown} in bundle")
-    if is_dir and text in (".", "./"):
-        return None
-    if is_dir and text.endswith("/"):
-        text = text[:-1]
-    parts = text.removeprefix("./").split("/")
-    if ".." in parts:
-        raise errors.BundlePathTraversal(f"path {shown} leaves the bundle")
-    if "" in parts or "." in parts:
-        raise errors.BundleNonCanonicalPath(f"path {shown} has an empty or '.' component")
-    return "/".join(parts)
 
 
 def tree_digest(root: Path) -> str:
@@ -249,20 +101,18 @@ def _check_sizes(limits: BundleLimits, entry: _Entry, size: int, total: int, pac
     before anything is written, and again on the bytes as they are written."""
     if total > limits.max_unpacked_bytes:
         raise errors.BundleTooLargeUnpacked(
-            f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes (at member {_show(entry.name)})"
+            f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes (at member {show(entry.name)})"
         )
     if size > limits.max_file_bytes:
-        raise errors.BundleFileTooLarge(
-            f"member {_show(entry.name)} unpacks to more than {limits.max_file_bytes} bytes"
-        )
+        raise errors.BundleFileTooLarge(f"member {show(entry.name)} unpacks to more than {limits.max_file_bytes} bytes")
     if entry.packed is not None and size > _ratio_cap(limits, entry.packed):
         raise errors.BundleTooCompressed(
-            f"member {_show(entry.name)} unpacks to more than {limits.max_ratio} times its {entry.packed} packed bytes"
+            f"member {show(entry.name)} unpacks to more than {limits.max_ratio} times its {entry.packed} packed bytes"
         )
     if total > _ratio_cap(limits, packed_total):
         raise errors.BundleTooCompressed(
             f"bundle unpacks to more than {limits.max_ratio} times its {packed_total} bytes"
-            f" (at member {_show(entry.name)})"
+            f" (at member {show(entry.name)})"
         )
 
 
@@ -280,8 +130,8 @@ class _Plan:
 
     def add(self, entry: _Entry) -> None:
         lim = self.limits
-        shown = _show(entry.name)
-        name = _clean_name(entry.name, is_dir=entry.is_dir)
+        shown = show(entry.name)
+        name = clean_name(entry.name, is_dir=entry.is_dir)
         self.entries.append((entry, name))
         if name is None:
             return
@@ -299,12 +149,12 @@ class _Plan:
         if clash is None and (name in self.files if entry.is_dir else name in self.dirs):
             clash = name
         if clash is not None:
-            raise errors.BundleFileDirCollision(f"member {shown}: {_show(clash)} would be both a file and a directory")
+            raise errors.BundleFileDirCollision(f"member {shown}: {show(clash)} would be both a file and a directory")
         for path in [*parents, name]:
             first = self.folded.setdefault(unicodedata.normalize("NFC", path).casefold(), path)
             if first != path:
                 raise errors.BundleNameCollision(
-                    f"member {shown}: {_show(path, escape_all=True)} and {_show(first, escape_all=True)}"
+                    f"member {shown}: {show(path, escape_all=True)} and {show(first, escape_all=True)}"
                     " differ only in case or Unicode normalisation"
                 )
         for p in parents:
@@ -348,7 +198,7 @@ class _BoundedGunzip(io.RawIOBase):
         chunk = self._gz.read(want)  # GzipFile inflates no more than it is asked for
         self._inflated += len(chunk)
         if self._inflated > cap:
-            where = "before its first member" if self.member is None else f"at or after member {_show(self.member)}"
+            where = "before its first member" if self.member is None else f"at or after member {show(self.member)}"
             if self._ratio_cap < self._size_cap:
                 raise errors.BundleTooCompressed(
                     f"the gzip stream inflates to more than {self._max_ratio} times the bundle's size, {where}"
@@ -374,7 +224,7 @@ def _tar_stream(data: bytes, limits: BundleLimits) -> Iterator[tuple[_Entry, Ope
         try:
             for m in tar:
                 stream.member = m.name
-                shown = _show(m.name)
+                shown = show(m.name)
                 if m.issym() or m.islnk():
                     raise errors.BundleLink(f"link {shown} in bundle")
                 if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
@@ -385,7 +235,7 @@ def _tar_stream(data: bytes, limits: BundleLimits) -> Iterator[tuple[_Entry, Ope
                     raise errors.BundleSpecialFile(f"unsupported member type for {shown}")
                 yield _Entry(m.name, m.isdir(), 0 if m.isdir() else m.size, None), _tar_opener(tar, m)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            where = "" if stream.member is None else f" after member {_show(stream.member)}"
+            where = "" if stream.member is None else f" after member {show(stream.member)}"
             raise errors.BundleUnreadable(f"corrupt tar archive{where}: {type(e).__name__}") from None
 
 
@@ -400,14 +250,14 @@ def _zip_members(data: bytes) -> Iterator[Members]:
         # metadata_encoding: a name without the UTF-8 flag is decoded as strict UTF-8 too, never as CP437.
         zf = zipfile.ZipFile(io.BytesIO(data), metadata_encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise errors.BundleNameNotUtf8(f"member name {_show(bytes(e.object))} is not UTF-8") from None
+        raise errors.BundleNameNotUtf8(f"member name {show(bytes(e.object))} is not UTF-8") from None
     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError) as e:
         raise errors.BundleUnreadable(f"not a readable zip archive: {type(e).__name__}") from None
 
     def members() -> Iterator[tuple[_Entry, Opener]]:
         for info in zf.infolist():
             name = info.orig_filename  # zipfile cuts `filename` at a NUL; this is the whole name
-            shown = _show(name)
+            shown = show(name)
             kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver recorded no Unix type
             if kind == stat.S_IFLNK:
                 raise errors.BundleLink(f"link {shown} in bundle")
@@ -442,7 +292,7 @@ def _write(tmp: Path, plan: _Plan, members: Iterator[tuple[_Entry, Opener]]) -> 
     limits, total = plan.limits, 0
     for i, (entry, opener) in enumerate(members):
         if i >= len(plan.entries) or plan.entries[i][0] != entry:
-            raise errors.BundleUnreadable(f"member {_show(entry.name)} differs between two reads of the bundle")
+            raise errors.BundleUnreadable(f"member {show(entry.name)} differs between two reads of the bundle")
         name = plan.entries[i][1]
         if name is None:
             continue
@@ -460,15 +310,15 @@ def _write(tmp: Path, plan: _Plan, members: Iterator[tuple[_Entry, Opener]]) -> 
                     written += len(chunk)
                     total += len(chunk)
                     if written > entry.size:
-                        raise errors.BundleUnreadable(f"member {_show(entry.name)} holds more than its declared size")
+                        raise errors.BundleUnreadable(f"member {show(entry.name)} holds more than its declared size")
                     _check_sizes(limits, entry, written, total, plan.packed_total)
                     out.write(chunk)
         except _CORRUPT as e:
-            raise errors.BundleUnreadable(f"corrupt archive member {_show(entry.name)}: {type(e).__name__}") from None
+            raise errors.BundleUnreadable(f"corrupt archive member {show(entry.name)}: {type(e).__name__}") from None
 
 
-# Every case a bundle is refused with, here and by the manifest's loading (an upload of a suite can
-# answer any of them; a test keeps this in step with the `raise`s of this module).
+# Every case a bundle is refused with, here, by its paths (paths.py) and by its manifest (manifest.py):
+# an upload of a suite can answer any of them; a test keeps this in step with those modules' `raise`s.
 REFUSALS: tuple[type[EvalgateError], ...] = (
     errors.BundleUnknownFormat,
     errors.BundleUnreadable,
@@ -515,57 +365,6 @@ def extract_bundle(data: bytes, suites_root: Path, limits: BundleLimits) -> Bund
         return _install(suites_root, limits, ".extract-", lambda tmp: _write(tmp, plan, members()))
 
 
-def load_manifest_file(path: Path) -> SuiteManifest:
-    """The manifest, or BundleBadManifest naming the line (and column) of what is wrong."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
-        return SuiteManifest.model_validate(raw)
-    except UnicodeDecodeError:
-        raise errors.BundleBadManifest(f"{MANIFEST} is not UTF-8 text") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or type(e).__name__
-        raise errors.BundleBadManifest(f"{MANIFEST} is not valid YAML{where}: {problem}") from None
-    except ValidationError as e:
-        lines = _key_lines(text)
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or 'the top level'}"
-            + (f" (line {lines[err['loc'][0]]})" if err["loc"] and err["loc"][0] in lines else "")
-            + f": {err['msg']}"
-            for err in e.errors()
-        )
-        raise errors.BundleBadManifest(f"{MANIFEST}: {problems}") from None
-
-
-def _key_lines(text: str) -> dict[object, int]:
-    """The line of each top-level key of a YAML mapping, for messages."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return {}
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
-
-
-def load_manifest(root: Path, limits: BundleLimits) -> SuiteManifest:
-    path = root / MANIFEST
-    if not path.is_file():
-        raise errors.BundleNoManifest(f"bundle has no {MANIFEST} at its top level")
-    manifest = load_manifest_file(path)
-    if len(manifest.metrics) > limits.max_metrics:
-        raise errors.BundleBadManifest(f"a suite may declare at most {limits.max_metrics} metrics")
-    if not (root / manifest.entrypoint).is_file():
-        found = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if p.is_file())[:20]
-        raise errors.BundleBadManifest(
-            f"entrypoint {manifest.entrypoint!r} is not in the bundle",
-            alternatives=[f"entrypoint: {f}" for f in found] or ["add the entrypoint file to the suite directory"],
-        )
-    return manifest
-
-
 def remove_tree(root: Path) -> None:
     """Remove an installed suite directory (read-only by then)."""
     for p in [root, *root.rglob("*")]:
@@ -599,7 +398,7 @@ def _install(suites_root: Path, limits: BundleLimits, prefix: str, fill: Callabl
     tmp = Path(tempfile.mkdtemp(dir=suites_root, prefix=prefix))
     try:
         fill(tmp)
-        manifest = load_manifest(tmp, limits)
+        manifest = load_manifest(tmp, limits.max_metrics)
         digest = tree_digest(tmp)
         final = suites_root / digest
         if final.exists():

@@ -14,7 +14,7 @@ from service.errors import EvalgateError
 from service.inference.contract import parse_output_policy as server_policy
 from service.inference.model_info import InvalidModel, OutputKind, describe_model
 from service.ledger import service as ledger
-from service.registry import bundles, datasets, errors, storage, suites
+from service.registry import bundles, datasets, errors, manifest, storage, suites
 from service.registry import repository as repo
 from service.registry.models import LIFECYCLE, DatasetVersion, ModelVersion, SuiteVersion
 from service.registry.spelling import closest
@@ -26,7 +26,7 @@ UNKNOWN = {"model": errors.UnknownModelVersion, "dataset": errors.UnknownDataset
 
 
 def _check_name(name: str, version: str) -> None:
-    if not re.match(bundles.NAME_RE, name):
+    if not re.match(manifest.NAME_RE, name):
         raise errors.InvalidName("name must be 1-64 of a-z 0-9 _ . -")
     if not VERSION_RE.match(version):
         raise errors.InvalidVersion("version must be 1-32 of A-Z a-z 0-9 . _ + -")
@@ -352,8 +352,8 @@ def upload_suite(
 def builtin_ref(name: str) -> str:
     """name@version of the built-in suite shipped as `name` in this release (a bare reference: every
     partner without an upload of that name means the built-in one by it)."""
-    manifest = bundles.load_manifest_file(BUILTIN_DIR / name / bundles.MANIFEST)
-    return f"{manifest.name}@{manifest.version}"
+    m = manifest.load_manifest_file(BUILTIN_DIR / name / manifest.MANIFEST)
+    return f"{m.name}@{m.version}"
 
 
 def _check_leakage_policy(settings: Settings, bundle: bundles.Bundle) -> None:
@@ -374,7 +374,7 @@ def _check_leakage_policy(settings: Settings, bundle: bundles.Bundle) -> None:
 def ensure_builtin_suites(session: Session, settings: Settings) -> list[SuiteVersion]:
     """Install and register the suites shipped with the service (trusted by the operator)."""
     rows = []
-    for src in sorted(p for p in BUILTIN_DIR.iterdir() if (p / bundles.MANIFEST).is_file()):
+    for src in sorted(p for p in BUILTIN_DIR.iterdir() if (p / manifest.MANIFEST).is_file()):
         bundle = bundles.install_directory(src, settings.data_dir / "suites", bundle_limits(settings))
         row, _ = _record_suite(
             session,

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from service.dev.skeleton import write_skeleton
-from service.registry.bundles import load_manifest_file
+from service.registry.manifest import load_manifest_file
 
 
 def test_dev_init_writes_a_valid_rows_mode_suite(tmp_path):

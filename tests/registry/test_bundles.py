@@ -10,7 +10,8 @@ import zipfile
 import pytest
 
 from service.errors import PayloadTooLarge, Unprocessable
-from service.registry import bundles
+from service.registry import bundles, paths
+from service.registry import manifest as manifest_module
 from service.registry.bundles import extract_bundle, tree_digest
 from tests import factories
 from tests.factories import manifest, tar_gz, zip_bytes
@@ -218,11 +219,12 @@ def test_packing_refuses_links(tmp_path):
 
 
 def test_every_refusal_of_a_bundle_is_declared_for_its_upload():
-    """`REFUSALS` (what POST /v1/suites declares in the OpenAPI document) names every error case this
-    module raises, and nothing else."""
+    """`REFUSALS` (what POST /v1/suites declares in the OpenAPI document) names every error case that
+    unpacking a bundle, its paths and its manifest raise, and nothing else."""
     raised = {
         node.exc.func.attr
-        for node in ast.walk(ast.parse(inspect.getsource(bundles)))
+        for module in (bundles, paths, manifest_module)
+        for node in ast.walk(ast.parse(inspect.getsource(module)))
         if isinstance(node, ast.Raise)
         and isinstance(node.exc, ast.Call)
         and isinstance(node.exc.func, ast.Attribute)
