@@ -33,6 +33,7 @@ from service.jobs.models import Job
 from service.jobs.schemas import JobCost, JobCreate, JobPreview, Refusal
 from service.jobs.service import record_submitted, transition
 from service.jobs.states import JobState
+from service.jobs.views import partner_view
 from service.ledger import service as ledger
 from service.policies import errors as policy_errors
 from service.policies import service as policies
@@ -88,6 +89,18 @@ def _resources(
         extra = [ASK_OPERATOR] if chosen["query_budget"] > ceilings["query_budget"] else []
         raise errors.ResourcesExceedLimit("requested resources exceed your limits", alternatives=over + extra)
     return chosen
+
+
+def _same_release(session: Session, settings: Settings, caller: Caller, key: str) -> Job | None:
+    """The partner's earlier job for the same release, released or, as the partner sees it, still on
+    its way. Judged by the partner's own (padded) view, never by how the job really stands: a job
+    that really ended without a release is reused until its padded completion time, as the partner
+    sees it running until then; otherwise a free dry run would tell the moment it really ended."""
+    earlier = repo.newest_for_release(session, caller.principal_id, key)
+    if earlier is None:
+        return None
+    state, _error, _finished = partner_view(earlier, settings.timing_buckets_s)
+    return None if state in repo.NOT_RELEASED else earlier
 
 
 def release_key(
@@ -318,7 +331,7 @@ def draft(session: Session, settings: Settings, budgets: Budgets, caller: Caller
         {"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256},
     )
     key = release_key(caller.principal_id, *refs, req.metrics, judged.rows)  # the output policy is in refs
-    earlier = repo.same_release(session, caller.principal_id, key)  # answered from it: nothing spent
+    earlier = _same_release(session, settings, caller, key)  # answered from it: nothing spent
     privacy = judged.privacy
     most = leakage.job_bits(settings, judged.metric_bits)
     if earlier is None and most > settings.release_max_bits:

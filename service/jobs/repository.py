@@ -49,11 +49,11 @@ def listing(session: Session, *, principal_id: int | None, state: JobState | Non
     return list(session.execute(q).scalars())
 
 
-def same_release(session: Session, principal_id: int, release_key: str) -> Job | None:
-    """The partner's earlier job for the same release, released or still on its way."""
-    q = select(Job).where(
-        Job.principal_id == principal_id, Job.release_key == release_key, Job.state.not_in(NOT_RELEASED)
-    )
+def newest_for_release(session: Session, principal_id: int, release_key: str) -> Job | None:
+    """The partner's newest job for the same release, however it stands (whether the partner may
+    know how it stands is the caller's question: service.jobs.views.partner_view). An older one
+    ended without a release, or this one would not have been admitted."""
+    q = select(Job).where(Job.principal_id == principal_id, Job.release_key == release_key)
     return session.execute(q.order_by(Job.created_at.desc()).limit(1)).scalar_one_or_none()
 
 
