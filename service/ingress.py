@@ -49,7 +49,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import errors as auth_errors
 from service.auth import service as auth_service
-from service.auth.dependencies import CALLER_STATE, bearer_token, current_caller
+from service.auth.dependencies import CALLER_STATE, ROLES_ADMITTED, bearer_token, current_caller, wrong_role
+from service.auth.roles import Role
 from service.auth.service import Caller
 from service.config import Settings
 from service.errors import BodyTooLarge, EvalgateError, PayloadTooLarge, Unauthorized, catalogue
@@ -97,6 +98,7 @@ class RoutePolicy:
     limit_setting: str | None = None  # uploads: the Settings field bounding the file
     too_large: type[PayloadTooLarge] = BodyTooLarge
     form_bytes: int = 0  # forms: their limit (form_limit)
+    roles: tuple[Role, ...] | None = None  # the roles the route admits (require_role), None: any caller
 
     def limit(self, settings: Settings) -> int:
         """Read on every request, so a changed setting applies at once."""
@@ -121,6 +123,16 @@ def _asks_who_calls(dependant: Dependant) -> bool:
     return any(d.call is current_caller or _asks_who_calls(d) for d in dependant.dependencies)
 
 
+def _roles_admitted(dependant: Dependant) -> tuple[Role, ...] | None:
+    """The roles every require_role of the route admits (None when it has none)."""
+    found: tuple[Role, ...] | None = None
+    for d in dependant.dependencies:
+        for roles in (ROLES_ADMITTED.get(d.call) if d.call is not None else None, _roles_admitted(d)):
+            if roles is not None:
+                found = roles if found is None else tuple(r for r in found if r in roles)
+    return found
+
+
 def route_policies(routes: Sequence[BaseRoute]) -> list[RoutePolicy]:
     """One policy per route the app serves, in the router's order. Raises on a multipart route
     without `upload_limit`, so a new upload cannot go unbounded."""
@@ -132,20 +144,25 @@ def route_policies(routes: Sequence[BaseRoute]) -> list[RoutePolicy]:
         methods, path = frozenset(ctx.methods or ()), ctx.path or ""
         dependant: Dependant | None = getattr(ctx, "dependant", None)
         authenticated = dependant is not None and _asks_who_calls(dependant)
+        roles = _roles_admitted(dependant) if dependant is not None else None
         body_field = getattr(ctx, "body_field", None)
         form = (getattr(ctx, "openapi_extra", None) or {}).get(FORM)
         if body_field is None and form is not None:
-            policies.append(RoutePolicy(ctx, methods, path, Body.FORM, authenticated, form_bytes=int(form["limit"])))
+            policies.append(
+                RoutePolicy(ctx, methods, path, Body.FORM, authenticated, form_bytes=int(form["limit"]), roles=roles)
+            )
         elif body_field is None:
-            policies.append(RoutePolicy(ctx, methods, path, Body.NONE, authenticated))
+            policies.append(RoutePolicy(ctx, methods, path, Body.NONE, authenticated, roles=roles))
         elif isinstance(body_field.field_info, params.Form):  # File is a Form too: multipart
             marker = (getattr(ctx, "openapi_extra", None) or {}).get(UPLOAD) or {}
             if marker.get("limit") not in Settings.model_fields or marker.get("too_large") not in too_large:
                 raise RuntimeError(f"{sorted(methods)} {path} takes a multipart body but has no upload_limit()")
             refusal = too_large[marker["too_large"]]
-            policies.append(RoutePolicy(ctx, methods, path, Body.UPLOAD, authenticated, marker["limit"], refusal))
+            policies.append(
+                RoutePolicy(ctx, methods, path, Body.UPLOAD, authenticated, marker["limit"], refusal, roles=roles)
+            )
         else:
-            policies.append(RoutePolicy(ctx, methods, path, Body.JSON, authenticated))
+            policies.append(RoutePolicy(ctx, methods, path, Body.JSON, authenticated, roles=roles))
     return policies
 
 
@@ -248,6 +265,12 @@ def _audit_refusal(sessions: sessionmaker[Session], route: str, reason: str | No
         session.commit()
 
 
+def _audit_role_refusal(sessions: sessionmaker[Session], caller: Caller, route: str, error: EvalgateError) -> None:
+    with sessions() as session:
+        auth_service.record_denial(session, actor=caller.actor, route=route, reason=error.code)
+        session.commit()
+
+
 def _declared_length(headers: Headers) -> int | None:
     value = headers.get("content-length")
     return int(value) if value is not None and value.isdigit() else None
@@ -302,18 +325,28 @@ class Ingress:
             return
         if policy.authenticated:
             try:
-                caller = await self._authenticate(scope, headers)
+                caller = await self._authenticate(scope, headers, policy)
             except EvalgateError as e:
                 await _refuse(scope, receive, send, e, close=unread)
+                return
+            refused = wrong_role(caller, policy.roles) if policy.roles is not None else None
+            if refused is not None:  # before a byte of the body is read, as the route would refuse it after
+                sessions: sessionmaker[Session] = scope["app"].state.sessionmaker
+                await run_in_threadpool(
+                    _audit_role_refusal, sessions, caller, f"{scope['method']} {policy.path}", refused
+                )
+                await _refuse(scope, receive, send, refused, close=unread)
                 return
             scope.setdefault("state", {})[CALLER_STATE] = caller
         await self._run(scope, receive, send, policy, limit)
 
-    async def _authenticate(self, scope: Scope, headers: Headers) -> Caller:
+    async def _authenticate(self, scope: Scope, headers: Headers, policy: RoutePolicy) -> Caller:
         token = bearer_token(headers.get("authorization", ""))
         client = scope.get("client")
         address = str(client[0]) if client else "unknown"
-        route = f"{scope['method']} {scope['path']}"
+        # The route's template, never the path as sent: a denial is audited before any key is
+        # checked, and a path of 64 KiB would otherwise cost the audit log twice that per request.
+        route = f"{scope['method']} {policy.path}"
         sessions: sessionmaker[Session] = scope["app"].state.sessionmaker
         wait = self.failures.wait_s(address, time.monotonic())
         if wait is not None and not self.failures.vouched(token):
@@ -356,7 +389,7 @@ class Ingress:
             if not body.cut or answered:
                 raise
             log.info(
-                "%s %s: body cut at %d bytes; the app's error gives way to 413", scope["method"], scope["path"], limit
+                "%s %s: body cut at %d bytes; the app's error gives way to 413", scope["method"], policy.path, limit
             )
         if body.cut and not answered:
             await _refuse(scope, receive, send, policy.refusal(self.settings), close=True)

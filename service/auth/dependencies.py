@@ -33,7 +33,9 @@ def bearer_token(authorization: str) -> str | None:
 def _audit_denial(request: Request, session: Session, error: EvalgateError, who: str) -> None:
     """Nothing else of the request has been written yet; the denial is committed on its own."""
     session.rollback()
-    auth_service.record_denial(session, actor=who, route=f"{request.method} {request.url.path}", reason=error.code)
+    # The route's template (bounded), not the path as sent.
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path[:200]
+    auth_service.record_denial(session, actor=who, route=f"{request.method} {route}", reason=error.code)
     session.commit()
 
 
@@ -53,18 +55,31 @@ def _authenticate(request: Request, session: Session) -> Caller:
         raise
 
 
+def wrong_role(caller: Caller, roles: tuple[Role, ...]) -> errors.WrongRole | None:
+    """The refusal of a caller whose role is not among `roles`, or None."""
+    if caller.role in roles:
+        return None
+    return errors.WrongRole(
+        f"role {caller.role} may not do this", alternatives=[f"use a key with role {' or '.join(roles)}"]
+    )
+
+
+# The roles each require_role dependency admits: ingress reads them from the route, so a key of the
+# wrong role is refused before a body is read (an upload may be hundreds of MiB).
+ROLES_ADMITTED: dict[Callable[..., Awaitable[Caller]], tuple[Role, ...]] = {}
+
+
 def require_role(*roles: Role) -> Callable[..., Awaitable[Caller]]:
     async def dependency(
         request: Request, session: SessionDep, caller: Annotated[Caller, Depends(current_caller)]
     ) -> Caller:
-        if caller.role not in roles:
-            error = errors.WrongRole(
-                f"role {caller.role} may not do this", alternatives=[f"use a key with role {' or '.join(roles)}"]
-            )
+        error = wrong_role(caller, roles)
+        if error is not None:
             await run_in_threadpool(_audit_denial, request, session, error, caller.actor)
             raise error
         return caller
 
+    ROLES_ADMITTED[dependency] = roles
     # A check that admits every role refuses no one: only a narrower one can answer 403.
     return raises(errors.WrongRole)(dependency) if set(roles) != set(Role) else dependency
 

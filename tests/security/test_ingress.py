@@ -35,7 +35,7 @@ from service.db import make_engine, session_scope
 from service.ingress import FORM_MAX_BYTES, AuthFailures, Body, RoutePolicy, route_policies
 from service.jobs.models import Job
 from service.ledger import service as ledger
-from service.ledger.models import AuditHead
+from service.ledger.models import AuditEvent, AuditHead
 from service.registry.models import SuiteVersion
 from service.schema import make_sessionmaker
 from tests import factories
@@ -284,6 +284,25 @@ def test_no_key_512_mib_upload_is_refused_on_its_headers_alone(server: Server):
     assert server.files() == before and not any(server.tmpdir.iterdir())
 
 
+def test_a_key_of_the_wrong_role_is_refused_before_its_upload_is_read(server: Server):
+    """A partner's or a researcher's key on an operator's upload route: 403 on the headers alone,
+    audited, with the connection closed rather than 512 MiB read and spooled."""
+    before = server.files()
+    multipart = {"Content-Type": "multipart/form-data; boundary=b0undary", "Content-Length": str(512 * MiB)}
+    for role, path in (("partner", "/v1/models"), ("researcher", "/v1/datasets/demo-blobs/1/twin")):
+        key = server.key(f"wrong-{role}", role)
+        with connect(server) as sock:
+            sock.sendall(request_head("PUT" if path.endswith("/twin") else "POST", path, {**key, **multipart}))
+            answer = read_answer(sock)  # not a byte of the body was sent
+            assert sock.recv(1) == b""
+        assert_error_shape(answer, 403, "wrong_role")
+        assert answer.headers["connection"] == "close"
+    assert server.files() == before and not any(server.tmpdir.iterdir())
+    with server.sessions() as s:
+        denied = ledger.events_for(s, "route:POST /v1/models")
+    assert any(e["actor"] == "partner:wrong-partner" and e["data"]["reason"] == "wrong_role" for e in denied)
+
+
 def test_no_key_256_mib_chunked_json_is_refused_before_it_is_read(server: Server):
     get(server, "/v1/jobs", {}, fresh_address())  # warm the path up: what it allocates once is not the body
     baseline = server.memory_kib()
@@ -428,6 +447,21 @@ def test_failed_keys_are_rate_limited_per_address_and_a_known_key_still_works(se
     assert sum(e["data"]["reason"] == "invalid_key" for e in events) == FAILURES_PER_MINUTE
     refusals = [e for e in events if e["data"].get("client") == attacker]
     assert [e["data"]["reason"] for e in refusals] == ["too_many_auth_failures"]
+
+
+def test_a_keyless_request_with_a_long_path_costs_the_audit_log_its_route_not_its_path(server: Server):
+    """A denial is audited before any key is checked: it records the route's template, so a path of
+    60 KB sent without a key costs the log a few hundred bytes, not twice the path."""
+    address = fresh_address()
+    long_path = "/v1/jobs/" + "a" * 60_000
+    assert_error_shape(get(server, long_path, {}, address), 401, "missing_key")
+    with server.sessions() as s:
+        row = s.execute(
+            select(AuditEvent).where(AuditEvent.action == "access.denied").order_by(AuditEvent.seq.desc()).limit(1)
+        ).scalar_one()
+    assert row.subject == "route:GET /v1/jobs/{job_id}"
+    assert len(row.record) < 1000 and "aaaa" not in row.record
+    assert "aaaa" not in server.log_path.read_text()
 
 
 def test_a_refused_address_costs_no_key_lookup(settings: Settings, monkeypatch: pytest.MonkeyPatch):
