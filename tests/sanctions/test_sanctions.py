@@ -3,13 +3,19 @@ submissions get 403 `partner_suspended` with the reason until an operator lifts 
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from service.db import session_scope, utcnow
 from service.jobs import runner
 from service.ledger import service as ledger
+from service.quotas import leakage
+from service.release import timing
+from service.release.outcomes import ErrorClass
 from service.sanctions import repository as repo
 from service.sanctions import service as sanctions
 from service.sanctions.models import Rule
@@ -92,6 +98,16 @@ def test_a_job_that_abused_the_model_channel_is_a_trip_even_when_it_released(api
     r = submit(api, i=2)
     assert r.status_code == 403 and r.json()["error"] == "partner_suspended"
     assert "protocol_abuse: 2" in r.json()["detail"]
+
+
+def test_what_a_job_is_charged_counts_its_channel_trip_beside_its_ending(api):
+    """The trip above is taken whatever the job's ending, and its partner learns of it (a later
+    refusal names it): the bits a job reserves count each ending with and without it."""
+    durations = timing.distinct_durations(api.settings.timing_buckets_s, api.settings.longest_job_s)
+    endings = len(ErrorClass) + 1  # released, or one of the error classes
+    assert leakage.outcome_bits(api.settings) == pytest.approx(math.log2(endings * 2) + math.log2(durations))
+    job = submit(api).json()
+    assert job["spec"]["leakage_bits"] >= math.log2(endings * 2) + math.log2(durations)
 
 
 def test_repeated_budget_exhaustion_suspends_at_the_refusal_that_passes_the_limit(api):
