@@ -66,8 +66,14 @@ def serve(host: str, port: int) -> None:
 @main.command()
 @click.option("--concurrency", default=1, show_default=True, type=int, help="jobs at once on this worker")
 @click.option("--loglevel", default=None, help="default: EVALGATE_LOG_LEVEL (INFO)")
-def worker(concurrency: int, loglevel: str | None) -> None:
-    """Run a Celery worker that consumes jobs from EVALGATE_BROKER_URL."""
+@click.option(
+    "--twins",
+    is_flag=True,
+    help="run twin jobs only (their own queue, EVALGATE_QUEUE + '.twins'); without it, real jobs only",
+)
+def worker(concurrency: int, loglevel: str | None, twins: bool) -> None:
+    """Run a Celery worker that consumes jobs from EVALGATE_BROKER_URL: real jobs, or with --twins
+    twin jobs. A deployment runs both kinds; twin workers best on a host without real jobs."""
     settings = get_settings()
     if settings.embedded:
         _fail("EVALGATE_BROKER_URL is not set: without a broker the API runs jobs itself (evalgate serve).", 2)
@@ -77,6 +83,7 @@ def worker(concurrency: int, loglevel: str | None) -> None:
         [
             *(["--quiet"] if settings.log_format == "json" else []),  # no banner: every line is JSON
             "worker",
+            f"--queues={settings.twin_queue if twins else settings.queue}",
             f"--concurrency={concurrency}",
             # Threads, not forked children: one process holds its jobs' leases and runs the
             # recovery loop, and kill -9 of it ends all of them at once (jobs.leases).

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # None means embedded mode: the API process runs one worker thread itself.
     broker_url: str | None = None
-    queue: str = "evalgate-jobs"  # the Celery queue API and workers share
+    queue: str = "evalgate-jobs"  # the Celery queue API and workers share (twin jobs: `twin_queue`)
     # Where per-partner counters live; defaults to the broker when that is Redis. Unset: the database.
     redis_url: str | None = None
 
@@ -275,6 +275,12 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return not self.broker_url
+
+    @property
+    def twin_queue(self) -> str:
+        """Twin jobs' own queue, served by workers of their own (`evalgate worker --twins`): a twin
+        job's partner sees when it starts, so it never waits behind real jobs (service.jobs.dispatch)."""
+        return f"{self.queue}.twins"
 
     @property
     def longest_job_s(self) -> int:

@@ -106,8 +106,11 @@ class RecordingDispatcher:
     def __init__(self, settings: Settings):
         self.sessions = make_sessionmaker(make_engine(str(settings.database_url)))
         self.enqueued: list[tuple[str, str | None]] = []
+        self.twin_lane: list[str] = []  # the jobs of `enqueued` handed to the twin lane
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, twin: bool = False) -> None:
+        if twin:
+            self.twin_lane.append(job_id)
         with self.sessions() as s:
             job = s.get(Job, job_id)
             self.enqueued.append((job_id, job.state if job else None))

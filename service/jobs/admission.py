@@ -10,6 +10,7 @@ partner's admission lock and commits; a refusal raises and the transaction rolls
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -382,6 +383,7 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
             data={"release_key": d.key},
         )
         return d.earlier, True
+    _no_twin_job_unfinished(session, caller)
     job = record_submitted(
         session,
         job_id=str(uuid.uuid4()),
@@ -402,6 +404,16 @@ def submit(session: Session, settings: Settings, budgets: Budgets, caller: Calle
     return job, False
 
 
+def _no_twin_job_unfinished(session: Session, caller: Caller) -> None:
+    """A real job never runs beside a twin job of its partner (errors.RealJobInProgress says why)."""
+    twin = repo.unfinished_twin_job(session, caller.principal_id)
+    if twin is not None:
+        raise errors.TwinJobInProgress(
+            f"your twin job {twin.id} has not ended; a real job waits until it has",
+            alternatives=["retry when it has ended", f"cancel it: POST /v1/jobs/{twin.id}/cancel"],
+        )
+
+
 def preview(session: Session, settings: Settings, budgets: Budgets, caller: Caller, req: JobCreate) -> JobPreview:
     """A dry run: what the job would spend and leave, and whether it would be admitted now (if not,
     the refusal a submission would get). Nothing is recorded, reserved or counted; the caller rolls
@@ -419,6 +431,11 @@ def preview(session: Session, settings: Settings, budgets: Budgets, caller: Call
     if d.earlier is not None:  # answered from the earlier job: nothing would be spent
         return JobPreview(admitted=True, reuses=d.earlier.id, cost=cost.model_copy(update=_NOTHING), left=None)
     seen = budgets.preview(session, Partner(caller.principal_id, caller.name), d.plan)
+    if seen.refusal is None:
+        try:
+            _no_twin_job_unfinished(session, caller)
+        except errors.TwinJobInProgress as e:
+            seen = dataclasses.replace(seen, refusal=e)
     return JobPreview(
         admitted=seen.refusal is None,
         state=None

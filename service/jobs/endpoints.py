@@ -71,6 +71,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     # `"target": "twin"`: the versions' twin or stand-in missing, the partner's twin jobs of the day spent
     twin_errors.TwinNotAvailable,
     quota_errors.TwinQuotaExhausted,
+    # a twin job and a real job of one partner never run at once
+    errors.RealJobInProgress,
+    errors.TwinJobInProgress,
 )
 def submit_job(
     body: JobCreate,

@@ -17,6 +17,22 @@ class JobFinished(Conflict):
     code = "job_finished"
 
 
+class RealJobInProgress(Conflict):
+    """A twin job is refused while one of the partner's real jobs is in progress, as the partner sees
+    it (until its padded completion time), and a real job while one of its twin jobs has not ended:
+    the two never run at once, so a twin job's output cannot carry what a real job beside it does
+    to the host it shares (its CPU, its caches). Retry when it has ended."""
+
+    code = "real_job_in_progress"
+
+
+class TwinJobInProgress(Conflict):
+    """A real job is refused while one of the partner's twin jobs has not ended (see
+    RealJobInProgress). Retry when it has ended, or cancel it."""
+
+    code = "twin_job_in_progress"
+
+
 class UndeclaredMetric(Unprocessable):
     """A requested metric is not declared by the suite, or is asked twice; `alternatives` lists the
     suite's metrics."""

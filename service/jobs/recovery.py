@@ -36,7 +36,7 @@ from service.jobs import service as jobs_service
 from service.jobs.context import WorkerContext
 from service.jobs.dispatch import Dispatcher
 from service.jobs.models import Job
-from service.jobs.states import RUNNABLE, TERMINAL, JobState
+from service.jobs.states import RUNNABLE, TERMINAL, JobState, JobTarget
 from service.ledger import service as ledger
 from service.quotas.service import Budgets
 from service.release.outcomes import ErrorClass
@@ -73,7 +73,7 @@ class Recovery:
         return done
 
     def _reap_one(self, job_id: str, cutoff: datetime) -> JobState | None:
-        enqueue = False
+        enqueue, twin = False, False
         with session_scope(self.sessions) as s:
             job = s.execute(
                 select(Job).where(Job.id == job_id, Job.state.in_(RUNNABLE), _expired(cutoff)).with_for_update(of=Job)
@@ -94,12 +94,12 @@ class Recovery:
                     .values(lease_owner=None, lease_expires_at=None)
                     .execution_options(synchronize_session=False)
                 )
-                enqueue = True
+                enqueue, twin = True, job.target == JobTarget.TWIN
             state = job.state
         if state in TERMINAL and self.remove is not None:
             self._remove(job_id)
         if enqueue:
-            self._enqueue(job_id)
+            self._enqueue(job_id, twin)
         log.warning("job %s: its worker's lease ran out; now %s", job_id, state)
         self.log_.append(f"reaped {job_id} -> {state}")
         return state
@@ -111,24 +111,23 @@ class Recovery:
         age = self.settings.reconcile_after_s if older_than_s is None else older_than_s
         cutoff = utcnow() - timedelta(seconds=age)
         with session_scope(self.sessions) as s:
-            ids = list(
-                s.execute(
-                    select(Job.id)
-                    .where(
-                        Job.state.in_((JobState.QUEUED, JobState.GATING)),
-                        Job.lease_owner.is_(None),
-                        Job.updated_at < cutoff,
-                    )
-                    .order_by(Job.created_at)
-                ).scalars()
-            )
-        if not ids:
+            rows = s.execute(
+                select(Job.id, Job.target)
+                .where(
+                    Job.state.in_((JobState.QUEUED, JobState.GATING)),
+                    Job.lease_owner.is_(None),
+                    Job.updated_at < cutoff,
+                )
+                .order_by(Job.created_at)
+            ).tuples()
+            found = {job_id: target for job_id, target in rows}
+        if not found:
             return []
         waiting = self.dispatcher.waiting()
-        lost = [job_id for job_id in ids if job_id not in waiting]
+        lost = [job_id for job_id in found if job_id not in waiting]
         for job_id in lost:
             log.warning("job %s: runnable, held by no worker and not in the queue; handing it over again", job_id)
-            self._enqueue(job_id)
+            self._enqueue(job_id, found[job_id] == JobTarget.TWIN)
         self.log_.extend(f"reconciled {job_id}" for job_id in lost)
         return lost
 
@@ -161,9 +160,9 @@ class Recovery:
         except Exception:  # the sweep tries again
             log.exception("job %s: removing its sandbox failed", job_id)
 
-    def _enqueue(self, job_id: str) -> None:
+    def _enqueue(self, job_id: str, twin: bool) -> None:
         try:
-            self.dispatcher.enqueue(job_id)
+            self.dispatcher.enqueue(job_id, twin)
         except Exception:  # the broker is away: the next round of the reconciler tries again
             log.warning("job %s: could not hand it to a worker now", job_id, exc_info=True)
 

@@ -57,6 +57,12 @@ def newest_for_release(session: Session, principal_id: int, release_key: str) ->
     return session.execute(q.order_by(Job.created_at.desc()).limit(1)).scalar_one_or_none()
 
 
+def unfinished_twin_job(session: Session, principal_id: int) -> Job | None:
+    """One of the partner's twin jobs that has not ended, if any."""
+    q = select(Job).where(Job.principal_id == principal_id, Job.target == JobTarget.TWIN, Job.state.not_in(TERMINAL))
+    return session.execute(q.order_by(Job.created_at).limit(1)).scalar_one_or_none()
+
+
 def twin_jobs_since(session: Session, principal_id: int, since: datetime) -> int:
     """How many twin jobs the partner has had admitted since `since` (ended or not, cancelled too)."""
     q = select(func.count()).select_from(Job).where(Job.principal_id == principal_id, Job.target == JobTarget.TWIN)

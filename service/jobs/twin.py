@@ -27,7 +27,7 @@ from service.auth.service import Caller
 from service.canonical import digest
 from service.config import Settings
 from service.errors import EvalgateError
-from service.jobs import admission
+from service.jobs import admission, errors
 from service.jobs import repository as repo
 from service.jobs.dispatch import Dispatcher, commit_then_enqueue
 from service.jobs.models import Job
@@ -89,9 +89,29 @@ def _draft(
     return d, pinned
 
 
+def _alone(session: Session, budgets: Budgets, caller: Caller) -> errors.RealJobInProgress | None:
+    """The refusal of a twin job while one of its partner's real jobs is in progress as the partner
+    sees it (until its padded completion time): a twin job's output is its partner's, so it never
+    runs beside a real job of its partner, whose code could signal to it through the host they share
+    (CPU, caches). Judged from what the partner sees, so the refusal tells it nothing new."""
+    active = budgets.jobs_in_progress(session, caller.principal_id)
+    if active == 0:
+        return None
+    return errors.RealJobInProgress(
+        f"you have {active} real job(s) in progress; a twin job runs when none is",
+        alternatives=[
+            "retry when they have ended",
+            "run the suite on your own machine: evalgate dev run SUITE_DIR --model NAME@V --dataset NAME@V",
+        ],
+    )
+
+
 def submit(session: Session, settings: Settings, budgets: Budgets, caller: Caller, req: JobCreate) -> Job:
     """Record an admitted twin job, queued. Nothing is reserved: its only cost is one of today's twin jobs."""
     d, pinned = _draft(session, settings, budgets, caller, req)
+    beside = _alone(session, budgets, caller)
+    if beside is not None:
+        raise beside
     used, limit = _quota(session, budgets, caller)
     if used >= limit:
         raise _exhausted(used, limit)
@@ -123,7 +143,7 @@ def admit(
     try:
         with budgets.admission(caller.principal_id):
             job = submit(session, settings, budgets, caller, req)
-            commit_then_enqueue(session, dispatcher, [job.id])
+            commit_then_enqueue(session, dispatcher, [job.id], twin=True)
     except EvalgateError as e:
         session.rollback()
         admission.record_refusal(session, settings, caller, e.code, req)
@@ -137,7 +157,8 @@ def preview(session: Session, settings: Settings, budgets: Budgets, caller: Call
     A bad request raises the refusal its submission would; the caller rolls back."""
     d, _ = _draft(session, settings, budgets, caller, req)
     used, limit = _quota(session, budgets, caller)
-    refusal = None if used < limit else Refusal(**_exhausted(used, limit).to_dict())
+    refused = _alone(session, budgets, caller) or (_exhausted(used, limit) if used >= limit else None)
+    refusal = None if refused is None else Refusal(**refused.to_dict())
     nothing = JobCost(
         epsilon_per_metric=0.0,
         epsilon_total=0.0,

@@ -386,6 +386,12 @@ class Budgets:
             ),
         )
 
+    def jobs_in_progress(self, session: Session, partner_id: int) -> int:
+        """The partner's real jobs in progress as it sees them: admitted, and not yet past their padded
+        completion time (due settlements applied first)."""
+        self.apply_due(session, partner_id)
+        return int(repo.open_reservations(session, partner_id))
+
     def rows_granted(self, session: Session, job_id: str) -> int:
         """The model rows the job may use (0 for a job that reserved none)."""
         r = repo.reservation(session, job_id)

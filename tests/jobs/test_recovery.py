@@ -50,10 +50,12 @@ class Broker:
     """Stands for the broker's queue: what it holds, and what was sent."""
 
     def __init__(self, holding: set[str] = frozenset()):  # type: ignore[assignment]
-        self.holding, self.sent = set(holding), []
+        self.holding, self.sent, self.twins = set(holding), [], []
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, twin: bool = False) -> None:
         self.sent.append(job_id)
+        if twin:
+            self.twins.append(job_id)
 
     def waiting(self) -> set[str]:
         return self.holding
@@ -102,6 +104,16 @@ def test_a_job_whose_message_was_lost_is_handed_over_again_once_it_is_old_enough
     assert recovery(api, broker).reconcile() == [lost] and broker.sent == [lost]
     broker.holding.add(lost)  # the message is in the queue now
     assert recovery(api, broker).reconcile() == []
+
+
+def test_a_lost_twin_job_is_handed_over_to_the_twin_lane(api):
+    real = queued(api)
+    twin = api.post_job(api.other, target="twin", metrics=["accuracy"]).json()["id"]
+    for job_id in (twin, real):
+        set_job(api, job_id, updated_at=utcnow() - timedelta(hours=1))
+    broker = Broker()
+    assert sorted(recovery(api, broker).reconcile()) == sorted([twin, real])
+    assert broker.twins == [twin]
 
 
 def test_a_job_in_the_gate_that_no_worker_holds_is_handed_over_too(api):

@@ -5,6 +5,7 @@ is released, signed or logged publicly."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 from service.jobs import runner
 from service.jobs.models import Job
 from service.jobs.states import JobState
+from service.quotas.models import BudgetReservation
 from service.registry import storage
 from service.release.models import Result
 from service.sanctions.models import PartnerTrip
@@ -150,8 +152,48 @@ def test_twin_jobs_count_against_their_own_live_daily_quota_and_a_dry_run_shows_
     preview = api.client.post("/v1/jobs", headers=api.partner, params={"dry_run": "true"}, json=twin_body()).json()
     assert preview["admitted"] is False and preview["twin_jobs_left"] == 0
     assert preview["refusal"]["error"] == "twin_quota_exhausted"
-    # The real budgets are another matter: a real job is admitted as before.
+    # The real budgets are another matter: once the twin jobs have ended, a real job is admitted as before.
+    for job in api.client.get("/v1/jobs", headers=api.partner).json()["jobs"]:
+        api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.partner)
     assert api.post_job(metrics=["accuracy"]).status_code == 202
+
+
+def past_its_padding(api, job_id: str) -> None:
+    """Move a real job's times, and when its budgets come back, 700 s into the past."""
+    shift = timedelta(seconds=700)
+    with api.db() as s:
+        job, held = s.get(Job, job_id), s.get(BudgetReservation, job_id)
+        job.created_at, job.started_at, job.finished_at = (
+            t - shift for t in (job.created_at, job.started_at, job.finished_at)
+        )
+        held.settle_at -= shift
+
+
+def test_a_twin_job_and_a_real_job_of_one_partner_never_run_at_once(api, demo_files):
+    """A twin job's output is its partner's: a real job of the partner running beside it could signal
+    to it through the host they share. So each is refused while the other is unfinished, the real job
+    judged as its partner sees it (until its padded time), so the refusal tells the partner nothing."""
+    api.settings.timing_buckets_s = [600.0]
+    twin = twin_job(api)
+    refused = api.post_job(metrics=["accuracy"])
+    assert refused.status_code == 409 and refused.json()["error"] == "twin_job_in_progress"
+    assert any(f"/v1/jobs/{twin['id']}/cancel" in a for a in refused.json()["alternatives"])
+    preview = api.client.post("/v1/jobs", headers=api.partner, params={"dry_run": "true"}, json=factories.job_spec())
+    assert preview.json()["admitted"] is False and preview.json()["refusal"]["error"] == "twin_job_in_progress"
+    assert api.post_job(api.other, metrics=["accuracy"]).status_code == 202  # another partner's are its own
+
+    assert runner.run_job(context(api, StubSandbox(crashed_outcome(TRACEBACK))), twin["id"]) == JobState.FAILED
+    real = api.post_job(metrics=["accuracy"])
+    assert real.status_code == 202, real.text
+    assert runner.run_job(context(api, StubSandbox(crashed_outcome(TRACEBACK))), real.json()["id"]) == JobState.FAILED
+    # It really ended, but its partner sees it running until its padded time: so is a twin job refused.
+    refused = api.post_job(target="twin", metrics=["accuracy"])
+    assert refused.status_code == 409 and refused.json()["error"] == "real_job_in_progress"
+    preview = api.client.post("/v1/jobs", headers=api.partner, params={"dry_run": "true"}, json=twin_body()).json()
+    assert preview["admitted"] is False and preview["refusal"]["error"] == "real_job_in_progress"
+    past_its_padding(api, real.json()["id"])
+    assert api.client.get(f"/v1/jobs/{real.json()['id']}", headers=api.partner).json()["state"] == "failed"
+    assert api.post_job(target="twin", metrics=["accuracy"]).status_code == 202
 
 
 def twin_body() -> dict:
