@@ -83,6 +83,10 @@ class NotFound(EvalgateError):
     status_code = 404
 
 
+class MethodNotAllowed(EvalgateError):
+    status_code = 405
+
+
 class Conflict(EvalgateError):
     status_code = 409
 
@@ -116,6 +120,19 @@ class InsufficientStorage(EvalgateError):
 
 
 # -- cases that belong to no one domain -------------------------------------------------------------------
+
+
+class UnknownRoute(NotFound):
+    """No endpoint of the API has this address (the OpenAPI document at `/docs` lists them all)."""
+
+    code = "not_found"
+
+
+class UnsupportedMethod(MethodNotAllowed):
+    """The address is an endpoint, but not for this HTTP method; `alternatives` (and the `Allow`
+    header) name the methods it takes."""
+
+    code = "method_not_allowed"
 
 
 class InvalidRequest(Unprocessable):

@@ -18,7 +18,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
@@ -28,7 +30,14 @@ from service.auth.dependencies import AnyCaller
 from service.config import Settings, get_settings
 from service.db import make_engine, migrate, session_scope
 from service.deps import api_connections
-from service.errors import EvalgateError, InternalError, InvalidRequest, MalformedBody
+from service.errors import (
+    EvalgateError,
+    InternalError,
+    InvalidRequest,
+    MalformedBody,
+    UnknownRoute,
+    UnsupportedMethod,
+)
 from service.ingress import Ingress
 from service.jobs.context import LazyContext, build_context
 from service.jobs.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
@@ -143,6 +152,38 @@ class RequestIds:
             await response(scope, receive, send)
 
 
+def _router_error(request: Request, exc: HTTPException) -> JSONResponse | None:
+    """What Starlette and FastAPI raise themselves (no endpoint raises HTTPException) as the API's
+    error: a body the parser cannot read, an address no route has (404; the results site answers its
+    own unknown addresses with a page, service/site), a method the address does not take (405)."""
+    error: EvalgateError
+    headers = None
+    if exc.status_code == MalformedBody.status_code:
+        error = MalformedBody(f"the body cannot be read: {exc.detail}")
+    elif exc.status_code == UnknownRoute.status_code:
+        error = UnknownRoute("no endpoint has this address", alternatives=["GET /docs lists every endpoint"])
+    elif exc.status_code == UnsupportedMethod.status_code:
+        allowed = _allowed_methods(request)
+        error = UnsupportedMethod(
+            f"this address does not take {request.method}; it takes {', '.join(allowed)}",
+            alternatives=[f"{m} {request.url.path}" for m in allowed],
+        )
+        headers = {"Allow": ", ".join(allowed)}
+    else:
+        return None
+    return JSONResponse(status_code=error.status_code, content=error.to_dict(), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this address. Starlette's own `Allow` names only the first
+    route's, and one address is often two routes (`GET /v1/jobs`, `POST /v1/jobs`)."""
+    found: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.matches(request.scope)[0] is not Match.NONE:
+            found |= set(route.methods or ())
+    return sorted(found)
+
+
 def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
     """`dispatcher` replaces the one chosen from settings (tests record what is enqueued and when)."""
     settings = settings or get_settings()
@@ -196,10 +237,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == MalformedBody.status_code:  # FastAPI's own: a body it cannot parse
-            error = MalformedBody(f"the body cannot be read: {exc.detail}")
-            return JSONResponse(status_code=error.status_code, content=error.to_dict())
-        return await http_exception_handler(request, exc)  # the router's 404 and 405
+        return _router_error(request, exc) or await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -23,7 +23,8 @@ def test_every_code_is_one_class_with_a_meaning():
     codes = [c.code for c in cases]
     assert len(codes) == len(set(codes)) and len(codes) >= 50
     assert all(
-        c.__doc__ and c.status_code in (400, 401, 403, 404, 409, 412, 413, 422, 428, 429, 500, 503, 507) for c in cases
+        c.__doc__ and c.status_code in (400, 401, 403, 404, 405, 409, 412, 413, 422, 428, 429, 500, 503, 507)
+        for c in cases
     )
     with pytest.raises(TypeError):
         NotFound("a family of errors has no code of its own")
@@ -88,3 +89,28 @@ def test_client_sees_errors_as_json(settings):
     with TestClient(create_app(settings)) as client:
         r = client.get("/v1/jobs")
         assert r.status_code == 401 and r.json()["error"] == "missing_key"
+
+
+def test_the_routers_own_404_and_405_answer_in_the_error_shape(api):
+    """An address no route has, or a method its route does not take, answers like every other error
+    (FastAPI's `{"detail": "Not Found"}` would carry no stable code)."""
+    for headers in (api.partner, {}):  # with a key or without: no route, nothing to authenticate
+        r = api.client.get("/v1/nope", headers=headers)
+        assert r.status_code == 404 and r.headers["content-type"] == "application/json", r.text
+        assert r.json()["error"] == "not_found" and r.json()["alternatives"] == ["GET /docs lists every endpoint"]
+        assert api.client.post("/v2/jobs", headers=headers, json={}).json()["error"] == "not_found"
+    r = api.client.delete("/v1/jobs", headers=api.partner)
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed", r.text
+    assert set(r.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    assert {"GET /v1/jobs", "POST /v1/jobs"} <= set(r.json()["alternatives"]) and "DELETE" in r.json()["detail"]
+    r = api.client.put("/healthz")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_the_sites_unknown_addresses_still_answer_its_html_page(api):
+    from tests.site.pages import sign_in
+
+    sign_in(api.client, api.researcher)
+    r = api.client.get("/site/no/such/page")
+    assert r.status_code == 404 and "Page not found" in r.text and "<!doctype html>" in r.text
+    assert r.headers["content-type"].startswith("text/html")

@@ -101,12 +101,11 @@ def confirmation(ref: str, released: list[str]) -> str:
     return digest({"retire": ref, "released": released})[:32]
 
 
-def _confirm_retirement(
-    session: Session, kind: Kind, ref: str, released: list[str], confirm: str | None, actor: str
-) -> None:
-    """Refuse to retire `ref` unless `confirm` is the token of exactly these released jobs; record it."""
+def _confirmed(ref: str, released: list[str], confirm: str | None) -> str | None:
+    """Refuse to retire `ref` unless `confirm` is the token of exactly these released jobs; the token
+    (None when there are none)."""
     if not released:
-        return
+        return None
     token = confirmation(ref, released)
     if confirm != token:
         more = f" ({len(released) - LISTED} more not listed)" if len(released) > LISTED else ""
@@ -115,21 +114,37 @@ def _confirm_retirement(
             f'repeat with "confirm": "{token}" to retire it anyway',
             alternatives=[f"job:{j}" for j in released[:LISTED]] + [f"confirm:{token}"],
         )
-    ledger.append(
-        session,
-        actor=actor,
-        action=f"{kind}.retirement_confirmed",
-        subject=f"{kind}:{ref}",
-        data={"released_jobs": released, "confirmation": token},
-    )
+    return token
+
+
+def _set_status(
+    session: Session,
+    kind: Kind,
+    row: ModelVersion | DatasetVersion,
+    status: str,
+    released: list[str],
+    confirm: str | None,
+    actor: str,
+) -> None:
+    """Move `row` to `status`; a confirmed retirement is recorded once this request has retired it (a
+    concurrent one may have come first: then it was not this one's)."""
+    token = _confirmed(row.ref, released, confirm) if status == RETIRED and row.status != RETIRED else None
+    if registry.transition(session, row, kind, status, actor) and token is not None:
+        ledger.append(
+            session,
+            actor=actor,
+            action=f"{kind}.retirement_confirmed",
+            subject=f"{kind}:{row.ref}",
+            data={"released_jobs": released, "confirmation": token},
+        )
 
 
 def set_model_status(session: Session, ref: str, status: str, actor: str, confirm: str | None = None) -> ModelVersion:
     """Move a model version along its lifecycle; retiring one with released jobs needs `confirm`."""
     row = registry.resolve_model(session, ref)
-    if status == RETIRED and row.status != RETIRED:
-        _confirm_retirement(session, "model", row.ref, jobs_repo.released_on_model(session, row.id), confirm, actor)
-    return registry.set_model_status(session, ref, status, actor)
+    released = jobs_repo.released_on_model(session, row.id) if status == RETIRED and row.status != RETIRED else []
+    _set_status(session, "model", row, status, released, confirm, actor)
+    return row
 
 
 def set_dataset_status(
@@ -138,10 +153,9 @@ def set_dataset_status(
     """Move a dataset version along the same lifecycle; retiring one with released jobs needs `confirm`.
     Its released jobs keep their results, but can no longer be reproduced (service.reproductions)."""
     row = registry.resolve_dataset(session, ref)
-    if status == RETIRED and row.status != RETIRED:
-        released = jobs_repo.released_on_dataset(session, row.id)
-        _confirm_retirement(session, "dataset", row.ref, released, confirm, actor)
-    return registry.set_dataset_status(session, ref, status, actor)
+    released = jobs_repo.released_on_dataset(session, row.id) if status == RETIRED and row.status != RETIRED else []
+    _set_status(session, "dataset", row, status, released, confirm, actor)
+    return row
 
 
 def purge_model(session: Session, data_dir: Path, ref: str, *, reason: str, actor: str) -> bool:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.registry.models import DatasetVersion, ModelVersion, SuiteVersion
@@ -15,6 +17,36 @@ VersionedT = TypeVar("VersionedT", ModelVersion, DatasetVersion, SuiteVersion)
 
 def by_name_version(session: Session, model: type[VersionedT], name: str, version: str) -> VersionedT | None:
     return session.execute(select(model).where(model.name == name, model.version == version)).scalar_one_or_none()
+
+
+def insert_unless_taken(session: Session, row: VersionedT, taken: Callable[[], VersionedT | None]) -> VersionedT | None:
+    """Insert a new version: None when it was inserted, else the version that `taken` finds, which a
+    concurrent registration of the same name@version committed first (the unique constraint decides,
+    on SQLite as on Postgres). Any other integrity error propagates."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        winner = taken()
+        if winner is None:
+            raise
+        return winner
+    return None
+
+
+def set_status_if(
+    session: Session, model: type[ModelVersion] | type[DatasetVersion], row_id: int, expected: str, status: str
+) -> bool:
+    """Compare-and-set a version's lifecycle status: False when it is no longer `expected` (a
+    concurrent change came first). A plain UPDATE ... WHERE, as `SELECT ... FOR UPDATE` holds nothing on SQLite."""
+    done = session.execute(
+        update(model)
+        .where(model.id == row_id, model.status == expected)
+        .values(status=status)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(cast(Any, done).rowcount == 1)  # an UPDATE's result (a CursorResult)
 
 
 def names_of(session: Session, model: Versioned) -> list[str]:

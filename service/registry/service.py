@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from service.auth.roles import Role
 from service.config import Settings
@@ -23,6 +24,7 @@ from service.release import catalogue
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin_suites"
 UNKNOWN = {"model": errors.UnknownModelVersion, "dataset": errors.UnknownDatasetVersion}
+VersionT = TypeVar("VersionT", ModelVersion, DatasetVersion, SuiteVersion)
 
 
 def _check_name(name: str, version: str) -> None:
@@ -87,9 +89,17 @@ def output_policy_from_text(text: str) -> dict[str, Any]:
 
 
 def _discard_unreferenced(session: Session, path: Path, sha: str) -> None:
-    """A refused upload leaves nothing behind, unless a registered version has the same bytes."""
+    """A refused upload leaves nothing behind, unless a registered version has the same bytes (blobs
+    are content-addressed: another version's file is the same file)."""
     if not repo.blob_in_use(session, sha):
         path.unlink(missing_ok=True)
+
+
+def _discard_tree(session: Session, bundle: bundles.Bundle) -> None:
+    """A refused suite upload leaves no tree, unless a registered suite version has the same files
+    (trees are content-addressed by their digest)."""
+    if repo.suite_with_digest(session, bundle.sha256) is None:
+        bundles.remove_tree(bundle.path)
 
 
 def _taken(kind: str, ref: str) -> errors.VersionTaken:
@@ -97,6 +107,17 @@ def _taken(kind: str, ref: str) -> errors.VersionTaken:
         f"{kind} {ref} is already registered with different content",
         alternatives=["register the new content under a new version"],
     )
+
+
+def _same_or_taken(session: Session, existing: VersionT, sha: str, stored: list[Path], kind: str) -> VersionT:
+    """What registering name@version again answers (found before, or inserted by a concurrent
+    registration first): the version when the bytes are the same, else 409 `version_taken`, the
+    files this upload stored discarded unless a registered version has them too."""
+    if existing.sha256 != sha:
+        for path in stored:
+            _discard_unreferenced(session, path, path.name)
+        raise _taken(kind, existing.ref)
+    return existing
 
 
 def register_model(
@@ -124,9 +145,7 @@ def register_model(
     sha, path, size = storage.store_stream(settings.data_dir, stream, settings.model_max_bytes, errors.ModelTooLarge)
     existing = repo.by_name_version(session, ModelVersion, name, version)
     if existing is not None:
-        if existing.sha256 != sha:
-            raise _taken("model", f"{name}@{version}")
-        return existing, False
+        return _same_or_taken(session, existing, sha, [path], "model"), False
     try:
         signature, contract, inference = describe_model(
             path, threads or settings.inference_threads, output_kind=output_kind, classes=classes
@@ -147,8 +166,9 @@ def register_model(
         lifetime_bits=lifetime_bits,
         lifetime_rows=lifetime_rows,
     )
-    session.add(row)
-    session.flush()
+    winner = repo.insert_unless_taken(session, row, lambda: repo.by_name_version(session, ModelVersion, name, version))
+    if winner is not None:  # a concurrent registration of name@version came first: answer as after it
+        return _same_or_taken(session, winner, sha, [path], "model"), False
     ledger.append(
         session,
         actor=actor,
@@ -167,32 +187,41 @@ def register_model(
     return row, True
 
 
-def _set_status(session: Session, row: ModelVersion | DatasetVersion, kind: str, status: str, actor: str) -> None:
+class _Overtaken(Exception):
+    """A concurrent change of a version's status came first (see `transition`)."""
+
+
+def transition(session: Session, row: ModelVersion | DatasetVersion, kind: str, status: str, actor: str) -> bool:
+    """Move a model or dataset version forward to `status`, on the audit log; False when it is there
+    already. The change is a compare-and-set on the status read: one that a concurrent change
+    overtook is judged again against what that change left, so racing requests end as they would
+    one after the other (retired, then deprecated: 409 `invalid_transition`), never backwards."""
     if status not in LIFECYCLE:
         raise errors.InvalidStatus(f"unknown status {status!r}", alternatives=list(LIFECYCLE))
-    if LIFECYCLE.index(status) < LIFECYCLE.index(row.status):
-        raise errors.InvalidTransition(f"{kind} {row.ref} is {row.status}; its lifecycle only moves forward")
-    if status != row.status:
-        ledger.append(
-            session,
-            actor=actor,
-            action=f"{kind}.status",
-            subject=f"{kind}:{row.ref}",
-            data={"from": row.status, "to": status},
-        )
-        row.status = status
-
-
-def set_model_status(session: Session, ref: str, status: str, actor: str) -> ModelVersion:
-    row = resolve_model(session, ref)
-    _set_status(session, row, "model", status, actor)
-    return row
-
-
-def set_dataset_status(session: Session, ref: str, status: str, actor: str) -> DatasetVersion:
-    row = resolve_dataset(session, ref)
-    _set_status(session, row, "dataset", status, actor)
-    return row
+    for _ in LIFECYCLE:  # every change that overtakes this one moves the version forward: this ends
+        if LIFECYCLE.index(status) < LIFECYCLE.index(row.status):
+            raise errors.InvalidTransition(f"{kind} {row.ref} is {row.status}; its lifecycle only moves forward")
+        if status == row.status:
+            return False
+        try:
+            # The audit event first, then the row, as every other change of a version (no lock-order
+            # deadlock on Postgres); an overtaken attempt's event goes with its savepoint.
+            with session.begin_nested():
+                ledger.append(
+                    session,
+                    actor=actor,
+                    action=f"{kind}.status",
+                    subject=f"{kind}:{row.ref}",
+                    data={"from": row.status, "to": status},
+                )
+                if not repo.set_status_if(session, type(row), row.id, row.status, status):
+                    raise _Overtaken
+        except _Overtaken:
+            session.refresh(row)
+            continue
+        set_committed_value(row, "status", status)
+        return True
+    raise RuntimeError(f"{kind} {row.ref}: its status kept changing")  # unreachable: LIFECYCLE is finite
 
 
 def register_dataset(
@@ -217,14 +246,13 @@ def register_dataset(
     )
     existing = repo.by_name_version(session, DatasetVersion, name, version)
     if existing is not None:
-        if existing.sha256 != sha:
-            raise _taken("dataset", f"{name}@{version}")
-        return existing, False
+        return _same_or_taken(session, existing, sha, [path], "dataset"), False
     try:
         found = datasets.inspect_dataset(path, min_rows=settings.min_dataset_rows, allow_nan=allow_nan)
     except EvalgateError:
         _discard_unreferenced(session, path, sha)
         raise
+    features = datasets.store_features(settings.data_dir, path)
     row = DatasetVersion(
         name=name,
         version=version,
@@ -236,13 +264,17 @@ def register_dataset(
         visibility=visibility,
         task=found.task,
         features_dtype=found.features_dtype,
-        features_sha256=datasets.store_features(settings.data_dir, path),
+        features_sha256=features,
         class_counts=found.class_counts,
         warnings=found.warnings,
         lifetime_bits=lifetime_bits,
     )
-    session.add(row)
-    session.flush()
+    winner = repo.insert_unless_taken(
+        session, row, lambda: repo.by_name_version(session, DatasetVersion, name, version)
+    )
+    if winner is not None:  # a concurrent registration of name@version came first: answer as after it
+        stored = [path, storage.blob_path(settings.data_dir, features)]
+        return _same_or_taken(session, winner, sha, stored, "dataset"), False
     ledger.append(
         session,
         actor=actor,
@@ -291,9 +323,7 @@ def _record_suite(
     # Only the uploader's own namespace is looked at: a conflict never tells of another's suites.
     existing = repo.suite(session, namespace, m.name, m.version)
     if existing is not None:
-        if existing.sha256 != bundle.sha256:
-            raise _taken("suite", f"{namespace}/{m.name}@{m.version}")
-        return existing, False
+        return _same_or_taken(session, existing, bundle.sha256, [], "suite"), False
     row = SuiteVersion(
         namespace=namespace,
         name=m.name,
@@ -308,8 +338,9 @@ def _record_suite(
         owner_id=owner_id,
         published=builtin,
     )
-    session.add(row)
-    session.flush()
+    winner = repo.insert_unless_taken(session, row, lambda: repo.suite(session, namespace, m.name, m.version))
+    if winner is not None:  # a concurrent upload of namespace/name@version came first: answer as after it
+        return _same_or_taken(session, winner, bundle.sha256, [], "suite"), False
     ledger.append(
         session,
         actor=actor,
@@ -330,23 +361,23 @@ def _record_suite(
 def upload_suite(
     session: Session, settings: Settings, *, stream: BinaryIO, owner_id: int, owner: str, role: Role, actor: str
 ) -> tuple[SuiteVersion, bool]:
-    """Record an upload as `owner/name@version`, `owner` being the uploader's principal name."""
+    """Record an upload as `owner/name@version`, `owner` being the uploader's principal name. A refused
+    upload (or one that lost a race for its name@version) leaves no tree behind that no version has."""
     data = storage.read_capped(stream, settings.bundle_max_bytes, errors.BundleTooLarge)
     bundle = bundles.extract_bundle(data, settings.data_dir / "suites", bundle_limits(settings))
     try:
         suites.check_upload_name(session, owner_id, owner, bundle.manifest.name)
         _check_leakage_policy(settings, bundle)
-    except (errors.SuiteNameReserved, errors.SuiteExceedsLeakagePolicy):
-        if repo.suite_with_digest(session, bundle.sha256) is None:  # a refused upload leaves nothing behind
-            bundles.remove_tree(bundle.path)
+        # A metrics-mode suite's code sees the labels: it runs only once an operator has approved it. A
+        # rows-mode suite's code never does, so the deployment may let those run unapproved.
+        needs_approval = bundle.manifest.mode == "metrics" or settings.custom_suites_require_approval
+        approved = role == Role.OPERATOR or not needs_approval
+        return _record_suite(
+            session, bundle, namespace=owner, builtin=False, approved=approved, owner_id=owner_id, actor=actor
+        )
+    except (errors.SuiteNameReserved, errors.SuiteExceedsLeakagePolicy, errors.VersionTaken):
+        _discard_tree(session, bundle)
         raise
-    # A metrics-mode suite's code sees the labels: it runs only once an operator has approved it. A
-    # rows-mode suite's code never does, so the deployment may let those run unapproved.
-    needs_approval = bundle.manifest.mode == "metrics" or settings.custom_suites_require_approval
-    approved = role == Role.OPERATOR or not needs_approval
-    return _record_suite(
-        session, bundle, namespace=owner, builtin=False, approved=approved, owner_id=owner_id, actor=actor
-    )
 
 
 def builtin_ref(name: str) -> str:

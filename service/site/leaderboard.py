@@ -147,6 +147,7 @@ def _partner_selection(
 ) -> _Selection:
     """A partner's board: its own releases, each from its padded time (jobs.views.partner_view), so
     it is chosen, sorted and paged here, where that time is known."""
+    until = _day_end(filters.until)
     sort_col = Result.metrics[sort_metric].as_float() if sort_metric else None
     q = select(Job, *([sort_col] if sort_col is not None else [])).join(Result, Result.job_id == Job.id)
     q = q.where(*where, Job.principal_id == caller.principal_id).options(lazyload("*"))
@@ -163,7 +164,7 @@ def _partner_selection(
         if (not filters.model or model_refs(s.model_version_id) == filters.model)
         and (not filters.partner or names(s.principal_id) == filters.partner)
         and (filters.since is None or s.released_at >= _day_start(filters.since))
-        and (filters.until is None or s.released_at < _day_start(filters.until) + timedelta(days=1))
+        and (until is None or s.released_at < until)
     ]
     reverse = filters.order == "desc"
     if filters.sort == MODEL:
@@ -205,8 +206,8 @@ def _sql_selection(
         chosen.append(Job.principal_id == partner_ids.get(filters.partner, -1))
     if filters.since is not None:
         chosen.append(released >= _day_start(filters.since))
-    if filters.until is not None:
-        chosen.append(released < _day_start(filters.until) + timedelta(days=1))
+    if (until := _day_end(filters.until)) is not None:
+        chosen.append(released < until)
     # A released job has its result (released in the same transaction), so only a metric order
     # reads results; the rest is answered from the board's covering index (site/models.py).
     cols = (Job.id, Job.model_version_id, Job.principal_id, released)
@@ -247,6 +248,14 @@ def _sql_selection(
 
 def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, UTC)
+
+
+def _day_end(day: date | None) -> datetime | None:
+    """The moment after `day` (UTC), or None when there is none to bound by: no day given, or the
+    last day a date can be (9999-12-31: every release is on or before it)."""
+    if day is None or day == date.max:
+        return None
+    return _day_start(day + timedelta(days=1))
 
 
 def boards(session: Session, caller: Caller, buckets: list[float]) -> list[Board]:
