@@ -614,6 +614,14 @@ def _bits_spent(plan: Plan, left: float, limits: PartnerLimits) -> errors.Leakag
 
 
 def _lifetime_bits_spent(cap: lifetime.Cap, millibits: int, left: int) -> errors.LifetimeLeakageExhausted:
+    if cap.principal_id == lifetime.EVERY_PARTNER:
+        # What is left of a pooled cap moves with other partners' jobs: it is never shown, only that
+        # this job does not fit (which a refusal cannot help saying).
+        return errors.LifetimeLeakageExhausted(
+            f"this job can carry {millibits / 1000:.1f} bits; fewer are left of the "
+            f"{cap.cap / 1000:.0f} bits {cap.label} may give over its lifetime",
+            alternatives=["request fewer metrics", f"ask the operator for a larger lifetime budget for {cap.label}"],
+        )
     return errors.LifetimeLeakageExhausted(
         f"this job can carry {millibits / 1000:.1f} bits; {max(0, left) / 1000:.1f} of the "
         f"{cap.cap / 1000:.0f} bits {cap.label} may give over its lifetime are left",

@@ -4,6 +4,7 @@ a partner can read that move only when the partner sees its job end."""
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,21 @@ def test_pooling_caps_what_every_partner_together_takes(gate):
         headers = h.partner if i % 2 else h.other
         codes.append(h.post_job(headers=headers, metrics=[NOISED[i % len(NOISED)]]).status_code)
     assert 403 in codes and codes.index(403) >= 1  # 5% of 951 bits: a couple of jobs, whoever asks
+
+
+def test_a_pooled_refusal_never_tells_what_other_partners_have_taken(gate):
+    """What is left of a pooled cap moves with every partner's jobs: a refusal (and a dry run's) says
+    only that the job does not fit, in the same words whatever the others took meanwhile."""
+    h = gate(pooled_lifetime_fraction=0.05, dp_epsilon_budget=100)  # 5% of 951 bits: 47.5 together
+    big = {"metrics": NOISED, "output": "probabilities"}  # about 50 bits: never fits
+    first = h.post_job(**big)
+    assert first.status_code == 403 and first.json()["error"] == "lifetime_leakage_exhausted", first.text
+    assert "every partner together" in first.json()["detail"]
+    assert h.post_job(headers=h.other, metrics=["accuracy"]).status_code == 202  # the pool moves
+    again = h.post_job(**big)
+    preview = h.client.post("/v1/jobs", headers=h.partner, params={"dry_run": "true"}, json=factories.job_spec(**big))
+    assert again.json()["detail"] == first.json()["detail"] == preview.json()["refusal"]["detail"]
+    assert not re.search(r"; [0-9.]+ of the", first.json()["detail"])  # no figure of what is left
 
 
 def test_a_models_lifetime_rows_are_granted_in_part_then_refused(gate):
