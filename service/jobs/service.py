@@ -33,7 +33,6 @@ from service.jobs.states import (
 )
 from service.ledger import service as ledger
 from service.quotas.service import Budgets
-from service.release import timing
 from service.release.models import Result
 from service.release.outcomes import ErrorClass
 from service.reproductions import record as reproduction_record
@@ -131,9 +130,7 @@ def end(
         )
     rows_used = facts.get("usage", {}).get("rows")
     # What the ending gives back moves when the partner sees the job end (its padded time), not before.
-    visible = None
-    if job.started_at is not None and job.finished_at is not None:
-        visible = timing.visible_at(job.created_at, job.finished_at, budgets.settings.timing_buckets_s)
+    visible = views.padded_end(job, budgets.settings.timing_buckets_s)
     # A hard rule broken (output rejected, model queried past the budget, the model channel abused)
     # counts towards the partner's suspension from when its partner sees the ending
     # (service.sanctions); a request for approval still pending is closed with its job. A twin job's
@@ -215,9 +212,12 @@ def _visible(caller: Caller, job_id: str, job: Job | None) -> Job:
 
 
 def cancel(session: Session, budgets: Budgets, caller: Caller, job: Job) -> Job:
-    """Before it runs a job is cancelled at once, and what it reserved goes back; a running job is
-    stopped by its worker. A partner's job that has ended but not yet for its partner (views.py) is
-    marked cancelled for its partner, which is what it will see at its padded time."""
+    """A job that waits where its partner sees it wait (awaiting approval) is cancelled at once, and
+    what it reserved goes back. A running job is stopped by its worker. A partner's job that has ended
+    but not yet for its partner (views.py) is marked cancelled for its partner, which is what it will
+    see at its padded time. A queued real job that its partner cancels never runs, but is shown and
+    charged as a running job's cancel (padded, nothing given back): its partner sees it `running`,
+    and answering otherwise would tell it whether the jobs before it had ended (SECURITY.md)."""
     if job.state in TERMINAL:
         shown = job.state
         if caller.role == Role.PARTNER:
@@ -228,7 +228,12 @@ def cancel(session: Session, budgets: Budgets, caller: Caller, job: Job) -> Job:
             _request_cancel(session, caller, job)
             return job
         raise errors.JobFinished(f"job {job.id} already ended as {shown}")
-    if job.state in (JobState.SUBMITTED, JobState.AWAITING_APPROVAL, JobState.QUEUED):
+    hidden = job.target == JobTarget.REAL and job.reproduces is None and caller.role == Role.PARTNER
+    if job.state == JobState.QUEUED and hidden:
+        _request_cancel(session, caller, job)
+        note = "cancelled by its partner while queued: it never ran, but is shown and charged as if it had"
+        end(session, budgets, job, ErrorClass.CANCELLED, actor=caller.actor, note=note, ran=True)
+    elif job.state in (JobState.SUBMITTED, JobState.AWAITING_APPROVAL, JobState.QUEUED):
         end(session, budgets, job, ErrorClass.CANCELLED, actor=caller.actor)
     else:
         _request_cancel(session, caller, job)

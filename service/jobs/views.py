@@ -116,6 +116,15 @@ def listing(
     return [v for v in views if state is None or v.state == state][:limit]
 
 
+def padded_end(job: Job, buckets: list[float]) -> datetime | None:
+    """When its partner sees a real job end: padded, for a job that started, or that its partner
+    cancelled while it was queued (whether it had started is hidden, service.jobs.service.cancel).
+    None for an ending its partner sees at once (awaiting approval, then cancelled or denied)."""
+    if job.finished_at is None or (job.started_at is None and not job.cancel_requested):
+        return None
+    return timing.visible_at(job.created_at, job.finished_at, buckets)
+
+
 def partner_view(job: Job, buckets: list[float], now: datetime | None = None) -> tuple[JobState, Any, Any]:
     """(state, error class, finished at) as the job's partner sees them now."""
     if job.target == JobTarget.TWIN:  # nothing private: neither its states nor its times are padded
@@ -124,11 +133,10 @@ def partner_view(job: Job, buckets: list[float], now: datetime | None = None) ->
         return job.state, None, None
     if job.state not in TERMINAL:
         return JobState.RUNNING, None, None
-    finished = job.finished_at
-    if job.started_at is not None and job.finished_at is not None:
-        finished = timing.visible_at(job.created_at, job.finished_at, buckets)
-        if (now or datetime.now(UTC)) < finished:
-            return JobState.RUNNING, None, None
+    padded = padded_end(job, buckets)
+    if padded is not None and (now or datetime.now(UTC)) < padded:
+        return JobState.RUNNING, None, None
+    finished = padded or job.finished_at
     if job.cancel_requested and job.state != JobState.CANCELLED:
         return JobState.CANCELLED, ErrorClass.CANCELLED, finished
     return job.state, job.error_class, finished

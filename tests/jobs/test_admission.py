@@ -134,10 +134,18 @@ def test_custom_suite_waits_for_approval_then_is_enqueued(api):
     assert api.dispatcher.enqueued == [(job["id"], "queued")]
 
 
-def test_cancel_before_running_is_immediate(api):
+def test_a_queued_job_cancelled_never_runs_and_its_partner_sees_it_end_at_its_padded_time(api):
+    import time
+
     job = submit(api).json()
     r = api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.partner)
-    assert r.status_code == 200 and r.json()["state"] == "cancelled" and r.json()["error_class"] == "cancelled"
+    assert r.status_code == 200 and r.json()["state"] == "running"  # as a running job's cancel is answered
+    operator = api.client.get(f"/v1/jobs/{job['id']}", headers=api.operator).json()
+    assert (operator["state"], operator["error_class"]) == ("cancelled", "cancelled")  # it never runs
+    assert api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.partner).status_code == 200
+    time.sleep(api.settings.timing_buckets_s[-1] + 0.05)
+    seen = api.client.get(f"/v1/jobs/{job['id']}", headers=api.partner).json()
+    assert (seen["state"], seen["error_class"]) == ("cancelled", "cancelled")
     assert api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.partner).json()["state"] == "cancelled"
 
 

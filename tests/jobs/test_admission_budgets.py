@@ -96,7 +96,7 @@ def test_epsilon_above_policy_is_refused(gate_api):
 
 
 def test_the_same_release_asked_again_returns_the_earlier_job(gate_api):
-    a = gate_api()
+    a = gate_api(dp_epsilon_budget=10, timing_buckets_s=[1.5])
     first = submit(a, NOISED, seed=1)
     assert first.status_code == 202 and not first.json()["reused"]
     spent = budget(a)["epsilon"][0]["spent"]
@@ -108,20 +108,38 @@ def test_the_same_release_asked_again_returns_the_earlier_job(gate_api):
     # Another partner asking the same gets its own job; other metrics make another release.
     assert submit(a, NOISED, headers=a.other).json()["id"] != first.json()["id"]
     assert submit(a, ["accuracy"]).json()["id"] != first.json()["id"]
-    # Once the earlier job is cancelled, the same request runs afresh.
-    assert a.client.post(f"/v1/jobs/{first.json()['id']}/cancel", headers=a.partner).json()["state"] == "cancelled"
+    # Once the earlier job is cancelled (as its partner sees it: at its padded time), the same request
+    # runs afresh.
+    assert a.client.post(f"/v1/jobs/{first.json()['id']}/cancel", headers=a.partner).json()["state"] == "running"
+    time.sleep(a.settings.timing_buckets_s[-1] + 0.05)
+    assert a.client.get(f"/v1/jobs/{first.json()['id']}", headers=a.partner).json()["state"] == "cancelled"
     fresh = submit(a, NOISED)
     assert fresh.status_code == 202 and fresh.json()["id"] != first.json()["id"]
 
 
-def test_cancelling_before_it_runs_gives_epsilon_and_bits_back(gate_api):
-    a = gate_api()
+def test_cancelling_a_queued_job_is_a_running_jobs_cancel_and_one_awaiting_approval_gives_all_back(gate_api):
+    """A partner sees a queued job `running`: its cancel is answered, shown and charged as a running
+    job's would be (nothing back, `cancelled` at the padded time), so it never tells whether the jobs
+    before it had ended. A job awaiting approval waits where its partner sees it: all comes back."""
+    a = gate_api(max_query_budget=5000, timing_buckets_s=[1.5])
     job = submit(a, NOISED).json()
     b = budget(a)
     assert b["epsilon"][0]["spent"] == 0.5 and b["leakage_bits"]["used"] > 0
-    a.client.post(f"/v1/jobs/{job['id']}/cancel", headers=a.partner)
-    b = budget(a)
-    assert b["epsilon"][0]["spent"] == 0.0 and b["leakage_bits"]["used"] == 0.0
+    answer = a.client.post(f"/v1/jobs/{job['id']}/cancel", headers=a.partner).json()
+    assert answer["state"] == "running" and answer["error_class"] is None
+    with a.sessions() as s:
+        assert s.get(Job, job["id"]).state == "cancelled"  # it never runs
+    time.sleep(a.settings.timing_buckets_s[-1] + 0.05)
+    assert a.client.get(f"/v1/jobs/{job['id']}", headers=a.partner).json()["state"] == "cancelled"
+    assert budget(a)["epsilon"][0]["spent"] == 0.5 and budget(a)["leakage_bits"]["used"] == b["leakage_bits"]["used"]
+    assert count(a, AuditEvent, AuditEvent.action == "privacy.epsilon_refunded") == 0
+
+    waiting = submit(a, ["accuracy"], resources={"query_budget": 6000}, request_approval=True).json()
+    assert waiting["state"] == "awaiting_approval", waiting
+    assert budget(a)["epsilon"][0]["spent"] == 0.6
+    answer = a.client.post(f"/v1/jobs/{waiting['id']}/cancel", headers=a.partner).json()
+    assert answer["state"] == "cancelled"
+    assert budget(a)["epsilon"][0]["spent"] == 0.5  # its 0.1 came back at once
     assert count(a, AuditEvent, AuditEvent.action == "privacy.epsilon_refunded") == 1
 
 
@@ -138,13 +156,15 @@ def test_daily_leakage_cap_refuses_with_retry_after(gate_api):
 
 
 def test_concurrent_jobs_are_capped_and_recover(gate_api):
-    a = gate_api(max_concurrent_jobs=1)
+    a = gate_api(max_concurrent_jobs=1, timing_buckets_s=[1.5])
     first = submit(a, ["accuracy"]).json()
     r = submit(a, ["ece"])
     assert r.status_code == 429 and r.json()["error"] == "too_many_concurrent_jobs"
     assert budget(a)["concurrent_jobs"] == {"active": 1, "limit": 1}
     assert submit(a, ["ece"], headers=a.other).status_code == 202  # per partner
     a.client.post(f"/v1/jobs/{first['id']}/cancel", headers=a.partner)
+    assert submit(a, ["ece"]).status_code == 429  # in progress, as its partner sees it, until its padded time
+    time.sleep(a.settings.timing_buckets_s[-1] + 0.05)
     assert submit(a, ["ece"]).status_code == 202
 
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.redis
 @pytest.fixture
 def counted(tmp_path: Path, demo_files) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
     require_redis()
-    settings = factories.settings(tmp_path / "data", redis_url=REDIS_URL, releases_per_window=5)
+    settings = factories.settings(tmp_path / "data", redis_url=REDIS_URL, releases_per_window=5, max_query_budget=1000)
     yield from harness(settings, demo_files)
 
 
@@ -49,10 +49,12 @@ def test_counters_lost_with_redis_come_back_from_the_reservations(counted: Harne
     h = counted
     ran = h.post_job(metrics=["accuracy"], resources={"query_budget": 1000}).json()["id"]
     open_ = h.post_job(metrics=["macro_f1"], resources={"query_budget": 700}).json()["id"]
-    cancelled = h.post_job(metrics=["log_loss"], resources={"query_budget": 300}).json()["id"]
+    # Awaiting an operator's approval (its partner sees it wait), so a cancel gives all it reserved back.
+    cancelled = h.post_job(metrics=["log_loss"], resources={"query_budget": 1200}, request_approval=True).json()
+    assert cancelled["state"] == "awaiting_approval", cancelled
     assert runner.run_job(context(h, StubSandbox(released_outcome(demo_files["data"]))), ran) == "released"
-    assert h.client.post(f"/v1/jobs/{cancelled}/cancel", headers=h.partner).status_code in (200, 202)
-    before = settled(h, 1000 + 700)  # the cancelled job's rows came back (at its padded time)
+    assert h.client.post(f"/v1/jobs/{cancelled['id']}/cancel", headers=h.partner).status_code in (200, 202)
+    before = settled(h, 1000 + 700)  # the cancelled job's rows came back
 
     forget_everything(h)
     after = h.budget()
