@@ -13,6 +13,9 @@
 - Every request and decision is on the audit log (`approval.requested`, `approval.granted`,
   `approval.denied`, `approval.withdrawn` comes with the job's own end); a request's final decision is
   also on the transparency log, as a commitment to its audit record (leaf kind `policy`).
+- **One decision at a time.** Each decision first takes the pending request with a compare-and-set
+  (`_claim`), so concurrent decisions on one request run one after another on SQLite and Postgres:
+  exactly one settles it, and a later one is refused `approval_already_decided` having written nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from service.approvals.schemas import ApprovalRead, DecisionRead
 from service.auth.models import Principal
 from service.canonical import canonical_json
 from service.config import Settings
-from service.db import utcnow
 from service.jobs import service as jobs_service
 from service.jobs.models import Job
 from service.jobs.states import JobState
@@ -77,13 +79,12 @@ def grant(
 ) -> tuple[ApprovalRead, list[str]]:
     """One operator's grant; with enough distinct grants, the request is granted and its job queued.
     Returns the request and the job ids to enqueue after commit."""
-    row = _pending(session, request_id)
+    row, job = _claim(session, request_id)
     reason = _reason(reason)
     if not _decide(session, settings, row, Decision.GRANT, reason, actor):
         return read(session, settings, request_id), []
     runnable: list[str] = []
     if row.kind == RequestKind.EXCEPTION:
-        job = session.get(Job, row.job_id)
         assert job is not None  # a foreign key
         if job.state == JobState.AWAITING_APPROVAL and job.suite.approved:
             jobs_service.transition(
@@ -104,11 +105,10 @@ def deny(
 ) -> ApprovalRead:
     """Deny a request (one operator is enough): its job ends `cancelled`, everything it reserved goes
     back, and its partner sees the reason on the job."""
-    row = _pending(session, request_id)
+    row, job = _claim(session, request_id)
     reason = _reason(reason)
     _decide(session, settings, row, Decision.DENY, reason, actor)
     if row.kind == RequestKind.EXCEPTION:
-        job = session.get(Job, row.job_id)
         assert job is not None
         jobs_service.end(
             session,
@@ -135,6 +135,10 @@ def approve_suite(
     if grants_needed(settings) == 1:
         registry.approve_suite(session, suite.ref, actor)
         return suite, jobs_service.queue_approved(session, suite.id, actor)
+    repo.hold_suite(session, suite.id)
+    session.refresh(suite)  # as it is now that its approvals are held: another may have approved it
+    if suite.approved:
+        return suite, []
     row = repo.pending_suite(session, suite.id)
     if row is None:
         row = ApprovalRequest(
@@ -187,13 +191,28 @@ def _reads(session: Session, settings: Settings, rows: list[ApprovalRequest]) ->
     return out
 
 
-def _pending(session: Session, request_id: int) -> ApprovalRequest:
-    row = repo.get(session, request_id, for_update=True)
-    if row is None:
+def _claim(session: Session, request_id: int) -> tuple[ApprovalRequest, Job | None]:
+    """The pending request, held by this transaction until it ends (repository.claim), and its job.
+
+    Every decision goes through here first, so decisions on one request happen one after another on
+    SQLite and Postgres alike: the one that settles it wins, and each later one is refused
+    `approval_already_decided` with nothing written (its transaction is rolled back). The job's row
+    is locked before the request's, in the order its own ending takes them (jobs.service.end moves
+    the job, then withdraws the request): a decision racing its partner's cancel waits for it
+    rather than deadlocking with it on Postgres."""
+    found = repo.get(session, request_id)
+    if found is None:
         raise errors.ApprovalRequestNotFound(f"no approval request {request_id}")
-    if row.state != RequestState.PENDING:
-        raise errors.ApprovalAlreadyDecided(f"approval request {request_id} is {row.state}")
-    return row
+    if found.job_id is not None:
+        repo.lock_job(session, found.job_id)
+    if not repo.claim(session, request_id):
+        now = repo.get(session, request_id)
+        raise errors.ApprovalAlreadyDecided(f"approval request {request_id} is {now.state if now else found.state}")
+    # Read again now that it is held: what was read before the claim may already be out of date.
+    row = repo.get(session, request_id)
+    assert row is not None
+    job = session.get(Job, row.job_id, populate_existing=True) if row.job_id is not None else None
+    return row, job
 
 
 def _reason(reason: str) -> str:
@@ -218,8 +237,10 @@ def _decide(
     needed = grants_needed(settings)
     final = decision == Decision.DENY or grants >= needed
     if final:
-        row.state = RequestState.DENIED if decision == Decision.DENY else RequestState.GRANTED
-        row.reason, row.decided_at = reason, utcnow()
+        settled = RequestState.DENIED if decision == Decision.DENY else RequestState.GRANTED
+        if not repo.settle(session, row.id, settled, reason):  # held by _claim: only if that is bypassed
+            raise errors.ApprovalAlreadyDecided(f"approval request {row.id} was decided meanwhile")
+        session.refresh(row)
     session.flush()
     event = ledger.append(
         session,

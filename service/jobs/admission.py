@@ -40,7 +40,7 @@ from service.policies import errors as policy_errors
 from service.policies import service as policies
 from service.policies.schemas import DatasetRules
 from service.quotas import leakage, lifetime
-from service.quotas.service import Budgets, Partner, Plan
+from service.quotas.service import MICRO, Budgets, Partner, Plan, to_micro
 from service.registry import fit, suites
 from service.registry import service as registry
 from service.registry.errors import DatasetTooSmall, ModelDatasetMismatch
@@ -256,7 +256,8 @@ def _privacy(
     return {
         "mechanism": policy.mechanism,
         "epsilon_per_metric": eps,
-        "epsilon_total": round(eps * len(noised), 6),
+        # Rounded up to whole millionths, as budgets count it: never charged less than it spends.
+        "epsilon_total": to_micro(eps * len(noised)) / MICRO,
         "noised_metrics": noised,
         "delta": policy.delta if policy.mechanism == "gaussian" else 0.0,
     }

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -11,6 +11,7 @@ from service.jobs.states import JobState, JobTarget
 from service.quotas.schemas import BudgetLeft
 from service.registry.schemas import LicenseRead
 from service.release.outcomes import ErrorClass
+from service.release.privacy import MIN_EPSILON
 
 
 class Resources(BaseModel):
@@ -23,6 +24,14 @@ class Resources(BaseModel):
 
 
 _SLICE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+# Every string a caller sends is bounded. Besides the bound itself, a constrained `str` is checked as
+# Unicode text by pydantic, so a lone surrogate (JSON "\ud800") is refused here as `invalid_request`;
+# a bare `str` let it through to the registry's queries and the audit log, neither of which can
+# encode it (a 500). A reference's name and version are checked by the registry (`invalid_reference`,
+# or an unknown version with the closest names), so the bound leaves room and no pattern is imposed.
+REFERENCE_MAX = 200  # name (64) @ version (32), or owner/name@version for a suite
+MetricName = Annotated[str, Field(max_length=128)]  # metric (64), or metric@slice (64 + 1 + 32)
 
 
 class Predicate(BaseModel):
@@ -39,14 +48,14 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     suite: str = Field(
-        max_length=200,
+        max_length=REFERENCE_MAX,
         examples=["classification@2.0.0", "acme/my-suite@1.0.0"],
         description="owner/name@version, or name@version: your own suite of that name if you have one, "
         "else the built-in one",
     )
-    model: str = Field(examples=["demo-classifier@1"])
-    dataset: str = Field(examples=["demo-blobs@1"])
-    metrics: list[str] = Field(min_length=1, max_length=64, description="names, or metric@slice in rows mode")
+    model: str = Field(max_length=REFERENCE_MAX, examples=["demo-classifier@1"], description="name@version")
+    dataset: str = Field(max_length=REFERENCE_MAX, examples=["demo-blobs@1"], description="name@version")
+    metrics: list[MetricName] = Field(min_length=1, max_length=64, description="names, or metric@slice in rows mode")
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     slices: dict[str, list[Predicate]] = Field(
@@ -71,7 +80,11 @@ class JobCreate(BaseModel):
         description="rows-mode suites: the model output to read (default: its one score output, else its labels)",
     )
     epsilon: float | None = Field(
-        default=None, gt=0, le=100, description="differential-privacy ε per noised metric; the policy default if unset"
+        default=None,
+        ge=MIN_EPSILON,
+        le=100,
+        description=f"differential-privacy ε per noised metric, at least {MIN_EPSILON:g} (budgets count millionths); "
+        "the policy default if unset",
     )
     request_approval: bool = Field(
         default=False,

@@ -9,10 +9,17 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.config import Mechanism, PartnerLimits
+from service.release.privacy import MIN_EPSILON
 
 ASSET = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(@[A-Za-z0-9][A-Za-z0-9_.+-]{0,31})?$"
 AssetName = Annotated[str, Field(pattern=ASSET)]
 Reason = Field(max_length=1000, description="why: recorded with the change on the audit log")
+# An ε per metric an operator sets now is at least MIN_EPSILON (budgets count millionths of ε; see
+# service.release.privacy). Only the `...Update` bodies say so: the `...Values` are also what was set
+# before, read back, and a value set then must stay readable (and replaceable).
+EpsilonPerMetric = Field(
+    default=None, ge=MIN_EPSILON, le=1e3, description=f"ε per noised metric, at least {MIN_EPSILON:g}"
+)
 
 
 class PartnerPolicyValues(BaseModel):
@@ -43,6 +50,7 @@ class PartnerPolicyValues(BaseModel):
 
 
 class PartnerPolicyUpdate(PartnerPolicyValues):
+    max_epsilon_per_metric: float | None = EpsilonPerMetric
     reason: str = Reason
 
 
@@ -98,6 +106,8 @@ class DatasetPolicyValues(BaseModel):
 
 
 class DatasetPolicyUpdate(DatasetPolicyValues):
+    epsilon_per_metric: float | None = EpsilonPerMetric
+    max_epsilon_per_metric: float | None = EpsilonPerMetric
     reason: str = Reason
 
 

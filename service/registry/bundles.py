@@ -16,6 +16,7 @@ service/registry/manifest.py).
 
 from __future__ import annotations
 
+import errno
 import functools
 import gzip
 import hashlib
@@ -405,7 +406,12 @@ def _install(suites_root: Path, limits: BundleLimits, prefix: str, fill: Callabl
             shutil.rmtree(tmp)
         else:
             _make_read_only(tmp)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except OSError as e:  # a concurrent upload of the same content moved its tree there first
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not final.is_dir():
+                    raise
+                remove_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -63,7 +63,9 @@ class ModelRead(BaseModel):
 
 
 class ModelStatusUpdate(BaseModel):
-    status: str = Field(description="active, deprecated or retired: the lifecycle only moves forward")
+    # Bounded (so also checked as Unicode text: a lone surrogate is refused, not a 500); an unknown
+    # status of that length is `invalid_status`, with the known ones.
+    status: str = Field(max_length=16, description="active, deprecated or retired: the lifecycle only moves forward")
     confirm: str | None = Field(
         default=None,
         max_length=64,

@@ -13,10 +13,17 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
+from service.errors import InvalidRequest
+
 if TYPE_CHECKING:
     from opendp.mod import Measurement
 
 MECHANISMS = ("laplace", "gaussian")
+
+# The smallest ε per noised metric a job or a policy may name. Budgets are counted in whole millionths
+# of ε (service.quotas), so a smaller ε could not be charged; and long before OpenDP stops finding a
+# Laplace scale (below about 1e-13 at a sensitivity of 1), the noise would bury any result.
+MIN_EPSILON = 1e-6
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ def _dp() -> SimpleNamespace:
 
     mod.enable_features("contrib")
     return SimpleNamespace(
+        OpenDPException=mod.OpenDPException,
         atom_domain=domains.atom_domain,
         vector_domain=domains.vector_domain,
         absolute_distance=metrics.absolute_distance,
@@ -80,19 +88,35 @@ def calibrate(
     mechanism: str, *, epsilon: float, sensitivity: float, integer: bool, delta: float = 0.0, vector: bool = False
 ) -> Noise:
     """The smallest scale whose privacy loss at this sensitivity is at most epsilon (and delta).
-    `vector`: noise on a vector of counts whose L1 (Laplace) or L2 (Gaussian) sensitivity is given."""
+    `vector`: noise on a vector of counts whose L1 (Laplace) or L2 (Gaussian) sensitivity is given.
+
+    Where no scale gives that loss (an ε so small that the scale OpenDP needs overflows), the request
+    is refused `invalid_request` naming the smallest ε taken, never a 500; nothing is released."""
     dp = _dp()
     d_in = math.ceil(sensitivity) if integer and not vector else float(sensitivity)
     d_out = epsilon if mechanism == "laplace" else (epsilon, delta)
-    scale = dp.binary_search_param(
-        lambda s: _measurement(mechanism, integer, s, delta, vector), d_in=d_in, d_out=d_out, T=float
-    )
+    try:
+        scale = dp.binary_search_param(
+            lambda s: _measurement(mechanism, integer, s, delta, vector), d_in=d_in, d_out=d_out, T=float
+        )
+    except dp.OpenDPException as e:
+        raise _uncalibrated(mechanism, epsilon, d_in) from e
+    if not (math.isfinite(scale) and scale > 0):
+        raise _uncalibrated(mechanism, epsilon, d_in)
     return Noise(
         mechanism=mechanism,
         epsilon=epsilon,
         delta=delta if mechanism == "gaussian" else 0.0,
         sensitivity=float(d_in),
         scale=float(scale),
+    )
+
+
+def _uncalibrated(mechanism: str, epsilon: float, sensitivity: float) -> InvalidRequest:
+    return InvalidRequest(
+        f"no {mechanism} noise gives epsilon {epsilon:g} per metric at sensitivity {sensitivity:g}: "
+        f"epsilon per metric must be at least {MIN_EPSILON:g} (the job's, or its dataset's policy default)",
+        alternatives=[f"epsilon >= {MIN_EPSILON:g}"],
     )
 
 

@@ -152,3 +152,17 @@ def test_a_retired_versions_weights_are_purged_with_a_reason_and_kept_while_shar
         events = ledger.events_for(s, "model:own@1", "model.purged")
     assert [e["data"]["deleted"] for e in events] == [True, False]
     assert events[0]["data"]["reason"] == "the owner withdrew it" and events[0]["data"]["sha256"] == sha["own@1"]
+
+
+def test_a_status_that_is_not_text_is_refused_and_an_unknown_one_named(api):
+    """A lone surrogate (JSON "\\ud800") was a 500 when the audit log could not encode it."""
+    for kind, ref in (("models", "demo-classifier/1"), ("datasets", "demo-blobs/1")):
+        raw = b'{"status": "retired\\ud800"}'
+        r = api.client.post(
+            f"/v1/{kind}/{ref}/status", headers=api.operator | {"Content-Type": "application/json"}, content=raw
+        )
+        assert r.status_code == 422 and r.json()["error"] == "invalid_request", r.text
+        r = api.client.post(f"/v1/{kind}/{ref}/status", headers=api.operator, json={"status": "gone"})
+        assert r.status_code == 422 and r.json()["error"] == "invalid_status", r.text
+        got = api.client.get(f"/v1/{kind}", headers=api.operator).json()
+        assert "retired" not in json.dumps(got)

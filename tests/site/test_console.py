@@ -178,7 +178,10 @@ def test_the_form_is_validated_like_the_api(site: Seeded):
     version = version_of(page)
     cases = [
         ({"rows_per_day": "lots", "reason": "x"}, "Model rows per day: Input should be a valid integer"),
-        ({"max_epsilon_per_metric": "0", "reason": "x"}, "Most ε per metric: Input should be greater than 0"),
+        (
+            {"max_epsilon_per_metric": "0", "reason": "x"},
+            "Most ε per metric: Input should be greater than or equal to 0.000001",
+        ),
         ({"rows_per_day": "10"}, "Say why you are making this change"),
         ({"models_mode": "only", "models": "no-such-model", "reason": "x"}, "no model no-such-model is registered"),
     ]
