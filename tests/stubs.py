@@ -7,7 +7,9 @@ import io
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,3 +114,20 @@ def held_running(h: Harness, job_id: str, outcome: Outcome) -> Iterator[WorkerCo
     finally:
         release.set()
         worker.join(30)
+
+
+def past_its_padding(api: Any, job_id: str, seconds: float = 700) -> None:
+    """Move a real job's times, and when its budgets come back, `seconds` into the past: as if its
+    padded completion time had come."""
+    from service.jobs.models import Job
+    from service.quotas.models import BudgetReservation
+
+    shift = timedelta(seconds=seconds)
+    with api.db() as s:
+        job = s.get(Job, job_id)
+        job.created_at, job.started_at, job.finished_at = (
+            t - shift if t is not None else None for t in (job.created_at, job.started_at, job.finished_at)
+        )
+        held = s.get(BudgetReservation, job_id)
+        if held is not None and held.settle_at is not None:
+            held.settle_at -= shift

@@ -10,7 +10,6 @@ partner's admission lock and commits; a refusal raises and the transaction rolls
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -431,12 +430,11 @@ def preview(session: Session, settings: Settings, budgets: Budgets, caller: Call
     )
     if d.earlier is not None:  # answered from the earlier job: nothing would be spent
         return JobPreview(admitted=True, reuses=d.earlier.id, cost=cost.model_copy(update=_NOTHING), left=None)
+    try:  # as in submit: before the budgets, so the same refusal comes first
+        _no_twin_job_unfinished(session, caller)
+    except errors.TwinJobInProgress as e:
+        return JobPreview(admitted=False, cost=cost, left=None, refusal=Refusal(**e.to_dict()))
     seen = budgets.preview(session, Partner(caller.principal_id, caller.name), d.plan)
-    if seen.refusal is None:
-        try:
-            _no_twin_job_unfinished(session, caller)
-        except errors.TwinJobInProgress as e:
-            seen = dataclasses.replace(seen, refusal=e)
     return JobPreview(
         admitted=seen.refusal is None,
         state=None

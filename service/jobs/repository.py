@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -11,9 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 
 from service.approvals.models import ApprovalRequest
+from service.db import utcnow
 from service.jobs.models import Job
 from service.jobs.states import TERMINAL, JobState, JobTarget
 from service.release.models import Result
+from service.reproductions.models import Reproduction
 
 # A job with one of these endings made no release, so the same request may run again.
 NOT_RELEASED = frozenset({JobState.REJECTED, JobState.FAILED, JobState.CANCELLED, JobState.COMPARED, JobState.JUDGED})
@@ -61,6 +63,19 @@ def unfinished_twin_job(session: Session, principal_id: int) -> Job | None:
     """One of the partner's twin jobs that has not ended, if any."""
     q = select(Job).where(Job.principal_id == principal_id, Job.target == JobTarget.TWIN, Job.state.not_in(TERMINAL))
     return session.execute(q.order_by(Job.created_at).limit(1)).scalar_one_or_none()
+
+
+def recent_reproductions_of(session: Session, principal_id: int) -> list[tuple[Reproduction, Job]]:
+    """Reproductions of the partner's jobs that have not ended, or ended in the last day (a
+    partner sees a reproduction's end at most its job's padded time limit after it was asked)."""
+    since = utcnow() - timedelta(days=1)
+    q = (
+        select(Reproduction, Job)
+        .join(Job, Job.id == Reproduction.job_id)
+        .where(Job.principal_id == principal_id)
+        .where((Reproduction.finished_at.is_(None)) | (Reproduction.finished_at >= since))
+    )
+    return [(r, j) for r, j in session.execute(q.options(lazyload("*"))).tuples()]
 
 
 def twin_jobs_since(session: Session, principal_id: int, since: datetime) -> int:

@@ -40,6 +40,7 @@ from service.quotas.store import seconds_to_reset
 from service.registry import datasets, storage
 from service.release import service as release_service
 from service.release.outcomes import ErrorClass
+from service.reproductions import record as reproduction_record
 from service.sandbox.spec import Outcome
 from service.twins import service as twins
 from service.twins.models import TwinKind
@@ -95,15 +96,28 @@ def _alone(session: Session, budgets: Budgets, caller: Caller) -> errors.RealJob
     runs beside a real job of its partner, whose code could signal to it through the host they share
     (CPU, caches). Judged from what the partner sees, so the refusal tells it nothing new."""
     active = budgets.jobs_in_progress(session, caller.principal_id)
-    if active == 0:
+    rerun = _open_reproduction(session, caller, budgets.settings.timing_buckets_s)
+    if active == 0 and not rerun:
         return None
+    what = f"{active} real job(s) in progress" if active else "a reproduction of one of your jobs on its way"
     return errors.RealJobInProgress(
-        f"you have {active} real job(s) in progress; a twin job runs when none is",
+        f"you have {what}; a twin job runs when none is",
         alternatives=[
             "retry when they have ended",
             "run the suite on your own machine: evalgate dev run SUITE_DIR --model NAME@V --dataset NAME@V",
         ],
     )
+
+
+def _open_reproduction(session: Session, caller: Caller, buckets: list[float]) -> bool:
+    """Whether a reproduction of one of the partner's jobs (a re-run of its code on the real data) is
+    on its way as the partner sees it (its outcome not shown yet: reproductions.record)."""
+    now = datetime.now(UTC)
+    for r, job in repo.recent_reproductions_of(session, caller.principal_id):
+        shown = reproduction_record.shown_to_partner_at(r, job, buckets)
+        if shown is None or now < shown:
+            return True
+    return False
 
 
 def submit(session: Session, settings: Settings, budgets: Budgets, caller: Caller, req: JobCreate) -> Job:

@@ -22,6 +22,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["reproductions"])
 @raises(
     errors.ReproductionNotAllowed,
     errors.JobNotReleased,
+    errors.PartnersTwinJobRunning,
     errors.ReproductionInProgress,
     errors.ReproductionsExhausted,
     quota_errors.AdmissionBusy,

@@ -18,6 +18,13 @@ class JobNotReleased(Conflict):
     code = "job_not_released"
 
 
+class PartnersTwinJobRunning(Conflict):
+    """The job's partner has a job on a synthetic twin that has not ended: a re-run of the partner's
+    code on the real data never runs beside one, whose output its partner reads. Ask again later."""
+
+    code = "partners_twin_job_running"
+
+
 class ReproductionInProgress(Conflict):
     """A reproduction of this job is already on its way; read it at `GET /v1/jobs/{id}/reproductions`."""
 

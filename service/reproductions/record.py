@@ -12,6 +12,8 @@ reproduction ended and how, and lets a reader check that the log holds what the 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,10 +21,14 @@ from sqlalchemy.orm import Session
 from service.canonical import canonical_json, sha256_hex
 from service.db import utcnow
 from service.ledger import service as ledger
+from service.release import timing
 from service.release.models import Result
 from service.release.outcomes import ErrorClass
 from service.reproductions.models import CouldNotRun, Outcome, Reproduction
 from service.transparency import service as tlog
+
+if TYPE_CHECKING:
+    from service.jobs.models import Job
 
 LEAF = "reproduction"
 
@@ -81,3 +87,13 @@ def run_ended(session: Session, run_id: str, error_class: ErrorClass | None, *, 
         reason=CouldNotRun.RUN_FAILED,
         error_class=error_class or ErrorClass.INTERNAL_ERROR,
     )
+
+
+def shown_to_partner_at(r: Reproduction, job: Job, buckets: list[float]) -> datetime | None:
+    """When the job's partner may see how a reproduction ended: no earlier than the job's own time
+    limit (padded) after it was asked, whatever the re-run did, so the time carries nothing its code
+    chose; a run that ended later still (it waited for a worker) at its padded end."""
+    if r.finished_at is None:
+        return None
+    hold = timing.padded_duration(float(job.spec["resources"]["timeout_s"]), buckets)
+    return max(r.created_at + timedelta(seconds=hold), timing.visible_at(r.created_at, r.finished_at, buckets))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
@@ -27,15 +27,17 @@ from service.auth.roles import Role
 from service.auth.service import Caller
 from service.canonical import digest
 from service.config import Settings
+from service.jobs import repository as jobs_repo
 from service.jobs.models import Job
 from service.jobs.service import record_submitted, transition
 from service.jobs.states import JobState
+from service.jobs.views import partner_view
 from service.ledger import service as ledger
 from service.quotas import lifetime
 from service.quotas.service import Budgets, Partner, Plan
 from service.quotas.store import seconds_to_reset
 from service.registry import storage
-from service.release import raw, timing
+from service.release import raw
 from service.release import service as release_service
 from service.reproductions import errors, record
 from service.reproductions import repository as repo
@@ -73,6 +75,20 @@ def request(
         raise errors.JobNotReleased(
             f"job {job.id} is {job.state}: only a released job can be reproduced",
             alternatives=["reproduce a released job"],
+        )
+    shown = partner_view(job, settings.timing_buckets_s)[0]
+    if shown != JobState.RELEASED:
+        # Its partner reads the job's reproductions: one asked before it sees the release would tell it.
+        raise errors.JobNotReleased(
+            f"job {job.id} is released, but its partner sees it only from its padded time",
+            alternatives=["ask again in a few minutes"],
+        )
+    twin = jobs_repo.unfinished_twin_job(session, job.principal_id)
+    if twin is not None:
+        raise errors.PartnersTwinJobRunning(
+            f"job {job.id}'s partner has a job on a synthetic twin that has not ended; a re-run of its code"
+            " never runs beside one (SECURITY.md, twin jobs)",
+            alternatives=["ask again in a few minutes"],
         )
     if repo.open_count(session, job.id) > 0:
         raise errors.ReproductionInProgress(
@@ -206,21 +222,11 @@ def of_job(session: Session, caller: Caller, job: Job, buckets: list[float]) -> 
     return [to_read(r, caller, job, buckets) for r in repo.of_job(session, job.id)]
 
 
-def shown_to_partner_at(r: Reproduction, job: Job, buckets: list[float]) -> datetime | None:
-    """When the job's partner may see how a reproduction ended: no earlier than the job's own time
-    limit (padded) after it was asked, whatever the re-run did, so the time carries nothing its code
-    chose; a run that ended later still (it waited for a worker) at its padded end."""
-    if r.finished_at is None:
-        return None
-    hold = timing.padded_duration(float(job.spec["resources"]["timeout_s"]), buckets)
-    return max(r.created_at + timedelta(seconds=hold), timing.visible_at(r.created_at, r.finished_at, buckets))
-
-
 def to_read(
     r: Reproduction, caller: Caller, job: Job, buckets: list[float], now: datetime | None = None
 ) -> ReproductionRead:
     """Operators and researchers see it as it is. The job's partner sees the outcome and reason only
-    from shown_to_partner_at on, and neither who asked, nor the re-run's error class, nor the log
+    from record.shown_to_partner_at on, and neither who asked, nor the re-run's error class, nor the log
     (SECURITY.md, "Reproductions")."""
     outcome, reason, finished = r.outcome, r.reason, r.finished_at
     if caller.role != Role.PARTNER:
@@ -239,7 +245,7 @@ def to_read(
             finished_at=finished,
             log=log,
         )
-    finished = shown_to_partner_at(r, job, buckets)
+    finished = record.shown_to_partner_at(r, job, buckets)
     if finished is not None and (now or datetime.now(UTC)) < finished:
         outcome, reason, finished = None, None, None
     return ReproductionRead(

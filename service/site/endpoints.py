@@ -134,7 +134,9 @@ def leaderboard(
         page = _board_page(session, settings, signed, q, boards.PAGE_SIZE)
     except PageError as e:
         return error_page(request, signed, e)
-    suites, datasets = boards.board_refs(session, signed.caller)  # the suite and dataset filters
+    suites, datasets = boards.board_refs(
+        session, signed.caller, settings.timing_buckets_s
+    )  # the suite and dataset filters
     return render(
         request,
         "leaderboard.html",

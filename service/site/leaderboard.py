@@ -283,12 +283,21 @@ def boards(session: Session, caller: Caller, buckets: list[float]) -> list[Board
     return sorted(found, key=lambda b: (-b.releases, suite_ref(b.suite), dataset_ref(b.dataset)))
 
 
-def board_refs(session: Session, caller: Caller) -> tuple[list[str], list[str]]:
+def _shown_released(session: Session, caller: Caller, buckets: list[float], *where: Any) -> Any:
+    """For a partner: a condition keeping only its own jobs it sees released now (from their padded
+    times, jobs.views.partner_view), so no list of the board (metric names, suites, datasets, models)
+    shows a release before its partner may see it, nor one it cancelled first."""
+    q = select(Job).where(Job.state == JobState.RELEASED, Job.principal_id == caller.principal_id, *where)
+    jobs = session.execute(q.options(lazyload("*"))).scalars()
+    return Job.id.in_([j.id for j in jobs if partner_view(j, buckets)[0] == JobState.RELEASED])
+
+
+def board_refs(session: Session, caller: Caller, buckets: list[float]) -> tuple[list[str], list[str]]:
     """The suites and the datasets of every board with a release the caller's jobs list shows
     (the leaderboard's suite and dataset filters): one scan of the board index."""
     q = select(Job.suite_version_id, Job.dataset_version_id).where(Job.state == JobState.RELEASED).distinct()
     if caller.role == Role.PARTNER:
-        q = q.where(Job.principal_id == caller.principal_id)
+        q = q.where(_shown_released(session, caller, buckets))
     pairs = list(session.execute(q))
     suites = session.execute(select(SuiteVersion).where(SuiteVersion.id.in_({s for s, _ in pairs}))).scalars()
     datasets = session.execute(select(DatasetVersion).where(DatasetVersion.id.in_({d for _, d in pairs}))).scalars()
@@ -383,6 +392,7 @@ def page(
     partner = caller.role == Role.PARTNER
     if partner:
         spec_where.append(Job.principal_id == caller.principal_id)
+        spec_where.append(_shown_released(session, caller, buckets, *spec_where))
     board_key = (str(session.get_bind().engine.url), suite.id, dataset.id, caller.principal_id if partner else None)
     metrics = _metric_names(session, spec_where, board_key)
     sort_metric = filters.sort if filters.sort in metrics else None

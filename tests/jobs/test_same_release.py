@@ -4,15 +4,12 @@ completion time, so a free dry run (or a resubmission) cannot tell the moment it
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from service.jobs import runner
-from service.jobs.models import Job
 from service.jobs.states import JobState
 from service.sandbox.spec import Outcome
 from tests import factories
 from tests.harness import Harness
-from tests.stubs import StubSandbox, context, released_outcome
+from tests.stubs import StubSandbox, context, past_its_padding, released_outcome
 
 
 def ask(api: Harness, metric: str, dry_run: bool = False):
@@ -23,17 +20,6 @@ def ask(api: Harness, metric: str, dry_run: bool = False):
         params=params,
         json=factories.job_spec(metrics=[metric], resources={"query_budget": 1000}),
     )
-
-
-def age(api: Harness, job_id: str, seconds: float) -> None:
-    """Move the job's times into the past, as if `seconds` had gone by since it ran."""
-    shift = timedelta(seconds=seconds)
-    with api.sessions() as s, s.begin():
-        job = s.get(Job, job_id)
-        assert job is not None and job.started_at is not None and job.finished_at is not None
-        job.created_at, job.started_at, job.finished_at = (
-            t - shift for t in (job.created_at, job.started_at, job.finished_at)
-        )
 
 
 def test_a_job_that_really_failed_is_the_same_release_until_its_padded_time(api: Harness, demo_files):
@@ -54,8 +40,8 @@ def test_a_job_that_really_failed_is_the_same_release_until_its_padded_time(api:
         assert again.status_code == 200 and again.json()["reused"] is True and again.json()["id"] == job_id
 
     # Past it, the failed job ends as it ended, and the same request runs anew; the release stays.
-    age(api, failed, 700)
-    age(api, released, 700)
+    past_its_padding(api, failed)
+    past_its_padding(api, released)
     assert api.client.get(f"/v1/jobs/{failed}", headers=api.partner).json()["state"] == "failed"
     assert ask(api, "accuracy", dry_run=True).json()["reuses"] is None
     fresh = ask(api, "accuracy")

@@ -5,7 +5,6 @@ is released, signed or logged publicly."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ from sqlalchemy import func, select
 from service.jobs import runner
 from service.jobs.models import Job
 from service.jobs.states import JobState
-from service.quotas.models import BudgetReservation
 from service.registry import storage
 from service.release.models import Result
 from service.sanctions.models import PartnerTrip
@@ -24,7 +22,7 @@ from service.transparency.models import LogLeaf
 from service.twins import service as twins
 from service.twins.models import Twin
 from tests import factories
-from tests.stubs import StubSandbox, context, crashed_outcome, rows_file
+from tests.stubs import StubSandbox, context, crashed_outcome, past_its_padding, rows_file
 
 PARTNER_POLICY = "/v1/policies/partners/acme"
 TRACEBACK = 'Traceback (most recent call last):\n  File "main.py", line 3\nZeroDivisionError: division by zero\n'
@@ -156,17 +154,6 @@ def test_twin_jobs_count_against_their_own_live_daily_quota_and_a_dry_run_shows_
     for job in api.client.get("/v1/jobs", headers=api.partner).json()["jobs"]:
         api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.partner)
     assert api.post_job(metrics=["accuracy"]).status_code == 202
-
-
-def past_its_padding(api, job_id: str) -> None:
-    """Move a real job's times, and when its budgets come back, 700 s into the past."""
-    shift = timedelta(seconds=700)
-    with api.db() as s:
-        job, held = s.get(Job, job_id), s.get(BudgetReservation, job_id)
-        job.created_at, job.started_at, job.finished_at = (
-            t - shift for t in (job.created_at, job.started_at, job.finished_at)
-        )
-        held.settle_at -= shift
 
 
 def test_a_twin_job_and_a_real_job_of_one_partner_never_run_at_once(api, demo_files):

@@ -12,7 +12,7 @@ from service.registry.lifecycle import confirmation
 from tests import factories
 from tests.harness import Harness
 from tests.registry.test_lifecycle import register
-from tests.transparency.helpers import release_job
+from tests.transparency.helpers import release_job, wait_padded
 
 STATUS = "/v1/datasets/demo-blobs/1/status"
 
@@ -114,6 +114,7 @@ def _spec(**spec: object) -> dict:
 
 def test_a_released_job_on_a_retired_dataset_reproduces_as_asset_retired(api, demo_files):
     job_id = release_job(api, demo_files, "accuracy")
+    wait_padded(api)  # reproducible once its partner sees it released
     token = confirmation("demo-blobs@1", [job_id])
     r = api.client.post(STATUS, headers=api.operator, json={"status": "retired", "confirm": token})
     assert r.status_code == 200, r.text

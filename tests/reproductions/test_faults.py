@@ -35,6 +35,7 @@ def test_worker_killed_while_a_reproduction_runs(tmp_path: Path, demo_files, doc
     with Stack(tmp_path, demo_files, workers=2) as stack:
         job = stack.submitted(suite=stack.sleeper(6))
         assert stack.wait_state(job, {"released"}, timeout_s=90) == "released"
+        time.sleep(stack.settings.timing_buckets_s[-1] + 0.1)  # reproducible once its partner sees it released
         asked = stack.http.post(f"/v1/jobs/{job}/reproduce", headers=stack.operator)
         assert asked.status_code == 202, asked.text
         run = asked.json()["id"]

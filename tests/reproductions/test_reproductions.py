@@ -27,7 +27,7 @@ from service.sandbox.spec import Outcome
 from service.transparency import service as tlog
 from tests import factories
 from tests.harness import Harness, harness
-from tests.stubs import StubSandbox, context, released_outcome, rows_file
+from tests.stubs import StubSandbox, context, past_its_padding, released_outcome, rows_file
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,7 @@ def released(api: Harness, good: Outcome) -> str:
     assert r.status_code == 202, r.text
     job_id: str = r.json()["id"]
     assert runner.run_job(context(api, StubSandbox(good)), job_id) == JobState.RELEASED
+    time.sleep(api.settings.timing_buckets_s[-1] + 0.05)  # reproducible once its partner sees it released
     return job_id
 
 
@@ -283,3 +284,28 @@ def test_a_researcher_may_ask_where_the_operator_allows_it_and_is_charged(open_t
         reservation = s.get(BudgetReservation, asked["id"])
         assert reservation.principal_id == s.get(Job, asked["id"]).principal_id != s.get(Job, job_id).principal_id
         assert reservation.rows == 1000
+
+
+def test_a_rerun_waits_for_its_partner_to_see_the_release_and_never_runs_beside_its_twin_job(api, GOOD):
+    """A job's partner reads its reproductions: one asked before the partner sees the release would
+    tell it the job had released. And a re-run of the partner's code on the real data never runs
+    beside a twin job of that partner, whose output the partner reads: each refuses the other."""
+    api.settings.timing_buckets_s = [600.0]
+    job = api.post_job(metrics=["accuracy"], resources={"query_budget": 1000}).json()["id"]
+    assert runner.run_job(context(api, StubSandbox(GOOD)), job) == JobState.RELEASED
+    early = api.client.post(f"/v1/jobs/{job}/reproduce", headers=api.operator)
+    assert early.status_code == 409 and early.json()["error"] == "job_not_released", early.text
+    assert api.client.get(f"/v1/jobs/{job}/reproductions", headers=api.partner).json()["reproductions"] == []
+
+    past_its_padding(api, job)
+    twin = api.post_job(target="twin", metrics=["accuracy"]).json()
+    assert twin["state"] == "queued", twin
+    refused = api.client.post(f"/v1/jobs/{job}/reproduce", headers=api.operator)
+    assert refused.status_code == 409 and refused.json()["error"] == "partners_twin_job_running", refused.text
+    api.client.post(f"/v1/jobs/{twin['id']}/cancel", headers=api.partner)
+
+    asked = reproduce(api, job)
+    assert asked["outcome"] is None
+    beside = api.post_job(target="twin", metrics=["accuracy"])
+    assert beside.status_code == 409 and beside.json()["error"] == "real_job_in_progress", beside.text
+    assert "reproduction" in beside.json()["detail"]

@@ -6,6 +6,7 @@ suspension with a reason."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -126,6 +127,7 @@ def test_retiring_a_dataset_lists_the_jobs_it_leaves_without_a_rerun_first(
     with h.db() as s:
         (confirmed,) = ledger.events_for(s, "dataset:old-blobs@1", "dataset.retirement_confirmed")
     assert confirmed["data"]["released_jobs"] == [released] and confirmed["actor"] == "operator:ops"
+    time.sleep(h.settings.timing_buckets_s[-1] + 0.05)  # reproducible once its partner sees it released
     r = httpx.post(f"{server}/v1/jobs/{released}/reproduce", headers=h.operator, timeout=30)
     assert r.status_code == 202 and (r.json()["outcome"], r.json()["reason"]) == ("could_not_run", "asset_retired")
     page.goto(f"{server}/site/console/datasets")

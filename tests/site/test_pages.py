@@ -311,6 +311,11 @@ def test_a_partner_sees_a_release_only_from_its_padded_time_and_new_metrics_appe
         page = h.client.get(f"/site/jobs/{job_id}").text
         assert "<strong>running</strong>" in page and "Nothing has been released" in page
         assert h.client.get(f"/v1/jobs/{job_id}", headers=h.partner).json()["state"] == "running"
+        # Nor does any list of the board tell it: its metric names, its suites and datasets, its models.
+        doc = h.client.get("/site/leaderboard.json", params=BOARD).json()
+        assert doc["rows"] == [] and doc["metrics"] == [], doc
+        board_page = h.client.get("/site/leaderboard", params=BOARD).text
+        assert 'data-sort="accuracy"' not in board_page and "demo-classifier@1</option>" not in board_page
         sign_in(h.client, h.researcher)  # a release with another metric: its column appears at once
         h.client.get("/site/leaderboard", params=BOARD)
         release(h, demo_files, h.other, metrics=["accuracy", "log_loss"])
