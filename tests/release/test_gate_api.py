@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from tests import factories
 from tests.factories import CLASSIFICATION, suite_bundle, unique
 from tests.harness import worker_harness
 
@@ -171,6 +172,8 @@ def test_a_cancel_asked_before_the_padded_end_is_what_the_partner_sees(noisy):
     done = s.wait(job["id"])
     assert (done["state"], done["error_class"], done["result"]) == ("cancelled", "cancelled", None)
     assert s.client.get(f"/v1/jobs/{job['id']}", headers=s.operator).json()["state"] == "released"
-    # Asked again, it is the same question: the same (cancelled) job, never fresh noise.
-    again = s.post_job(suite=f"{suite['name']}@{suite['version']}", metrics=["overall"])
-    assert again.status_code == 200 and again.json()["id"] == job["id"] and again.json()["state"] == "cancelled"
+    # Asked again, it is a new question for its partner, as for any job it saw cancelled (whether this
+    # one had really released is what the cancel hides): charged anew, its release never shown to it.
+    spec = factories.job_spec(suite=f"{suite['name']}@{suite['version']}", metrics=["overall"])
+    again = s.client.post("/v1/jobs", headers=s.partner, params={"dry_run": "true"}, json=spec).json()
+    assert again["reuses"] is None and again["cost"]["epsilon_total"] > 0, again
